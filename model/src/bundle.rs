@@ -1,0 +1,374 @@
+//! Reading, validating and writing a model bundle directory (DESIGN.md §2).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use sha2::{Digest, Sha256};
+
+use crate::config::{
+    BundleConfig, BUNDLE_JSON, FORMAT_VERSION, MODEL_SAFETENSORS, TEXT_BANK_JSONL,
+    TEXT_BANK_SAFETENSORS, TOKENIZER_JSON,
+};
+use crate::names::{self, TensorSpec};
+use crate::{Error, Result};
+
+/// A bundle whose files exist, match their checksums and hold every tensor the architecture needs.
+#[derive(Debug)]
+pub struct Bundle {
+    dir: PathBuf,
+    config: BundleConfig,
+    /// sha256 of `bundle.json` itself: what indexes record to recognise the exact model.
+    sha256: String,
+}
+
+/// The memory bank exported with a bundle.
+#[derive(Debug)]
+pub struct TextBank {
+    /// K×D unit rows.
+    pub embeddings: Tensor,
+    /// The caption of each row.
+    pub captions: Vec<String>,
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+impl Bundle {
+    /// Opens and fully validates the bundle in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let json_path = dir.join(BUNDLE_JSON);
+        let raw = read(&json_path)?;
+        let sha256 = sha256_hex(&raw);
+        // Look at the version before the strict parse so an old or future bundle says so instead
+        // of failing on a field this build does not know.
+        let loose: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|source| Error::Json {
+                path: json_path.clone(),
+                source,
+            })?;
+        let found = loose
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!("{}: no format_version", json_path.display()))
+            })?;
+        if found != u64::from(FORMAT_VERSION) {
+            return Err(Error::UnsupportedFormatVersion {
+                path: json_path,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config: BundleConfig = serde_json::from_value(loose).map_err(|source| Error::Json {
+            path: json_path.clone(),
+            source,
+        })?;
+        config.validate()?;
+        for required in [MODEL_SAFETENSORS, TOKENIZER_JSON] {
+            if !config.files.contains_key(required) {
+                return Err(Error::InvalidConfig(format!(
+                    "{}: `files` does not list {required}",
+                    json_path.display()
+                )));
+            }
+        }
+        if config.files.contains_key(TEXT_BANK_SAFETENSORS)
+            != config.files.contains_key(TEXT_BANK_JSONL)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "{}: {TEXT_BANK_SAFETENSORS} and {TEXT_BANK_JSONL} come together",
+                json_path.display()
+            )));
+        }
+        let bundle = Self {
+            dir,
+            config,
+            sha256,
+        };
+        for (name, expected) in &bundle.config.files {
+            let bytes = bundle.read_checked(name, expected)?;
+            if name == MODEL_SAFETENSORS {
+                check_tensors(
+                    &bundle.dir.join(name),
+                    &bytes,
+                    &names::model_tensors(&bundle.config.architecture),
+                )?;
+            }
+        }
+        Ok(bundle)
+    }
+
+    fn read_checked(&self, name: &str, expected: &str) -> Result<Vec<u8>> {
+        let path = self.dir.join(name);
+        let bytes = read(&path)?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(Error::ChecksumMismatch {
+                path,
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The bundle directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The parsed `bundle.json`.
+    pub fn config(&self) -> &BundleConfig {
+        &self.config
+    }
+
+    /// sha256 of `bundle.json`, which pins every other file through its checksums.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Path of `tokenizer.json`.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join(TOKENIZER_JSON)
+    }
+
+    /// Loads every tensor of `model.safetensors` onto `device` as f32.
+    pub fn load_tensors(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        let bytes = self.read_checked(MODEL_SAFETENSORS, &self.config.files[MODEL_SAFETENSORS])?;
+        let path = self.dir.join(MODEL_SAFETENSORS);
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+            Error::Safetensors {
+                path,
+                reason: e.to_string(),
+            }
+        })?;
+        tensors
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+            .collect()
+    }
+
+    /// The exported memory bank, when the bundle has one.
+    pub fn text_bank(&self, device: &Device) -> Result<Option<TextBank>> {
+        let Some(sha) = self.config.files.get(TEXT_BANK_SAFETENSORS) else {
+            return Ok(None);
+        };
+        let path = self.dir.join(TEXT_BANK_SAFETENSORS);
+        let bytes = self.read_checked(TEXT_BANK_SAFETENSORS, sha)?;
+        let mut map = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+            Error::Safetensors {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let embeddings = map
+            .remove(names::TEXT_BANK)
+            .ok_or_else(|| Error::MissingTensor {
+                path: path.clone(),
+                name: names::TEXT_BANK.into(),
+                expected: vec![0, self.config.architecture.embed_dim],
+            })?;
+        let dims = embeddings.dims().to_vec();
+        if dims.len() != 2 || dims[1] != self.config.architecture.embed_dim {
+            return Err(Error::TensorShape {
+                path,
+                name: names::TEXT_BANK.into(),
+                expected: vec![
+                    dims.first().copied().unwrap_or(0),
+                    self.config.architecture.embed_dim,
+                ],
+                actual: dims,
+            });
+        }
+        let jsonl_path = self.dir.join(TEXT_BANK_JSONL);
+        let text = self.read_checked(TEXT_BANK_JSONL, &self.config.files[TEXT_BANK_JSONL])?;
+        let text = String::from_utf8(text).map_err(|e| {
+            Error::InvalidConfig(format!("{}: not UTF-8: {e}", jsonl_path.display()))
+        })?;
+        let captions = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str::<String>(line).map_err(|source| Error::Json {
+                    path: jsonl_path.join(format!("line {}", i + 1)),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if captions.len() != dims[0] {
+            return Err(Error::InvalidConfig(format!(
+                "{}: {} captions for {} bank rows",
+                jsonl_path.display(),
+                captions.len(),
+                dims[0]
+            )));
+        }
+        Ok(Some(TextBank {
+            embeddings: embeddings.to_dtype(DType::F32)?,
+            captions,
+        }))
+    }
+}
+
+/// Checks that `bytes` is a safetensors file holding every tensor of `specs` with its shape.
+pub(crate) fn check_tensors(path: &Path, bytes: &[u8], specs: &[TensorSpec]) -> Result<()> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    for spec in specs {
+        let view = st.tensor(&spec.name).map_err(|_| Error::MissingTensor {
+            path: path.to_path_buf(),
+            name: spec.name.clone(),
+            expected: spec.shape.clone(),
+        })?;
+        if view.shape() != spec.shape.as_slice() {
+            return Err(Error::TensorShape {
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+                expected: spec.shape.clone(),
+                actual: view.shape().to_vec(),
+            });
+        }
+        use safetensors::Dtype;
+        if !matches!(
+            view.dtype(),
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
+            return Err(Error::TensorDtype {
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+                dtype: format!("{:?}", view.dtype()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What a writer supplies; checksums and the file list are filled in by [`write_bundle`].
+#[derive(Debug)]
+pub struct BundleContents<'a> {
+    /// `bundle.json` without `files` (any value there is replaced).
+    pub config: BundleConfig,
+    /// Every tensor of the scheme (extra tensors are refused).
+    pub tensors: &'a HashMap<String, Tensor>,
+    /// The `tokenizer.json` bytes.
+    pub tokenizer_json: &'a [u8],
+    /// Optional memory bank with its captions.
+    pub text_bank: Option<&'a TextBank>,
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Write beside and rename so a crash never leaves a half-written file under the real name.
+    let tmp = path.with_extension("partial");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a bundle to `dir` (created if needed). `bundle.json` is written last, so a directory
+/// with a `bundle.json` is always complete.
+pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> {
+    let BundleContents {
+        mut config,
+        tensors,
+        tokenizer_json,
+        text_bank,
+    } = contents;
+    config.format_version = FORMAT_VERSION;
+    config.validate()?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+
+    let specs = names::model_tensors(&config.architecture);
+    let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    if let Some(extra) = tensors.keys().find(|k| !known.contains(k.as_str())) {
+        return Err(Error::InvalidConfig(format!(
+            "tensor `{extra}` is not part of the architecture's tensor scheme"
+        )));
+    }
+    let ordered: BTreeMap<&String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let model_bytes = serialize(&ordered)?;
+    let model_path = dir.join(MODEL_SAFETENSORS);
+    check_tensors(&model_path, &model_bytes, &specs)?;
+
+    let mut files = BTreeMap::new();
+    write_file(&model_path, &model_bytes)?;
+    files.insert(MODEL_SAFETENSORS.to_owned(), sha256_hex(&model_bytes));
+    // Validate the tokenizer before writing it so a bad one never lands in a bundle.
+    tokenizers::Tokenizer::from_bytes(tokenizer_json)
+        .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid: {e}")))?;
+    write_file(&dir.join(TOKENIZER_JSON), tokenizer_json)?;
+    files.insert(TOKENIZER_JSON.to_owned(), sha256_hex(tokenizer_json));
+
+    if let Some(bank) = text_bank {
+        let dims = bank.embeddings.dims();
+        if dims.len() != 2
+            || dims[1] != config.architecture.embed_dim
+            || dims[0] != bank.captions.len()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "text bank of shape {dims:?} with {} captions does not fit embed_dim {}",
+                bank.captions.len(),
+                config.architecture.embed_dim
+            )));
+        }
+        let name = names::TEXT_BANK.to_owned();
+        let mut one = BTreeMap::new();
+        one.insert(&name, bank.embeddings.to_dtype(DType::F32)?.contiguous()?);
+        let bank_bytes = serialize(&one)?;
+        write_file(&dir.join(TEXT_BANK_SAFETENSORS), &bank_bytes)?;
+        files.insert(TEXT_BANK_SAFETENSORS.to_owned(), sha256_hex(&bank_bytes));
+        let mut jsonl = String::new();
+        for c in &bank.captions {
+            jsonl.push_str(
+                &serde_json::to_string(c).expect("a string always serialises — this is a bug"),
+            );
+            jsonl.push('\n');
+        }
+        write_file(&dir.join(TEXT_BANK_JSONL), jsonl.as_bytes())?;
+        files.insert(TEXT_BANK_JSONL.to_owned(), sha256_hex(jsonl.as_bytes()));
+    }
+
+    config.files = files;
+    let json =
+        serde_json::to_vec_pretty(&config).expect("bundle config serialises — this is a bug");
+    write_file(&dir.join(BUNDLE_JSON), &json)?;
+    Bundle::open(dir)
+}
+
+fn serialize(tensors: &BTreeMap<&String, Tensor>) -> Result<Vec<u8>> {
+    let data: Vec<(&String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let v = t.flatten_all()?.to_vec1::<f32>()?;
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Ok((*k, bytes, t.dims().to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    let views: Vec<(&String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(k, bytes, shape)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .expect("shape and byte length agree — this is a bug");
+            (*k, view)
+        })
+        .collect();
+    safetensors::serialize(views, None).map_err(|e| Error::Safetensors {
+        path: PathBuf::from(MODEL_SAFETENSORS),
+        reason: e.to_string(),
+    })
+}

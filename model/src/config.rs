@@ -1,0 +1,492 @@
+//! `bundle.json`: the contract between the trainer, the importer and every consumer of a bundle.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The bundle format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// File names inside a bundle directory.
+pub const BUNDLE_JSON: &str = "bundle.json";
+/// Weights of both towers, the projections and the logit scale.
+pub const MODEL_SAFETENSORS: &str = "model.safetensors";
+/// Hugging Face tokenizers file.
+pub const TOKENIZER_JSON: &str = "tokenizer.json";
+/// Optional exported memory bank (tensor `bank`, K×D unit rows).
+pub const TEXT_BANK_SAFETENSORS: &str = "text_bank.safetensors";
+/// Captions of the memory bank, one JSON string per line, in bank order.
+pub const TEXT_BANK_JSONL: &str = "text_bank.jsonl";
+
+/// CLIP's image normalisation, used by MIRAGE (METHOD.md §2.6).
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's image normalisation standard deviations.
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+
+/// The whole of `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleConfig {
+    /// Must equal [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// A stable name for the model (recorded in indexes and in every API response).
+    pub model_id: String,
+    /// sha256 (hex) of every other file of the bundle, by file name.
+    pub files: BTreeMap<String, String>,
+    /// Tower shapes; determines every tensor name and shape.
+    pub architecture: Architecture,
+    /// Multiplicative logit scale σ = exp(`logit_scale` tensor) used for zero-shot softmax.
+    pub logit_scale: f32,
+    /// How images become tensors.
+    pub preprocess: ImagePreprocess,
+    /// How text becomes token ids.
+    pub tokenizer: TokenizerSettings,
+    /// Prompt templates for zero-shot; the built-in medical set when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_templates: Option<PromptTemplates>,
+    /// Temperature fitted on held-out data, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Where the weights came from: training data, loss configuration, epochs, commit, metrics,
+    /// or the import sources. Free-form JSON so the trainer can add fields without a format bump.
+    #[serde(default)]
+    pub provenance: serde_json::Value,
+}
+
+/// Both towers and the joint embedding size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    /// Dimension of the joint (projected, L2-normalised) embedding space.
+    pub embed_dim: usize,
+    /// Text tower.
+    pub text: TextTower,
+    /// Vision tower.
+    pub vision: VisionTower,
+}
+
+/// A BERT-family encoder with pooling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextTower {
+    /// Hugging Face BERT configuration (the fields that shape the weights).
+    pub bert: BertConfig,
+    /// How token states become one vector.
+    pub pooling: TextPooling,
+}
+
+/// The fields of a Hugging Face `config.json` for `BertModel` that the encoder needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size H.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer (H must be divisible by it).
+    pub num_attention_heads: usize,
+    /// Feed-forward inner size.
+    pub intermediate_size: usize,
+    /// Longest sequence the position table covers.
+    pub max_position_embeddings: usize,
+    /// Token type vocabulary (segment ids).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_bert_eps")]
+    pub layer_norm_eps: f64,
+    /// Feed-forward activation.
+    #[serde(default)]
+    pub hidden_act: HiddenAct,
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_bert_eps() -> f64 {
+    1e-12
+}
+
+/// Feed-forward activation of the BERT layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// Exact (erf) GELU, Hugging Face `gelu`.
+    #[default]
+    Gelu,
+    /// tanh-approximated GELU, Hugging Face `gelu_new` / `gelu_pytorch_tanh`.
+    #[serde(alias = "gelu_pytorch_tanh")]
+    GeluNew,
+    /// ReLU.
+    Relu,
+}
+
+/// Text pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextPooling {
+    /// Attention-mask-weighted mean of the last hidden states (MIRAGE, sentence-transformers).
+    #[default]
+    Mean,
+    /// The hidden state of the first (`[CLS]`) token.
+    Cls,
+}
+
+/// Vision tower variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VisionTower {
+    /// torchvision ResNet trunk with attention or mean pooling.
+    Resnet(ResNetConfig),
+    /// torchvision `VisionTransformer` (ViT-B/16 style, any size).
+    Vit(VitConfig),
+}
+
+/// ResNet trunk shape. [`ResNetConfig::standard`] gives the torchvision depths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResNetConfig {
+    /// Blocks per stage (4 stages), e.g. `[3, 4, 6, 3]` for ResNet-50.
+    pub layers: [usize; 4],
+    /// Bottleneck blocks (ResNet-50/101) or basic blocks (ResNet-18/34).
+    pub bottleneck: bool,
+    /// Channels of the stem and of the first stage's 3×3 convolutions (64 in torchvision).
+    pub width: usize,
+    /// How the final feature map becomes one vector.
+    pub pooling: VisionPooling,
+    /// Heads of the attention pool (ignored for mean pooling).
+    #[serde(default = "default_attention_heads")]
+    pub attention_heads: usize,
+    /// Input side length the attention pool's positional embedding is sized for.
+    pub image_size: usize,
+}
+
+fn default_attention_heads() -> usize {
+    8
+}
+
+/// Pooling at the top of the ResNet trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisionPooling {
+    /// CLIP `AttentionPool2d` (METHOD.md §2.6): mean token attends over the grid.
+    Attention,
+    /// Global average pooling.
+    Mean,
+}
+
+impl ResNetConfig {
+    /// torchvision ResNet-18/34/50/101 at 224 px with the given pooling.
+    pub fn standard(depth: u32, pooling: VisionPooling) -> Result<Self> {
+        let (layers, bottleneck) = match depth {
+            18 => ([2, 2, 2, 2], false),
+            34 => ([3, 4, 6, 3], false),
+            50 => ([3, 4, 6, 3], true),
+            101 => ([3, 4, 23, 3], true),
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "resnet depth {other} is not one of 18, 34, 50, 101"
+                )))
+            }
+        };
+        Ok(Self {
+            layers,
+            bottleneck,
+            width: 64,
+            pooling,
+            attention_heads: 8,
+            image_size: 224,
+        })
+    }
+
+    /// Channels of the trunk's last feature map (2048 for ResNet-50).
+    pub fn feature_dim(&self) -> usize {
+        self.width * 8 * if self.bottleneck { 4 } else { 1 }
+    }
+
+    /// Side of the last feature map for an input of `image_size` (stride 32).
+    pub fn grid(&self) -> usize {
+        self.image_size.div_ceil(32)
+    }
+}
+
+/// torchvision `VisionTransformer` shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VitConfig {
+    /// Input side length (must be a multiple of `patch_size`).
+    pub image_size: usize,
+    /// Patch side length.
+    pub patch_size: usize,
+    /// Width of the token embeddings.
+    pub hidden_size: usize,
+    /// Encoder layers.
+    pub num_layers: usize,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// MLP inner size.
+    pub mlp_dim: usize,
+    /// LayerNorm epsilon (torchvision uses 1e-6).
+    #[serde(default = "default_vit_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_vit_eps() -> f64 {
+    1e-6
+}
+
+impl VitConfig {
+    /// ViT-B/16 at 224 px.
+    pub fn b16() -> Self {
+        Self {
+            image_size: 224,
+            patch_size: 16,
+            hidden_size: 768,
+            num_layers: 12,
+            num_heads: 12,
+            mlp_dim: 3072,
+            layer_norm_eps: 1e-6,
+        }
+    }
+
+    /// Number of tokens including the class token.
+    pub fn seq_len(&self) -> usize {
+        let g = self.image_size / self.patch_size;
+        g * g + 1
+    }
+}
+
+impl VisionTower {
+    /// Width of the pooled vision feature, the input of `vision_proj`.
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            VisionTower::Resnet(c) => c.feature_dim(),
+            VisionTower::Vit(c) => c.hidden_size,
+        }
+    }
+
+    /// Input side length the tower is built for.
+    pub fn image_size(&self) -> usize {
+        match self {
+            VisionTower::Resnet(c) => c.image_size,
+            VisionTower::Vit(c) => c.image_size,
+        }
+    }
+
+    /// A short human-readable name (`resnet50`, `vit-b16`, …).
+    pub fn describe(&self) -> String {
+        match self {
+            VisionTower::Resnet(c) => {
+                let blocks: usize = c.layers.iter().sum();
+                let depth = 2 + blocks * if c.bottleneck { 3 } else { 2 };
+                format!("resnet{depth}-w{}-{:?}", c.width, c.pooling).to_lowercase()
+            }
+            VisionTower::Vit(c) => {
+                format!("vit-p{}-h{}-l{}", c.patch_size, c.hidden_size, c.num_layers)
+            }
+        }
+    }
+}
+
+/// Image preprocessing recorded in the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePreprocess {
+    /// Output side length (square).
+    pub image_size: usize,
+    /// Per-channel mean subtracted after scaling to [0, 1].
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+    /// Channels fed to the tower; grayscale inputs are replicated. Only 3 is supported.
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// Resampling filter.
+    #[serde(default)]
+    pub interpolation: Interpolation,
+    /// How the aspect ratio is handled.
+    #[serde(default)]
+    pub resize: ResizeMode,
+}
+
+fn default_channels() -> usize {
+    3
+}
+
+impl ImagePreprocess {
+    /// MIRAGE's evaluation transform: squash to `size`×`size`, bilinear, CLIP mean/std.
+    pub fn clip(size: usize) -> Self {
+        Self {
+            image_size: size,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+            channels: 3,
+            interpolation: Interpolation::Bilinear,
+            resize: ResizeMode::Squash,
+        }
+    }
+}
+
+/// Resampling filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Nearest neighbour.
+    Nearest,
+    /// Bilinear (triangle filter, antialiased when shrinking).
+    #[default]
+    Bilinear,
+    /// Bicubic (Catmull-Rom).
+    Bicubic,
+}
+
+/// Aspect-ratio policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// Resize both sides to `image_size` (torchvision `Resize((s, s))`, MIRAGE's choice).
+    #[default]
+    Squash,
+    /// Resize the shorter side to `image_size`, then centre-crop (CLIP's choice).
+    ShorterSideCenterCrop,
+}
+
+/// Tokenizer settings layered over `tokenizer.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSettings {
+    /// Truncation length in tokens, special tokens included.
+    pub max_length: usize,
+    /// Lower-case text before tokenising (harmless when the tokenizer's normaliser already does).
+    #[serde(default)]
+    pub lowercase: bool,
+}
+
+/// Zero-shot prompt templates; `{}` stands for the label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptTemplates {
+    /// Templates describing an image that shows the label.
+    pub positive: Vec<String>,
+    /// Templates describing an image that does not (multi-label mode).
+    pub negative: Vec<String>,
+}
+
+/// Temperature scaling fitted on held-out data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Logits are divided by this before the softmax.
+    pub temperature: f32,
+    /// What it was fitted on.
+    #[serde(default)]
+    pub fitted_on: String,
+}
+
+impl BundleConfig {
+    /// Checks the configuration for internal consistency, reporting every problem at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let arch = &self.architecture;
+        let bert = &arch.text.bert;
+        if arch.embed_dim == 0 {
+            problems.push("architecture.embed_dim must be > 0".to_owned());
+        }
+        if bert.num_attention_heads == 0 || bert.hidden_size % bert.num_attention_heads != 0 {
+            problems.push(format!(
+                "text hidden_size {} is not divisible by num_attention_heads {}",
+                bert.hidden_size, bert.num_attention_heads
+            ));
+        }
+        if self.tokenizer.max_length == 0
+            || self.tokenizer.max_length > bert.max_position_embeddings
+        {
+            problems.push(format!(
+                "tokenizer.max_length {} must be in 1..={} (max_position_embeddings)",
+                self.tokenizer.max_length, bert.max_position_embeddings
+            ));
+        }
+        match &arch.vision {
+            VisionTower::Resnet(c) => {
+                if c.width == 0 || c.layers.contains(&0) {
+                    problems.push("resnet width and every stage's block count must be > 0".into());
+                }
+                if c.pooling == VisionPooling::Attention
+                    && (c.attention_heads == 0 || c.feature_dim() % c.attention_heads != 0)
+                {
+                    problems.push(format!(
+                        "resnet feature dim {} is not divisible by attention_heads {}",
+                        c.feature_dim(),
+                        c.attention_heads
+                    ));
+                }
+                if c.image_size % 32 != 0 && c.pooling == VisionPooling::Attention {
+                    problems.push(format!(
+                        "resnet image_size {} must be a multiple of 32 for attention pooling",
+                        c.image_size
+                    ));
+                }
+            }
+            VisionTower::Vit(c) => {
+                if c.patch_size == 0 || c.image_size % c.patch_size != 0 {
+                    problems.push(format!(
+                        "vit image_size {} is not a multiple of patch_size {}",
+                        c.image_size, c.patch_size
+                    ));
+                }
+                if c.num_heads == 0 || c.hidden_size % c.num_heads != 0 {
+                    problems.push(format!(
+                        "vit hidden_size {} is not divisible by num_heads {}",
+                        c.hidden_size, c.num_heads
+                    ));
+                }
+            }
+        }
+        if self.preprocess.image_size != arch.vision.image_size() {
+            problems.push(format!(
+                "preprocess.image_size {} differs from the vision tower's image_size {}",
+                self.preprocess.image_size,
+                arch.vision.image_size()
+            ));
+        }
+        if self.preprocess.channels != 3 {
+            problems.push(format!(
+                "preprocess.channels {} is not supported (only 3)",
+                self.preprocess.channels
+            ));
+        }
+        if self.preprocess.std.iter().any(|s| !(*s > 0.0)) {
+            problems.push("preprocess.std must be positive".into());
+        }
+        if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {
+            problems.push(format!("logit_scale {} must be positive", self.logit_scale));
+        }
+        if let Some(c) = &self.calibration {
+            if !(c.temperature.is_finite() && c.temperature > 0.0) {
+                problems.push(format!(
+                    "calibration.temperature {} must be positive",
+                    c.temperature
+                ));
+            }
+        }
+        if let Some(t) = &self.prompt_templates {
+            if t.positive.is_empty() || t.negative.is_empty() {
+                problems.push(
+                    "prompt_templates needs at least one positive and one negative template".into(),
+                );
+            }
+            for tpl in t.positive.iter().chain(&t.negative) {
+                if !tpl.contains("{}") {
+                    problems.push(format!("prompt template {tpl:?} has no {{}} placeholder"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig(problems.join("; ")))
+        }
+    }
+}

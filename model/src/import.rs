@@ -1,0 +1,257 @@
+//! `mirage model import-hf`: a bundle from a Hugging Face BERT directory plus optional torchvision
+//! vision weights. Whatever is not imported is initialised from a seed, and the bundle says so.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::json;
+
+use crate::bundle::{write_bundle, Bundle, BundleContents};
+use crate::config::{
+    Architecture, BertConfig, BundleConfig, ImagePreprocess, TextPooling, TextTower,
+    TokenizerSettings, VisionTower, FORMAT_VERSION,
+};
+use crate::init::random_tensors;
+use crate::names::{self, Init, TensorSpec};
+use crate::{Error, Result};
+
+/// What to import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Hugging Face directory with `config.json`, `model.safetensors` and `tokenizer.json`.
+    pub text_dir: PathBuf,
+    /// Optional torchvision-named vision weights (safetensors), with or without a `vision.` prefix.
+    pub vision_weights: Option<PathBuf>,
+    /// Vision tower shape.
+    pub vision: VisionTower,
+    /// Joint dimension; the text hidden size (with an identity text projection) when absent.
+    pub embed_dim: Option<usize>,
+    /// Text pooling.
+    pub pooling: TextPooling,
+    /// Token limit; from `sentence_bert_config.json` or the position table when absent.
+    pub max_length: Option<usize>,
+    /// Seed for everything initialised rather than imported.
+    pub seed: u64,
+    /// Model id written to the bundle.
+    pub model_id: String,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Maps a Hugging Face BERT tensor name to ours (without the `text.` prefix), or `None` for
+/// tensors the encoder does not use (pooler, heads, position ids).
+pub fn hf_bert_name(name: &str) -> Option<String> {
+    let n = name.strip_prefix("bert.").unwrap_or(name);
+    if !(n.starts_with("embeddings.") || n.starts_with("encoder."))
+        || n == "embeddings.position_ids"
+    {
+        return None;
+    }
+    // Old TF-converted checkpoints call LayerNorm parameters gamma/beta.
+    let n = n
+        .strip_suffix(".gamma")
+        .map(|s| format!("{s}.weight"))
+        .or_else(|| n.strip_suffix(".beta").map(|s| format!("{s}.bias")))
+        .unwrap_or_else(|| n.to_owned());
+    Some(n)
+}
+
+/// Fills `out` with the tensors of `specs` from `source`, checking shapes; names are looked up
+/// with `prefix` removed. Returns the specs that `source` did not have.
+fn take(
+    source: &HashMap<String, Tensor>,
+    file: &Path,
+    specs: &[TensorSpec],
+    prefix: &str,
+    out: &mut HashMap<String, Tensor>,
+) -> Result<Vec<TensorSpec>> {
+    let mut missing = Vec::new();
+    for spec in specs {
+        let short = spec.name.strip_prefix(prefix).unwrap_or(&spec.name);
+        match source.get(short).or_else(|| source.get(&spec.name)) {
+            Some(t) if t.dims() == spec.shape.as_slice() => {
+                out.insert(spec.name.clone(), t.to_dtype(DType::F32)?);
+            }
+            Some(t) => {
+                return Err(Error::TensorShape {
+                    path: file.to_path_buf(),
+                    name: short.to_owned(),
+                    expected: spec.shape.clone(),
+                    actual: t.dims().to_vec(),
+                })
+            }
+            None => missing.push(spec.clone()),
+        }
+    }
+    Ok(missing)
+}
+
+/// Builds a bundle in `out` from `opts`.
+pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
+    let dir = &opts.text_dir;
+    let cfg_path = dir.join("config.json");
+    let cfg_json = read_json(&cfg_path)?;
+    if let Some(kind) = cfg_json.get("model_type").and_then(|v| v.as_str()) {
+        if kind != "bert" {
+            return Err(Error::InvalidConfig(format!(
+                "{}: model_type {kind:?} is not a BERT model",
+                cfg_path.display()
+            )));
+        }
+    }
+    let bert: BertConfig = serde_json::from_value(cfg_json).map_err(|source| Error::Json {
+        path: cfg_path.clone(),
+        source,
+    })?;
+    let weights_path = dir.join("model.safetensors");
+    if !weights_path.exists() && dir.join("pytorch_model.bin").exists() {
+        return Err(Error::InvalidConfig(format!(
+            "{}: only pytorch_model.bin found; convert it to model.safetensors first",
+            dir.display()
+        )));
+    }
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer_json =
+        std::fs::read(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
+    let st_config = dir.join("sentence_bert_config.json");
+    let max_length = match opts.max_length {
+        Some(m) => m,
+        None if st_config.exists() => read_json(&st_config)?
+            .get("max_seq_length")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(bert.max_position_embeddings, |m| m as usize),
+        None => bert.max_position_embeddings,
+    };
+    let lowercase = read_json(&dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|v| v.get("do_lower_case").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false);
+
+    let embed_dim = opts.embed_dim.unwrap_or(bert.hidden_size);
+    let arch = Architecture {
+        embed_dim,
+        text: TextTower {
+            bert: bert.clone(),
+            pooling: opts.pooling,
+        },
+        vision: opts.vision.clone(),
+    };
+
+    let mut tensors = HashMap::new();
+    let hf: HashMap<String, Tensor> = load_safetensors(&weights_path)?
+        .into_iter()
+        .filter_map(|(k, v)| hf_bert_name(&k).map(|k| (k, v)))
+        .collect();
+    let text_prefix = format!("{}.", names::TEXT);
+    let missing = take(
+        &hf,
+        &weights_path,
+        &names::text_tensors(&bert),
+        &text_prefix,
+        &mut tensors,
+    )?;
+    if let Some(m) = missing.first() {
+        return Err(Error::MissingTensor {
+            path: weights_path,
+            name: m
+                .name
+                .strip_prefix(&text_prefix)
+                .unwrap_or(&m.name)
+                .to_owned(),
+            expected: m.shape.clone(),
+        });
+    }
+
+    let vision_specs = names::vision_tensors(&opts.vision);
+    let vision_prefix = format!("{}.", names::VISION);
+    let (vision_missing, vision_source) = match &opts.vision_weights {
+        Some(path) => {
+            let src = load_safetensors(path)?;
+            let missing = take(&src, path, &vision_specs, &vision_prefix, &mut tensors)?;
+            // A torchvision classification checkpoint has no attention pool: that part may be
+            // initialised; a missing trunk tensor means the wrong file or architecture.
+            if let Some(m) = missing.iter().find(|m| !m.name.contains(".attnpool.")) {
+                return Err(Error::MissingTensor {
+                    path: path.clone(),
+                    name: m
+                        .name
+                        .strip_prefix(&vision_prefix)
+                        .unwrap_or(&m.name)
+                        .to_owned(),
+                    expected: m.shape.clone(),
+                });
+            }
+            (
+                missing,
+                json!({"kind": "imported", "file": path.display().to_string()}),
+            )
+        }
+        None => (vision_specs, json!({"kind": "random", "seed": opts.seed})),
+    };
+    let mut init_specs = vision_missing.clone();
+    let mut head = names::head_tensors(&arch);
+    let identity_text_proj = embed_dim == bert.hidden_size;
+    if identity_text_proj {
+        for spec in &mut head {
+            if spec.name == format!("{}.weight", names::TEXT_PROJ) {
+                spec.init = Init::Identity;
+            }
+        }
+    }
+    init_specs.extend(head);
+    tensors.extend(random_tensors(&init_specs, opts.seed, &Device::Cpu)?);
+
+    let preprocess = ImagePreprocess::clip(opts.vision.image_size());
+    let config = BundleConfig {
+        format_version: FORMAT_VERSION,
+        model_id: opts.model_id.clone(),
+        files: Default::default(),
+        architecture: arch,
+        logit_scale: 1.0 / 0.07,
+        preprocess,
+        tokenizer: TokenizerSettings {
+            max_length,
+            lowercase,
+        },
+        prompt_templates: None,
+        calibration: None,
+        provenance: json!({
+            "created_by": "mirage model import-hf",
+            "text": {"kind": "imported", "dir": dir.display().to_string()},
+            "text_projection": if identity_text_proj { "identity" } else { "random" },
+            "vision": vision_source,
+            "vision_initialised": vision_missing.iter().map(|s| s.name.clone()).collect::<Vec<_>>().len(),
+            "seed": opts.seed,
+            "trained": false,
+        }),
+    };
+    // The constant in head_tensors is ln(1/0.07); keep bundle.json's σ equal to its exponent.
+    let config = BundleConfig {
+        logit_scale: tensors[names::LOGIT_SCALE].to_scalar::<f32>()?.exp(),
+        ..config
+    };
+    write_bundle(
+        out,
+        BundleContents {
+            config,
+            tensors: &tensors,
+            tokenizer_json: &tokenizer_json,
+            text_bank: None,
+        },
+    )
+}

@@ -1,0 +1,23 @@
+//! # mirage-model
+//!
+//! What a MIRAGE embedding is and how to compute it: the model bundle (the one contract between
+//! the trainer and everything else), tokenisation, image decoding (PNG, JPEG, DICOM) and
+//! preprocessing, the candle inference towers (BERT text tower; ResNet with CLIP attention pooling
+//! or ViT vision tower), and zero-shot classification with prompt ensembles.
+#![warn(missing_docs)]
+
+pub mod bundle;
+pub mod config;
+mod error;
+pub mod image_input;
+pub mod import;
+pub mod init;
+pub mod model;
+pub mod names;
+pub mod tokenize;
+pub mod towers;
+pub mod zeroshot;
+
+pub use bundle::{write_bundle, Bundle, BundleContents, TextBank};
+pub use error::{Error, Result};
+pub use model::MirageModel;

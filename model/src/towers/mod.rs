@@ -1,0 +1,4 @@
+//! Inference towers in candle.
+
+pub mod text;
+pub mod vision;

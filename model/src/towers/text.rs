@@ -1,0 +1,191 @@
+//! BERT-family text encoder (Hugging Face `BertModel` weights) with masked pooling.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+
+use crate::config::{BertConfig, HiddenAct, TextPooling};
+use crate::Result;
+
+struct SelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+}
+
+fn linear(vb: &VarBuilder<'_>, out_dim: usize, in_dim: usize) -> Result<Linear> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = vb.get(out_dim, "bias")?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+pub(crate) fn layer_norm(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        vb.get(dim, "weight")?,
+        vb.get(dim, "bias")?,
+        eps,
+    ))
+}
+
+impl SelfAttention {
+    fn load(vb: &VarBuilder<'_>, c: &BertConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        let s = vb.pp("self");
+        Ok(Self {
+            query: linear(&s.pp("query"), h, h)?,
+            key: linear(&s.pp("key"), h, h)?,
+            value: linear(&s.pp("value"), h, h)?,
+            output: linear(&vb.pp("output.dense"), h, h)?,
+            norm: layer_norm(&vb.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            heads: c.num_attention_heads,
+            head_dim: h / c.num_attention_heads,
+        })
+    }
+
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        Ok(x.reshape((b, l, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    /// `mask_bias` is [B, 1, 1, L]: 0 for real tokens, a large negative number for padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let (b, l, h) = x.dims3()?;
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let k = self.split_heads(&self.key.forward(x)?)?;
+        let v = self.split_heads(&self.value.forward(x)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
+        let out = self.output.forward(&ctx)?;
+        Ok(self.norm.forward(&(out + x)?)?)
+    }
+}
+
+struct Layer {
+    attention: SelfAttention,
+    intermediate: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    act: HiddenAct,
+}
+
+impl Layer {
+    fn load(vb: &VarBuilder<'_>, c: &BertConfig) -> Result<Self> {
+        Ok(Self {
+            attention: SelfAttention::load(&vb.pp("attention"), c)?,
+            intermediate: linear(
+                &vb.pp("intermediate.dense"),
+                c.intermediate_size,
+                c.hidden_size,
+            )?,
+            output: linear(&vb.pp("output.dense"), c.hidden_size, c.intermediate_size)?,
+            norm: layer_norm(&vb.pp("output.LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
+            act: c.hidden_act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let a = self.attention.forward(x, mask_bias)?;
+        let i = self.intermediate.forward(&a)?;
+        let i = match self.act {
+            HiddenAct::Gelu => i.gelu_erf()?,
+            HiddenAct::GeluNew => i.gelu()?,
+            HiddenAct::Relu => i.relu()?,
+        };
+        let o = self.output.forward(&i)?;
+        Ok(self.norm.forward(&(o + a)?)?)
+    }
+}
+
+/// BERT encoder plus pooling; produces the pooled (unprojected) text feature.
+pub struct BertEncoder {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    norm: LayerNorm,
+    layers: Vec<Layer>,
+    pooling: TextPooling,
+    hidden: usize,
+}
+
+impl BertEncoder {
+    /// Loads from a VarBuilder rooted at the tower's prefix (`text`).
+    pub fn load(vb: &VarBuilder<'_>, c: &BertConfig, pooling: TextPooling) -> Result<Self> {
+        let h = c.hidden_size;
+        let e = vb.pp("embeddings");
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            word: Embedding::new(e.get((c.vocab_size, h), "word_embeddings.weight")?, h),
+            position: Embedding::new(
+                e.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
+                h,
+            ),
+            token_type: Embedding::new(
+                e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?,
+                h,
+            ),
+            norm: layer_norm(&e.pp("LayerNorm"), h, c.layer_norm_eps)?,
+            layers,
+            pooling,
+            hidden: h,
+        })
+    }
+
+    /// Width of the pooled feature.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Last hidden states [B, L, H] for token ids, type ids and attention mask (all [B, L], u32).
+    pub fn hidden_states(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (_, l) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, l as u32, ids.device())?;
+        let x = self
+            .word
+            .forward(ids)?
+            .broadcast_add(&self.position.forward(&positions)?)?
+            .add(&self.token_type.forward(type_ids)?)?;
+        let mut x = self.norm.forward(&x)?;
+        // Padding gets a large negative bias so it receives exactly zero attention weight.
+        let mask_f = mask.to_dtype(DType::F32)?;
+        let mask_bias = ((mask_f.ones_like()? - &mask_f)? * -1e9f64)?
+            .unsqueeze(1)?
+            .unsqueeze(1)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias)?;
+        }
+        Ok(x)
+    }
+
+    /// Pooled feature [B, H].
+    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let x = self.hidden_states(ids, type_ids, mask)?;
+        match self.pooling {
+            TextPooling::Cls => Ok(x.narrow(1, 0, 1)?.squeeze(1)?),
+            TextPooling::Mean => {
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let summed = x.broadcast_mul(&m)?.sum(1)?;
+                let count = m.sum(1)?.clamp(1e-9f64, f64::MAX)?;
+                Ok(summed.broadcast_div(&count)?)
+            }
+        }
+    }
+}
+
+/// L2 normalisation over the last dimension (zero vectors stay zero).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f64, f64::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}

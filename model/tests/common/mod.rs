@@ -1,0 +1,35 @@
+//! Shared helpers of the integration tests: where the fetched assets live, and the rule that a
+//! missing asset skips a test locally but fails it in CI (where `.ci/run` fetches everything).
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+
+/// The cache root (`MIRAGE_CACHE`, default `~/.cache/mirage`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MIRAGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mirage")
+        })
+}
+
+/// The asset directory (`MIRAGE_ASSETS`, default `$MIRAGE_CACHE/assets`).
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("MIRAGE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("assets"))
+}
+
+/// Returns `path` if it exists. Otherwise fails under CI and returns `None` (skip) elsewhere,
+/// printing how to get it.
+pub fn require(path: PathBuf, how: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let msg = format!("missing {} — run `{how}`", path.display());
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI must not skip this test)");
+    }
+    eprintln!("skipped: {msg}");
+    None
+}

@@ -1,0 +1,346 @@
+//! `mirage`: the command line of MIRAGE-RS. Model commands for now (import, info, embed,
+//! classify); indexing and serving arrive as their own subcommands.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mirage_model::config::{
+    PromptTemplates, ResNetConfig, TextPooling, VisionPooling, VisionTower, VitConfig,
+};
+use mirage_model::image_input::{load_image, DecodeOptions};
+use mirage_model::import::{import_hf, ImportOptions};
+use mirage_model::zeroshot::{classify, ClassifyMode};
+use mirage_model::{Bundle, MirageModel};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "mirage",
+    version,
+    about = "Noise-robust medical image–text retrieval: embed, classify, index, serve"
+)]
+struct Cli {
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "MIRAGE_LOG", default_value = "warn", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Model bundles: import outside weights, inspect.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Print joint embeddings of texts or images, one JSON object per input.
+    Embed(EmbedArgs),
+    /// Zero-shot classification of an image against labels.
+    Classify(ClassifyArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Build a bundle from a Hugging Face BERT directory (and optional torchvision vision weights).
+    ImportHf(ImportArgs),
+    /// Validate a bundle and print its configuration.
+    Info {
+        /// Bundle directory.
+        #[arg(long, env = "MIRAGE_BUNDLE")]
+        bundle: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VisionArch {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    Resnet101,
+    VitB16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PoolArg {
+    Attention,
+    Mean,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Hugging Face directory with config.json, model.safetensors and tokenizer.json.
+    #[arg(long)]
+    text: PathBuf,
+    /// torchvision-named vision weights (safetensors); the vision tower is seeded-random without.
+    #[arg(long)]
+    vision: Option<PathBuf>,
+    /// Vision tower architecture.
+    #[arg(long, value_enum, default_value = "resnet50")]
+    vision_arch: VisionArch,
+    /// Pooling on top of a ResNet trunk.
+    #[arg(long, value_enum, default_value = "attention")]
+    vision_pool: PoolArg,
+    /// Input side length of the vision tower.
+    #[arg(long, default_value_t = 224)]
+    image_size: usize,
+    /// Joint embedding size (default: the text hidden size, with an identity text projection).
+    #[arg(long)]
+    embed_dim: Option<usize>,
+    /// Use the [CLS] token instead of mean pooling for text.
+    #[arg(long)]
+    cls_pooling: bool,
+    /// Token limit (default: sentence_bert_config.json's max_seq_length, else the position table).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Seed for every tensor that is initialised rather than imported.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Model id recorded in the bundle (default: the output directory's name).
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Output bundle directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array.
+    Json,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// Bundle directory.
+    #[arg(long, env = "MIRAGE_BUNDLE")]
+    bundle: PathBuf,
+    /// Texts to embed.
+    #[arg(long, num_args = 1.., conflicts_with = "image", required_unless_present = "image")]
+    text: Vec<String>,
+    /// Image files to embed (PNG, JPEG, DICOM).
+    #[arg(long, num_args = 1..)]
+    image: Vec<PathBuf>,
+    /// Frame of multi-frame DICOM files.
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Items per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: OutputFormat,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Bundle directory.
+    #[arg(long, env = "MIRAGE_BUNDLE")]
+    bundle: PathBuf,
+    /// Image file (PNG, JPEG, DICOM).
+    #[arg(long)]
+    image: PathBuf,
+    /// Candidate labels.
+    #[arg(long = "label", num_args = 1.., required = true)]
+    labels: Vec<String>,
+    /// Prompt templates with `{}` for the label (default: the bundle's, else the built-in set).
+    #[arg(long = "template")]
+    templates: Vec<String>,
+    /// Negation templates for --multi-label.
+    #[arg(long = "negative-template")]
+    negative_templates: Vec<String>,
+    /// Score each label independently against its negation.
+    #[arg(long)]
+    multi_label: bool,
+    /// Divide logits by this (default: the bundle's calibration, else 1).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Frame of multi-frame DICOM files.
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Model(ModelCommand::ImportHf(args)) => import(args),
+        Command::Model(ModelCommand::Info { bundle }) => {
+            let b = Bundle::open(&bundle)
+                .with_context(|| format!("opening bundle {}", bundle.display()))?;
+            let out = json!({"dir": bundle, "bundle_sha256": b.sha256(), "config": b.config()});
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Embed(args) => embed(args),
+        Command::Classify(args) => classify_cmd(args),
+    }
+}
+
+fn import(args: ImportArgs) -> Result<()> {
+    let pooling = match args.vision_pool {
+        PoolArg::Attention => VisionPooling::Attention,
+        PoolArg::Mean => VisionPooling::Mean,
+    };
+    let vision = match args.vision_arch {
+        VisionArch::VitB16 => VisionTower::Vit(VitConfig {
+            image_size: args.image_size,
+            ..VitConfig::b16()
+        }),
+        arch => {
+            let depth = match arch {
+                VisionArch::Resnet18 => 18,
+                VisionArch::Resnet34 => 34,
+                VisionArch::Resnet50 => 50,
+                _ => 101,
+            };
+            VisionTower::Resnet(ResNetConfig {
+                image_size: args.image_size,
+                ..ResNetConfig::standard(depth, pooling)?
+            })
+        }
+    };
+    let model_id = match args.model_id {
+        Some(id) => id,
+        None => args
+            .out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("--out has no directory name; pass --model-id")?,
+    };
+    let opts = ImportOptions {
+        text_dir: args.text,
+        vision_weights: args.vision,
+        vision,
+        embed_dim: args.embed_dim,
+        pooling: if args.cls_pooling {
+            TextPooling::Cls
+        } else {
+            TextPooling::Mean
+        },
+        max_length: args.max_length,
+        seed: args.seed,
+        model_id,
+    };
+    let bundle = import_hf(&opts, &args.out).context("importing")?;
+    let c = bundle.config();
+    eprintln!(
+        "wrote bundle {} ({}; text {} layers × {}, vision {}, embed dim {})",
+        args.out.display(),
+        c.model_id,
+        c.architecture.text.bert.num_hidden_layers,
+        c.architecture.text.bert.hidden_size,
+        c.architecture.vision.describe(),
+        c.architecture.embed_dim
+    );
+    Ok(())
+}
+
+fn load(bundle: &std::path::Path) -> Result<MirageModel> {
+    MirageModel::open_cpu(bundle).with_context(|| format!("loading bundle {}", bundle.display()))
+}
+
+fn embed(args: EmbedArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let model = load(&args.bundle)?;
+    let mut rows = Vec::new();
+    if !args.text.is_empty() {
+        for chunk in args.text.chunks(args.batch_size) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            for (t, e) in chunk.iter().zip(model.embed_texts(&refs)?) {
+                rows.push(json!({"input": t, "embedding": e}));
+            }
+        }
+    } else {
+        let opts = DecodeOptions { frame: args.frame };
+        for chunk in args.image.chunks(args.batch_size) {
+            let images = chunk
+                .iter()
+                .map(|p| load_image(p, opts))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (p, e) in chunk.iter().zip(model.embed_images(&images)?) {
+                rows.push(json!({"input": p, "embedding": e}));
+            }
+        }
+    }
+    print_rows(&rows, args.format)
+}
+
+fn print_rows(rows: &[serde_json::Value], format: OutputFormat) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Jsonl => {
+            for r in rows {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(rows)?)?,
+    }
+    Ok(())
+}
+
+fn classify_cmd(args: ClassifyArgs) -> Result<()> {
+    let model = load(&args.bundle)?;
+    let image = load_image(&args.image, DecodeOptions { frame: args.frame })?;
+    let defaults = model.prompt_templates();
+    let templates = PromptTemplates {
+        positive: if args.templates.is_empty() {
+            defaults.positive
+        } else {
+            args.templates
+        },
+        negative: if args.negative_templates.is_empty() {
+            defaults.negative
+        } else {
+            args.negative_templates
+        },
+    };
+    for t in templates.positive.iter().chain(&templates.negative) {
+        if !t.contains("{}") {
+            bail!("template {t:?} has no {{}} placeholder for the label");
+        }
+    }
+    let mode = if args.multi_label {
+        ClassifyMode::MultiLabel
+    } else {
+        ClassifyMode::SingleLabel
+    };
+    let pixels = model.image_batch(std::slice::from_ref(&image))?;
+    let emb = model.embed_pixels(&pixels)?;
+    let mut scores = classify(
+        &model,
+        &emb,
+        &args.labels,
+        Some(&templates),
+        mode,
+        args.temperature,
+    )?
+    .pop()
+    .expect("one image in, one result out — this is a bug");
+    scores.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    let out = json!({
+        "image": args.image,
+        "model_id": model.model_id(),
+        "multi_label": args.multi_label,
+        "labels": scores,
+    });
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
