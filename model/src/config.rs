@@ -22,7 +22,7 @@ pub const TEXT_BANK_JSONL: &str = "text_bank.jsonl";
 /// CLIP's image normalisation, used by MIRAGE (METHOD.md §2.6).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's image normalisation standard deviations.
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// The whole of `bundle.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -457,7 +457,7 @@ impl BundleConfig {
                 self.preprocess.channels
             ));
         }
-        if self.preprocess.std.iter().any(|s| !(*s > 0.0)) {
+        if self.preprocess.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             problems.push("preprocess.std must be positive".into());
         }
         if !(self.logit_scale.is_finite() && self.logit_scale > 0.0) {

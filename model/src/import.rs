@@ -255,3 +255,27 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::hf_bert_name;
+
+    #[test]
+    fn hf_names_map_to_the_scheme() {
+        assert_eq!(
+            hf_bert_name("bert.encoder.layer.0.output.dense.weight").as_deref(),
+            Some("encoder.layer.0.output.dense.weight")
+        );
+        assert_eq!(
+            hf_bert_name("embeddings.LayerNorm.gamma").as_deref(),
+            Some("embeddings.LayerNorm.weight")
+        );
+        assert_eq!(
+            hf_bert_name("bert.embeddings.LayerNorm.beta").as_deref(),
+            Some("embeddings.LayerNorm.bias")
+        );
+        assert_eq!(hf_bert_name("bert.pooler.dense.weight"), None);
+        assert_eq!(hf_bert_name("embeddings.position_ids"), None);
+        assert_eq!(hf_bert_name("cls.predictions.bias"), None);
+    }
+}

@@ -14,6 +14,7 @@ pub mod import;
 pub mod init;
 pub mod model;
 pub mod names;
+pub mod testing;
 pub mod tokenize;
 pub mod towers;
 pub mod zeroshot;

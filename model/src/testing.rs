@@ -1,0 +1,151 @@
+//! Tiny, seeded bundles for tests of this and downstream crates (server, index, end-to-end): the
+//! production writer and loader run on them, so they exercise the real code paths in milliseconds.
+
+use std::path::Path;
+
+use candle_core::Device;
+use serde_json::json;
+
+use crate::bundle::{write_bundle, Bundle, BundleContents};
+use crate::config::{
+    Architecture, BertConfig, BundleConfig, HiddenAct, ImagePreprocess, ResNetConfig, TextPooling,
+    TextTower, TokenizerSettings, VisionPooling, VisionTower, VitConfig, FORMAT_VERSION,
+};
+use crate::init::random_tensors;
+use crate::names;
+use crate::Result;
+
+/// A 123-token WordPiece tokenizer (medical words and single characters) with BERT's special tokens.
+pub const TINY_TOKENIZER_JSON: &[u8] = include_bytes!("../tests/fixtures/tiny_tokenizer.json");
+
+/// Which tiny vision tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TinyVision {
+    /// Bottleneck ResNet, width 4, one block per stage, attention pooling, 64 px.
+    ResNetAttention,
+    /// Basic-block ResNet, width 4, mean pooling, 64 px.
+    ResNetMean,
+    /// ViT, 16 px patches, width 32, 2 layers, 64 px.
+    Vit,
+}
+
+/// The configuration of a tiny bundle (files are filled in when written).
+pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
+    let resnet = |bottleneck, pooling| {
+        VisionTower::Resnet(ResNetConfig {
+            layers: [1, 1, 1, 1],
+            bottleneck,
+            width: 4,
+            pooling,
+            attention_heads: 2,
+            image_size: 64,
+        })
+    };
+    let vision_tower = match vision {
+        TinyVision::ResNetAttention => resnet(true, VisionPooling::Attention),
+        TinyVision::ResNetMean => resnet(false, VisionPooling::Mean),
+        TinyVision::Vit => VisionTower::Vit(VitConfig {
+            image_size: 64,
+            patch_size: 16,
+            hidden_size: 32,
+            num_layers: 2,
+            num_heads: 2,
+            mlp_dim: 64,
+            layer_norm_eps: 1e-6,
+        }),
+    };
+    BundleConfig {
+        format_version: FORMAT_VERSION,
+        model_id: format!("tiny-{vision:?}").to_lowercase(),
+        files: Default::default(),
+        architecture: Architecture {
+            embed_dim,
+            text: TextTower {
+                bert: BertConfig {
+                    vocab_size: 123,
+                    hidden_size: 16,
+                    num_hidden_layers: 2,
+                    num_attention_heads: 2,
+                    intermediate_size: 32,
+                    max_position_embeddings: 64,
+                    type_vocab_size: 2,
+                    layer_norm_eps: 1e-12,
+                    hidden_act: HiddenAct::Gelu,
+                },
+                pooling: TextPooling::Mean,
+            },
+            vision: vision_tower,
+        },
+        logit_scale: (1.0f32 / 0.07).ln().exp(),
+        preprocess: ImagePreprocess::clip(64),
+        tokenizer: TokenizerSettings {
+            max_length: 32,
+            lowercase: true,
+        },
+        prompt_templates: None,
+        calibration: None,
+        provenance: json!({"created_by": "mirage_model::testing::write_tiny_bundle"}),
+    }
+}
+
+/// Writes a tiny bundle with weights drawn from `seed`.
+pub fn write_tiny_bundle(
+    dir: &Path,
+    vision: TinyVision,
+    embed_dim: usize,
+    seed: u64,
+) -> Result<Bundle> {
+    let config = tiny_config(vision, embed_dim);
+    let tensors = random_tensors(
+        &names::model_tensors(&config.architecture),
+        seed,
+        &Device::Cpu,
+    )?;
+    write_bundle(
+        dir,
+        BundleContents {
+            config,
+            tensors: &tensors,
+            tokenizer_json: TINY_TOKENIZER_JSON,
+            text_bank: None,
+        },
+    )
+}
+
+/// Writes a Hugging Face-style BERT directory (`config.json`, `model.safetensors` with `bert.`
+/// names plus the pooler and position ids that the importer must skip, `tokenizer.json`) holding
+/// the tiny text tower, for importer tests.
+pub fn write_tiny_hf_dir(dir: &Path, seed: u64) -> Result<()> {
+    use std::collections::HashMap;
+    let config = tiny_config(TinyVision::ResNetMean, 16);
+    let bert = &config.architecture.text.bert;
+    let io = |p: &Path, e: std::io::Error| crate::Error::Io {
+        path: p.to_path_buf(),
+        source: e,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut hf: HashMap<String, candle_core::Tensor> =
+        random_tensors(&names::text_tensors(bert), seed, &Device::Cpu)?
+            .into_iter()
+            .map(|(k, v)| (format!("bert.{}", k.trim_start_matches("text.")), v))
+            .collect();
+    hf.insert(
+        "bert.pooler.dense.weight".into(),
+        candle_core::Tensor::zeros((16, 16), candle_core::DType::F32, &Device::Cpu)?,
+    );
+    hf.insert(
+        "bert.embeddings.position_ids".into(),
+        candle_core::Tensor::arange(0i64, 64, &Device::Cpu)?.unsqueeze(0)?,
+    );
+    let st = dir.join("model.safetensors");
+    candle_core::safetensors::save(&hf, &st)?;
+    let mut cfg = serde_json::to_value(bert).expect("config serialises — this is a bug");
+    cfg["model_type"] = json!("bert");
+    cfg["architectures"] = json!(["BertModel"]);
+    let cfg_path = dir.join("config.json");
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).expect("json"))
+        .map_err(|e| io(&cfg_path, e))?;
+    let tok = dir.join("tokenizer.json");
+    std::fs::write(&tok, TINY_TOKENIZER_JSON).map_err(|e| io(&tok, e))?;
+    Ok(())
+}

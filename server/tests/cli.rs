@@ -1,0 +1,217 @@
+//! The `mirage` binary end to end: import a Hugging Face directory, embed, classify, and the
+//! errors a user sees for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use mirage_model::testing::write_tiny_hf_dir;
+
+fn mirage(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(args)
+        .output()
+        .expect("run mirage")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "mirage failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fail(out: Output) -> String {
+    assert!(!out.status.success(), "mirage should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A bundle imported from a tiny HF directory, with a seeded ResNet-18 vision tower at 64 px.
+fn imported(dir: &Path) -> String {
+    let hf = dir.join("hf");
+    write_tiny_hf_dir(&hf, 3).unwrap();
+    let bundle = dir.join("bundle");
+    let stderr = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .args([
+                "model",
+                "import-hf",
+                "--text",
+                hf.to_str().unwrap(),
+                "--vision-arch",
+                "resnet18",
+                "--vision-pool",
+                "mean",
+                "--image-size",
+                "64",
+                "--out",
+                bundle.to_str().unwrap(),
+            ])
+            .output()
+            .map(|o| {
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                o.stderr
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(stderr.contains("wrote bundle"), "{stderr}");
+    bundle.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn import_embed_and_classify() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = imported(dir.path());
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(mirage(&["model", "info", "--bundle", &bundle]))).unwrap();
+    assert_eq!(info["config"]["provenance"]["vision"]["kind"], "random");
+    assert_eq!(info["config"]["provenance"]["text_projection"], "identity");
+    assert_eq!(info["config"]["architecture"]["embed_dim"], 16);
+
+    let out = ok(mirage(&[
+        "embed",
+        "--bundle",
+        &bundle,
+        "--text",
+        "pleural effusion",
+        "left lung",
+    ]));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["input"], "pleural effusion");
+    let e: Vec<f64> = serde_json::from_value(lines[0]["embedding"].clone()).unwrap();
+    assert_eq!(e.len(), 16);
+    assert!((e.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-5);
+
+    let png = dir.path().join("x.png");
+    image::GrayImage::from_fn(30, 20, |x, y| image::Luma([(x * 8 + y) as u8]))
+        .save(&png)
+        .unwrap();
+    let out = ok(mirage(&[
+        "embed",
+        "--bundle",
+        &bundle,
+        "--image",
+        png.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let arr: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(arr.len(), 1);
+
+    let out = ok(mirage(&[
+        "classify",
+        "--bundle",
+        &bundle,
+        "--image",
+        png.to_str().unwrap(),
+        "--label",
+        "edema",
+        "--label",
+        "normal",
+        "--multi-label",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["labels"].as_array().unwrap().len(), 2);
+    assert_eq!(v["multi_label"], true);
+}
+
+#[test]
+fn user_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = imported(dir.path());
+    let err = fail(mirage(&[
+        "embed",
+        "--bundle",
+        "/nonexistent/bundle",
+        "--text",
+        "x",
+    ]));
+    assert!(
+        err.contains("/nonexistent/bundle/bundle.json") && err.contains("missing"),
+        "{err}"
+    );
+
+    let not_image = dir.path().join("notes.txt");
+    std::fs::write(&not_image, "hello").unwrap();
+    let err = fail(mirage(&[
+        "embed",
+        "--bundle",
+        &bundle,
+        "--image",
+        not_image.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("notes.txt") && err.contains("unsupported image format"),
+        "{err}"
+    );
+
+    let png = dir.path().join("x.png");
+    image::GrayImage::from_pixel(8, 8, image::Luma([1]))
+        .save(&png)
+        .unwrap();
+    let err = fail(mirage(&[
+        "classify",
+        "--bundle",
+        &bundle,
+        "--image",
+        png.to_str().unwrap(),
+        "--label",
+        "a",
+        "--template",
+        "no placeholder",
+    ]));
+    assert!(err.contains("placeholder"), "{err}");
+    let err = fail(mirage(&[
+        "classify",
+        "--bundle",
+        &bundle,
+        "--image",
+        png.to_str().unwrap(),
+        "--label",
+        "a",
+        "--label",
+        "a",
+    ]));
+    assert!(err.contains("twice"), "{err}");
+    let err = fail(mirage(&["embed", "--bundle", &bundle]));
+    assert!(err.contains("--text") || err.contains("required"), "{err}");
+
+    // An HF directory that is not BERT, or lacks a tensor, is named as such.
+    let hf = dir.path().join("hf");
+    let cfg_path = hf.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["model_type"] = "gpt2".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = dir.path().join("b2");
+    let err = fail(mirage(&[
+        "model",
+        "import-hf",
+        "--text",
+        hf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("gpt2"), "{err}");
+    cfg["model_type"] = "bert".into();
+    cfg["num_hidden_layers"] = 3.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = fail(mirage(&[
+        "model",
+        "import-hf",
+        "--text",
+        hf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("encoder.layer.2.") && err.contains("model.safetensors"),
+        "{err}"
+    );
+}
