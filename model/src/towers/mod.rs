@@ -1,4 +1,5 @@
 //! Inference towers in candle.
 
+mod dense;
 pub mod text;
 pub mod vision;

@@ -1,25 +1,27 @@
 //! BERT-family text encoder (Hugging Face `BertModel` weights) with masked pooling.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
+
+use super::dense::Dense;
 
 use crate::config::{BertConfig, HiddenAct, TextPooling};
 use crate::Result;
 
 struct SelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    output: Linear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    output: Dense,
     norm: LayerNorm,
     heads: usize,
     head_dim: usize,
 }
 
-fn linear(vb: &VarBuilder<'_>, out_dim: usize, in_dim: usize) -> Result<Linear> {
+pub(crate) fn linear(vb: &VarBuilder<'_>, out_dim: usize, in_dim: usize) -> Result<Dense> {
     let w = vb.get((out_dim, in_dim), "weight")?;
     let b = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(w, Some(b)))
+    Dense::new(&w, Some(b))
 }
 
 pub(crate) fn layer_norm(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<LayerNorm> {
@@ -69,8 +71,8 @@ impl SelfAttention {
 
 struct Layer {
     attention: SelfAttention,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     norm: LayerNorm,
     act: HiddenAct,
 }

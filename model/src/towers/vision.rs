@@ -2,9 +2,10 @@
 //! with CLIP attention pooling or mean pooling, and torchvision's VisionTransformer.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
-use super::text::layer_norm;
+use super::dense::Dense;
+use super::text::{layer_norm, linear};
 use crate::config::{ResNetConfig, VisionPooling, VisionTower, VitConfig};
 use crate::Result;
 
@@ -45,9 +46,42 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let (o, c, k, _) = self.weight.dims4()?;
+        let y = if k == 1 {
+            // A 1×1 convolution is a plain (O×C)·(C×HW) product per image: skip im2col's copy.
+            let x = if self.stride == 1 {
+                x.clone()
+            } else {
+                subsample(x, self.stride)?
+            };
+            let (b, _, h, w) = x.dims4()?;
+            let flat = x.reshape((b, c, h * w))?;
+            self.weight
+                .reshape((o, c))?
+                .broadcast_left(b)?
+                .matmul(&flat)?
+                .reshape((b, o, h, w))?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
         Ok(y.broadcast_add(&self.bias)?)
     }
+}
+
+/// Every `stride`-th row and column starting at 0, as a strided 1×1 convolution samples them.
+fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (ph, pw) = (h.div_ceil(stride) * stride, w.div_ceil(stride) * stride);
+    let x = if (ph, pw) == (h, w) {
+        x.clone()
+    } else {
+        x.pad_with_zeros(2, 0, ph - h)?
+            .pad_with_zeros(3, 0, pw - w)?
+    };
+    Ok(x.reshape((b, c, ph / stride, stride, pw / stride, stride))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((b, c, ph / stride, pw / stride))?)
 }
 
 struct Block {
@@ -76,21 +110,16 @@ impl Block {
 /// CLIP `AttentionPool2d`: the mean token, with learned positions, attends over the feature grid.
 struct AttentionPool {
     positional: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    c: Linear,
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    c: Dense,
     heads: usize,
 }
 
 impl AttentionPool {
     fn load(vb: &VarBuilder<'_>, dim: usize, tokens: usize, heads: usize) -> Result<Self> {
-        let lin = |name: &str| -> Result<Linear> {
-            Ok(Linear::new(
-                vb.get((dim, dim), &format!("{name}.weight"))?,
-                Some(vb.get(dim, &format!("{name}.bias"))?),
-            ))
-        };
+        let lin = |name: &str| linear(&vb.pp(name), dim, dim);
         Ok(Self {
             positional: vb.get((tokens, dim), "positional_embedding")?,
             q: lin("q_proj")?,
@@ -122,7 +151,7 @@ impl AttentionPool {
             .contiguous()?;
         let attn = candle_nn::ops::softmax_last_dim(&q.contiguous()?.matmul(&k.t()?)?)?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, c))?;
-        Ok(self.c.forward(&out)?)
+        self.c.forward(&out)
     }
 }
 
@@ -207,12 +236,11 @@ impl ResNet {
 
 struct VitLayer {
     ln1: LayerNorm,
-    in_proj_w: Tensor,
-    in_proj_b: Tensor,
-    out_proj: Linear,
+    in_proj: Dense,
+    out_proj: Dense,
     ln2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
     heads: usize,
 }
 
@@ -220,20 +248,16 @@ impl VitLayer {
     fn load(vb: &VarBuilder<'_>, c: &VitConfig) -> Result<Self> {
         let h = c.hidden_size;
         let a = vb.pp("self_attention");
-        let lin = |vb: &VarBuilder<'_>, o: usize, i: usize| -> Result<Linear> {
-            Ok(Linear::new(
-                vb.get((o, i), "weight")?,
-                Some(vb.get(o, "bias")?),
-            ))
-        };
         Ok(Self {
             ln1: layer_norm(&vb.pp("ln_1"), h, c.layer_norm_eps)?,
-            in_proj_w: a.get((3 * h, h), "in_proj_weight")?,
-            in_proj_b: a.get(3 * h, "in_proj_bias")?,
-            out_proj: lin(&a.pp("out_proj"), h, h)?,
+            in_proj: Dense::new(
+                &a.get((3 * h, h), "in_proj_weight")?,
+                Some(a.get(3 * h, "in_proj_bias")?),
+            )?,
+            out_proj: linear(&a.pp("out_proj"), h, h)?,
             ln2: layer_norm(&vb.pp("ln_2"), h, c.layer_norm_eps)?,
-            fc1: lin(&vb.pp("mlp.0"), c.mlp_dim, h)?,
-            fc2: lin(&vb.pp("mlp.3"), h, c.mlp_dim)?,
+            fc1: linear(&vb.pp("mlp.0"), c.mlp_dim, h)?,
+            fc2: linear(&vb.pp("mlp.3"), h, c.mlp_dim)?,
             heads: c.num_heads,
         })
     }
@@ -242,9 +266,7 @@ impl VitLayer {
         let (b, s, h) = x.dims3()?;
         let hd = h / self.heads;
         let y = self.ln1.forward(x)?;
-        let qkv = y
-            .broadcast_matmul(&self.in_proj_w.t()?)?
-            .broadcast_add(&self.in_proj_b)?;
+        let qkv = self.in_proj.forward(&y)?;
         let split = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(2, i * h, h)?
