@@ -15,6 +15,9 @@ use image::imageops::FilterType;
 use image::{ImageBuffer, Rgb, Rgb32FImage};
 
 use crate::config::{ImagePreprocess, Interpolation, ResizeMode};
+
+#[path = "dicom_raw.rs"]
+mod raw;
 use crate::{Error, Result};
 
 /// Formats we read.
@@ -174,12 +177,35 @@ fn decode_dicom(bytes: &[u8], source_name: &str, options: DecodeOptions) -> Resu
             "the file has no pixel data (not an image object)".into()
         ));
     }
+    let bits_allocated = int_attr(&obj, tags::BITS_ALLOCATED).unwrap_or(0);
+    let photometric = obj
+        .element(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| s.trim().trim_end_matches('\0').to_owned())
+        })
+        .unwrap_or_default();
+    // dicom-pixeldata converts 8/16-bit samples; 1-bit (segmentations), 32-bit (dose grids, some
+    // RLE) and uncompressed YBR_FULL_422 go through our own sample reader instead.
+    if bits_allocated == 1
+        || bits_allocated == 32
+        || (photometric == "YBR_FULL_422" && !ts.is_encapsulated_pixel_data())
+    {
+        let rgb = raw::decode(&obj, ts.uid(), options.frame).map_err(err)?;
+        return Ok(DecodedImage {
+            rgb,
+            format: ImageFormat::Dicom,
+            dicom_tags,
+        });
+    }
     let decoded = obj.decode_pixel_data().map_err(|e| {
         let text = e.to_string();
         if text.contains("TransferSyntax") || text.contains("transfer syntax") {
             unsupported()
         } else {
-            err(format!("cannot decode pixel data: {text}"))
+            err(format!("cannot decode {} pixel data: {text}", ts.name()))
         }
     })?;
     let frames = decoded.number_of_frames();
@@ -235,6 +261,13 @@ fn decode_dicom(bytes: &[u8], source_name: &str, options: DecodeOptions) -> Resu
         format: ImageFormat::Dicom,
         dicom_tags,
     })
+}
+
+pub(crate) fn int_attr(
+    obj: &dicom_object::DefaultDicomObject,
+    tag: dicom_object::Tag,
+) -> Option<i64> {
+    obj.element(tag).ok().and_then(|e| e.to_int::<i64>().ok())
 }
 
 /// Maps modality values to [0, 1]: the DICOM window (PS3.3 C.11.2.1.2) when the file has one,
