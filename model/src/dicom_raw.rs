@@ -6,7 +6,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use image::{ImageBuffer, Rgb, Rgb32FImage};
 
-use super::{apply_voi, int_attr};
+use super::{apply_voi, int_attr, str_attr};
 
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 const EXPLICIT_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
@@ -195,15 +195,7 @@ pub(super) fn decode(
             g.frames
         ));
     }
-    let photometric = obj
-        .element(tags::PHOTOMETRIC_INTERPRETATION)
-        .ok()
-        .and_then(|e| {
-            e.to_str()
-                .ok()
-                .map(|s| s.trim().trim_end_matches('\0').to_owned())
-        })
-        .unwrap_or_default();
+    let photometric = str_attr(obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     if photometric == "YBR_FULL_422" {
         return ybr_422(obj, &g, frame);
     }
@@ -284,11 +276,7 @@ fn ybr_422(obj: &DefaultDicomObject, g: &Geometry, frame: usize) -> Result<Rgb32
     if g.bits != 8 || g.samples != 3 {
         return Err("YBR_FULL_422 is supported with 8-bit samples only".into());
     }
-    let data = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|_| "no pixel data".to_owned())?
-        .to_bytes()
-        .map_err(|e| format!("cannot read pixel data: {e}"))?;
+    let data = little_endian_stream(obj, false, 1)?;
     let frame_len = g.rows * g.cols * 2;
     let d = data
         .get(frame * frame_len..(frame + 1) * frame_len)

@@ -162,13 +162,8 @@ fn decode_dicom(bytes: &[u8], source_name: &str, options: DecodeOptions) -> Resu
     }
     let mut dicom_tags = BTreeMap::new();
     for (name, tag) in PAYLOAD_TAGS {
-        if let Ok(elem) = obj.element(*tag) {
-            if let Ok(v) = elem.to_str() {
-                let v = v.trim().trim_end_matches('\0').to_owned();
-                if !v.is_empty() {
-                    dicom_tags.insert((*name).to_owned(), v);
-                }
-            }
+        if let Some(v) = str_attr(&obj, *tag).filter(|v| !v.is_empty()) {
+            dicom_tags.insert((*name).to_owned(), v);
         }
     }
     dicom_tags.insert("TransferSyntax".into(), ts.name().to_owned());
@@ -178,15 +173,7 @@ fn decode_dicom(bytes: &[u8], source_name: &str, options: DecodeOptions) -> Resu
         ));
     }
     let bits_allocated = int_attr(&obj, tags::BITS_ALLOCATED).unwrap_or(0);
-    let photometric = obj
-        .element(tags::PHOTOMETRIC_INTERPRETATION)
-        .ok()
-        .and_then(|e| {
-            e.to_str()
-                .ok()
-                .map(|s| s.trim().trim_end_matches('\0').to_owned())
-        })
-        .unwrap_or_default();
+    let photometric = str_attr(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
     // dicom-pixeldata converts 8/16-bit samples; 1-bit (segmentations), 32-bit (dose grids, some
     // RLE) and uncompressed YBR_FULL_422 go through our own sample reader instead.
     if bits_allocated == 1
@@ -268,6 +255,16 @@ pub(crate) fn int_attr(
     tag: dicom_object::Tag,
 ) -> Option<i64> {
     obj.element(tag).ok().and_then(|e| e.to_int::<i64>().ok())
+}
+
+/// A string attribute without DICOM's space/NUL padding.
+pub(crate) fn str_attr(
+    obj: &dicom_object::DefaultDicomObject,
+    tag: dicom_object::Tag,
+) -> Option<String> {
+    let elem = obj.element(tag).ok()?;
+    let v = elem.to_str().ok()?;
+    Some(v.trim().trim_end_matches('\0').to_owned())
 }
 
 /// Maps modality values to [0, 1]: the DICOM window (PS3.3 C.11.2.1.2) when the file has one,
