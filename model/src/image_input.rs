@@ -20,6 +20,10 @@ use crate::config::{ImagePreprocess, Interpolation, ResizeMode};
 mod raw;
 use crate::{Error, Result};
 
+/// Largest side, in pixels, of an image we decode. A forged header must not make us allocate
+/// gigabytes; no medical modality comes near this.
+pub const MAX_SIDE: u32 = 16_384;
+
 /// Formats we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -98,11 +102,14 @@ pub fn decode_image(
             } else {
                 image::ImageFormat::Jpeg
             };
-            let img = image::load_from_memory_with_format(bytes, fmt).map_err(|e| {
-                Error::ImageDecode {
-                    source_name: source_name.to_owned(),
-                    reason: e.to_string(),
-                }
+            let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
+            let mut limits = image::Limits::default();
+            limits.max_image_width = Some(MAX_SIDE);
+            limits.max_image_height = Some(MAX_SIDE);
+            reader.limits(limits);
+            let img = reader.decode().map_err(|e| Error::ImageDecode {
+                source_name: source_name.to_owned(),
+                reason: e.to_string(),
             })?;
             Ok(DecodedImage {
                 rgb: img.to_rgb32f(),
@@ -171,6 +178,15 @@ fn decode_dicom(bytes: &[u8], source_name: &str, options: DecodeOptions) -> Resu
         return Err(err(
             "the file has no pixel data (not an image object)".into()
         ));
+    }
+    let (rows, cols) = (
+        int_attr(&obj, tags::ROWS).unwrap_or(0),
+        int_attr(&obj, tags::COLUMNS).unwrap_or(0),
+    );
+    if rows > i64::from(MAX_SIDE) || cols > i64::from(MAX_SIDE) {
+        return Err(err(format!(
+            "{cols}×{rows} pixels exceeds the limit of {MAX_SIDE} per side"
+        )));
     }
     let bits_allocated = int_attr(&obj, tags::BITS_ALLOCATED).unwrap_or(0);
     let photometric = str_attr(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();

@@ -6,6 +6,16 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use mirage_model::image_input::{load_image, DecodeOptions};
 
 fn write(path: &std::path::Path, photometric: &str, pixels: &[u16], window: Option<(&str, &str)>) {
+    write_with_rows(path, photometric, pixels, window, 1);
+}
+
+fn write_with_rows(
+    path: &std::path::Path,
+    photometric: &str,
+    pixels: &[u16],
+    window: Option<(&str, &str)>,
+    rows: u16,
+) {
     let mut obj = InMemDicomObject::from_element_iter([
         DataElement::new(
             tags::SOP_CLASS_UID,
@@ -30,7 +40,7 @@ fn write(path: &std::path::Path, photometric: &str, pixels: &[u16], window: Opti
             VR::CS,
             PrimitiveValue::from(photometric),
         ),
-        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(1u16)),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
         DataElement::new(
             tags::COLUMNS,
             VR::US,
@@ -134,4 +144,48 @@ fn without_window_the_full_range_is_used_and_tags_become_payload() {
         !img.dicom_tags.values().any(|v| v.contains("Doe")),
         "patient identifiers must not be copied"
     );
+}
+
+#[test]
+fn forged_geometry_is_refused_without_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.dcm");
+    write_with_rows(&p, "MONOCHROME2", &[1, 2, 3], None, 60_000);
+    let e = load_image(&p, DecodeOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("exceeds the limit"), "{e}");
+    // Rows that do not match the pixel data are an error, not a panic.
+    let p = dir.path().join("short.dcm");
+    write_with_rows(&p, "MONOCHROME2", &[1, 2, 3], None, 7);
+    assert!(load_image(&p, DecodeOptions::default()).is_err());
+}
+
+#[test]
+fn png_with_forged_huge_size_is_refused() {
+    // A valid 1×1 PNG whose IHDR claims 100000×100000 (CRC fixed so only the size is wrong).
+    let mut png = Vec::new();
+    image::GrayImage::from_pixel(1, 1, image::Luma([7]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let e = mirage_model::image_input::decode_image(&png, "bomb.png", DecodeOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, mirage_model::Error::ImageDecode { .. }), "{e}");
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
 }
