@@ -15,12 +15,24 @@ use crate::names::{self, TensorSpec};
 use crate::{Error, Result};
 
 /// A bundle whose files exist, match their checksums and hold every tensor the architecture needs.
-#[derive(Debug)]
 pub struct Bundle {
     dir: PathBuf,
     config: BundleConfig,
     /// sha256 of `bundle.json` itself: what indexes record to recognise the exact model.
     sha256: String,
+    /// The verified bytes of `model.safetensors`, kept from `open` so that loading the weights
+    /// right after does not read and hash hundreds of megabytes a second time.
+    verified_weights: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("dir", &self.dir)
+            .field("model_id", &self.config.model_id)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The memory bank exported with a bundle.
@@ -92,6 +104,7 @@ impl Bundle {
             dir,
             config,
             sha256,
+            verified_weights: std::sync::Mutex::new(None),
         };
         for (name, expected) in &bundle.config.files {
             let bytes = bundle.read_checked(name, expected)?;
@@ -101,9 +114,17 @@ impl Bundle {
                     &bytes,
                     &names::model_tensors(&bundle.config.architecture),
                 )?;
+                *bundle.weights_slot() = Some(bytes);
             }
         }
         Ok(bundle)
+    }
+
+    fn weights_slot(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        // A poisoned lock only means another thread panicked mid-take; the slot is still valid.
+        self.verified_weights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn read_checked(&self, name: &str, expected: &str) -> Result<Vec<u8>> {
@@ -142,7 +163,12 @@ impl Bundle {
 
     /// Loads every tensor of `model.safetensors` onto `device` as f32.
     pub fn load_tensors(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
-        let bytes = self.read_checked(MODEL_SAFETENSORS, &self.config.files[MODEL_SAFETENSORS])?;
+        // The first load uses the bytes `open` verified; later loads read and verify again.
+        let kept = self.weights_slot().take();
+        let bytes = match kept {
+            Some(b) => b,
+            None => self.read_checked(MODEL_SAFETENSORS, &self.config.files[MODEL_SAFETENSORS])?,
+        };
         let path = self.dir.join(MODEL_SAFETENSORS);
         let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
             Error::Safetensors {
