@@ -374,6 +374,26 @@ pub struct PromptTemplates {
     pub negative: Vec<String>,
 }
 
+impl PromptTemplates {
+    /// Every problem with these templates (empty lists, a template without `{}`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.positive.is_empty() || self.negative.is_empty() {
+            problems.push(
+                "prompt templates need at least one positive and one negative template".into(),
+            );
+        }
+        for tpl in self.positive.iter().chain(&self.negative) {
+            if !tpl.contains("{}") {
+                problems.push(format!(
+                    "prompt template {tpl:?} has no {{}} placeholder for the label"
+                ));
+            }
+        }
+        problems
+    }
+}
+
 /// Temperature scaling fitted on held-out data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -472,16 +492,7 @@ impl BundleConfig {
             }
         }
         if let Some(t) = &self.prompt_templates {
-            if t.positive.is_empty() || t.negative.is_empty() {
-                problems.push(
-                    "prompt_templates needs at least one positive and one negative template".into(),
-                );
-            }
-            for tpl in t.positive.iter().chain(&t.negative) {
-                if !tpl.contains("{}") {
-                    problems.push(format!("prompt template {tpl:?} has no {{}} placeholder"));
-                }
-            }
+            problems.extend(t.problems());
         }
         if problems.is_empty() {
             Ok(())

@@ -46,6 +46,11 @@ fn geometry(obj: &DefaultDicomObject) -> Result<Geometry, String> {
     Ok(g)
 }
 
+fn pixel_data(obj: &DefaultDicomObject) -> Result<&dicom_object::mem::InMemElement, String> {
+    obj.element(tags::PIXEL_DATA)
+        .map_err(|_| "no pixel data".to_owned())
+}
+
 /// PackBits-decodes one RLE segment.
 fn unpack_bits(seg: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
@@ -120,9 +125,7 @@ fn little_endian_stream(
     bytes_per_sample: usize,
 ) -> Result<Vec<u8>, String> {
     use dicom_core::PrimitiveValue;
-    let elem = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|_| "no pixel data".to_owned())?;
+    let elem = pixel_data(obj)?;
     let value = elem
         .value()
         .primitive()
@@ -203,9 +206,7 @@ pub(super) fn decode(
         return Err(format!("BitsAllocated {} is not supported", g.bits));
     }
     let values = if ts_uid == RLE_LOSSLESS {
-        let elem = obj
-            .element(tags::PIXEL_DATA)
-            .map_err(|_| "no pixel data".to_owned())?;
+        let elem = pixel_data(obj)?;
         let fragments = elem
             .value()
             .fragments()

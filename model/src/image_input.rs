@@ -244,7 +244,7 @@ fn decode_dicom(bytes: &[u8], source_name: &str, options: DecodeOptions) -> Resu
             .flatten()
             .and_then(|f| f.first().copied());
         let mut gray = apply_voi(&values, window, function);
-        if pi.to_string() == "MONOCHROME1" {
+        if photometric == "MONOCHROME1" {
             for v in &mut gray {
                 *v = 1.0 - *v;
             }

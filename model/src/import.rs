@@ -217,12 +217,14 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
     tensors.extend(random_tensors(&init_specs, opts.seed, &Device::Cpu)?);
 
     let preprocess = ImagePreprocess::clip(opts.vision.image_size());
+    // bundle.json's σ is the exponent of the seeded ln σ tensor (head_tensors' init).
+    let logit_scale = tensors[names::LOGIT_SCALE].to_scalar::<f32>()?.exp();
     let config = BundleConfig {
         format_version: FORMAT_VERSION,
         model_id: opts.model_id.clone(),
         files: Default::default(),
         architecture: arch,
-        logit_scale: 1.0 / 0.07,
+        logit_scale,
         preprocess,
         tokenizer: TokenizerSettings {
             max_length,
@@ -235,15 +237,10 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
             "text": {"kind": "imported", "dir": dir.display().to_string()},
             "text_projection": if identity_text_proj { "identity" } else { "random" },
             "vision": vision_source,
-            "vision_initialised": vision_missing.iter().map(|s| s.name.clone()).collect::<Vec<_>>().len(),
+            "vision_tensors_initialised": vision_missing.len(),
             "seed": opts.seed,
             "trained": false,
         }),
-    };
-    // The constant in head_tensors is ln(1/0.07); keep bundle.json's σ equal to its exponent.
-    let config = BundleConfig {
-        logit_scale: tensors[names::LOGIT_SCALE].to_scalar::<f32>()?.exp(),
-        ..config
     };
     write_bundle(
         out,

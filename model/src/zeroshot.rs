@@ -88,6 +88,10 @@ pub fn classify(
             &owned
         }
     };
+    let problems = templates.problems();
+    if !problems.is_empty() {
+        return Err(Error::InvalidInput(problems.join("; ")));
+    }
     let t = temperature
         .or_else(|| model.config().calibration.as_ref().map(|c| c.temperature))
         .unwrap_or(1.0);

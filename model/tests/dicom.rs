@@ -43,12 +43,16 @@ const EXPECTED_FAILURES: &[(&str, &str)] = &[
     ("SC_rgb_jpeg.dcm", "not a readable DICOM file"),
 ];
 
-#[test]
-fn every_pydicom_test_image_decodes_or_names_its_transfer_syntax() {
-    let Some(dir) = common::require(
+fn pydicom_dir() -> Option<std::path::PathBuf> {
+    common::require(
         common::assets_dir().join("pydicom"),
         "scripts/fetch-assets.sh",
-    ) else {
+    )
+}
+
+#[test]
+fn every_pydicom_test_image_decodes_or_names_its_transfer_syntax() {
+    let Some(dir) = pydicom_dir() else {
         return;
     };
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -106,10 +110,7 @@ fn every_pydicom_test_image_decodes_or_names_its_transfer_syntax() {
 
 #[test]
 fn multi_frame_files_decode_the_requested_frame() {
-    let Some(dir) = common::require(
-        common::assets_dir().join("pydicom"),
-        "scripts/fetch-assets.sh",
-    ) else {
+    let Some(dir) = pydicom_dir() else {
         return;
     };
     for name in ["SC_rgb_rle_2frame.dcm", "rtdose.dcm"] {
@@ -129,10 +130,7 @@ fn multi_frame_files_decode_the_requested_frame() {
 
 #[test]
 fn big_endian_and_little_endian_copies_decode_alike() {
-    let Some(dir) = common::require(
-        common::assets_dir().join("pydicom"),
-        "scripts/fetch-assets.sh",
-    ) else {
+    let Some(dir) = pydicom_dir() else {
         return;
     };
     for (a, b) in [

@@ -312,11 +312,6 @@ fn classify_cmd(args: ClassifyArgs) -> Result<()> {
             args.negative_templates
         },
     };
-    for t in templates.positive.iter().chain(&templates.negative) {
-        if !t.contains("{}") {
-            bail!("template {t:?} has no {{}} placeholder for the label");
-        }
-    }
     let mode = if args.multi_label {
         ClassifyMode::MultiLabel
     } else {

@@ -155,29 +155,20 @@ fn user_errors_are_clear() {
     image::GrayImage::from_pixel(8, 8, image::Luma([1]))
         .save(&png)
         .unwrap();
-    let err = fail(mirage(&[
-        "classify",
-        "--bundle",
-        &bundle,
-        "--image",
-        png.to_str().unwrap(),
-        "--label",
-        "a",
-        "--template",
-        "no placeholder",
-    ]));
+    let classify = |extra: &[&str]| {
+        let mut args = vec![
+            "classify",
+            "--bundle",
+            &bundle,
+            "--image",
+            png.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        fail(mirage(&args))
+    };
+    let err = classify(&["--label", "a", "--template", "no placeholder"]);
     assert!(err.contains("placeholder"), "{err}");
-    let err = fail(mirage(&[
-        "classify",
-        "--bundle",
-        &bundle,
-        "--image",
-        png.to_str().unwrap(),
-        "--label",
-        "a",
-        "--label",
-        "a",
-    ]));
+    let err = classify(&["--label", "a", "--label", "a"]);
     assert!(err.contains("twice"), "{err}");
     let err = fail(mirage(&["embed", "--bundle", &bundle]));
     assert!(err.contains("--text") || err.contains("required"), "{err}");
@@ -190,26 +181,22 @@ fn user_errors_are_clear() {
     cfg["model_type"] = "gpt2".into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let out = dir.path().join("b2");
-    let err = fail(mirage(&[
-        "model",
-        "import-hf",
-        "--text",
-        hf.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    let import_fails = || {
+        fail(mirage(&[
+            "model",
+            "import-hf",
+            "--text",
+            hf.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let err = import_fails();
     assert!(err.contains("gpt2"), "{err}");
     cfg["model_type"] = "bert".into();
     cfg["num_hidden_layers"] = 3.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let err = fail(mirage(&[
-        "model",
-        "import-hf",
-        "--text",
-        hf.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    let err = import_fails();
     assert!(
         err.contains("encoder.layer.2.") && err.contains("model.safetensors"),
         "{err}"
