@@ -189,6 +189,24 @@ impl MirageModel {
         l2_normalize(&self.vision_proj.forward(&f)?)
     }
 
+    /// Unit-norm joint image embeddings of images already run through
+    /// [`preprocess`](crate::image_input::preprocess) (concatenated, `count` × 3 × S × S), so
+    /// callers can preprocess on worker threads and keep this thread on the model.
+    pub fn embed_preprocessed(&self, pixels: Vec<f32>, count: usize) -> Result<Vec<Vec<f32>>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let s = self.config.preprocess.image_size;
+        if pixels.len() != count * 3 * s * s {
+            return Err(Error::InvalidInput(format!(
+                "{} preprocessed values for {count} images of 3x{s}x{s}",
+                pixels.len()
+            )));
+        }
+        let t = Tensor::from_vec(pixels, (count, 3, s, s), &self.device)?;
+        Ok(self.embed_pixels(&t)?.to_vec2()?)
+    }
+
     /// Unit-norm joint image embeddings, one `Vec` per image.
     pub fn embed_images(&self, images: &[DecodedImage]) -> Result<Vec<Vec<f32>>> {
         if images.is_empty() {

@@ -1,0 +1,942 @@
+//! The embedded store: one directory per collection.
+//!
+//! ```text
+//! <root>/<collection>/
+//!   manifest.json            format version, dim, metric, model id + sha256, graph parameters
+//!   items.sqlite (+ -wal)    items (id, text, image, payload) and every live vector: the truth
+//!   graph-<seq>-text.hnsw.*  hnsw_rs dumps of the graphs, covering points up to <seq>
+//!   graph-<seq>-image.hnsw.*
+//!   LOCK                     held (flock) while a process has the collection open
+//! ```
+//!
+//! Durability: an upsert is acknowledged after its SQLite transaction commits (WAL,
+//! `synchronous=FULL`), so it survives `kill -9` and power loss. The graphs are a cache of the
+//! database: `flush` dumps them under a new name, syncs the files, then records the name and the
+//! highest point id they cover in the database in one transaction, then removes the old dump. On
+//! open, points newer than the recorded dump are inserted again, and points missing from the
+//! database are tombstones. A crash at any moment therefore leaves either the old or the new dump
+//! referenced, and a collection that opens with every acknowledged item; if a dump cannot be read
+//! the graph is rebuilt from the vectors in the database.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+
+use crate::error::{IndexError, Result};
+use crate::filter::Filter;
+use crate::graph::{dot, dump_graph, load_graph, new_graph, FlatVectors, Graph, TopK};
+use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
+use crate::types::{
+    unit_vector, validate_id, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
+    SearchMode, SearchRequest, StoredItem, VectorName,
+};
+
+const DB_FILE: &str = "items.sqlite";
+const LOCK_FILE: &str = "LOCK";
+/// Payload key reserved for the stores' own bookkeeping (the Qdrant store keeps id and text there).
+pub const RESERVED_PAYLOAD_KEY: &str = "_mirage";
+
+/// In-memory view of one item: what filtering and hit assembly need without touching the disk.
+struct ItemEntry {
+    id: String,
+    payload: Map<String, Value>,
+    points: [Option<u64>; 2],
+}
+
+struct Space {
+    graph: Graph,
+    flat: FlatVectors,
+}
+
+struct State {
+    items: Vec<Option<ItemEntry>>,
+    free_slots: Vec<u32>,
+    slot_of: HashMap<String, u32>,
+    spaces: [Space; 2],
+}
+
+impl State {
+    fn live_items(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    fn remove_item(&mut self, slot: u32) {
+        if let Some(entry) = self.items[slot as usize].take() {
+            for name in VectorName::ALL {
+                if let Some(p) = entry.points[name.index()] {
+                    self.spaces[name.index()].flat.remove(p);
+                }
+            }
+            self.slot_of.remove(&entry.id);
+            self.free_slots.push(slot);
+        }
+    }
+
+    fn add_item(&mut self, entry: ItemEntry) -> u32 {
+        let id = entry.id.clone();
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.items[s as usize] = Some(entry);
+                s
+            }
+            None => {
+                self.items.push(Some(entry));
+                (self.items.len() - 1) as u32
+            }
+        };
+        self.slot_of.insert(id, slot);
+        slot
+    }
+
+    fn entry(&self, slot: u32) -> Option<&ItemEntry> {
+        self.items.get(slot as usize).and_then(Option::as_ref)
+    }
+}
+
+/// An open embedded collection. Cheap to share behind an `Arc`: reads run concurrently, writes
+/// are serialised.
+pub struct EmbeddedCollection {
+    dir: PathBuf,
+    manifest: Manifest,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    state: RwLock<State>,
+    _lock: fs_err::File,
+}
+
+fn open_db(dir: &Path) -> Result<Connection> {
+    let conn = Connection::open(dir.join(DB_FILE))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    text TEXT,
+    image TEXT,
+    payload TEXT NOT NULL
+);
+-- AUTOINCREMENT: a point id is never reused, because a deleted point can still sit in a graph
+-- dump and must not come back to life as somebody else's vector.
+CREATE TABLE IF NOT EXISTS points (
+    point INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL,
+    space INTEGER NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS points_by_item ON points(item_id);
+";
+
+fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_to_vector(b: &[u8], dim: usize, dir: &Path) -> Result<Vec<f32>> {
+    if b.len() != dim * 4 {
+        return Err(IndexError::Corrupt {
+            path: dir.to_path_buf(),
+            reason: format!("a stored vector has {} bytes, expected {}", b.len(), dim * 4),
+        });
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn graph_key(name: VectorName) -> String {
+    format!("graph.{name}")
+}
+
+/// Highest point id ever handed out (0 when none).
+fn last_point(conn: &Connection) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'points'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+fn lock_collection(dir: &Path) -> Result<fs_err::File> {
+    let lock = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    match lock.file().try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::invalid(format!(
+            "collection at {} is open in another process (stop it first)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+impl EmbeddedCollection {
+    /// Directory of collection `name` under `root`.
+    pub fn path(root: &Path, name: &str) -> PathBuf {
+        root.join(name)
+    }
+
+    /// Whether collection `name` exists under `root`.
+    pub fn exists(root: &Path, name: &str) -> bool {
+        Self::path(root, name).join(MANIFEST_FILE).is_file()
+    }
+
+    /// Creates collection `name` under `root`, or opens it when it exists with the same dimension
+    /// and model (so an interrupted build can resume). A different model is refused.
+    pub fn create_or_open(root: &Path, name: &str, config: &CollectionConfig) -> Result<Self> {
+        validate_collection_name(name)?;
+        if config.dim == 0 {
+            return Err(IndexError::invalid("dimension must be at least 1"));
+        }
+        let dir = Self::path(root, name);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            fs_err::create_dir_all(&dir)?;
+            let manifest = Manifest {
+                format_version: FORMAT_VERSION,
+                name: name.to_string(),
+                dim: config.dim,
+                metric: "cosine".into(),
+                model: config.model.clone(),
+                hnsw: config.hnsw,
+                created_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            // The manifest is written last: a directory without one is an unfinished creation
+            // that the next attempt simply completes.
+            {
+                let conn = open_db(&dir)?;
+                conn.execute_batch(SCHEMA)?;
+            }
+            manifest.write(&dir)?;
+            sync_dir(root)?;
+        }
+        let collection = Self::open(root, name)?;
+        collection.check_model(&config.model)?;
+        if collection.manifest.dim != config.dim {
+            return Err(IndexError::CollectionExists {
+                name: name.into(),
+                reason: format!(
+                    "it has dimension {}, the model gives {}",
+                    collection.manifest.dim, config.dim
+                ),
+            });
+        }
+        Ok(collection)
+    }
+
+    /// Opens an existing collection.
+    pub fn open(root: &Path, name: &str) -> Result<Self> {
+        validate_collection_name(name)?;
+        let dir = Self::path(root, name);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Err(IndexError::CollectionNotFound {
+                name: name.into(),
+                location: root.display().to_string(),
+            });
+        }
+        let manifest = Manifest::read(&dir)?;
+        let lock = lock_collection(&dir)?;
+        let writer = open_db(&dir)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = open_db(&dir)?;
+        let state = load_state(&dir, &manifest, &writer)?;
+        let collection = Self {
+            dir,
+            manifest,
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            state: RwLock::new(state),
+            _lock: lock,
+        };
+        collection.remove_stray_dumps()?;
+        Ok(collection)
+    }
+
+    /// The collection's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Directory of the collection.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Refuses a model other than the one the collection was built with.
+    pub fn check_model(&self, model: &crate::types::ModelRef) -> Result<()> {
+        if &self.manifest.model != model {
+            return Err(IndexError::ModelMismatch {
+                collection: self.manifest.name.clone(),
+                index_model_id: self.manifest.model.model_id.clone(),
+                index_sha256: self.manifest.model.sha256.clone(),
+                given_model_id: model.model_id.clone(),
+                given_sha256: model.sha256.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the connection leaves SQLite itself consistent (the transaction
+        // rolls back when dropped), so a poisoned lock is safe to take over.
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Inserts or replaces items. Returns once the batch is durable.
+    pub fn upsert(&self, items: Vec<Item>) -> Result<()> {
+        let dim = self.manifest.dim;
+        // Validate everything before writing anything: a batch is all or nothing.
+        let mut prepared = Vec::with_capacity(items.len());
+        let mut seen = HashMap::new();
+        for item in items {
+            validate_id(&item.id)?;
+            validate_payload(&item.payload)?;
+            let mut vectors: [Option<Vec<f32>>; 2] = [None, None];
+            for name in VectorName::ALL {
+                if let Some(v) = item.vector(name) {
+                    vectors[name.index()] =
+                        Some(unit_vector(&format!("item {:?} {name}", item.id), v, dim)?);
+                }
+            }
+            if vectors.iter().all(Option::is_none) {
+                return Err(IndexError::invalid(format!(
+                    "item {:?} has neither a text nor an image vector",
+                    item.id
+                )));
+            }
+            // Within one batch the last write of an id wins, as if sent one by one.
+            if let Some(previous) = seen.insert(item.id.clone(), prepared.len()) {
+                prepared[previous] = None;
+            }
+            prepared.push(Some((item, vectors)));
+        }
+        let prepared: Vec<_> = prepared.into_iter().flatten().collect();
+        if prepared.is_empty() {
+            return Ok(());
+        }
+
+        let mut conn = self.lock_writer();
+        let tx = conn.transaction()?;
+        let mut new_points = Vec::with_capacity(prepared.len());
+        {
+            let mut del_points = tx.prepare_cached("DELETE FROM points WHERE item_id = ?1")?;
+            let mut put_item = tx.prepare_cached(
+                "INSERT OR REPLACE INTO items (id, text, image, payload) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut put_point = tx.prepare_cached(
+                "INSERT INTO points (item_id, space, vector) VALUES (?1, ?2, ?3)",
+            )?;
+            for (item, vectors) in &prepared {
+                del_points.execute([&item.id])?;
+                let payload = Value::Object(item.payload.clone()).to_string();
+                put_item.execute(params![item.id, item.text, item.image, payload])?;
+                let mut points = [None, None];
+                for name in VectorName::ALL {
+                    if let Some(v) = &vectors[name.index()] {
+                        put_point.execute(params![
+                            item.id,
+                            name.index() as i64,
+                            vector_to_blob(v)
+                        ])?;
+                        points[name.index()] = Some(tx.last_insert_rowid() as u64);
+                    }
+                }
+                new_points.push(points);
+            }
+        }
+        tx.commit()?;
+
+        // Durable from here on; now make it searchable. The graph insert happens before the
+        // flat store learns of the points, so a concurrent search that meets them in the graph
+        // skips them as not-yet-live instead of returning half-written items.
+        for name in VectorName::ALL {
+            let batch: Vec<(&[f32], usize)> = prepared
+                .iter()
+                .zip(&new_points)
+                .filter_map(|((_, vectors), points)| {
+                    let v = vectors[name.index()].as_deref()?;
+                    Some((v, points[name.index()]? as usize))
+                })
+                .collect();
+            insert_into_graph(&self.read_state().spaces[name.index()].graph, &batch);
+        }
+        let mut state = self.write_state();
+        for ((item, vectors), points) in prepared.into_iter().zip(new_points) {
+            if let Some(&slot) = state.slot_of.get(&item.id) {
+                state.remove_item(slot);
+            }
+            let slot = state.add_item(ItemEntry {
+                id: item.id,
+                payload: item.payload,
+                points,
+            });
+            for name in VectorName::ALL {
+                if let (Some(v), Some(p)) = (&vectors[name.index()], points[name.index()]) {
+                    state.spaces[name.index()].flat.insert(p, slot, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes items by id; returns how many existed.
+    pub fn delete(&self, ids: &[String]) -> Result<u64> {
+        let conn = self.lock_writer();
+        self.delete_locked(conn, ids)
+    }
+
+    fn delete_locked(
+        &self,
+        mut conn: std::sync::MutexGuard<'_, Connection>,
+        ids: &[String],
+    ) -> Result<u64> {
+        let tx = conn.transaction()?;
+        let mut deleted = 0;
+        {
+            let mut del_points = tx.prepare_cached("DELETE FROM points WHERE item_id = ?1")?;
+            let mut del_item = tx.prepare_cached("DELETE FROM items WHERE id = ?1")?;
+            for id in ids {
+                del_points.execute([id])?;
+                deleted += del_item.execute([id])? as u64;
+            }
+        }
+        tx.commit()?;
+        let mut state = self.write_state();
+        for id in ids {
+            if let Some(&slot) = state.slot_of.get(id) {
+                state.remove_item(slot);
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every item whose payload passes `filter`; returns how many.
+    pub fn delete_by_filter(&self, filter: &Filter) -> Result<u64> {
+        filter.validate()?;
+        // Holding the writer while choosing the ids keeps a concurrent upsert from slipping a
+        // matching item in between the choice and the delete.
+        let conn = self.lock_writer();
+        let ids: Vec<String> = {
+            let state = self.read_state();
+            state
+                .items
+                .iter()
+                .flatten()
+                .filter(|e| filter.matches(&e.payload))
+                .map(|e| e.id.clone())
+                .collect()
+        };
+        self.delete_locked(conn, &ids)
+    }
+
+    /// Items by id, in the order asked; unknown ids are left out.
+    pub fn get(&self, ids: &[String]) -> Result<Vec<StoredItem>> {
+        let conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stmt = conn.prepare_cached(
+            "SELECT text, image, payload, \
+             (SELECT group_concat(space) FROM points WHERE item_id = items.id) \
+             FROM items WHERE id = ?1",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = stmt
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((text, image, payload, spaces)) = row {
+                let mut vectors: Vec<VectorName> = spaces
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|s| match s {
+                        "0" => Some(VectorName::Text),
+                        "1" => Some(VectorName::Image),
+                        _ => None,
+                    })
+                    .collect();
+                vectors.sort_by_key(|v| v.index());
+                out.push(StoredItem {
+                    id: id.clone(),
+                    text,
+                    image,
+                    payload: self.parse_payload(&payload)?,
+                    vectors,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn parse_payload(&self, text: &str) -> Result<Map<String, Value>> {
+        match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(IndexError::Corrupt {
+                path: self.dir.clone(),
+                reason: "a stored payload is not a JSON object".into(),
+            }),
+        }
+    }
+
+    /// Which of `ids` are in the collection.
+    pub fn existing(&self, ids: &[String]) -> HashSet<String> {
+        let state = self.read_state();
+        ids.iter()
+            .filter(|id| state.slot_of.contains_key(*id))
+            .cloned()
+            .collect()
+    }
+
+    /// Number of items, or of items passing `filter`.
+    pub fn count(&self, filter: Option<&Filter>) -> Result<u64> {
+        let state = self.read_state();
+        Ok(match filter {
+            None => state.live_items() as u64,
+            Some(f) => {
+                f.validate()?;
+                state
+                    .items
+                    .iter()
+                    .flatten()
+                    .filter(|e| f.matches(&e.payload))
+                    .count() as u64
+            }
+        })
+    }
+
+    /// k-nearest-neighbour search.
+    pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
+        validate_search(req)?;
+        let query = unit_vector("query", &req.vector, self.manifest.dim)?;
+        let depth = req.limit + req.offset;
+        let scored = {
+            let state = self.read_state();
+            let space = &state.spaces[req.target.index()];
+            let candidates: Option<HashSet<u64>> = req
+                .filter
+                .as_ref()
+                .filter(|f| !f.is_empty())
+                .map(|f| {
+                    space
+                        .flat
+                        .rows()
+                        .filter(|&(_, _, owner)| {
+                            state.entry(owner).is_some_and(|e| f.matches(&e.payload))
+                        })
+                        .map(|(_, p, _)| p)
+                        .collect()
+                });
+            let pool = candidates.as_ref().map_or(space.flat.len(), HashSet::len);
+            let exact = req.mode == SearchMode::Exact || pool <= self.manifest.hnsw.exact_threshold;
+            let mut hits = if exact {
+                None
+            } else {
+                let ef = req.ef.unwrap_or(self.manifest.hnsw.ef_search).max(depth);
+                let found = graph_search(space, &query, depth, ef, candidates.as_ref());
+                // The graph can come back short when a filter or many tombstones cut its
+                // paths; the candidates are known, so fall back to the exact answer.
+                (found.len() >= depth.min(pool)).then_some(found)
+            };
+            if hits.is_none() {
+                hits = Some(exact_search(space, &query, depth, candidates.as_ref()));
+            }
+            hits.unwrap_or_default()
+                .into_iter()
+                .skip(req.offset)
+                .take_while(|s| req.score_threshold.is_none_or(|t| s.0 >= t))
+                .filter_map(|s| {
+                    state
+                        .entry(s.1)
+                        .map(|e| (e.id.clone(), s.0, e.payload.clone()))
+                })
+                .collect::<Vec<_>>()
+        };
+        self.attach_texts(scored)
+    }
+
+    fn attach_texts(&self, scored: Vec<(String, f32, Map<String, Value>)>) -> Result<Vec<Hit>> {
+        let conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stmt = conn.prepare_cached("SELECT text, image FROM items WHERE id = ?1")?;
+        let mut hits = Vec::with_capacity(scored.len());
+        for (id, score, payload) in scored {
+            // An item deleted between scoring and this lookup is simply dropped from the answer.
+            let row = stmt
+                .query_row([&id], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .optional()?;
+            if let Some((text, image)) = row {
+                hits.push(Hit {
+                    id,
+                    score,
+                    text,
+                    image,
+                    payload,
+                });
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Size, model and graph figures.
+    pub fn info(&self) -> CollectionInfo {
+        let state = self.read_state();
+        let tombstones: usize = state
+            .spaces
+            .iter()
+            .map(|s| s.graph.get_nb_point().saturating_sub(s.flat.len()))
+            .sum();
+        CollectionInfo {
+            name: self.manifest.name.clone(),
+            store: format!("embedded:{}", self.dir.display()),
+            dim: self.manifest.dim,
+            metric: self.manifest.metric.clone(),
+            model: self.manifest.model.clone(),
+            hnsw: self.manifest.hnsw,
+            items: state.live_items() as u64,
+            text_vectors: state.spaces[0].flat.len() as u64,
+            image_vectors: state.spaces[1].flat.len() as u64,
+            tombstones: tombstones as u64,
+            format_version: self.manifest.format_version,
+        }
+    }
+
+    /// Writes the graphs to disk so the next open does not re-insert what they already hold.
+    /// Safe to call at any time; costs a full dump of both graphs.
+    pub fn flush(&self) -> Result<()> {
+        let conn = self.lock_writer();
+        let state = self.read_state();
+        self.checkpoint(&conn, &state)
+    }
+
+    fn checkpoint(&self, conn: &Connection, state: &State) -> Result<()> {
+        // The writer lock is held: every committed point is in the graphs, none is in flight.
+        let covered = last_point(conn)?;
+        let mut names = Vec::new();
+        for name in VectorName::ALL {
+            let graph = &state.spaces[name.index()].graph;
+            let basename = if graph.get_nb_point() == 0 {
+                String::new()
+            } else {
+                let basename = format!("graph-{covered}-{name}");
+                dump_graph(graph, &self.dir, &basename)?;
+                for ext in ["hnsw.graph", "hnsw.data"] {
+                    fs_err::File::open(self.dir.join(format!("{basename}.{ext}")))?.sync_all()?;
+                }
+                basename
+            };
+            names.push((name, basename));
+        }
+        sync_dir(&self.dir)?;
+        let mut stmt =
+            conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| -> Result<()> {
+            for (name, basename) in &names {
+                stmt.execute(params![graph_key(*name), format!("{covered} {basename}")])?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                conn.execute_batch("ROLLBACK")?;
+                return Err(e);
+            }
+        }
+        self.remove_stray_dumps()
+    }
+
+    /// Rebuilds the graphs from the live vectors only, dropping tombstones, and writes them.
+    pub fn compact(&self) -> Result<()> {
+        let conn = self.lock_writer();
+        let mut state = self.write_state();
+        for space in state.spaces.iter_mut() {
+            space.graph = build_graph(&self.manifest, &space.flat);
+        }
+        self.checkpoint(&conn, &state)
+    }
+
+    /// Deletes graph dumps that the database does not reference (left by a crash mid-flush).
+    fn remove_stray_dumps(&self) -> Result<()> {
+        let conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut keep = HashSet::new();
+        for name in VectorName::ALL {
+            if let Some((_, basename)) = read_graph_meta(&conn, name)? {
+                keep.insert(basename);
+            }
+        }
+        for entry in fs_err::read_dir(&self.dir)? {
+            let entry = entry?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(base) = file
+                .strip_suffix(".hnsw.graph")
+                .or_else(|| file.strip_suffix(".hnsw.data"))
+            {
+                if base.starts_with("graph-") && !keep.contains(base) {
+                    fs_err::remove_file(entry.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a collection directory. The caller must not have it open.
+pub fn drop_collection(root: &Path, name: &str) -> Result<()> {
+    validate_collection_name(name)?;
+    let dir = EmbeddedCollection::path(root, name);
+    if !dir.join(MANIFEST_FILE).is_file() {
+        return Err(IndexError::CollectionNotFound {
+            name: name.into(),
+            location: root.display().to_string(),
+        });
+    }
+    // Taking the lock proves no other process serves it; removing the manifest first makes a
+    // crash mid-removal leave a directory that no longer claims to be a collection.
+    let lock = lock_collection(&dir)?;
+    fs_err::remove_file(dir.join(MANIFEST_FILE))?;
+    drop(lock);
+    fs_err::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Collection names become directory names (and Qdrant collection names): keep them portable.
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(IndexError::invalid(format!(
+            "collection name {name:?} must be 1–128 characters of letters, digits, '-', '_' or '.', \
+             not starting with '.'"
+        )))
+    }
+}
+
+pub(crate) fn validate_payload(payload: &Map<String, Value>) -> Result<()> {
+    if payload.contains_key(RESERVED_PAYLOAD_KEY) {
+        return Err(IndexError::invalid(format!(
+            "payload key {RESERVED_PAYLOAD_KEY:?} is reserved"
+        )));
+    }
+    Ok(())
+}
+
+fn read_graph_meta(conn: &Connection, name: VectorName) -> Result<Option<(u64, String)>> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [graph_key(name)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| {
+        let (covered, basename) = v.split_once(' ')?;
+        Some((covered.parse().ok()?, basename.to_string()))
+    }))
+}
+
+fn insert_into_graph(graph: &Graph, batch: &[(&[f32], usize)]) {
+    match batch.len() {
+        0 => {}
+        1..=63 => batch.iter().for_each(|&entry| graph.insert_slice(entry)),
+        _ => graph.parallel_insert_slice(&batch.to_vec()),
+    }
+}
+
+fn build_graph(manifest: &Manifest, flat: &FlatVectors) -> Graph {
+    let graph = new_graph(&manifest.hnsw, flat.len());
+    let batch: Vec<(&[f32], usize)> = flat
+        .rows()
+        .map(|(row, point, _)| (flat.vector(row), point as usize))
+        .collect();
+    insert_into_graph(&graph, &batch);
+    graph
+}
+
+fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<State> {
+    let mut state = State {
+        items: Vec::new(),
+        free_slots: Vec::new(),
+        slot_of: HashMap::new(),
+        spaces: [
+            Space {
+                graph: new_graph(&manifest.hnsw, 0),
+                flat: FlatVectors::new(manifest.dim),
+            },
+            Space {
+                graph: new_graph(&manifest.hnsw, 0),
+                flat: FlatVectors::new(manifest.dim),
+            },
+        ],
+    };
+    {
+        let mut stmt = conn.prepare("SELECT id, payload FROM items")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let payload: String = row.get(1)?;
+            let payload = match serde_json::from_str(&payload) {
+                Ok(Value::Object(m)) => m,
+                _ => {
+                    return Err(IndexError::Corrupt {
+                        path: dir.to_path_buf(),
+                        reason: format!("payload of item {id:?} is not a JSON object"),
+                    })
+                }
+            };
+            state.add_item(ItemEntry {
+                id,
+                payload,
+                points: [None, None],
+            });
+        }
+    }
+    {
+        let mut stmt = conn.prepare("SELECT point, item_id, space, vector FROM points")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let point: i64 = row.get(0)?;
+            let item_id: String = row.get(1)?;
+            let space: i64 = row.get(2)?;
+            let blob: Vec<u8> = row.get(3)?;
+            let name = match space {
+                0 => VectorName::Text,
+                1 => VectorName::Image,
+                _ => {
+                    return Err(IndexError::Corrupt {
+                        path: dir.to_path_buf(),
+                        reason: format!("point {point} has unknown space {space}"),
+                    })
+                }
+            };
+            let Some(&slot) = state.slot_of.get(&item_id) else {
+                // Only reachable through outside edits: points are written with their item.
+                continue;
+            };
+            let v = blob_to_vector(&blob, manifest.dim, dir)?;
+            if let Some(entry) = state.items[slot as usize].as_mut() {
+                entry.points[name.index()] = Some(point as u64);
+            }
+            state.spaces[name.index()]
+                .flat
+                .insert(point as u64, slot, &v);
+        }
+    }
+    for name in VectorName::ALL {
+        let space = &mut state.spaces[name.index()];
+        let (covered, graph) = match read_graph_meta(conn, name)? {
+            Some((covered, basename)) if !basename.is_empty() => {
+                match load_graph(dir, &basename) {
+                    Ok(g) => (covered, g),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "graph dump unreadable; rebuilding from the database");
+                        (0, new_graph(&manifest.hnsw, space.flat.len()))
+                    }
+                }
+            }
+            Some((covered, _)) => (covered, new_graph(&manifest.hnsw, space.flat.len())),
+            None => (0, new_graph(&manifest.hnsw, space.flat.len())),
+        };
+        let replay: Vec<(&[f32], usize)> = space
+            .flat
+            .rows()
+            .filter(|&(_, point, _)| point > covered)
+            .map(|(row, point, _)| (space.flat.vector(row), point as usize))
+            .collect();
+        if !replay.is_empty() {
+            tracing::info!(space = %name, points = replay.len(), "re-inserting points newer than the graph dump");
+        }
+        insert_into_graph(&graph, &replay);
+        space.graph = graph;
+    }
+    Ok(state)
+}
+
+fn graph_search(
+    space: &Space,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    candidates: Option<&HashSet<u64>>,
+) -> Vec<crate::graph::Scored> {
+    let flat = &space.flat;
+    let accept = |id: &usize| match candidates {
+        Some(c) => c.contains(&(*id as u64)),
+        None => flat.owner_of(*id as u64).is_some(),
+    };
+    let found = space.graph.search_filter(query, k, ef, Some(&accept));
+    let mut out: Vec<crate::graph::Scored> = found
+        .into_iter()
+        .filter_map(|n| {
+            let owner = flat.owner_of(n.get_origin_id() as u64)?;
+            Some(crate::graph::Scored(1.0 - n.get_distance(), owner))
+        })
+        .collect();
+    out.sort_by(|a, b| b.cmp(a));
+    out.truncate(k);
+    out
+}
+
+fn exact_search(
+    space: &Space,
+    query: &[f32],
+    k: usize,
+    candidates: Option<&HashSet<u64>>,
+) -> Vec<crate::graph::Scored> {
+    let mut top = TopK::new(k);
+    for (row, point, owner) in space.flat.rows() {
+        if candidates.is_some_and(|c| !c.contains(&point)) {
+            continue;
+        }
+        top.push(dot(query, space.flat.vector(row)), owner);
+    }
+    top.into_sorted()
+}

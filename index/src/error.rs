@@ -1,0 +1,89 @@
+//! The error type of the index crate. Variants say what the caller can do about them.
+
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+/// What can go wrong when creating, opening, writing or querying a collection.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The collection does not exist; create it (e.g. `mirage index build`) first.
+    #[error("collection {name:?} does not exist at {location}")]
+    CollectionNotFound {
+        /// Collection name.
+        name: String,
+        /// Where it was looked for.
+        location: String,
+    },
+    /// A collection of that name already exists with settings that differ from the requested ones.
+    #[error("collection {name:?} already exists: {reason}")]
+    CollectionExists {
+        /// Collection name.
+        name: String,
+        /// What differs.
+        reason: String,
+    },
+    /// The collection was built with another model; querying it with this one would compare
+    /// vectors from different embedding spaces. Use the bundle it was built with, or rebuild it.
+    #[error(
+        "collection {collection:?} was built with model {index_model_id} (bundle sha256 {index_sha256}); \
+         the bundle given is {given_model_id} (sha256 {given_sha256}). Use the bundle the collection was \
+         built with, or rebuild the collection with this one"
+    )]
+    ModelMismatch {
+        /// Collection name.
+        collection: String,
+        /// Model id recorded in the collection.
+        index_model_id: String,
+        /// Bundle sha256 recorded in the collection.
+        index_sha256: String,
+        /// Model id of the bundle given.
+        given_model_id: String,
+        /// sha256 of the bundle given.
+        given_sha256: String,
+    },
+    /// A vector has the wrong length for this collection.
+    #[error("{what}: vector has {got} dimensions, the collection has {expected}")]
+    Dimension {
+        /// Which vector.
+        what: String,
+        /// Collection dimension.
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// The request is malformed (bad filter, bad id, NaN in a vector, …); fix the request.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The on-disk collection is unreadable or was written by an incompatible version.
+    #[error("collection at {path} is corrupt or incompatible: {reason}")]
+    Corrupt {
+        /// Collection directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Filesystem error; the message names the path.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The payload database failed.
+    #[error("payload database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The HNSW graph could not be written or read.
+    #[error("HNSW graph: {0}")]
+    Graph(String),
+    /// The Qdrant server refused or failed a request.
+    #[error("qdrant: {0}")]
+    Qdrant(String),
+    /// Embedding with the model failed.
+    #[error(transparent)]
+    Model(#[from] mirage_model::Error),
+}
+
+impl IndexError {
+    /// Shorthand for [`IndexError::InvalidRequest`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidRequest(msg.into())
+    }
+}

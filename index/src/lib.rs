@@ -1,0 +1,30 @@
+//! # mirage-index
+//!
+//! Collections of report/caption items with text and image vectors in the joint space of one
+//! MIRAGE bundle: corpus readers, the embedding pipeline, and two stores with one semantics — the
+//! embedded store (hnsw_rs graphs + SQLite, one directory per collection) and Qdrant (feature
+//! `qdrant`).
+#![warn(missing_docs)]
+
+pub mod corpus;
+pub mod embedded;
+mod error;
+pub mod filter;
+mod graph;
+pub mod manifest;
+pub mod pipeline;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
+pub mod store;
+pub mod testing;
+pub mod types;
+
+pub use embedded::EmbeddedCollection;
+pub use error::{IndexError, Result};
+pub use filter::Filter;
+pub use graph::{dot, UnitDot};
+pub use store::{drop_collection, Collection, StoreSpec};
+pub use types::{
+    CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, SearchMode, SearchRequest,
+    StoredItem, VectorName,
+};

@@ -1,0 +1,521 @@
+//! The Qdrant store: a collection with two named vectors (`text`, `image`, cosine), item ids
+//! mapped to UUIDs (Qdrant accepts only integers and UUIDs), and the item's own id, text and image
+//! kept under the reserved payload key `_mirage`. The model the collection was built with is
+//! recorded in the collection's metadata, as the embedded store records it in its manifest.
+
+use std::collections::{HashMap, HashSet};
+
+use qdrant_client::qdrant::{
+    self, point_id::PointIdOptions, vectors_output::VectorsOptions, CountPointsBuilder,
+    CreateCollectionBuilder, DeletePointsBuilder, Distance, GetPointsBuilder, HnswConfigDiffBuilder,
+    PointId, PointStruct, PointsIdsList, QueryPointsBuilder, SearchParamsBuilder,
+    UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
+};
+use qdrant_client::{Payload, Qdrant};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::embedded::{validate_collection_name, validate_payload, RESERVED_PAYLOAD_KEY};
+use crate::error::{IndexError, Result};
+use crate::filter::{Condition, FieldTest, Filter, MatchValue};
+use crate::types::{
+    unit_vector, validate_id, validate_search, CollectionConfig, CollectionInfo, Hit, HnswParams,
+    Item, ModelRef, SearchMode, SearchRequest, StoredItem, VectorName,
+};
+
+/// Points per upsert request: large enough to amortise the round trip, small enough to stay
+/// far below gRPC's message limit at 1024-d vectors.
+const UPSERT_BATCH: usize = 256;
+const METADATA_KEY: &str = "mirage";
+
+fn qerr(context: &str, e: impl std::fmt::Display) -> IndexError {
+    IndexError::Qdrant(format!("{context}: {e}"))
+}
+
+/// An open Qdrant collection.
+pub struct QdrantCollection {
+    client: Qdrant,
+    name: String,
+    dim: usize,
+    model: ModelRef,
+    hnsw: HnswParams,
+    url: String,
+}
+
+fn connect(url: &str, api_key: Option<&str>) -> Result<Qdrant> {
+    let mut builder = Qdrant::from_url(url).timeout(std::time::Duration::from_secs(60));
+    if let Some(key) = api_key {
+        builder = builder.api_key(key.to_string());
+    }
+    builder.build().map_err(|e| qerr(&format!("connect to {url}"), e))
+}
+
+/// The stable UUID of an item id: sha256, cut to 128 bits, as an RFC 4122 version-5-shaped UUID.
+pub fn point_uuid(id: &str) -> String {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn point_id(id: &str) -> PointId {
+    PointId::from(point_uuid(id))
+}
+
+fn metadata_of(config: &CollectionConfig) -> Value {
+    json!({
+        "format_version": crate::manifest::FORMAT_VERSION,
+        "dim": config.dim,
+        "model_id": config.model.model_id,
+        "sha256": config.model.sha256,
+        "hnsw": config.hnsw,
+    })
+}
+
+/// Reads what `metadata_of` wrote.
+fn parse_metadata(name: &str, metadata: HashMap<String, qdrant::Value>) -> Result<(usize, ModelRef, HnswParams)> {
+    let map: Map<String, Value> = Payload::from(metadata).into();
+    let not_ours = || IndexError::CollectionExists {
+        name: name.to_string(),
+        reason: "it was not created by mirage (no mirage metadata); use another name".into(),
+    };
+    let m = map.get(METADATA_KEY).ok_or_else(not_ours)?;
+    let dim = m.get("dim").and_then(Value::as_u64).ok_or_else(not_ours)? as usize;
+    let model = ModelRef {
+        model_id: m.get("model_id").and_then(Value::as_str).ok_or_else(not_ours)?.to_string(),
+        sha256: m.get("sha256").and_then(Value::as_str).ok_or_else(not_ours)?.to_string(),
+    };
+    let hnsw = m
+        .get("hnsw")
+        .cloned()
+        .and_then(|h| serde_json::from_value(h).ok())
+        .unwrap_or_default();
+    Ok((dim, model, hnsw))
+}
+
+/// Our filter in Qdrant's terms. The semantics were chosen to be Qdrant's, so this is a
+/// one-to-one translation; user keys live at the payload root as in the embedded store.
+pub fn to_qdrant_filter(f: &Filter) -> qdrant::Filter {
+    let conv = |cs: &[Condition]| cs.iter().map(to_qdrant_condition).collect::<Vec<_>>();
+    qdrant::Filter {
+        must: conv(&f.must),
+        should: conv(&f.should),
+        must_not: conv(&f.must_not),
+        ..Default::default()
+    }
+}
+
+fn to_qdrant_condition(c: &Condition) -> qdrant::Condition {
+    match c {
+        Condition::Nested(f) => qdrant::Condition::from(to_qdrant_filter(f)),
+        Condition::Field { key, test } => match test {
+            FieldTest::Equals(MatchValue::String(s)) => qdrant::Condition::matches(key, s.clone()),
+            FieldTest::Equals(MatchValue::Integer(i)) => qdrant::Condition::matches(key, *i),
+            FieldTest::Equals(MatchValue::Bool(b)) => qdrant::Condition::matches(key, *b),
+            FieldTest::In(list) => {
+                let strings: Vec<String> = list
+                    .iter()
+                    .filter_map(|v| match v {
+                        MatchValue::String(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if strings.len() == list.len() {
+                    qdrant::Condition::matches(key, strings)
+                } else {
+                    let ints: Vec<i64> = list
+                        .iter()
+                        .filter_map(|v| match v {
+                            MatchValue::Integer(i) => Some(*i),
+                            _ => None,
+                        })
+                        .collect();
+                    qdrant::Condition::matches(key, ints)
+                }
+            }
+            FieldTest::Range(r) => qdrant::Condition::range(
+                key,
+                qdrant::Range {
+                    gt: r.gt,
+                    gte: r.gte,
+                    lt: r.lt,
+                    lte: r.lte,
+                },
+            ),
+        },
+    }
+}
+
+/// Splits a stored payload into the item's fields and the user's payload.
+fn split_payload(payload: HashMap<String, qdrant::Value>) -> (Option<String>, Option<String>, Option<String>, Map<String, Value>) {
+    let mut map: Map<String, Value> = Payload::from(payload).into();
+    let ours = map.remove(RESERVED_PAYLOAD_KEY).unwrap_or(Value::Null);
+    let field = |k: &str| ours.get(k).and_then(Value::as_str).map(str::to_string);
+    (field("id"), field("text"), field("image"), map)
+}
+
+impl QdrantCollection {
+    /// Creates the collection (two named cosine vectors, the given shards and replication), or
+    /// opens it when it exists for the same model and dimension.
+    pub async fn create_or_open(
+        url: &str,
+        api_key: Option<&str>,
+        name: &str,
+        config: &CollectionConfig,
+    ) -> Result<Self> {
+        validate_collection_name(name)?;
+        let client = connect(url, api_key)?;
+        let exists = client
+            .collection_exists(name)
+            .await
+            .map_err(|e| qerr("collection_exists", e))?;
+        if !exists {
+            let mut vectors = VectorsConfigBuilder::default();
+            for v in VectorName::ALL {
+                vectors.add_named_vector_params(
+                    v.as_str(),
+                    VectorParamsBuilder::new(config.dim as u64, Distance::Cosine),
+                );
+            }
+            let mut metadata = HashMap::new();
+            metadata.insert(METADATA_KEY.to_string(), metadata_of(config));
+            let mut create = CreateCollectionBuilder::new(name)
+                .vectors_config(vectors)
+                .hnsw_config(
+                    HnswConfigDiffBuilder::default()
+                        .m(config.hnsw.m as u64)
+                        .ef_construct(config.hnsw.ef_construction as u64)
+                        .full_scan_threshold(config.hnsw.exact_threshold as u64),
+                )
+                .metadata(metadata);
+            if let Some(n) = config.shard_number {
+                create = create.shard_number(n);
+            }
+            if let Some(n) = config.replication_factor {
+                create = create.replication_factor(n);
+            }
+            client
+                .create_collection(create)
+                .await
+                .map_err(|e| qerr(&format!("create collection {name}"), e))?;
+        }
+        let c = Self::open_with(client, url, name).await?;
+        if c.dim != config.dim {
+            return Err(IndexError::CollectionExists {
+                name: name.into(),
+                reason: format!("it has dimension {}, the model gives {}", c.dim, config.dim),
+            });
+        }
+        if c.model != config.model {
+            return Err(IndexError::ModelMismatch {
+                collection: name.into(),
+                index_model_id: c.model.model_id.clone(),
+                index_sha256: c.model.sha256.clone(),
+                given_model_id: config.model.model_id.clone(),
+                given_sha256: config.model.sha256.clone(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Opens an existing collection.
+    pub async fn open(url: &str, api_key: Option<&str>, name: &str) -> Result<Self> {
+        validate_collection_name(name)?;
+        let client = connect(url, api_key)?;
+        Self::open_with(client, url, name).await
+    }
+
+    async fn open_with(client: Qdrant, url: &str, name: &str) -> Result<Self> {
+        let exists = client
+            .collection_exists(name)
+            .await
+            .map_err(|e| qerr("collection_exists", e))?;
+        if !exists {
+            return Err(IndexError::CollectionNotFound {
+                name: name.into(),
+                location: url.into(),
+            });
+        }
+        let info = client
+            .collection_info(name)
+            .await
+            .map_err(|e| qerr(&format!("collection info {name}"), e))?;
+        let metadata = info
+            .result
+            .and_then(|r| r.config)
+            .map(|c| c.metadata)
+            .unwrap_or_default();
+        let (dim, model, hnsw) = parse_metadata(name, metadata)?;
+        Ok(Self {
+            client,
+            name: name.into(),
+            dim,
+            model,
+            hnsw,
+            url: url.into(),
+        })
+    }
+
+    /// Collection name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Model recorded at creation.
+    pub fn model(&self) -> &ModelRef {
+        &self.model
+    }
+
+    /// Inserts or replaces items (whole points: vectors and payload), waiting for each batch to
+    /// be applied before acknowledging.
+    pub async fn upsert(&self, items: Vec<Item>) -> Result<()> {
+        let mut points = Vec::with_capacity(items.len());
+        for item in items {
+            validate_id(&item.id)?;
+            validate_payload(&item.payload)?;
+            let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
+            for name in VectorName::ALL {
+                if let Some(v) = item.vector(name) {
+                    let what = format!("item {:?} {name}", item.id);
+                    vectors.insert(name.as_str().into(), unit_vector(&what, v, self.dim)?);
+                }
+            }
+            if vectors.is_empty() {
+                return Err(IndexError::invalid(format!(
+                    "item {:?} has neither a text nor an image vector",
+                    item.id
+                )));
+            }
+            let mut payload = item.payload;
+            payload.insert(
+                RESERVED_PAYLOAD_KEY.into(),
+                json!({"id": item.id, "text": item.text, "image": item.image}),
+            );
+            points.push(PointStruct::new(point_id(&item.id), vectors, Payload::from(payload)));
+        }
+        for chunk in points.chunks(UPSERT_BATCH) {
+            self.client
+                .upsert_points(UpsertPointsBuilder::new(&self.name, chunk.to_vec()).wait(true))
+                .await
+                .map_err(|e| qerr("upsert", e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes by id; returns how many existed.
+    pub async fn delete(&self, ids: Vec<String>) -> Result<u64> {
+        let present = self.existing(ids).await?;
+        if present.is_empty() {
+            return Ok(0);
+        }
+        let list = PointsIdsList {
+            ids: present.iter().map(|id| point_id(id)).collect(),
+        };
+        self.client
+            .delete_points(DeletePointsBuilder::new(&self.name).points(list).wait(true))
+            .await
+            .map_err(|e| qerr("delete", e))?;
+        Ok(present.len() as u64)
+    }
+
+    /// Deletes by filter; returns how many matched.
+    pub async fn delete_by_filter(&self, filter: &Filter) -> Result<u64> {
+        let n = self.count(Some(filter)).await?;
+        if n > 0 {
+            self.client
+                .delete_points(
+                    DeletePointsBuilder::new(&self.name)
+                        .points(to_qdrant_filter(filter))
+                        .wait(true),
+                )
+                .await
+                .map_err(|e| qerr("delete by filter", e))?;
+        }
+        Ok(n)
+    }
+
+    /// Items by id, in the order asked.
+    pub async fn get(&self, ids: Vec<String>) -> Result<Vec<StoredItem>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<PointId> = ids.iter().map(|id| point_id(id)).collect();
+        let found = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.name, wanted)
+                    .with_payload(true)
+                    .with_vectors(true),
+            )
+            .await
+            .map_err(|e| qerr("get", e))?;
+        let mut by_id = HashMap::new();
+        for p in found.result {
+            let names: Vec<VectorName> = match p.vectors.and_then(|v| v.vectors_options) {
+                Some(VectorsOptions::Vectors(named)) => VectorName::ALL
+                    .into_iter()
+                    .filter(|n| named.vectors.contains_key(n.as_str()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let (id, text, image, payload) = split_payload(p.payload);
+            if let Some(id) = id {
+                by_id.insert(
+                    id.clone(),
+                    StoredItem {
+                        id,
+                        text,
+                        image,
+                        payload,
+                        vectors: names,
+                    },
+                );
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    /// Which ids are present.
+    pub async fn existing(&self, ids: Vec<String>) -> Result<HashSet<String>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let by_uuid: HashMap<String, String> =
+            ids.into_iter().map(|id| (point_uuid(&id), id)).collect();
+        let wanted: Vec<PointId> = by_uuid.keys().map(|u| PointId::from(u.clone())).collect();
+        let found = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(&self.name, wanted)
+                    .with_payload(false)
+                    .with_vectors(false),
+            )
+            .await
+            .map_err(|e| qerr("get", e))?;
+        Ok(found
+            .result
+            .into_iter()
+            .filter_map(|p| match p.id?.point_id_options? {
+                PointIdOptions::Uuid(u) => by_uuid.get(&u).cloned(),
+                PointIdOptions::Num(_) => None,
+            })
+            .collect())
+    }
+
+    /// Exact count of items, or of items passing the filter.
+    pub async fn count(&self, filter: Option<&Filter>) -> Result<u64> {
+        let mut req = CountPointsBuilder::new(&self.name).exact(true);
+        if let Some(f) = filter {
+            f.validate()?;
+            req = req.filter(to_qdrant_filter(f));
+        }
+        let res = self
+            .client
+            .count(req)
+            .await
+            .map_err(|e| qerr("count", e))?;
+        Ok(res.result.map_or(0, |r| r.count))
+    }
+
+    async fn count_condition(&self, c: qdrant::Condition) -> Result<u64> {
+        let res = self
+            .client
+            .count(
+                CountPointsBuilder::new(&self.name)
+                    .exact(true)
+                    .filter(qdrant::Filter::must([c])),
+            )
+            .await
+            .map_err(|e| qerr("count", e))?;
+        Ok(res.result.map_or(0, |r| r.count))
+    }
+
+    /// k-nearest-neighbour search on the named vector.
+    pub async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
+        validate_search(req)?;
+        let query = unit_vector("query", &req.vector, self.dim)?;
+        let mut params = SearchParamsBuilder::default()
+            .hnsw_ef(req.ef.unwrap_or(self.hnsw.ef_search) as u64);
+        if req.mode == SearchMode::Exact {
+            params = params.exact(true);
+        }
+        let mut q = QueryPointsBuilder::new(&self.name)
+            .query(query)
+            .using(req.target.as_str())
+            .limit(req.limit as u64)
+            .offset(req.offset as u64)
+            .with_payload(true)
+            .params(params);
+        if let Some(t) = req.score_threshold {
+            q = q.score_threshold(t);
+        }
+        if let Some(f) = &req.filter {
+            q = q.filter(to_qdrant_filter(f));
+        }
+        let res = self.client.query(q).await.map_err(|e| qerr("search", e))?;
+        Ok(res
+            .result
+            .into_iter()
+            .filter_map(|p| {
+                let (id, text, image, payload) = split_payload(p.payload);
+                Some(Hit {
+                    id: id?,
+                    score: p.score,
+                    text,
+                    image,
+                    payload,
+                })
+            })
+            .collect())
+    }
+
+    /// Sizes and settings.
+    pub async fn info(&self) -> Result<CollectionInfo> {
+        Ok(CollectionInfo {
+            name: self.name.clone(),
+            store: format!("qdrant:{}", self.url),
+            dim: self.dim,
+            metric: "cosine".into(),
+            model: self.model.clone(),
+            hnsw: self.hnsw,
+            items: self.count(None).await?,
+            text_vectors: self.count_condition(qdrant::Condition::has_vector("text")).await?,
+            image_vectors: self.count_condition(qdrant::Condition::has_vector("image")).await?,
+            tombstones: 0,
+            format_version: crate::manifest::FORMAT_VERSION,
+        })
+    }
+}
+
+/// Deletes a collection created by mirage.
+pub async fn drop_collection(url: &str, api_key: Option<&str>, name: &str) -> Result<()> {
+    // Opening first checks that it exists and is ours.
+    let c = QdrantCollection::open(url, api_key, name).await?;
+    c.client
+        .delete_collection(name)
+        .await
+        .map_err(|e| qerr(&format!("delete collection {name}"), e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_uuids_are_stable_and_well_formed() {
+        let u = point_uuid("PMC123_fig1.jpg");
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "5");
+        assert_eq!(u, point_uuid("PMC123_fig1.jpg"));
+        assert_ne!(u, point_uuid("PMC123_fig2.jpg"));
+    }
+}

@@ -1,0 +1,296 @@
+//! One API over both stores. Methods are async because Qdrant is a network service; embedded
+//! work runs on tokio's blocking pool so it never stalls the async runtime.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::embedded::{self, EmbeddedCollection};
+use crate::error::{IndexError, Result};
+use crate::filter::Filter;
+use crate::types::{CollectionConfig, CollectionInfo, Hit, Item, ModelRef, SearchRequest, StoredItem};
+
+/// Where collections live: `embedded:DIR` or `qdrant:URL` (the gRPC URL, e.g.
+/// `qdrant:http://localhost:6334`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// Embedded collections, one directory each under this root.
+    Embedded(PathBuf),
+    /// A Qdrant server or cluster.
+    Qdrant {
+        /// gRPC endpoint.
+        url: String,
+        /// API key, if the server wants one.
+        api_key: Option<String>,
+    },
+}
+
+impl std::str::FromStr for StoreSpec {
+    type Err = IndexError;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(dir) = s.strip_prefix("embedded:") {
+            if dir.is_empty() {
+                return Err(IndexError::invalid("embedded: needs a directory, e.g. embedded:./indexes"));
+            }
+            Ok(Self::Embedded(PathBuf::from(dir)))
+        } else if let Some(url) = s.strip_prefix("qdrant:") {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(IndexError::invalid(format!(
+                    "qdrant: needs an http(s) URL of the gRPC port, e.g. qdrant:http://localhost:6334 (got {url:?})"
+                )));
+            }
+            Ok(Self::Qdrant {
+                url: url.to_string(),
+                api_key: std::env::var("MIRAGE_QDRANT_API_KEY").ok().filter(|k| !k.is_empty()),
+            })
+        } else {
+            Err(IndexError::invalid(format!(
+                "store {s:?} must be embedded:DIR or qdrant:URL"
+            )))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded(dir) => write!(f, "embedded:{}", dir.display()),
+            Self::Qdrant { url, .. } => write!(f, "qdrant:{url}"),
+        }
+    }
+}
+
+/// An open collection in either store.
+#[derive(Clone)]
+pub enum Collection {
+    /// Embedded (hnsw_rs + SQLite).
+    Embedded(Arc<EmbeddedCollection>),
+    /// Qdrant.
+    #[cfg(feature = "qdrant")]
+    Qdrant(Arc<crate::qdrant::QdrantCollection>),
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| IndexError::Graph(format!("store task failed: {e}")))?
+}
+
+#[cfg(not(feature = "qdrant"))]
+fn qdrant_not_built() -> IndexError {
+    IndexError::invalid(
+        "this build has no Qdrant support: rebuild with `--features mirage-index/qdrant`",
+    )
+}
+
+impl Collection {
+    /// Creates the collection, or opens it when it exists for the same model and dimension.
+    pub async fn create_or_open(spec: &StoreSpec, name: &str, config: &CollectionConfig) -> Result<Self> {
+        match spec {
+            StoreSpec::Embedded(root) => {
+                let (root, name, config) = (root.clone(), name.to_string(), config.clone());
+                let c = blocking(move || EmbeddedCollection::create_or_open(&root, &name, &config)).await?;
+                Ok(Self::Embedded(Arc::new(c)))
+            }
+            #[cfg(feature = "qdrant")]
+            StoreSpec::Qdrant { url, api_key } => Ok(Self::Qdrant(Arc::new(
+                crate::qdrant::QdrantCollection::create_or_open(url, api_key.as_deref(), name, config).await?,
+            ))),
+            #[cfg(not(feature = "qdrant"))]
+            StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
+        }
+    }
+
+    /// Opens an existing collection.
+    pub async fn open(spec: &StoreSpec, name: &str) -> Result<Self> {
+        match spec {
+            StoreSpec::Embedded(root) => {
+                let (root, name) = (root.clone(), name.to_string());
+                let c = blocking(move || EmbeddedCollection::open(&root, &name)).await?;
+                Ok(Self::Embedded(Arc::new(c)))
+            }
+            #[cfg(feature = "qdrant")]
+            StoreSpec::Qdrant { url, api_key } => Ok(Self::Qdrant(Arc::new(
+                crate::qdrant::QdrantCollection::open(url, api_key.as_deref(), name).await?,
+            ))),
+            #[cfg(not(feature = "qdrant"))]
+            StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
+        }
+    }
+
+    /// The model the collection was built with.
+    pub fn model(&self) -> &ModelRef {
+        match self {
+            Self::Embedded(c) => &c.manifest().model,
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.model(),
+        }
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::Embedded(c) => c.manifest().dim,
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.dim(),
+        }
+    }
+
+    /// Refuses a model other than the one the collection was built with, naming both.
+    pub fn check_model(&self, model: &ModelRef) -> Result<()> {
+        let built = self.model();
+        if built != model {
+            return Err(IndexError::ModelMismatch {
+                collection: self.name().to_string(),
+                index_model_id: built.model_id.clone(),
+                index_sha256: built.sha256.clone(),
+                given_model_id: model.model_id.clone(),
+                given_sha256: model.sha256.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Collection name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Embedded(c) => &c.manifest().name,
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.name(),
+        }
+    }
+
+    /// Inserts or replaces items; returns once they are durable.
+    pub async fn upsert(&self, items: Vec<Item>) -> Result<()> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.upsert(items)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.upsert(items).await,
+        }
+    }
+
+    /// Deletes items by id; returns how many existed.
+    pub async fn delete(&self, ids: Vec<String>) -> Result<u64> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.delete(&ids)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.delete(ids).await,
+        }
+    }
+
+    /// Deletes the items whose payload passes the filter; returns how many.
+    pub async fn delete_by_filter(&self, filter: Filter) -> Result<u64> {
+        filter.validate()?;
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.delete_by_filter(&filter)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.delete_by_filter(&filter).await,
+        }
+    }
+
+    /// Items by id, in the order asked; unknown ids are left out.
+    pub async fn get(&self, ids: Vec<String>) -> Result<Vec<StoredItem>> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.get(&ids)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.get(ids).await,
+        }
+    }
+
+    /// Which of `ids` are present (for resumable indexing).
+    pub async fn existing(&self, ids: Vec<String>) -> Result<HashSet<String>> {
+        match self {
+            Self::Embedded(c) => Ok(c.existing(&ids)),
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.existing(ids).await,
+        }
+    }
+
+    /// Number of items, or of items passing the filter.
+    pub async fn count(&self, filter: Option<Filter>) -> Result<u64> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.count(filter.as_ref())).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.count(filter.as_ref()).await,
+        }
+    }
+
+    /// k-nearest-neighbour search.
+    pub async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.search(&req)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.search(&req).await,
+        }
+    }
+
+    /// Sizes and settings.
+    pub async fn info(&self) -> Result<CollectionInfo> {
+        match self {
+            Self::Embedded(c) => Ok(c.info()),
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.info().await,
+        }
+    }
+
+    /// Makes recent writes cheap to reopen (embedded: dumps the graphs). Writes are durable
+    /// without it.
+    pub async fn flush(&self) -> Result<()> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.flush()).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(_) => Ok(()),
+        }
+    }
+
+    /// Embedded: rebuilds the graphs without tombstones. Qdrant optimises on its own.
+    pub async fn compact(&self) -> Result<()> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.compact()).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(_) => Ok(()),
+        }
+    }
+}
+
+/// Deletes a collection and everything in it.
+pub async fn drop_collection(spec: &StoreSpec, name: &str) -> Result<()> {
+    match spec {
+        StoreSpec::Embedded(root) => {
+            let (root, name) = (root.clone(), name.to_string());
+            blocking(move || embedded::drop_collection(&root, &name)).await
+        }
+        #[cfg(feature = "qdrant")]
+        StoreSpec::Qdrant { url, api_key } => {
+            crate::qdrant::drop_collection(url, api_key.as_deref(), name).await
+        }
+        #[cfg(not(feature = "qdrant"))]
+        StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
+    }
+}

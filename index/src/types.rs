@@ -1,0 +1,317 @@
+//! The data model shared by every store: items, vectors, search requests and hits.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{IndexError, Result};
+use crate::filter::Filter;
+
+/// The two vector spaces of a collection. Both live in the joint embedding space of one bundle,
+/// so a text query can target image vectors and the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorName {
+    /// The text tower's embedding of the item's text.
+    Text,
+    /// The vision tower's embedding of the item's image.
+    Image,
+}
+
+impl VectorName {
+    /// Both names, in storage order.
+    pub const ALL: [VectorName; 2] = [VectorName::Text, VectorName::Image];
+
+    /// The name used in stores and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorName::Text => "text",
+            VectorName::Image => "image",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            VectorName::Text => 0,
+            VectorName::Image => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for VectorName {
+    type Err = IndexError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "text" => Ok(Self::Text),
+            "image" => Ok(Self::Image),
+            other => Err(IndexError::invalid(format!(
+                "unknown vector name {other:?}: expected \"text\" or \"image\""
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for VectorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One item of a collection as written by an upsert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The caller's id, unique in the collection (any non-empty string up to 512 bytes).
+    pub id: String,
+    /// The report or caption text, returned with hits.
+    pub text: Option<String>,
+    /// The image reference (path or URI as given in the corpus), returned with hits.
+    pub image: Option<String>,
+    /// Filterable JSON metadata.
+    pub payload: Map<String, Value>,
+    /// Text embedding (normalised by the store).
+    pub text_vector: Option<Vec<f32>>,
+    /// Image embedding (normalised by the store).
+    pub image_vector: Option<Vec<f32>>,
+}
+
+impl Item {
+    /// The vector of one space, if present.
+    pub fn vector(&self, name: VectorName) -> Option<&[f32]> {
+        match name {
+            VectorName::Text => self.text_vector.as_deref(),
+            VectorName::Image => self.image_vector.as_deref(),
+        }
+    }
+}
+
+/// Longest accepted item id, in bytes.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// An item as read back: everything but the vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredItem {
+    /// The caller's id.
+    pub id: String,
+    /// Report or caption text.
+    pub text: Option<String>,
+    /// Image reference.
+    pub image: Option<String>,
+    /// JSON metadata.
+    pub payload: Map<String, Value>,
+    /// Which vectors the item has.
+    pub vectors: Vec<VectorName>,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Item id.
+    pub id: String,
+    /// Cosine similarity of the query and the item's vector in the target space.
+    pub score: f32,
+    /// Report or caption text.
+    pub text: Option<String>,
+    /// Image reference.
+    pub image: Option<String>,
+    /// JSON metadata.
+    pub payload: Map<String, Value>,
+}
+
+/// How a search is carried out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// HNSW above the collection's exact-search threshold, brute force below it.
+    #[default]
+    Auto,
+    /// Brute force over every candidate: exact, slower on large collections.
+    Exact,
+}
+
+/// A k-nearest-neighbour query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    /// Query vector in the joint space (normalised by the store).
+    pub vector: Vec<f32>,
+    /// Which vectors of the items to compare with.
+    pub target: VectorName,
+    /// Number of hits to return.
+    pub limit: usize,
+    /// Number of best hits to skip first (pagination).
+    pub offset: usize,
+    /// Hits scoring below this are dropped.
+    pub score_threshold: Option<f32>,
+    /// Payload filter.
+    pub filter: Option<Filter>,
+    /// HNSW beam width for this query (default: the collection's).
+    pub ef: Option<usize>,
+    /// Exact or automatic.
+    pub mode: SearchMode,
+}
+
+impl SearchRequest {
+    /// A plain top-`limit` query on `target`.
+    pub fn new(vector: Vec<f32>, target: VectorName, limit: usize) -> Self {
+        Self {
+            vector,
+            target,
+            limit,
+            offset: 0,
+            score_threshold: None,
+            filter: None,
+            ef: None,
+            mode: SearchMode::Auto,
+        }
+    }
+}
+
+/// Largest `limit + offset` of one search: deeper pages are a scan, not a search.
+pub const MAX_SEARCH_DEPTH: usize = 10_000;
+
+/// The model a collection was built with: vectors of another model live in another space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// `bundle.json` model id.
+    pub model_id: String,
+    /// sha256 of the bundle (as reported by `mirage-model`).
+    pub sha256: String,
+}
+
+/// HNSW graph parameters (both stores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Links per node (M).
+    pub m: usize,
+    /// Beam width while building.
+    pub ef_construction: usize,
+    /// Default beam width while searching.
+    pub ef_search: usize,
+    /// Below this many live vectors in the target space (or candidates after filtering), search
+    /// is brute force: exact and, at that size, as fast as the graph.
+    pub exact_threshold: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 128,
+            exact_threshold: 10_000,
+        }
+    }
+}
+
+/// Settings of a new collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionConfig {
+    /// Embedding dimension.
+    pub dim: usize,
+    /// The bundle the vectors come from.
+    pub model: ModelRef,
+    /// Graph parameters.
+    pub hnsw: HnswParams,
+    /// Qdrant only: number of shards.
+    pub shard_number: Option<u32>,
+    /// Qdrant only: replication factor.
+    pub replication_factor: Option<u32>,
+}
+
+impl CollectionConfig {
+    /// A config with default graph parameters.
+    pub fn new(dim: usize, model: ModelRef) -> Self {
+        Self {
+            dim,
+            model,
+            hnsw: HnswParams::default(),
+            shard_number: None,
+            replication_factor: None,
+        }
+    }
+}
+
+/// What `info` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionInfo {
+    /// Collection name.
+    pub name: String,
+    /// Store kind and location.
+    pub store: String,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Always "cosine".
+    pub metric: String,
+    /// Model the collection was built with.
+    pub model: ModelRef,
+    /// Graph parameters.
+    pub hnsw: HnswParams,
+    /// Live items.
+    pub items: u64,
+    /// Live vectors per space.
+    pub text_vectors: u64,
+    /// Live image vectors.
+    pub image_vectors: u64,
+    /// Embedded store: deleted or replaced vectors still in the graph (reclaimed by `compact`).
+    pub tombstones: u64,
+    /// On-disk format version (embedded store).
+    pub format_version: u32,
+}
+
+pub(crate) fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(IndexError::invalid("item id is empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(IndexError::invalid(format!(
+            "item id is {} bytes long; the limit is {MAX_ID_BYTES}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the length and finiteness of a vector and returns it scaled to unit length, so that
+/// the inner product the graph uses is the cosine similarity.
+pub(crate) fn unit_vector(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
+    if v.len() != dim {
+        return Err(IndexError::Dimension {
+            what: what.to_string(),
+            expected: dim,
+            got: v.len(),
+        });
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(IndexError::invalid(format!(
+            "{what}: vector contains NaN or infinity"
+        )));
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        return Err(IndexError::invalid(format!(
+            "{what}: zero vector has no direction"
+        )));
+    }
+    Ok(v.iter().map(|x| x / norm).collect())
+}
+
+pub(crate) fn validate_search(req: &SearchRequest) -> Result<()> {
+    if req.limit == 0 {
+        return Err(IndexError::invalid("limit must be at least 1"));
+    }
+    if req.limit.saturating_add(req.offset) > MAX_SEARCH_DEPTH {
+        return Err(IndexError::invalid(format!(
+            "limit + offset must be at most {MAX_SEARCH_DEPTH}"
+        )));
+    }
+    if let Some(t) = req.score_threshold {
+        if !t.is_finite() {
+            return Err(IndexError::invalid("score_threshold must be a finite number"));
+        }
+    }
+    if req.ef == Some(0) {
+        return Err(IndexError::invalid("ef must be at least 1"));
+    }
+    if let Some(f) = &req.filter {
+        f.validate()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Embedded store: what survives a reopen, a flush, a compaction and damaged graph files.
+
+use mirage_index::{EmbeddedCollection, IndexError, SearchMode, SearchRequest, VectorName};
+use serde_json::json;
+
+use crate::common::*;
+
+const DIM: usize = 32;
+
+fn top_ids(c: &EmbeddedCollection, q: &[f32], mode: SearchMode) -> Vec<String> {
+    let mut r = SearchRequest::new(q.to_vec(), VectorName::Text, 10);
+    r.mode = mode;
+    c.search(&r).unwrap().into_iter().map(|h| h.id).collect()
+}
+
+fn fill(c: &EmbeddedCollection, vectors: &[Vec<f32>], from: usize) {
+    let items = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| text_item(&format!("id-{}", i + from), v.clone(), json!({"n": i + from})))
+        .collect();
+    c.upsert(items).unwrap();
+}
+
+fn small_threshold() -> mirage_index::CollectionConfig {
+    let mut cfg = config(DIM);
+    // Force the graph path on a few hundred vectors.
+    cfg.hnsw.exact_threshold = 10;
+    cfg
+}
+
+#[test]
+fn reopen_replays_unflushed_writes_and_keeps_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let vectors = random_vectors(400, DIM, 1);
+    let queries = random_vectors(5, DIM, 2);
+    let before: Vec<Vec<String>>;
+    {
+        let c = EmbeddedCollection::create_or_open(dir.path(), "p", &small_threshold()).unwrap();
+        fill(&c, &vectors[..200], 0);
+        c.flush().unwrap();
+        fill(&c, &vectors[200..], 200);
+        assert_eq!(c.delete(&["id-3".into(), "id-250".into()]).unwrap(), 2);
+        before = queries.iter().map(|q| top_ids(&c, q, SearchMode::Exact)).collect();
+        // No flush: the last 200 points and the deletes exist only in SQLite.
+    }
+    let c = EmbeddedCollection::open(dir.path(), "p").unwrap();
+    let info = c.info();
+    assert_eq!(info.items, 398);
+    // id-3 sits in the dump as a tombstone; id-250 came after the dump and was never replayed.
+    assert_eq!(info.tombstones, 1);
+    for (q, expected) in queries.iter().zip(&before) {
+        assert_eq!(&top_ids(&c, q, SearchMode::Exact), expected);
+        let graph = top_ids(&c, q, SearchMode::Auto);
+        assert!(!graph.contains(&"id-3".to_string()) && !graph.contains(&"id-250".to_string()));
+        let overlap = graph.iter().filter(|id| expected.contains(id)).count();
+        assert!(overlap >= 9, "graph search after replay: {overlap}/10");
+    }
+    let got = c.get(&["id-399".into()]).unwrap();
+    assert_eq!(got[0].payload, payload(json!({"n": 399})));
+
+    // Compaction drops tombstones and changes no answer.
+    c.compact().unwrap();
+    assert_eq!(c.info().tombstones, 0);
+    for (q, expected) in queries.iter().zip(&before) {
+        assert_eq!(&top_ids(&c, q, SearchMode::Exact), expected);
+    }
+    drop(c);
+    let c = EmbeddedCollection::open(dir.path(), "p").unwrap();
+    assert_eq!(c.info().tombstones, 0);
+    assert_eq!(c.info().items, 398);
+    let dumps: Vec<_> = std::fs::read_dir(c.dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.starts_with("graph-"))
+        .collect();
+    // One dump (graph + data file) of the text space; the empty image space writes none.
+    assert_eq!(dumps.len(), 2, "{dumps:?}");
+}
+
+#[test]
+fn damaged_graph_dump_is_rebuilt_from_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let vectors = random_vectors(300, DIM, 3);
+    let q = &random_vectors(1, DIM, 4)[0];
+    let expected;
+    {
+        let c = EmbeddedCollection::create_or_open(dir.path(), "d", &small_threshold()).unwrap();
+        fill(&c, &vectors, 0);
+        c.flush().unwrap();
+        expected = top_ids(&c, q, SearchMode::Exact);
+    }
+    let coll = dir.path().join("d");
+    for e in std::fs::read_dir(&coll).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_string_lossy().ends_with(".hnsw.graph") {
+            std::fs::write(&p, b"garbage").unwrap();
+        }
+    }
+    let c = EmbeddedCollection::open(dir.path(), "d").unwrap();
+    assert_eq!(c.info().items, 300);
+    assert_eq!(top_ids(&c, q, SearchMode::Exact), expected);
+    let graph = top_ids(&c, q, SearchMode::Auto);
+    assert!(graph.iter().filter(|id| expected.contains(id)).count() >= 9);
+}
+
+#[test]
+fn a_collection_is_opened_by_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let _c = EmbeddedCollection::create_or_open(dir.path(), "x", &config(4)).unwrap();
+    let err = EmbeddedCollection::open(dir.path(), "x").err().unwrap();
+    assert!(err.to_string().contains("open in another process"), "{err}");
+}
+
+#[test]
+fn unknown_format_versions_and_missing_collections_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(EmbeddedCollection::create_or_open(dir.path(), "v", &config(4)).unwrap());
+    let manifest = dir.path().join("v/manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();
+    let err = EmbeddedCollection::open(dir.path(), "v").err().unwrap();
+    assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("format version 99"), "{err}");
+    let err = EmbeddedCollection::open(dir.path(), "absent").err().unwrap();
+    assert!(matches!(err, IndexError::CollectionNotFound { .. }), "{err}");
+}
