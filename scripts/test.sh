@@ -8,4 +8,5 @@ scripts/fetch-assets.sh
 scripts/reference-data.sh
 profile=default
 [[ -n "${CI:-}" ]] && profile=ci
-cargo nextest run --workspace --profile "$profile" --locked "$@"
+# Built with the Qdrant store so its suite runs whenever MIRAGE_QDRANT_URL points at a server.
+cargo nextest run --workspace --profile "$profile" --locked --features mirage-index/qdrant,mirage-server/qdrant "$@"

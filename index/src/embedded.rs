@@ -27,7 +27,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
-use crate::graph::{dot, dump_graph, load_graph, new_graph, FlatVectors, Graph, TopK};
+use crate::graph::{
+    dot, dump_graph, insert_into_graph, load_graph, new_graph, FlatVectors, Graph, TopK,
+};
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 use crate::types::{
     unit_vector, validate_id, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
@@ -142,7 +144,11 @@ fn blob_to_vector(b: &[u8], dim: usize, dir: &Path) -> Result<Vec<f32>> {
     if b.len() != dim * 4 {
         return Err(IndexError::Corrupt {
             path: dir.to_path_buf(),
-            reason: format!("a stored vector has {} bytes, expected {}", b.len(), dim * 4),
+            reason: format!(
+                "a stored vector has {} bytes, expected {}",
+                b.len(),
+                dim * 4
+            ),
         });
     }
     Ok(b.chunks_exact(4)
@@ -547,11 +553,8 @@ impl EmbeddedCollection {
         let scored = {
             let state = self.read_state();
             let space = &state.spaces[req.target.index()];
-            let candidates: Option<HashSet<u64>> = req
-                .filter
-                .as_ref()
-                .filter(|f| !f.is_empty())
-                .map(|f| {
+            let candidates: Option<HashSet<u64>> =
+                req.filter.as_ref().filter(|f| !f.is_empty()).map(|f| {
                     space
                         .flat
                         .rows()
@@ -567,10 +570,7 @@ impl EmbeddedCollection {
                 None
             } else {
                 let ef = req.ef.unwrap_or(self.manifest.hnsw.ef_search).max(depth);
-                let found = graph_search(space, &query, depth, ef, candidates.as_ref());
-                // The graph can come back short when a filter or many tombstones cut its
-                // paths; the candidates are known, so fall back to the exact answer.
-                (found.len() >= depth.min(pool)).then_some(found)
+                graph_search(space, &query, depth, ef, candidates.as_ref())
             };
             if hits.is_none() {
                 hits = Some(exact_search(space, &query, depth, candidates.as_ref()));
@@ -600,7 +600,10 @@ impl EmbeddedCollection {
             // An item deleted between scoring and this lookup is simply dropped from the answer.
             let row = stmt
                 .query_row([&id], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                    ))
                 })
                 .optional()?;
             if let Some((text, image)) = row {
@@ -656,8 +659,13 @@ impl EmbeddedCollection {
             let basename = if graph.get_nb_point() == 0 {
                 String::new()
             } else {
-                let basename = format!("graph-{covered}-{name}");
-                dump_graph(graph, &self.dir, &basename)?;
+                // A fresh name every time: the dump in use must stay intact until the database
+                // points at its successor.
+                let nonce = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let basename =
+                    dump_graph(graph, &self.dir, &format!("graph-{covered}-{nonce}-{name}"))?;
                 for ext in ["hnsw.graph", "hnsw.data"] {
                     fs_err::File::open(self.dir.join(format!("{basename}.{ext}")))?.sync_all()?;
                 }
@@ -783,14 +791,6 @@ fn read_graph_meta(conn: &Connection, name: VectorName) -> Result<Option<(u64, S
     }))
 }
 
-fn insert_into_graph(graph: &Graph, batch: &[(&[f32], usize)]) {
-    match batch.len() {
-        0 => {}
-        1..=63 => batch.iter().for_each(|&entry| graph.insert_slice(entry)),
-        _ => graph.parallel_insert_slice(&batch.to_vec()),
-    }
-}
-
 fn build_graph(manifest: &Manifest, flat: &FlatVectors) -> Graph {
     let graph = new_graph(&manifest.hnsw, flat.len());
     let batch: Vec<(&[f32], usize)> = flat
@@ -873,15 +873,13 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
     for name in VectorName::ALL {
         let space = &mut state.spaces[name.index()];
         let (covered, graph) = match read_graph_meta(conn, name)? {
-            Some((covered, basename)) if !basename.is_empty() => {
-                match load_graph(dir, &basename) {
-                    Ok(g) => (covered, g),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "graph dump unreadable; rebuilding from the database");
-                        (0, new_graph(&manifest.hnsw, space.flat.len()))
-                    }
+            Some((covered, basename)) if !basename.is_empty() => match load_graph(dir, &basename) {
+                Ok(g) => (covered, g),
+                Err(e) => {
+                    tracing::warn!(error = %e, "graph dump unreadable; rebuilding from the database");
+                    (0, new_graph(&manifest.hnsw, space.flat.len()))
                 }
-            }
+            },
             Some((covered, _)) => (covered, new_graph(&manifest.hnsw, space.flat.len())),
             None => (0, new_graph(&manifest.hnsw, space.flat.len())),
         };
@@ -900,29 +898,49 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
     Ok(state)
 }
 
+/// Widest beam a graph search may grow to before the exact scan is the cheaper answer.
+const MAX_GRAPH_EF: usize = 4096;
+
+/// Graph search that skips tombstones and, with a filter, non-candidates. hnsw_rs's own filtered
+/// search never stops early (it drains its whole candidate queue), so the graph is searched
+/// unfiltered with a beam widened by the share of acceptable points, and widened again while too
+/// few acceptable hits come back. `None` when the beam would pass [`MAX_GRAPH_EF`]: the caller
+/// then scans exactly.
 fn graph_search(
     space: &Space,
     query: &[f32],
-    k: usize,
+    depth: usize,
     ef: usize,
     candidates: Option<&HashSet<u64>>,
-) -> Vec<crate::graph::Scored> {
+) -> Option<Vec<crate::graph::Scored>> {
     let flat = &space.flat;
-    let accept = |id: &usize| match candidates {
-        Some(c) => c.contains(&(*id as u64)),
-        None => flat.owner_of(*id as u64).is_some(),
-    };
-    let found = space.graph.search_filter(query, k, ef, Some(&accept));
-    let mut out: Vec<crate::graph::Scored> = found
-        .into_iter()
-        .filter_map(|n| {
-            let owner = flat.owner_of(n.get_origin_id() as u64)?;
-            Some(crate::graph::Scored(1.0 - n.get_distance(), owner))
-        })
-        .collect();
-    out.sort_by(|a, b| b.cmp(a));
-    out.truncate(k);
-    out
+    let pool = candidates.map_or(flat.len(), HashSet::len);
+    let acceptable = pool as f64 / space.graph.get_nb_point().max(1) as f64;
+    let mut want = ((depth as f64 / acceptable.max(1e-9)).ceil() as usize).max(depth);
+    let mut ef = ef.max(want);
+    while ef <= MAX_GRAPH_EF {
+        let mut out: Vec<crate::graph::Scored> = space
+            .graph
+            .search(query, want, ef)
+            .into_iter()
+            .filter_map(|n| {
+                let point = n.get_origin_id() as u64;
+                if candidates.is_some_and(|c| !c.contains(&point)) {
+                    return None;
+                }
+                let owner = flat.owner_of(point)?;
+                Some(crate::graph::Scored(1.0 - n.get_distance(), owner))
+            })
+            .collect();
+        if out.len() >= depth.min(pool) {
+            out.sort_by(|a, b| b.cmp(a));
+            out.truncate(depth);
+            return Some(out);
+        }
+        want *= 2;
+        ef *= 2;
+    }
+    None
 }
 
 fn exact_search(

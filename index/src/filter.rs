@@ -246,8 +246,8 @@ impl From<Condition> for ConditionWire {
 impl Filter {
     /// Parses a filter from JSON text, with an error that says what is wrong.
     pub fn from_json(text: &str) -> Result<Self> {
-        let f: Filter = serde_json::from_str(text)
-            .map_err(|e| IndexError::invalid(format!("filter: {e}")))?;
+        let f: Filter =
+            serde_json::from_str(text).map_err(|e| IndexError::invalid(format!("filter: {e}")))?;
         f.validate()?;
         Ok(f)
     }
@@ -374,28 +374,85 @@ mod tests {
             "flag": true, "study": {"site": "north", "n": 3}
         }));
         let cases = [
-            (json!({"must": [{"key": "modality", "match": {"value": "CT"}}]}), true),
-            (json!({"must": [{"key": "modality", "match": {"value": "MR"}}]}), false),
-            (json!({"must": [{"key": "year", "match": {"value": 2017}}]}), true),
-            (json!({"must": [{"key": "year", "range": {"gte": 2017, "lt": 2018}}]}), true),
-            (json!({"must": [{"key": "year", "range": {"gt": 2017}}]}), false),
-            (json!({"must": [{"key": "score", "range": {"lte": 0.5}}]}), true),
-            (json!({"must": [{"key": "tags", "match": {"value": "b"}}]}), true),
-            (json!({"must": [{"key": "tags", "match": {"any": ["x", "a"]}}]}), true),
-            (json!({"must": [{"key": "flag", "match": {"value": true}}]}), true),
-            (json!({"must": [{"key": "study.site", "match": {"value": "north"}}]}), true),
-            (json!({"must": [{"key": "study.n", "range": {"gt": 2}}]}), true),
-            (json!({"must": [{"key": "missing", "match": {"value": "x"}}]}), false),
-            (json!({"must_not": [{"key": "missing", "match": {"value": "x"}}]}), true),
-            (json!({"must_not": [{"key": "modality", "match": {"value": "CT"}}]}), false),
-            (json!({"should": [{"key": "modality", "match": {"value": "MR"}},
-                               {"key": "year", "match": {"value": 2017}}]}), true),
-            (json!({"should": [{"key": "modality", "match": {"value": "MR"}}]}), false),
-            (json!({"must": [{"should": [{"key": "modality", "match": {"value": "MR"}}],
-                              "must_not": []}]}), false),
-            (json!({"must": [{"must_not": [{"key": "modality", "match": {"value": "MR"}}]}]}), true),
+            (
+                json!({"must": [{"key": "modality", "match": {"value": "CT"}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "modality", "match": {"value": "MR"}}]}),
+                false,
+            ),
+            (
+                json!({"must": [{"key": "year", "match": {"value": 2017}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "year", "range": {"gte": 2017, "lt": 2018}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "year", "range": {"gt": 2017}}]}),
+                false,
+            ),
+            (
+                json!({"must": [{"key": "score", "range": {"lte": 0.5}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "tags", "match": {"value": "b"}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "tags", "match": {"any": ["x", "a"]}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "flag", "match": {"value": true}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "study.site", "match": {"value": "north"}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "study.n", "range": {"gt": 2}}]}),
+                true,
+            ),
+            (
+                json!({"must": [{"key": "missing", "match": {"value": "x"}}]}),
+                false,
+            ),
+            (
+                json!({"must_not": [{"key": "missing", "match": {"value": "x"}}]}),
+                true,
+            ),
+            (
+                json!({"must_not": [{"key": "modality", "match": {"value": "CT"}}]}),
+                false,
+            ),
+            (
+                json!({"should": [{"key": "modality", "match": {"value": "MR"}},
+                               {"key": "year", "match": {"value": 2017}}]}),
+                true,
+            ),
+            (
+                json!({"should": [{"key": "modality", "match": {"value": "MR"}}]}),
+                false,
+            ),
+            (
+                json!({"must": [{"should": [{"key": "modality", "match": {"value": "MR"}}],
+                              "must_not": []}]}),
+                false,
+            ),
+            (
+                json!({"must": [{"must_not": [{"key": "modality", "match": {"value": "MR"}}]}]}),
+                true,
+            ),
             // A string "2017" is not the integer 2017: types must agree, as in Qdrant.
-            (json!({"must": [{"key": "year", "match": {"value": "2017"}}]}), false),
+            (
+                json!({"must": [{"key": "year", "match": {"value": "2017"}}]}),
+                false,
+            ),
             (json!({}), true),
         ];
         for (filter, expected) in cases {
@@ -408,18 +465,38 @@ mod tests {
     fn malformed_filters_are_explained() {
         let cases = [
             (json!({"must": [{"key": "a"}]}), "needs match or range"),
-            (json!({"must": [{"key": "a", "match": {"value": 1.5}}]}), "use a range"),
-            (json!({"must": [{"key": "a", "match": {"any": []}}]}), "empty"),
-            (json!({"must": [{"key": "a", "match": {"any": ["x", 1]}}]}), "only strings or only integers"),
-            (json!({"must": [{"key": "a", "range": {}}]}), "at least one of"),
-            (json!({"must": [{"key": "a", "range": {"gt": 1}, "match": {"value": 1}}]}), "both match and range"),
+            (
+                json!({"must": [{"key": "a", "match": {"value": 1.5}}]}),
+                "use a range",
+            ),
+            (
+                json!({"must": [{"key": "a", "match": {"any": []}}]}),
+                "empty",
+            ),
+            (
+                json!({"must": [{"key": "a", "match": {"any": ["x", 1]}}]}),
+                "only strings or only integers",
+            ),
+            (
+                json!({"must": [{"key": "a", "range": {}}]}),
+                "at least one of",
+            ),
+            (
+                json!({"must": [{"key": "a", "range": {"gt": 1}, "match": {"value": 1}}]}),
+                "both match and range",
+            ),
             (json!({"must": [{}]}), "empty condition"),
             (json!({"must": [{"key": "a", "must": []}]}), "not both"),
             (json!({"mustnt": []}), "unknown field"),
-            (json!({"must": [{"key": "a", "match": {"value": 1, "any": [1]}}]}), "exactly one"),
+            (
+                json!({"must": [{"key": "a", "match": {"value": 1, "any": [1]}}]}),
+                "exactly one",
+            ),
         ];
         for (filter, needle) in cases {
-            let err = Filter::from_json(&filter.to_string()).unwrap_err().to_string();
+            let err = Filter::from_json(&filter.to_string())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{filter}: {err}");
         }
     }

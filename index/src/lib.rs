@@ -22,7 +22,7 @@ pub mod types;
 pub use embedded::EmbeddedCollection;
 pub use error::{IndexError, Result};
 pub use filter::Filter;
-pub use graph::{dot, UnitDot};
+pub use graph::{dot, BareGraph, UnitDot};
 pub use store::{drop_collection, Collection, StoreSpec};
 pub use types::{
     CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, SearchMode, SearchRequest,

@@ -181,8 +181,12 @@ where
                 if !present.is_empty() && tx.send(Stage::Present(present.len() as u64)).is_err() {
                     return Ok(());
                 }
-                let (prepared, failed) =
-                    prepare_images(todo, options.decode_threads, options.decode, &preprocess_cfg);
+                let (prepared, failed) = prepare_images(
+                    todo,
+                    options.decode_threads,
+                    options.decode,
+                    &preprocess_cfg,
+                );
                 for f in failed {
                     if tx.send(Stage::Failed(f)).is_err() {
                         return Ok(());

@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use qdrant_client::qdrant::{
     self, point_id::PointIdOptions, vectors_output::VectorsOptions, CountPointsBuilder,
-    CreateCollectionBuilder, DeletePointsBuilder, Distance, GetPointsBuilder, HnswConfigDiffBuilder,
-    PointId, PointStruct, PointsIdsList, QueryPointsBuilder, SearchParamsBuilder,
-    UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
+    CreateCollectionBuilder, DeletePointsBuilder, Distance, GetPointsBuilder,
+    HnswConfigDiffBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
+    SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 use serde_json::{json, Map, Value};
@@ -47,7 +47,9 @@ fn connect(url: &str, api_key: Option<&str>) -> Result<Qdrant> {
     if let Some(key) = api_key {
         builder = builder.api_key(key.to_string());
     }
-    builder.build().map_err(|e| qerr(&format!("connect to {url}"), e))
+    builder
+        .build()
+        .map_err(|e| qerr(&format!("connect to {url}"), e))
 }
 
 /// The stable UUID of an item id: sha256, cut to 128 bits, as an RFC 4122 version-5-shaped UUID.
@@ -58,7 +60,14 @@ pub fn point_uuid(id: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x50;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn point_id(id: &str) -> PointId {
@@ -76,7 +85,10 @@ fn metadata_of(config: &CollectionConfig) -> Value {
 }
 
 /// Reads what `metadata_of` wrote.
-fn parse_metadata(name: &str, metadata: HashMap<String, qdrant::Value>) -> Result<(usize, ModelRef, HnswParams)> {
+fn parse_metadata(
+    name: &str,
+    metadata: HashMap<String, qdrant::Value>,
+) -> Result<(usize, ModelRef, HnswParams)> {
     let map: Map<String, Value> = Payload::from(metadata).into();
     let not_ours = || IndexError::CollectionExists {
         name: name.to_string(),
@@ -85,8 +97,16 @@ fn parse_metadata(name: &str, metadata: HashMap<String, qdrant::Value>) -> Resul
     let m = map.get(METADATA_KEY).ok_or_else(not_ours)?;
     let dim = m.get("dim").and_then(Value::as_u64).ok_or_else(not_ours)? as usize;
     let model = ModelRef {
-        model_id: m.get("model_id").and_then(Value::as_str).ok_or_else(not_ours)?.to_string(),
-        sha256: m.get("sha256").and_then(Value::as_str).ok_or_else(not_ours)?.to_string(),
+        model_id: m
+            .get("model_id")
+            .and_then(Value::as_str)
+            .ok_or_else(not_ours)?
+            .to_string(),
+        sha256: m
+            .get("sha256")
+            .and_then(Value::as_str)
+            .ok_or_else(not_ours)?
+            .to_string(),
     };
     let hnsw = m
         .get("hnsw")
@@ -150,7 +170,14 @@ fn to_qdrant_condition(c: &Condition) -> qdrant::Condition {
 }
 
 /// Splits a stored payload into the item's fields and the user's payload.
-fn split_payload(payload: HashMap<String, qdrant::Value>) -> (Option<String>, Option<String>, Option<String>, Map<String, Value>) {
+fn split_payload(
+    payload: HashMap<String, qdrant::Value>,
+) -> (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Map<String, Value>,
+) {
     let mut map: Map<String, Value> = Payload::from(payload).into();
     let ours = map.remove(RESERVED_PAYLOAD_KEY).unwrap_or(Value::Null);
     let field = |k: &str| ours.get(k).and_then(Value::as_str).map(str::to_string);
@@ -299,7 +326,11 @@ impl QdrantCollection {
                 RESERVED_PAYLOAD_KEY.into(),
                 json!({"id": item.id, "text": item.text, "image": item.image}),
             );
-            points.push(PointStruct::new(point_id(&item.id), vectors, Payload::from(payload)));
+            points.push(PointStruct::new(
+                point_id(&item.id),
+                vectors,
+                Payload::from(payload),
+            ));
         }
         for chunk in points.chunks(UPSERT_BATCH) {
             self.client
@@ -417,11 +448,7 @@ impl QdrantCollection {
             f.validate()?;
             req = req.filter(to_qdrant_filter(f));
         }
-        let res = self
-            .client
-            .count(req)
-            .await
-            .map_err(|e| qerr("count", e))?;
+        let res = self.client.count(req).await.map_err(|e| qerr("count", e))?;
         Ok(res.result.map_or(0, |r| r.count))
     }
 
@@ -442,8 +469,8 @@ impl QdrantCollection {
     pub async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
         validate_search(req)?;
         let query = unit_vector("query", &req.vector, self.dim)?;
-        let mut params = SearchParamsBuilder::default()
-            .hnsw_ef(req.ef.unwrap_or(self.hnsw.ef_search) as u64);
+        let mut params =
+            SearchParamsBuilder::default().hnsw_ef(req.ef.unwrap_or(self.hnsw.ef_search) as u64);
         if req.mode == SearchMode::Exact {
             params = params.exact(true);
         }
@@ -487,8 +514,12 @@ impl QdrantCollection {
             model: self.model.clone(),
             hnsw: self.hnsw,
             items: self.count(None).await?,
-            text_vectors: self.count_condition(qdrant::Condition::has_vector("text")).await?,
-            image_vectors: self.count_condition(qdrant::Condition::has_vector("image")).await?,
+            text_vectors: self
+                .count_condition(qdrant::Condition::has_vector("text"))
+                .await?,
+            image_vectors: self
+                .count_condition(qdrant::Condition::has_vector("image"))
+                .await?,
             tombstones: 0,
             format_version: crate::manifest::FORMAT_VERSION,
         })

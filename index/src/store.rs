@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::embedded::{self, EmbeddedCollection};
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
-use crate::types::{CollectionConfig, CollectionInfo, Hit, Item, ModelRef, SearchRequest, StoredItem};
+use crate::types::{
+    CollectionConfig, CollectionInfo, Hit, Item, ModelRef, SearchRequest, StoredItem,
+};
 
 /// Where collections live: `embedded:DIR` or `qdrant:URL` (the gRPC URL, e.g.
 /// `qdrant:http://localhost:6334`).
@@ -30,7 +32,9 @@ impl std::str::FromStr for StoreSpec {
     fn from_str(s: &str) -> Result<Self> {
         if let Some(dir) = s.strip_prefix("embedded:") {
             if dir.is_empty() {
-                return Err(IndexError::invalid("embedded: needs a directory, e.g. embedded:./indexes"));
+                return Err(IndexError::invalid(
+                    "embedded: needs a directory, e.g. embedded:./indexes",
+                ));
             }
             Ok(Self::Embedded(PathBuf::from(dir)))
         } else if let Some(url) = s.strip_prefix("qdrant:") {
@@ -41,7 +45,9 @@ impl std::str::FromStr for StoreSpec {
             }
             Ok(Self::Qdrant {
                 url: url.to_string(),
-                api_key: std::env::var("MIRAGE_QDRANT_API_KEY").ok().filter(|k| !k.is_empty()),
+                api_key: std::env::var("MIRAGE_QDRANT_API_KEY")
+                    .ok()
+                    .filter(|k| !k.is_empty()),
             })
         } else {
             Err(IndexError::invalid(format!(
@@ -70,9 +76,7 @@ pub enum Collection {
     Qdrant(Arc<crate::qdrant::QdrantCollection>),
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| IndexError::Graph(format!("store task failed: {e}")))?
@@ -87,16 +91,27 @@ fn qdrant_not_built() -> IndexError {
 
 impl Collection {
     /// Creates the collection, or opens it when it exists for the same model and dimension.
-    pub async fn create_or_open(spec: &StoreSpec, name: &str, config: &CollectionConfig) -> Result<Self> {
+    pub async fn create_or_open(
+        spec: &StoreSpec,
+        name: &str,
+        config: &CollectionConfig,
+    ) -> Result<Self> {
         match spec {
             StoreSpec::Embedded(root) => {
                 let (root, name, config) = (root.clone(), name.to_string(), config.clone());
-                let c = blocking(move || EmbeddedCollection::create_or_open(&root, &name, &config)).await?;
+                let c = blocking(move || EmbeddedCollection::create_or_open(&root, &name, &config))
+                    .await?;
                 Ok(Self::Embedded(Arc::new(c)))
             }
             #[cfg(feature = "qdrant")]
             StoreSpec::Qdrant { url, api_key } => Ok(Self::Qdrant(Arc::new(
-                crate::qdrant::QdrantCollection::create_or_open(url, api_key.as_deref(), name, config).await?,
+                crate::qdrant::QdrantCollection::create_or_open(
+                    url,
+                    api_key.as_deref(),
+                    name,
+                    config,
+                )
+                .await?,
             ))),
             #[cfg(not(feature = "qdrant"))]
             StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),

@@ -29,7 +29,12 @@ pub fn embedding_like_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> 
                     signal + noise * normal.sample(&mut rng)
                 })
                 .collect();
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            let norm = v
+                .iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE);
             v.iter_mut().for_each(|x| *x /= norm);
             v
         })

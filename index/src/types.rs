@@ -304,7 +304,9 @@ pub(crate) fn validate_search(req: &SearchRequest) -> Result<()> {
     }
     if let Some(t) = req.score_threshold {
         if !t.is_finite() {
-            return Err(IndexError::invalid("score_threshold must be a finite number"));
+            return Err(IndexError::invalid(
+                "score_threshold must be a finite number",
+            ));
         }
     }
     if req.ef == Some(0) {

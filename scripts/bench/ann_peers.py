@@ -128,7 +128,7 @@ def ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
-def summarise(ours, peers):
+def summarise(ours, peers, extra=()):
     """One summary row per engine; the ratios put ours over each peer, each at its own ef for 0.95.
 
     The build ratio uses ours' graph_build_s: the peers only build an in-memory graph, whereas
@@ -137,9 +137,11 @@ def summarise(ours, peers):
     ours_at = first_reaching(ours["points"])
     ours_qps = ours_at["qps"] if ours_at else None
     rows = []
-    for engine in [ours] + peers:
+    for engine in [ours, *extra] + peers:
         at = first_reaching(engine["points"])
-        is_ours = engine is ours
+        # Ratios compare the product (ours: the store) with each peer; extra rows of ours (the
+        # bare graph) are shown for context only.
+        is_ours = engine is ours or any(engine is e for e in extra)
         rows.append({
             "engine": engine["name"],
             "build_s": engine["build_s"],
@@ -155,7 +157,7 @@ def summarise(ours, peers):
     return rows
 
 
-def print_tables(meta, ours, peers, rows):
+def print_tables(meta, ours, peers, rows, extra=()):
     print(f"dataset {meta['dataset']}, n {meta['n']}, dim {meta['dim']}, queries {meta['queries']}, "
           f"M {meta['m']}, ef_construction {meta['ef_construction']}, threads {meta['threads']}")
     print()
@@ -174,7 +176,7 @@ def print_tables(meta, ours, peers, rows):
     print()
     print("| engine | ef | Recall@10 | QPS |")
     print("|---|---:|---:|---:|")
-    for engine in [ours] + peers:
+    for engine in [ours, *extra] + peers:
         for p in engine["points"]:
             print(f"| {engine['name']} | {p['ef']} | {p['recall']:.4f} | {p['qps']:.0f} |")
 
@@ -186,6 +188,7 @@ def main():
 
     meta, base, queries, gt = load_bench(args.bench_dir)
     ours = meta["ours"]
+    extra = [meta["ours_graph"]] if "ours_graph" in meta else []
 
     peers, skipped = [], []
     for label, runner in (("hnswlib", run_hnswlib), ("faiss", run_faiss)):
@@ -197,11 +200,11 @@ def main():
             print(f"_{label} skipped: not importable ({e})_")
             skipped.append({"engine": label, "reason": str(e)})
 
-    rows = summarise(ours, peers)
-    print_tables(meta, ours, peers, rows)
+    rows = summarise(ours, peers, extra)
+    print_tables(meta, ours, peers, rows, extra)
 
     out = {
-        "meta": {key: meta[key] for key in meta if key != "ours"},
+        "meta": {key: meta[key] for key in meta if key not in ("ours", "ours_graph")},
         "target_recall": TARGET_RECALL,
         "peers": peers,
         "skipped": skipped,

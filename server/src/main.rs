@@ -1,5 +1,7 @@
-//! `mirage`: the command line of MIRAGE-RS. Model commands for now (import, info, embed,
-//! classify); indexing and serving arrive as their own subcommands.
+//! `mirage`: the command line of MIRAGE-RS: model bundles (import, info), embedding and
+//! zero-shot classification, indexing corpora into collections and searching them.
+
+mod index_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,6 +40,11 @@ enum Command {
     Embed(EmbedArgs),
     /// Zero-shot classification of an image against labels.
     Classify(ClassifyArgs),
+    /// Collections: build from a corpus, inspect, compact, delete.
+    #[command(subcommand)]
+    Index(index_cmd::IndexCommand),
+    /// Search a collection by text or image; prints one JSON object per hit.
+    Search(index_cmd::SearchArgs),
 }
 
 #[derive(Subcommand)]
@@ -189,6 +196,8 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Embed(args) => embed(args),
         Command::Classify(args) => classify_cmd(args),
+        Command::Index(cmd) => index_cmd::run_index(cmd),
+        Command::Search(args) => index_cmd::search(args),
     }
 }
 

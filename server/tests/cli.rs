@@ -1,31 +1,14 @@
 //! The `mirage` binary end to end: import a Hugging Face directory, embed, classify, and the
 //! errors a user sees for bad input.
 
+mod common;
+
+use common::{fail, mirage, ok};
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use mirage_model::testing::write_tiny_hf_dir;
-
-fn mirage(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mirage"))
-        .args(args)
-        .output()
-        .expect("run mirage")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "mirage failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fail(out: Output) -> String {
-    assert!(!out.status.success(), "mirage should have failed");
-    String::from_utf8(out.stderr).unwrap()
-}
 
 /// A bundle imported from a tiny HF directory, with a seeded ResNet-18 vision tower at 64 px.
 fn imported(dir: &Path) -> String {

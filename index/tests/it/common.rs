@@ -55,7 +55,9 @@ pub(crate) fn brute_force<'a>(
     items: impl Iterator<Item = (&'a str, &'a [f32])>,
     k: usize,
 ) -> Vec<(String, f32)> {
-    let mut scored: Vec<(String, f32)> = items.map(|(id, v)| (id.to_string(), dot(query, v))).collect();
+    let mut scored: Vec<(String, f32)> = items
+        .map(|(id, v)| (id.to_string(), dot(query, v)))
+        .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     scored.truncate(k);
     scored

@@ -17,7 +17,13 @@ fn fill(c: &EmbeddedCollection, vectors: &[Vec<f32>], from: usize) {
     let items = vectors
         .iter()
         .enumerate()
-        .map(|(i, v)| text_item(&format!("id-{}", i + from), v.clone(), json!({"n": i + from})))
+        .map(|(i, v)| {
+            text_item(
+                &format!("id-{}", i + from),
+                v.clone(),
+                json!({"n": i + from}),
+            )
+        })
         .collect();
     c.upsert(items).unwrap();
 }
@@ -41,7 +47,10 @@ fn reopen_replays_unflushed_writes_and_keeps_deletes() {
         c.flush().unwrap();
         fill(&c, &vectors[200..], 200);
         assert_eq!(c.delete(&["id-3".into(), "id-250".into()]).unwrap(), 2);
-        before = queries.iter().map(|q| top_ids(&c, q, SearchMode::Exact)).collect();
+        before = queries
+            .iter()
+            .map(|q| top_ids(&c, q, SearchMode::Exact))
+            .collect();
         // No flush: the last 200 points and the deletes exist only in SQLite.
     }
     let c = EmbeddedCollection::open(dir.path(), "p").unwrap();
@@ -119,10 +128,19 @@ fn unknown_format_versions_and_missing_collections_are_refused() {
     drop(EmbeddedCollection::create_or_open(dir.path(), "v", &config(4)).unwrap());
     let manifest = dir.path().join("v/manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replace("\"format_version\": 1", "\"format_version\": 99")).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+    )
+    .unwrap();
     let err = EmbeddedCollection::open(dir.path(), "v").err().unwrap();
     assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("format version 99"), "{err}");
-    let err = EmbeddedCollection::open(dir.path(), "absent").err().unwrap();
-    assert!(matches!(err, IndexError::CollectionNotFound { .. }), "{err}");
+    let err = EmbeddedCollection::open(dir.path(), "absent")
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, IndexError::CollectionNotFound { .. }),
+        "{err}"
+    );
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use mirage_index::corpus::{read_corpus, CorpusFormat, CorpusOptions};
 use mirage_index::pipeline::{index_records, model_ref, PipelineOptions, ProgressMode};
-use mirage_index::{Collection, CollectionConfig, SearchMode, SearchRequest, StoreSpec, VectorName};
+use mirage_index::{
+    Collection, CollectionConfig, SearchMode, SearchRequest, StoreSpec, VectorName,
+};
 use mirage_model::testing::{write_tiny_bundle, TinyVision};
 use mirage_model::MirageModel;
 
@@ -13,7 +15,11 @@ use crate::common::runtime;
 
 fn write_png(path: &Path, seed: u32) {
     let img = image::RgbImage::from_fn(40, 30, |x, y| {
-        image::Rgb([(x * 5 + seed * 37) as u8, (y * 7 + seed * 11) as u8, (seed * 53) as u8])
+        image::Rgb([
+            (x * 5 + seed * 37) as u8,
+            (y * 7 + seed * 11) as u8,
+            (seed * 53) as u8,
+        ])
     });
     img.save(path).unwrap();
 }
@@ -51,7 +57,9 @@ fn pmcoa_corpus_is_indexed_reported_and_resumable() {
     let rt = runtime();
     let spec = StoreSpec::Embedded(dir.path().join("indexes"));
     let cfg = CollectionConfig::new(model.dim(), model_ref(&model));
-    let collection = rt.block_on(Collection::create_or_open(&spec, "figs", &cfg)).unwrap();
+    let collection = rt
+        .block_on(Collection::create_or_open(&spec, "figs", &cfg))
+        .unwrap();
     let mut options = CorpusOptions::new(CorpusFormat::PmcOa);
     options.image_root = Some(dir.path().join("images"));
     let pipeline = PipelineOptions {
@@ -68,7 +76,11 @@ fn pmcoa_corpus_is_indexed_reported_and_resumable() {
     assert_eq!(summary.read, 43);
     assert_eq!(summary.bad_rows.len(), 2, "{:?}", summary.bad_rows);
     assert_eq!(summary.bad_rows[0].line, 4);
-    assert!(summary.bad_rows[1].reason.contains("escapes"), "{:?}", summary.bad_rows);
+    assert!(
+        summary.bad_rows[1].reason.contains("escapes"),
+        "{:?}",
+        summary.bad_rows
+    );
     assert_eq!(summary.failed.len(), 1);
     assert_eq!(summary.failed[0].id, "missing.png");
     assert_eq!(summary.failed[0].line, 42);
@@ -105,7 +117,10 @@ fn pmcoa_corpus_is_indexed_reported_and_resumable() {
 
     // Strict mode stops at the first bad row.
     let records = read_corpus(&corpus_path, &options).unwrap();
-    let strict = PipelineOptions { strict: true, ..pipeline.clone() };
+    let strict = PipelineOptions {
+        strict: true,
+        ..pipeline.clone()
+    };
     let err = index_records(&model, &collection, rt.handle(), records, &strict).unwrap_err();
     assert!(err.to_string().contains("line 4"), "{err}");
 

@@ -1,8 +1,8 @@
 //! HNSW recall at default settings against exact search, on seeded embedding-like vectors
 //! (see `mirage_index::testing::embedding_like_vectors`).
 
-use mirage_index::{EmbeddedCollection, Filter, SearchMode, SearchRequest, VectorName};
 use mirage_index::testing::embedding_like_vectors;
+use mirage_index::{EmbeddedCollection, Filter, SearchMode, SearchRequest, VectorName};
 use serde_json::json;
 
 use crate::common::*;
@@ -32,14 +32,26 @@ fn hnsw_recall_at_10_is_at_least_095_on_20000_vectors() {
     for q in &qs {
         let mut exact = SearchRequest::new(q.clone(), VectorName::Text, 10);
         exact.mode = SearchMode::Exact;
-        let truth: Vec<String> = c.search(&exact).unwrap().into_iter().map(|h| h.id).collect();
-        let approx = c.search(&SearchRequest::new(q.clone(), VectorName::Text, 10)).unwrap();
+        let truth: Vec<String> = c
+            .search(&exact)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        let approx = c
+            .search(&SearchRequest::new(q.clone(), VectorName::Text, 10))
+            .unwrap();
         assert_eq!(approx.len(), 10);
         found += approx.iter().filter(|h| truth.contains(&h.id)).count();
 
         // A filter keeping 15,000 (above the exact threshold) goes through the graph too.
         exact.filter = Some(three_quarters.clone());
-        let truth: Vec<String> = c.search(&exact).unwrap().into_iter().map(|h| h.id).collect();
+        let truth: Vec<String> = c
+            .search(&exact)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
         let mut req = SearchRequest::new(q.clone(), VectorName::Text, 10);
         req.filter = Some(three_quarters.clone());
         let approx = c.search(&req).unwrap();
@@ -50,5 +62,8 @@ fn hnsw_recall_at_10_is_at_least_095_on_20000_vectors() {
     let recall_filtered = found_filtered as f64 / (queries * 10) as f64;
     println!("recall@10 = {recall:.4}, filtered (75 %) = {recall_filtered:.4}");
     assert!(recall >= 0.95, "recall@10 = {recall}");
-    assert!(recall_filtered >= 0.95, "filtered recall@10 = {recall_filtered}");
+    assert!(
+        recall_filtered >= 0.95,
+        "filtered recall@10 = {recall_filtered}"
+    );
 }

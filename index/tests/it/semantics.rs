@@ -43,7 +43,9 @@ fn ids(hits: &[mirage_index::Hit]) -> Vec<String> {
 /// Everything a store must do the same way. `name` must be fresh.
 async fn store_semantics(spec: StoreSpec, name: &str) {
     let data = corpus();
-    let c = Collection::create_or_open(&spec, name, &config(DIM)).await.unwrap();
+    let c = Collection::create_or_open(&spec, name, &config(DIM))
+        .await
+        .unwrap();
     let items: Vec<Item> = data
         .iter()
         .map(|(id, v, p)| text_item(id, v.clone(), p.clone()))
@@ -66,7 +68,10 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
         let hits = c.search(exact(v.clone(), 3)).await.unwrap();
         assert_eq!(&hits[0].id, id);
         assert!((hits[0].score - 1.0).abs() < 1e-4, "{}", hits[0].score);
-        assert_eq!(hits[0].text.as_deref(), Some(format!("report {id}").as_str()));
+        assert_eq!(
+            hits[0].text.as_deref(),
+            Some(format!("report {id}").as_str())
+        );
     }
 
     // Filtered search returns exactly the filtered brute-force answer.
@@ -93,13 +98,21 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
         let mut req = exact(query.clone(), 10);
         req.filter = Some(filter.clone());
         let hits = c.search(req).await.unwrap();
-        assert_eq!(ids(&hits), expected.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), "{f}");
+        assert_eq!(
+            ids(&hits),
+            expected.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+            "{f}"
+        );
         for (h, e) in hits.iter().zip(&expected) {
             assert!((h.score - e.1).abs() < 1e-4);
         }
         assert_eq!(
             c.count(Some(filter)).await.unwrap(),
-            data.iter().filter(|(_, _, p)| Filter::from_json(&f.to_string()).unwrap().matches(&payload(p.clone()))).count() as u64,
+            data.iter()
+                .filter(|(_, _, p)| Filter::from_json(&f.to_string())
+                    .unwrap()
+                    .matches(&payload(p.clone())))
+                .count() as u64,
             "{f}"
         );
     }
@@ -135,9 +148,13 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
     // Replacing an item replaces its vector and payload; the old vector no longer finds it.
     let (id0, v0, _) = &data[0];
     let fresh = unit(random_vectors(1, DIM, 1234).remove(0));
-    c.upsert(vec![text_item(id0, fresh.clone(), json!({"modality": "PET"}))])
-        .await
-        .unwrap();
+    c.upsert(vec![text_item(
+        id0,
+        fresh.clone(),
+        json!({"modality": "PET"}),
+    )])
+    .await
+    .unwrap();
     assert_eq!(c.count(None).await.unwrap(), 61);
     let hits = c.search(exact(v0.clone(), 1)).await.unwrap();
     assert_ne!(&hits[0].id, id0);
@@ -146,16 +163,24 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
     assert_eq!(hits[0].payload, payload(json!({"modality": "PET"})));
 
     // Deletes by id and by filter report how many existed and take effect.
-    assert_eq!(c.delete(vec!["item-001".into(), "missing".into()]).await.unwrap(), 1);
+    assert_eq!(
+        c.delete(vec!["item-001".into(), "missing".into()])
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(c.delete(vec!["item-001".into()]).await.unwrap(), 0);
-    let mr = Filter::from_json(r#"{"must": [{"key": "modality", "match": {"value": "MR"}}]}"#).unwrap();
+    let mr =
+        Filter::from_json(r#"{"must": [{"key": "modality", "match": {"value": "MR"}}]}"#).unwrap();
     let n_mr = c.count(Some(mr.clone())).await.unwrap();
     assert_eq!(n_mr, 19, "item-001 was MR and is gone");
     assert_eq!(c.delete_by_filter(mr.clone()).await.unwrap(), n_mr);
     assert_eq!(c.count(Some(mr)).await.unwrap(), 0);
     assert_eq!(c.count(None).await.unwrap(), 61 - 1 - 19);
     let remaining = c.search(exact(query.clone(), 100)).await.unwrap();
-    assert!(remaining.iter().all(|h| h.payload.get("modality") != Some(&json!("MR"))));
+    assert!(remaining
+        .iter()
+        .all(|h| h.payload.get("modality") != Some(&json!("MR"))));
     assert!(remaining.iter().all(|h| h.id != "item-001"));
     let existing = c
         .existing(vec!["item-001".into(), "item-002".into(), "picture".into()])
@@ -172,7 +197,10 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
         ])
         .await
         .unwrap_err();
-    assert!(matches!(err, IndexError::Dimension { expected: DIM, got, .. } if got == DIM - 1), "{err}");
+    assert!(
+        matches!(err, IndexError::Dimension { expected: DIM, got, .. } if got == DIM - 1),
+        "{err}"
+    );
     assert_eq!(c.count(None).await.unwrap(), before);
     let mut nan = vec![0.5; DIM];
     nan[3] = f32::NAN;
@@ -180,9 +208,15 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
         (text_item("", unit(vec![1.0; DIM]), json!({})), "empty"),
         (text_item("nan", nan, json!({})), "NaN"),
         (text_item("zero", vec![0.0; DIM], json!({})), "zero vector"),
-        (text_item("reserved", unit(vec![1.0; DIM]), json!({"_mirage": 1})), "reserved"),
         (
-            Item { text_vector: None, ..text_item("novec", vec![], json!({})) },
+            text_item("reserved", unit(vec![1.0; DIM]), json!({"_mirage": 1})),
+            "reserved",
+        ),
+        (
+            Item {
+                text_vector: None,
+                ..text_item("novec", vec![], json!({}))
+            },
             "neither a text nor an image vector",
         ),
     ];
@@ -192,10 +226,20 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
     }
     let mut zero_limit = exact(query.clone(), 1);
     zero_limit.limit = 0;
-    assert!(c.search(zero_limit).await.unwrap_err().to_string().contains("limit"));
+    assert!(c
+        .search(zero_limit)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("limit"));
     let mut deep = exact(query.clone(), 10);
     deep.offset = 10_000;
-    assert!(c.search(deep).await.unwrap_err().to_string().contains("offset"));
+    assert!(c
+        .search(deep)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("offset"));
     assert!(matches!(
         c.search(exact(vec![1.0; DIM + 1], 1)).await.unwrap_err(),
         IndexError::Dimension { .. }
@@ -203,15 +247,24 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
     assert_eq!(c.count(None).await.unwrap(), before);
 
     // Another model is refused by name, at open and at check.
-    let other = ModelRef { model_id: "other".into(), sha256: "11".repeat(32) };
+    let other = ModelRef {
+        model_id: "other".into(),
+        sha256: "11".repeat(32),
+    };
     let err = c.check_model(&other).unwrap_err().to_string();
     assert!(err.contains("test-model") && err.contains("other"), "{err}");
     drop(c);
     let mut other_cfg = config(DIM);
     other_cfg.model = other;
-    let err = Collection::create_or_open(&spec, name, &other_cfg).await.err().unwrap();
+    let err = Collection::create_or_open(&spec, name, &other_cfg)
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, IndexError::ModelMismatch { .. }), "{err}");
-    let err = Collection::create_or_open(&spec, name, &config(DIM + 1)).await.err().unwrap();
+    let err = Collection::create_or_open(&spec, name, &config(DIM + 1))
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("dimension"), "{err}");
 
     drop_collection(&spec, name).await.unwrap();
@@ -228,7 +281,10 @@ fn ids_of(items: &[mirage_index::StoredItem]) -> Vec<&str> {
 #[test]
 fn embedded_store_semantics() {
     let dir = tempfile::tempdir().unwrap();
-    runtime().block_on(store_semantics(StoreSpec::Embedded(dir.path().into()), "suite"));
+    runtime().block_on(store_semantics(
+        StoreSpec::Embedded(dir.path().into()),
+        "suite",
+    ));
 }
 
 #[test]
@@ -244,7 +300,10 @@ fn qdrant_store_semantics() {
     let name = format!(
         "mirage-suite-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
     );
     runtime().block_on(store_semantics(spec, &name));
 }
@@ -255,7 +314,10 @@ fn store_specs_parse_with_clear_errors() {
         "embedded:/tmp/x".parse::<StoreSpec>().unwrap(),
         StoreSpec::Embedded("/tmp/x".into())
     );
-    assert!(matches!("qdrant:http://h:6334".parse::<StoreSpec>().unwrap(), StoreSpec::Qdrant { .. }));
+    assert!(matches!(
+        "qdrant:http://h:6334".parse::<StoreSpec>().unwrap(),
+        StoreSpec::Qdrant { .. }
+    ));
     for (bad, needle) in [
         ("embedded:", "needs a directory"),
         ("qdrant:h:6334", "http"),

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# ANN benchmark: our embedded store next to hnswlib and faiss (pip), same vectors, same M and
+# ef_construction, same thread count for building, one thread and one query at a time for search.
+# Prints, per dataset, build time and QPS at the smallest ef reaching Recall@10 >= 0.95, and the
+# ratios ours / peer (> 1: we are faster). Datasets: seeded embedding-like vectors (N x 384), and
+# real MiniLM embeddings of the radlabels reports when the assets are present.
+#
+#   scripts/bench-index.sh [N]      (default 100000; THREADS=… to change the build threads)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:-100000}"
+threads="${THREADS:-$(nproc)}"
+cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
+assets="${MIRAGE_ASSETS:-$cache/assets}"
+target="${CARGO_TARGET_DIR:-target}"
+py=$(scripts/setup-ann-bench.sh | tail -n1)
+cargo build --release -q -p mirage-index --example bench_ann
+cargo build --release -q -p mirage-server --bin mirage
+bench="$target/release/examples/bench_ann"
+mirage="$target/release/mirage"
+
+out="$cache/bench/ann-synthetic-$n"
+rm -rf "$out"
+RAYON_NUM_THREADS=$threads "$bench" "$out" --n "$n" --threads "$threads"
+echo
+"$py" scripts/bench/ann_peers.py "$out"
+
+if [[ -d "$assets/minilm" && -d "$assets/radlabels/synthetic_reports" ]]; then
+  bundle="$cache/bench/minilm-bundle"
+  if [[ ! -f "$bundle/bundle.json" ]]; then
+    "$mirage" model import-hf --text "$assets/minilm" --vision-arch resnet18 --vision-pool mean \
+      --image-size 64 --model-id minilm-bench --out "$bundle"
+  fi
+  real="$cache/bench/ann-minilm-radlabels"
+  rm -rf "$real" && mkdir -p "$real"
+  echo "embedding the radlabels reports with MiniLM…" >&2
+  "$py" - "$mirage" "$bundle" "$assets/radlabels/synthetic_reports" "$real/embeddings.f32" <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+import numpy as np
+mirage, bundle, reports, out = sys.argv[1:]
+texts = [p.read_text().strip() for p in sorted(Path(reports).glob("*.txt"))]
+rows = []
+for i in range(0, len(texts), 100):
+    res = subprocess.run([mirage, "embed", "--bundle", bundle, "--format", "jsonl", "--text", *texts[i:i + 100]],
+                         check=True, capture_output=True, text=True)
+    rows += [json.loads(line)["embedding"] for line in res.stdout.splitlines()]
+np.asarray(rows, dtype="<f4").tofile(out)
+print(f"{len(rows)} embeddings", file=sys.stderr)
+PY
+  RAYON_NUM_THREADS=$threads "$bench" "$real" --embeddings "$real/embeddings.f32" --dim 384 \
+    --holdout 100 --threads "$threads" --ef 10,16,32,64 --dataset "MiniLM-L6 radlabels reports (100 held out as queries)"
+  echo
+  "$py" scripts/bench/ann_peers.py "$real"
+else
+  echo "(no MiniLM/radlabels assets: run scripts/fetch-assets.sh for the real-embedding table)" >&2
+fi

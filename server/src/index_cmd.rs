@@ -1,0 +1,377 @@
+//! `mirage index …` and `mirage search`: build, inspect, compact and prune collections, and
+//! query them from the shell.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use mirage_index::corpus::{read_corpus, CorpusFormat, CorpusOptions};
+use mirage_index::pipeline::{
+    estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
+};
+use mirage_index::{
+    drop_collection, Collection, CollectionConfig, Filter, HnswParams, SearchMode, SearchRequest,
+    StoreSpec, VectorName,
+};
+use mirage_model::image_input::{load_image, DecodeOptions};
+use serde_json::json;
+
+/// Where collections live.
+#[derive(Args, Clone)]
+pub(crate) struct StoreArgs {
+    /// Store: `embedded:DIR` (one directory per collection under DIR) or `qdrant:URL` (gRPC,
+    /// e.g. qdrant:http://localhost:6334; API key from MIRAGE_QDRANT_API_KEY).
+    #[arg(long, env = "MIRAGE_STORE", default_value = "embedded:./indexes")]
+    store: String,
+    /// Collection name.
+    #[arg(long, env = "MIRAGE_COLLECTION")]
+    collection: String,
+}
+
+impl StoreArgs {
+    fn spec(&self) -> Result<StoreSpec> {
+        Ok(self.store.parse()?)
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum IndexCommand {
+    /// Embed a corpus and write it to a collection (resumable: re-running skips indexed ids).
+    Build(BuildArgs),
+    /// Print a collection's size, model and settings as JSON.
+    Info(StoreArgs),
+    /// Rebuild an embedded collection's graphs without deleted vectors.
+    Compact(StoreArgs),
+    /// Delete items by id or by filter, or the whole collection.
+    Delete(DeleteArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// PMC-OA jsonl: `image`, `caption`, other fields become payload.
+    Pmcoa,
+    /// ROCO: caption CSV (id, caption[, name]) or captions.txt, plus an image folder.
+    Roco,
+    /// MIMIC-CXR-style report CSV: id and report columns, other columns become payload.
+    Mimic,
+    /// Plain JSONL: `id`, `text`, `image`, `metadata`.
+    Jsonl,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProgressArg {
+    Bar,
+    Jsonl,
+    Quiet,
+}
+
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    /// Bundle directory.
+    #[arg(long, env = "MIRAGE_BUNDLE")]
+    bundle: PathBuf,
+    /// Corpus file.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Corpus format.
+    #[arg(long, value_enum)]
+    format: FormatArg,
+    /// Folder that image paths in the corpus are relative to; paths may not leave it.
+    #[arg(long)]
+    image_root: Option<PathBuf>,
+    /// Id column (mimic: default study_id; roco: default id).
+    #[arg(long)]
+    id_column: Option<String>,
+    /// Text column (mimic: default report; roco: default caption).
+    #[arg(long)]
+    text_column: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Items per embedding batch and write.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Image decoding threads (default: available cores, at most 8).
+    #[arg(long)]
+    decode_threads: Option<usize>,
+    /// Stop at the first bad corpus row instead of reporting and skipping it.
+    #[arg(long)]
+    strict: bool,
+    /// Frame of multi-frame DICOM files.
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Progress: a bar on stderr, JSON lines on stdout (one per committed batch, with its ids),
+    /// or nothing.
+    #[arg(long, value_enum, default_value = "bar")]
+    progress: ProgressArg,
+    /// Write the graph to disk after this many new items, so a restart after a crash re-inserts
+    /// at most this many (every acknowledged item is durable regardless).
+    #[arg(long, default_value_t = PipelineOptions::default().flush_every)]
+    flush_every: usize,
+    /// HNSW links per node (new collections).
+    #[arg(long, default_value_t = HnswParams::default().m)]
+    m: usize,
+    /// HNSW build beam width (new collections).
+    #[arg(long, default_value_t = HnswParams::default().ef_construction)]
+    ef_construction: usize,
+    /// HNSW default search beam width (new collections).
+    #[arg(long, default_value_t = HnswParams::default().ef_search)]
+    ef_search: usize,
+    /// Below this many candidates, search is exact (new collections).
+    #[arg(long, default_value_t = HnswParams::default().exact_threshold)]
+    exact_threshold: usize,
+    /// Qdrant: shard number (new collections).
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Qdrant: replication factor (new collections).
+    #[arg(long)]
+    replicas: Option<u32>,
+}
+
+#[derive(Args)]
+pub(crate) struct DeleteArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Item ids to delete.
+    #[arg(long = "id", num_args = 1.., conflicts_with_all = ["filter", "all"])]
+    ids: Vec<String>,
+    /// Delete the items whose payload passes this filter (JSON, see README).
+    #[arg(long, conflicts_with = "all")]
+    filter: Option<String>,
+    /// Delete the whole collection.
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct SearchArgs {
+    /// Bundle directory (must be the one the collection was built with).
+    #[arg(long, env = "MIRAGE_BUNDLE")]
+    bundle: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Query text.
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    text: Option<String>,
+    /// Query image (PNG, JPEG, DICOM).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Which item vectors to search: text (reports, captions) or image.
+    #[arg(long, value_enum, default_value = "text")]
+    target: TargetArg,
+    /// Number of hits.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Hits to skip (pagination).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Payload filter (JSON).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Drop hits scoring below this cosine.
+    #[arg(long)]
+    score_threshold: Option<f32>,
+    /// HNSW beam width for this query.
+    #[arg(long)]
+    ef: Option<usize>,
+    /// Brute-force search: exact, slower on large collections.
+    #[arg(long)]
+    exact: bool,
+    /// Frame of multi-frame DICOM query images.
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    Text,
+    Image,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub(crate) fn run_index(command: IndexCommand) -> Result<()> {
+    let rt = runtime()?;
+    match command {
+        IndexCommand::Build(args) => build(args, &rt),
+        IndexCommand::Info(store) => {
+            let c = rt.block_on(Collection::open(&store.spec()?, &store.collection))?;
+            let info = rt.block_on(c.info())?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+        IndexCommand::Compact(store) => {
+            let c = rt.block_on(Collection::open(&store.spec()?, &store.collection))?;
+            let before = rt.block_on(c.info())?.tombstones;
+            rt.block_on(c.compact())?;
+            eprintln!(
+                "compacted {}: {before} tombstones removed",
+                store.collection
+            );
+            Ok(())
+        }
+        IndexCommand::Delete(args) => delete(args, &rt),
+    }
+}
+
+fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let spec = args.store.spec()?;
+    let model = mirage_model::MirageModel::open_cpu(&args.bundle)
+        .with_context(|| format!("loading bundle {}", args.bundle.display()))?;
+    let format = match args.format {
+        FormatArg::Pmcoa => CorpusFormat::PmcOa,
+        FormatArg::Roco => CorpusFormat::Roco,
+        FormatArg::Mimic => CorpusFormat::Mimic,
+        FormatArg::Jsonl => CorpusFormat::Jsonl,
+    };
+    let options = CorpusOptions {
+        format,
+        image_root: args.image_root.clone(),
+        id_column: args.id_column.clone(),
+        text_column: args.text_column.clone(),
+    };
+    let records = read_corpus(&args.corpus, &options)?;
+    let config = CollectionConfig {
+        dim: model.dim(),
+        model: model_ref(&model),
+        hnsw: HnswParams {
+            m: args.m,
+            ef_construction: args.ef_construction,
+            ef_search: args.ef_search,
+            exact_threshold: args.exact_threshold,
+        },
+        shard_number: args.shards,
+        replication_factor: args.replicas,
+    };
+    if !(2..=256).contains(&config.hnsw.m)
+        || config.hnsw.ef_construction == 0
+        || config.hnsw.ef_search == 0
+    {
+        bail!("--m must be in 2..=256 and --ef-construction, --ef-search at least 1");
+    }
+    let collection = rt.block_on(Collection::create_or_open(
+        &spec,
+        &args.store.collection,
+        &config,
+    ))?;
+    let progress = match args.progress {
+        ProgressArg::Bar => ProgressMode::Bar,
+        ProgressArg::Jsonl => ProgressMode::Jsonl,
+        ProgressArg::Quiet => ProgressMode::Quiet,
+    };
+    let pipeline = PipelineOptions {
+        batch_size: args.batch_size,
+        decode_threads: args
+            .decode_threads
+            .unwrap_or(PipelineOptions::default().decode_threads),
+        strict: args.strict,
+        decode: DecodeOptions { frame: args.frame },
+        progress,
+        expected_records: estimate_records(&args.corpus),
+        flush_every: args.flush_every.max(1),
+    };
+    let summary = index_records(&model, &collection, rt.handle(), records, &pipeline)?;
+    let info = rt.block_on(collection.info())?;
+    eprintln!(
+        "indexed {} new items into {} ({} already present, {} bad rows, {} failed) in {:.1} s, {:.1} items/s; collection now holds {} items",
+        summary.indexed,
+        args.store.collection,
+        summary.already_present,
+        summary.bad_rows.len(),
+        summary.failed.len(),
+        summary.seconds,
+        summary.items_per_second,
+        info.items
+    );
+    let mut out = serde_json::to_value(&summary)?;
+    if let Some(o) = out.as_object_mut() {
+        o.insert("event".into(), json!("summary"));
+        o.insert("collection".into(), json!(args.store.collection));
+        o.insert("items".into(), json!(info.items));
+    }
+    println!("{out}");
+    Ok(())
+}
+
+fn delete(args: DeleteArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
+    let spec = args.store.spec()?;
+    let name = &args.store.collection;
+    if args.all {
+        rt.block_on(drop_collection(&spec, name))?;
+        eprintln!("deleted collection {name}");
+        return Ok(());
+    }
+    let c = rt.block_on(Collection::open(&spec, name))?;
+    let deleted = match (&args.filter, args.ids.is_empty()) {
+        (Some(f), _) => rt.block_on(c.delete_by_filter(Filter::from_json(f)?))?,
+        (None, false) => rt.block_on(c.delete(args.ids.clone()))?,
+        (None, true) => bail!("say what to delete: --id ID…, --filter JSON or --all"),
+    };
+    rt.block_on(c.flush())?;
+    println!("{}", json!({"deleted": deleted, "collection": name}));
+    Ok(())
+}
+
+pub(crate) fn search(args: SearchArgs) -> Result<()> {
+    if args.k == 0 {
+        bail!("--k must be at least 1");
+    }
+    let rt = runtime()?;
+    let model = mirage_model::MirageModel::open_cpu(&args.bundle)
+        .with_context(|| format!("loading bundle {}", args.bundle.display()))?;
+    let c = rt.block_on(Collection::open(
+        &args.store.spec()?,
+        &args.store.collection,
+    ))?;
+    c.check_model(&model_ref(&model))?;
+    let vector = match (&args.text, &args.image) {
+        (Some(t), _) => model.embed_texts(&[t.as_str()])?.remove(0),
+        (None, Some(p)) => {
+            let img = load_image(p, DecodeOptions { frame: args.frame })?;
+            model.embed_images(&[img])?.remove(0)
+        }
+        (None, None) => bail!("give --text or --image"),
+    };
+    let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
+    let req = SearchRequest {
+        vector,
+        target: match args.target {
+            TargetArg::Text => VectorName::Text,
+            TargetArg::Image => VectorName::Image,
+        },
+        limit: args.k,
+        offset: args.offset,
+        score_threshold: args.score_threshold,
+        filter,
+        ef: args.ef,
+        mode: if args.exact {
+            SearchMode::Exact
+        } else {
+            SearchMode::Auto
+        },
+    };
+    let hits = rt.block_on(c.search(req))?;
+    let mut out = std::io::stdout().lock();
+    for (rank, h) in hits.into_iter().enumerate() {
+        use std::io::Write;
+        let row = json!({
+            "rank": rank + 1 + args.offset,
+            "id": h.id,
+            "score": h.score,
+            "text": h.text,
+            "image": h.image,
+            "payload": h.payload,
+            "collection": args.store.collection,
+            "model_id": model.model_id(),
+        });
+        writeln!(out, "{row}")?;
+    }
+    Ok(())
+}

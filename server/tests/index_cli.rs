@@ -1,0 +1,408 @@
+//! `mirage index` and `mirage search` end to end, including SIGKILL in the middle of indexing.
+
+mod common;
+
+use common::{fail, mirage, ok};
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use mirage_index::{EmbeddedCollection, SearchMode, SearchRequest, VectorName};
+use mirage_model::testing::{write_tiny_bundle, TinyVision};
+use mirage_model::MirageModel;
+use rand::{Rng, SeedableRng};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    bundle: String,
+    corpus: String,
+    images: String,
+    ids: Vec<String>,
+}
+
+/// A tiny bundle and a plain-JSONL corpus of `n` reports, every third with a PNG.
+fn fixture(n: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let bundle = root.join("bundle");
+    write_tiny_bundle(&bundle, TinyVision::ResNetMean, 16, 11).unwrap();
+    let images = root.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let mut lines = Vec::new();
+    let mut ids = Vec::new();
+    let findings = [
+        "effusion",
+        "edema",
+        "pneumothorax",
+        "cardiomegaly",
+        "no acute findings",
+    ];
+    for i in 0..n {
+        let id = format!("report-{i:04}");
+        let mut row = serde_json::json!({
+            "id": id,
+            "text": format!("chest radiograph {i}: {}", findings[i % findings.len()]),
+            "metadata": {"finding": findings[i % findings.len()], "year": 2010 + (i % 10)},
+        });
+        if i % 3 == 0 {
+            let name = format!("cxr{i}.png");
+            image::RgbImage::from_fn(24, 24, |x, y| {
+                image::Rgb([(x * 9 + i as u32) as u8, (y * 5) as u8, (i * 17) as u8])
+            })
+            .save(images.join(&name))
+            .unwrap();
+            row["image"] = serde_json::json!(name);
+        }
+        lines.push(row.to_string());
+        ids.push(id);
+    }
+    let corpus = root.join("reports.jsonl");
+    std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
+    Fixture {
+        root,
+        bundle: bundle.display().to_string(),
+        corpus: corpus.display().to_string(),
+        images: images.display().to_string(),
+        ids,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn store(&self) -> String {
+        format!("embedded:{}", self.root.join("indexes").display())
+    }
+
+    fn build_args<'a>(&'a self, collection: &'a str, store: &'a str) -> Vec<&'a str> {
+        vec![
+            "index",
+            "build",
+            "--bundle",
+            &self.bundle,
+            "--corpus",
+            &self.corpus,
+            "--format",
+            "jsonl",
+            "--image-root",
+            &self.images,
+            "--collection",
+            collection,
+            "--store",
+            store,
+            "--batch-size",
+            "8",
+            "--flush-every",
+            "40",
+            "--decode-threads",
+            "2",
+        ]
+    }
+}
+
+#[test]
+fn build_search_info_delete_from_the_shell() {
+    let f = fixture(30);
+    let store = f.store();
+    let mut args = f.build_args("reports", &store);
+    args.extend(["--progress", "quiet"]);
+    let out = ok(mirage(&args));
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["indexed"], 30);
+    assert_eq!(summary["items"], 30);
+
+    let out = ok(mirage(&[
+        "search",
+        "--bundle",
+        &f.bundle,
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+        "--text",
+        "chest radiograph 7: pneumothorax",
+        "--k",
+        "3",
+    ]));
+    let hits: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[0]["id"], "report-0007");
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{}", hits[0]);
+    assert_eq!(hits[0]["rank"], 1);
+    assert_eq!(hits[0]["payload"]["finding"], "pneumothorax");
+
+    // Image query against image vectors, with a filter.
+    let out = ok(mirage(&[
+        "search",
+        "--bundle",
+        &f.bundle,
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+        "--image",
+        &format!("{}/cxr9.png", f.images),
+        "--target",
+        "image",
+        "--k",
+        "2",
+        "--filter",
+        r#"{"must": [{"key": "year", "range": {"gte": 2019}}]}"#,
+    ]));
+    let hits: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits[0]["id"], "report-0009");
+    assert_eq!(hits[0]["image"], "cxr9.png");
+    assert!(hits
+        .iter()
+        .all(|h| h["payload"]["year"].as_i64().unwrap() >= 2019));
+
+    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
+        "index",
+        "info",
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+    ])))
+    .unwrap();
+    assert_eq!(info["items"], 30);
+    assert_eq!(info["image_vectors"], 10);
+
+    let out = ok(mirage(&[
+        "index",
+        "delete",
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+        "--filter",
+        r#"{"must": [{"key": "finding", "match": {"value": "edema"}}]}"#,
+    ]));
+    assert!(out.contains(r#""deleted":6"#), "{out}");
+    ok(mirage(&[
+        "index",
+        "compact",
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+    ]));
+    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
+        "index",
+        "info",
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+    ])))
+    .unwrap();
+    assert_eq!(info["items"], 24);
+    assert_eq!(info["tombstones"], 0);
+
+    // Errors a user meets.
+    let err = fail(mirage(&[
+        "search",
+        "--bundle",
+        &f.bundle,
+        "--store",
+        &store,
+        "--collection",
+        "nope",
+        "--text",
+        "x",
+    ]));
+    assert!(err.contains("does not exist"), "{err}");
+    let err = fail(mirage(&[
+        "search",
+        "--bundle",
+        &f.bundle,
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+        "--text",
+        "x",
+        "--filter",
+        r#"{"must": [{"key": "year"}]}"#,
+    ]));
+    assert!(err.contains("needs match or range"), "{err}");
+    let other = f.root.join("other-bundle");
+    write_tiny_bundle(&other, TinyVision::ResNetMean, 16, 12).unwrap();
+    let err = fail(mirage(&[
+        "search",
+        "--bundle",
+        &other.display().to_string(),
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+        "--text",
+        "x",
+    ]));
+    assert!(err.contains("was built with model"), "{err}");
+    let err = fail(mirage(&[
+        "index",
+        "info",
+        "--store",
+        "mongodb:x",
+        "--collection",
+        "reports",
+    ]));
+    assert!(err.contains("embedded:DIR or qdrant:URL"), "{err}");
+    let err = fail(mirage(&[
+        "index",
+        "build",
+        "--bundle",
+        &f.bundle,
+        "--corpus",
+        "/nonexistent.jsonl",
+        "--format",
+        "jsonl",
+        "--collection",
+        "x",
+        "--store",
+        &store,
+    ]));
+    assert!(err.contains("/nonexistent.jsonl"), "{err}");
+    if !cfg!(feature = "qdrant") {
+        let err = fail(mirage(&[
+            "index",
+            "info",
+            "--store",
+            "qdrant:http://127.0.0.1:1",
+            "--collection",
+            "reports",
+        ]));
+        assert!(err.contains("features"), "{err}");
+    }
+    ok(mirage(&[
+        "index",
+        "delete",
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+        "--all",
+    ]));
+    let err = fail(mirage(&[
+        "index",
+        "info",
+        "--store",
+        &store,
+        "--collection",
+        "reports",
+    ]));
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+/// Runs `mirage index build` with JSON progress and SIGKILLs it after `commits` acknowledged
+/// batches (or lets it finish when `None`). Returns the acknowledged ids and whether it finished.
+fn run_until(f: &Fixture, collection: &str, commits: Option<usize>) -> (Vec<String>, bool) {
+    let store = f.store();
+    let mut args = f.build_args(collection, &store);
+    args.extend(["--progress", "jsonl"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = Vec::new();
+    let mut seen = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "committed" {
+            acked.extend(
+                v["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_str().unwrap().to_string()),
+            );
+            seen += 1;
+            if Some(seen) == commits {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                return (acked, false);
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "indexer failed: {status}");
+    (acked, true)
+}
+
+fn open(f: &Fixture, name: &str) -> EmbeddedCollection {
+    EmbeddedCollection::open(&f.root.join("indexes"), name).unwrap()
+}
+
+#[test]
+fn sigkill_mid_indexing_loses_nothing_acknowledged_and_resumes_to_a_clean_result() {
+    let f = fixture(240);
+    let (_, finished) = run_until(&f, "clean", None);
+    assert!(finished);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let mut all_acked: HashSet<String> = HashSet::new();
+    let mut kills = 0;
+    loop {
+        let commits = rng.random_range(1..=6);
+        let (acked, finished) = run_until(&f, "crashy", Some(commits));
+        all_acked.extend(acked);
+        if finished {
+            break;
+        }
+        kills += 1;
+        // Whatever was acknowledged before the kill is there, and the index opens.
+        let c = open(&f, "crashy");
+        let present = c.existing(&all_acked.iter().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            present.len(),
+            all_acked.len(),
+            "acknowledged items lost after kill {kills}"
+        );
+        drop(c);
+        assert!(kills < 60, "indexing never finished");
+    }
+    assert!(
+        kills >= 3,
+        "only {kills} kills: the test did not exercise crashes"
+    );
+
+    let clean = open(&f, "clean");
+    let crashy = open(&f, "crashy");
+    assert_eq!(clean.info().items, 240);
+    assert_eq!(crashy.info().items, 240);
+    assert_eq!(crashy.get(&f.ids).unwrap(), clean.get(&f.ids).unwrap());
+    let model = MirageModel::open_cpu(Path::new(&f.bundle)).unwrap();
+    for q in ["pneumothorax", "chest radiograph 17", "no acute findings"] {
+        let v = model.embed_texts(&[q]).unwrap().remove(0);
+        for mode in [SearchMode::Exact, SearchMode::Auto] {
+            let mut req = SearchRequest::new(v.clone(), VectorName::Text, 10);
+            req.mode = mode;
+            let a: Vec<_> = clean
+                .search(&req)
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect();
+            let b: Vec<_> = crashy
+                .search(&req)
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect();
+            assert_eq!(a, b, "{q}");
+        }
+    }
+}
