@@ -823,14 +823,11 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let payload: String = row.get(1)?;
-            let payload = match serde_json::from_str(&payload) {
-                Ok(Value::Object(m)) => m,
-                _ => {
-                    return Err(IndexError::Corrupt {
-                        path: dir.to_path_buf(),
-                        reason: format!("payload of item {id:?} is not a JSON object"),
-                    })
-                }
+            let Ok(Value::Object(payload)) = serde_json::from_str(&payload) else {
+                return Err(IndexError::Corrupt {
+                    path: dir.to_path_buf(),
+                    reason: format!("payload of item {id:?} is not a JSON object"),
+                });
             };
             state.add_item(ItemEntry {
                 id,

@@ -215,7 +215,10 @@ impl QdrantCollection {
                     HnswConfigDiffBuilder::default()
                         .m(config.hnsw.m as u64)
                         .ef_construct(config.hnsw.ef_construction as u64)
-                        .full_scan_threshold(config.hnsw.exact_threshold as u64),
+                        // Qdrant counts this threshold in KiB of vectors, ours in vectors.
+                        .full_scan_threshold(
+                            (config.hnsw.exact_threshold * config.dim * 4).div_ceil(1024) as u64,
+                        ),
                 )
                 .metadata(metadata);
             if let Some(n) = config.shard_number {
