@@ -414,7 +414,9 @@ impl BundleConfig {
         if arch.embed_dim == 0 {
             problems.push("architecture.embed_dim must be > 0".to_owned());
         }
-        if bert.num_attention_heads == 0 || !bert.hidden_size.is_multiple_of(bert.num_attention_heads) {
+        if bert.num_attention_heads == 0
+            || !bert.hidden_size.is_multiple_of(bert.num_attention_heads)
+        {
             problems.push(format!(
                 "text hidden_size {} is not divisible by num_attention_heads {}",
                 bert.hidden_size, bert.num_attention_heads
