@@ -32,14 +32,12 @@ use crate::graph::{
 };
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 use crate::types::{
-    unit_vector, validate_id, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
+    checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
     SearchMode, SearchRequest, StoredItem, VectorName,
 };
 
 const DB_FILE: &str = "items.sqlite";
 const LOCK_FILE: &str = "LOCK";
-/// Payload key reserved for the stores' own bookkeeping (the Qdrant store keeps id and text there).
-pub const RESERVED_PAYLOAD_KEY: &str = "_mirage";
 
 /// In-memory view of one item: what filtering and hit assembly need without touching the disk.
 struct ItemEntry {
@@ -284,16 +282,9 @@ impl EmbeddedCollection {
 
     /// Refuses a model other than the one the collection was built with.
     pub fn check_model(&self, model: &crate::types::ModelRef) -> Result<()> {
-        if &self.manifest.model != model {
-            return Err(IndexError::ModelMismatch {
-                collection: self.manifest.name.clone(),
-                index_model_id: self.manifest.model.model_id.clone(),
-                index_sha256: self.manifest.model.sha256.clone(),
-                given_model_id: model.model_id.clone(),
-                given_sha256: model.sha256.clone(),
-            });
-        }
-        Ok(())
+        self.manifest
+            .model
+            .ensure_matches(&self.manifest.name, model)
     }
 
     fn lock_writer(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -323,21 +314,7 @@ impl EmbeddedCollection {
         let mut prepared = Vec::with_capacity(items.len());
         let mut seen = HashMap::new();
         for item in items {
-            validate_id(&item.id)?;
-            validate_payload(&item.payload)?;
-            let mut vectors: [Option<Vec<f32>>; 2] = [None, None];
-            for name in VectorName::ALL {
-                if let Some(v) = item.vector(name) {
-                    vectors[name.index()] =
-                        Some(unit_vector(&format!("item {:?} {name}", item.id), v, dim)?);
-                }
-            }
-            if vectors.iter().all(Option::is_none) {
-                return Err(IndexError::invalid(format!(
-                    "item {:?} has neither a text nor an image vector",
-                    item.id
-                )));
-            }
+            let vectors = checked_vectors(&item, dim)?;
             // Within one batch the last write of an id wins, as if sent one by one.
             if let Some(previous) = seen.insert(item.id.clone(), prepared.len()) {
                 prepared[previous] = None;
@@ -766,15 +743,6 @@ pub fn validate_collection_name(name: &str) -> Result<()> {
              not starting with '.'"
         )))
     }
-}
-
-pub(crate) fn validate_payload(payload: &Map<String, Value>) -> Result<()> {
-    if payload.contains_key(RESERVED_PAYLOAD_KEY) {
-        return Err(IndexError::invalid(format!(
-            "payload key {RESERVED_PAYLOAD_KEY:?} is reserved"
-        )));
-    }
-    Ok(())
 }
 
 fn read_graph_meta(conn: &Connection, name: VectorName) -> Result<Option<(u64, String)>> {

@@ -15,12 +15,13 @@ use qdrant_client::{Payload, Qdrant};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::embedded::{validate_collection_name, validate_payload, RESERVED_PAYLOAD_KEY};
+use crate::embedded::validate_collection_name;
 use crate::error::{IndexError, Result};
 use crate::filter::{Condition, FieldTest, Filter, MatchValue};
 use crate::types::{
-    unit_vector, validate_id, validate_search, CollectionConfig, CollectionInfo, Hit, HnswParams,
-    Item, ModelRef, SearchMode, SearchRequest, StoredItem, VectorName,
+    checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit,
+    HnswParams, Item, ModelRef, SearchMode, SearchRequest, StoredItem, VectorName,
+    RESERVED_PAYLOAD_KEY,
 };
 
 /// Points per upsert request: large enough to amortise the round trip, small enough to stay
@@ -239,15 +240,7 @@ impl QdrantCollection {
                 reason: format!("it has dimension {}, the model gives {}", c.dim, config.dim),
             });
         }
-        if c.model != config.model {
-            return Err(IndexError::ModelMismatch {
-                collection: name.into(),
-                index_model_id: c.model.model_id.clone(),
-                index_sha256: c.model.sha256.clone(),
-                given_model_id: config.model.model_id.clone(),
-                given_sha256: config.model.sha256.clone(),
-            });
-        }
+        c.model.ensure_matches(name, &config.model)?;
         Ok(c)
     }
 
@@ -309,21 +302,11 @@ impl QdrantCollection {
     pub async fn upsert(&self, items: Vec<Item>) -> Result<()> {
         let mut points = Vec::with_capacity(items.len());
         for item in items {
-            validate_id(&item.id)?;
-            validate_payload(&item.payload)?;
-            let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
-            for name in VectorName::ALL {
-                if let Some(v) = item.vector(name) {
-                    let what = format!("item {:?} {name}", item.id);
-                    vectors.insert(name.as_str().into(), unit_vector(&what, v, self.dim)?);
-                }
-            }
-            if vectors.is_empty() {
-                return Err(IndexError::invalid(format!(
-                    "item {:?} has neither a text nor an image vector",
-                    item.id
-                )));
-            }
+            let vectors: HashMap<String, Vec<f32>> = VectorName::ALL
+                .into_iter()
+                .zip(checked_vectors(&item, self.dim)?)
+                .filter_map(|(name, v)| Some((name.as_str().to_string(), v?)))
+                .collect();
             let mut payload = item.payload;
             payload.insert(
                 RESERVED_PAYLOAD_KEY.into(),

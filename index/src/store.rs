@@ -155,17 +155,7 @@ impl Collection {
 
     /// Refuses a model other than the one the collection was built with, naming both.
     pub fn check_model(&self, model: &ModelRef) -> Result<()> {
-        let built = self.model();
-        if built != model {
-            return Err(IndexError::ModelMismatch {
-                collection: self.name().to_string(),
-                index_model_id: built.model_id.clone(),
-                index_sha256: built.sha256.clone(),
-                given_model_id: model.model_id.clone(),
-                given_sha256: model.sha256.clone(),
-            });
-        }
-        Ok(())
+        self.model().ensure_matches(self.name(), model)
     }
 
     /// Collection name.

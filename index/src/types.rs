@@ -176,6 +176,22 @@ pub struct ModelRef {
     pub sha256: String,
 }
 
+impl ModelRef {
+    /// Refuses `given` unless it is this model (the one `collection` was built with), naming both.
+    pub fn ensure_matches(&self, collection: &str, given: &ModelRef) -> Result<()> {
+        if self != given {
+            return Err(IndexError::ModelMismatch {
+                collection: collection.to_string(),
+                index_model_id: self.model_id.clone(),
+                index_sha256: self.sha256.clone(),
+                given_model_id: given.model_id.clone(),
+                given_sha256: given.sha256.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// HNSW graph parameters (both stores).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HnswParams {
@@ -256,7 +272,36 @@ pub struct CollectionInfo {
     pub format_version: u32,
 }
 
-pub(crate) fn validate_id(id: &str) -> Result<()> {
+/// Payload key reserved for the stores' own bookkeeping (the Qdrant store keeps id and text there).
+pub const RESERVED_PAYLOAD_KEY: &str = "_mirage";
+
+/// Everything both stores check before writing an item: its id, its payload keys, and its
+/// vectors (right length, finite, non-zero; at least one). Returns the vectors at unit length,
+/// indexed by [`VectorName`] order.
+pub(crate) fn checked_vectors(item: &Item, dim: usize) -> Result<[Option<Vec<f32>>; 2]> {
+    validate_id(&item.id)?;
+    if item.payload.contains_key(RESERVED_PAYLOAD_KEY) {
+        return Err(IndexError::invalid(format!(
+            "payload key {RESERVED_PAYLOAD_KEY:?} is reserved"
+        )));
+    }
+    let mut vectors: [Option<Vec<f32>>; 2] = [None, None];
+    for name in VectorName::ALL {
+        if let Some(v) = item.vector(name) {
+            vectors[name.index()] =
+                Some(unit_vector(&format!("item {:?} {name}", item.id), v, dim)?);
+        }
+    }
+    if vectors.iter().all(Option::is_none) {
+        return Err(IndexError::invalid(format!(
+            "item {:?} has neither a text nor an image vector",
+            item.id
+        )));
+    }
+    Ok(vectors)
+}
+
+fn validate_id(id: &str) -> Result<()> {
     if id.is_empty() {
         return Err(IndexError::invalid("item id is empty"));
     }
