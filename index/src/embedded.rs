@@ -104,7 +104,28 @@ pub struct EmbeddedCollection {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     state: RwLock<State>,
+    /// Committed writes so far (persisted in `meta`): the version a search result cites.
+    generation: std::sync::atomic::AtomicU64,
     _lock: fs_err::File,
+}
+
+fn read_generation(conn: &Connection) -> Result<u64> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Counts one committed write inside its transaction, so the counter and the data never disagree.
+fn bump_generation(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('generation', '1') \
+         ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        [],
+    )?;
+    Ok(())
 }
 
 fn open_db(dir: &Path) -> Result<Connection> {
@@ -258,12 +279,14 @@ impl EmbeddedCollection {
         writer.execute_batch(SCHEMA)?;
         let reader = open_db(&dir)?;
         let state = load_state(&dir, &manifest, &writer)?;
+        let generation = read_generation(&writer)?;
         let collection = Self {
             dir,
             manifest,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             state: RwLock::new(state),
+            generation: generation.into(),
             _lock: lock,
         };
         collection.remove_stray_dumps()?;
@@ -355,7 +378,10 @@ impl EmbeddedCollection {
                 new_points.push(points);
             }
         }
+        bump_generation(&tx)?;
         tx.commit()?;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 
         // Durable from here on; now make it searchable. The graph insert happens before the
         // flat store learns of the points, so a concurrent search that meets them in the graph
@@ -411,7 +437,14 @@ impl EmbeddedCollection {
                 deleted += del_item.execute([id])? as u64;
             }
         }
+        if deleted > 0 {
+            bump_generation(&tx)?;
+        }
         tx.commit()?;
+        if deleted > 0 {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let mut state = self.write_state();
         for id in ids {
             if let Some(&slot) = state.slot_of.get(id) {
@@ -616,6 +649,7 @@ impl EmbeddedCollection {
             image_vectors: state.spaces[1].flat.len() as u64,
             tombstones: tombstones as u64,
             format_version: self.manifest.format_version,
+            generation: Some(self.generation.load(std::sync::atomic::Ordering::SeqCst)),
         }
     }
 

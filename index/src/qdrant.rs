@@ -508,6 +508,8 @@ impl QdrantCollection {
                 .await?,
             tombstones: 0,
             format_version: crate::manifest::FORMAT_VERSION,
+            // Qdrant keeps no collection-wide write counter.
+            generation: None,
         })
     }
 }

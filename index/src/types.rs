@@ -270,6 +270,10 @@ pub struct CollectionInfo {
     pub tombstones: u64,
     /// On-disk format version (embedded store).
     pub format_version: u32,
+    /// Committed writes (upserts and effective deletes) since creation: the index version that
+    /// search results cite. The Qdrant store has none.
+    #[serde(default)]
+    pub generation: Option<u64>,
 }
 
 /// Payload key reserved for the stores' own bookkeeping (the Qdrant store keeps id and text there).

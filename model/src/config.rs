@@ -48,6 +48,10 @@ pub struct BundleConfig {
     /// Temperature fitted on held-out data, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// How the matching score s is computed against the exported text bank (METHOD.md §2.2);
+    /// the training initial value σ_q = 1/0.07 with a soft NN when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<Matching>,
     /// Where the weights came from: training data, loss configuration, epochs, commit, metrics,
     /// or the import sources. Free-form JSON so the trainer can add fields without a format bump.
     #[serde(default)]
@@ -405,6 +409,26 @@ pub struct Calibration {
     pub fitted_on: String,
 }
 
+/// The nearest-neighbour text used for the matching score s, as the model was trained.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matching {
+    /// σ_q, the multiplicative scale of the soft-NN softmax over the bank (exp of θ_q).
+    pub nn_scale: f32,
+    /// Hard NN (argmax row) instead of the softmax-weighted mean.
+    #[serde(default)]
+    pub hard: bool,
+}
+
+impl Default for Matching {
+    fn default() -> Self {
+        Self {
+            nn_scale: 1.0 / 0.07,
+            hard: false,
+        }
+    }
+}
+
 impl BundleConfig {
     /// Checks the configuration for internal consistency, reporting every problem at once.
     pub fn validate(&self) -> Result<()> {
@@ -491,6 +515,11 @@ impl BundleConfig {
                     "calibration.temperature {} must be positive",
                     c.temperature
                 ));
+            }
+        }
+        if let Some(m) = &self.matching {
+            if !(m.nn_scale.is_finite() && m.nn_scale > 0.0) {
+                problems.push(format!("matching.nn_scale {} must be positive", m.nn_scale));
             }
         }
         if let Some(t) = &self.prompt_templates {

@@ -12,6 +12,7 @@ mod error;
 pub mod image_input;
 pub mod import;
 pub mod init;
+pub mod matching;
 pub mod model;
 pub mod names;
 pub mod testing;

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::Device;
 use serde_json::json;
 
-use crate::bundle::{write_bundle, Bundle, BundleContents};
+use crate::bundle::{write_bundle, Bundle, BundleContents, TextBank};
 use crate::config::{
     Architecture, BertConfig, BundleConfig, HiddenAct, ImagePreprocess, ResNetConfig, TextPooling,
     TextTower, TokenizerSettings, VisionPooling, VisionTower, VitConfig, FORMAT_VERSION,
@@ -84,6 +84,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
         },
         prompt_templates: None,
         calibration: None,
+        matching: None,
         provenance: json!({"created_by": "mirage_model::testing::write_tiny_bundle"}),
     }
 }
@@ -108,6 +109,38 @@ pub fn write_tiny_bundle(
             tensors: &tensors,
             tokenizer_json: TINY_TOKENIZER_JSON,
             text_bank: None,
+        },
+    )
+}
+
+/// Writes a tiny bundle (weights from `seed`) whose exported text bank holds the model's own
+/// embeddings of `captions`, as `mirage-train export` writes it, for audit tests.
+pub fn write_tiny_bundle_with_bank(
+    dir: &Path,
+    vision: TinyVision,
+    embed_dim: usize,
+    seed: u64,
+    captions: &[&str],
+) -> Result<Bundle> {
+    write_tiny_bundle(dir, vision, embed_dim, seed)?;
+    let model = crate::MirageModel::open_cpu(dir)?;
+    let bank = TextBank {
+        embeddings: model.embed_texts_tensor(captions)?,
+        captions: captions.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let config = tiny_config(vision, embed_dim);
+    let tensors = random_tensors(
+        &names::model_tensors(&config.architecture),
+        seed,
+        &Device::Cpu,
+    )?;
+    write_bundle(
+        dir,
+        BundleContents {
+            config,
+            tensors: &tensors,
+            tokenizer_json: TINY_TOKENIZER_JSON,
+            text_bank: Some(&bank),
         },
     )
 }

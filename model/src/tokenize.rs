@@ -74,6 +74,20 @@ impl TextTokenizer {
         })
     }
 
+    /// Tokens `text` becomes (special tokens included, after truncation): what usage counts.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let input = if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_owned()
+        };
+        let enc = self
+            .inner
+            .encode(input, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
+    }
+
     /// Tokenises a batch, padded to its longest item.
     pub fn encode_batch(&self, texts: &[&str], device: &Device) -> Result<TokenBatch> {
         if texts.is_empty() {

@@ -45,6 +45,10 @@ enum Command {
     Index(index_cmd::IndexCommand),
     /// Search a collection by text or image; prints one JSON object per hit.
     Search(index_cmd::SearchArgs),
+    /// Serve the HTTP API.
+    Serve(mirage_server::config::ServeArgs),
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -171,11 +175,14 @@ struct ClassifyArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli.command) {
+    let result = match cli.command {
+        Command::Serve(args) => serve(args, &cli.log),
+        command => {
+            mirage_server::serve::init_logging(&cli.log, Default::default());
+            run(command)
+        }
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -184,8 +191,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn serve(args: mirage_server::config::ServeArgs, log: &str) -> Result<()> {
+    let settings = args.resolve()?;
+    // Serving logs lifecycle events at info unless the user asked for something else.
+    let filter = if log == "warn" {
+        "info,hnsw_rs=warn"
+    } else {
+        log
+    };
+    mirage_server::serve::init_logging(filter, settings.log_format);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(mirage_server::serve::run(settings, |addr| {
+        // Scripts and tests read the bound address from this line.
+        println!("listening on http://{addr}");
+    }))
+}
+
 fn run(command: Command) -> Result<()> {
     match command {
+        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Openapi => {
+            println!("{}", mirage_server::app::openapi().to_pretty_json()?);
+            Ok(())
+        }
         Command::Model(ModelCommand::ImportHf(args)) => import(args),
         Command::Model(ModelCommand::Info { bundle }) => {
             let b = Bundle::open(&bundle)

@@ -144,3 +144,22 @@ fn unknown_format_versions_and_missing_collections_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn generation_counts_committed_writes_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let vectors = random_vectors(4, DIM, 5);
+    {
+        let c = EmbeddedCollection::create_or_open(dir.path(), "g", &config(DIM)).unwrap();
+        assert_eq!(c.info().generation, Some(0));
+        fill(&c, &vectors[..2], 0);
+        fill(&c, &vectors[2..], 2);
+        // Deleting nothing changes nothing, so it is not a new version.
+        assert_eq!(c.delete(&["absent".into()]).unwrap(), 0);
+        assert_eq!(c.info().generation, Some(2));
+        assert_eq!(c.delete(&["id-0".into()]).unwrap(), 1);
+        assert_eq!(c.info().generation, Some(3));
+    }
+    let c = EmbeddedCollection::open(dir.path(), "g").unwrap();
+    assert_eq!(c.info().generation, Some(3));
+}

@@ -1,0 +1,375 @@
+//! The router: routes, OpenAPI, and the layers every request passes (request id, problem
+//! details for every error, metrics, auth, CORS, timeout, body limit, panic catching).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Spec, Ref, ResponseBuilder};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ErrorKind, InternalCause, Problem, PROBLEM_JSON};
+use crate::routes::{audit, classify, collections, embeddings, ops, search};
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "MIRAGE-RS",
+        description = "Noise-robust medical image–text retrieval: zero-shot classification, cross-modal search, MM-RAG context and caption audit. Every error is application/problem+json (RFC 9457).",
+        license(name = "Apache-2.0")
+    ),
+    tags(
+        (name = "inference", description = "Embeddings, zero-shot classification, audit"),
+        (name = "retrieval", description = "Search and RAG context"),
+        (name = "collections", description = "Collection lifecycle and items"),
+        (name = "operations", description = "Probes, info, metrics")
+    ),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(embeddings::embeddings))
+        .routes(routes!(classify::classify))
+        .routes(routes!(search::search))
+        .routes(routes!(search::rag_context))
+        .routes(routes!(audit::audit))
+        .routes(routes!(
+            collections::create_collection,
+            collections::get_collection,
+            collections::delete_collection
+        ))
+        .routes(routes!(
+            collections::upsert_items,
+            collections::delete_items
+        ))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::info))
+        .routes(routes!(ops::metrics))
+}
+
+/// Status codes every `/v1` operation can answer with a problem, besides its own.
+const PROBLEM_STATUSES: [(&str, &str); 10] = [
+    ("400", "Malformed JSON or multipart body"),
+    ("401", "Missing or unknown API key"),
+    ("403", "The key's scope does not allow this route"),
+    ("404", "Unknown collection, model or route"),
+    (
+        "409",
+        "Collection built with another model, or the bundle lacks a text bank",
+    ),
+    ("413", "Body above max_body_bytes"),
+    ("415", "Content-Type or image encoding not supported"),
+    (
+        "422",
+        "Invalid request: wrong types, values out of range, undecodable image",
+    ),
+    (
+        "429",
+        "Inference queue full; retry after Retry-After seconds",
+    ),
+    ("503", "Not ready, draining, or timed out"),
+];
+
+fn finish_spec(mut api: Spec) -> Spec {
+    let problem = |desc: &str| {
+        ResponseBuilder::new()
+            .description(desc)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, desc) in PROBLEM_STATUSES {
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| problem(desc).into());
+            }
+            op.responses
+                .responses
+                .entry("500".to_owned())
+                .or_insert_with(|| problem("Server error; details are in its log").into());
+        }
+    }
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+    );
+    api
+}
+
+/// The OpenAPI document of the API (what `mirage openapi` prints and `/openapi.json` serves).
+pub fn openapi() -> Spec {
+    let (_, api) = routes().split_for_parts();
+    finish_spec(api)
+}
+
+/// The service: routes plus every layer. Pure: binds nothing, spawns nothing.
+pub fn app(state: AppState) -> Router {
+    let (router, api) = routes().split_for_parts();
+    let spec = finish_spec(api);
+    let settings = &state.settings;
+    let router = router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let spec = spec.clone();
+                async move { Json(spec) }
+            }),
+        )
+        .route("/livez", axum::routing::get(ops::health))
+        .route("/readyz", axum::routing::get(ops::ready))
+        .fallback(|| async { ApiError::not_found("no such route; GET /openapi.json lists them") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorKind::MethodNotAllowed,
+                "this route does not take that method; GET /openapi.json lists the methods",
+            )
+        })
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_route))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(settings.request_timeout_secs),
+        ))
+        .layer(CatchPanicLayer::new());
+    let router = match cors(&settings.cors_origins) {
+        Some(c) => router.layer(c),
+        None => router,
+    };
+    router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            problems_and_telemetry,
+        ))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            "x-api-key".parse().expect("static header"),
+        ])
+        .expose_headers([
+            "x-request-id".parse().expect("static header"),
+            header::RETRY_AFTER,
+        ]);
+    Some(if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        layer.allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
+    })
+}
+
+/// The route template that served a request, passed from the inner layer to the outer one.
+#[derive(Clone)]
+struct RouteTemplate(String);
+
+async fn record_route(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let mut res = next.run(req).await;
+    if let Some(r) = route {
+        res.extensions_mut().insert(RouteTemplate(r));
+    }
+    res
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req-{:x}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Outermost layer: request id, span, metrics, and problem details for every error response,
+/// whichever layer produced it (router 404/405, body limit 413, timeout, panic).
+async fn problems_and_telemetry(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let id = request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", %method, %path, request_id = %id);
+    let start = Instant::now();
+    let res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let mut res = if res.status().is_client_error() || res.status().is_server_error() {
+        to_problem(res, &path, &id).await
+    } else {
+        res
+    };
+    let route = res
+        .extensions()
+        .get::<RouteTemplate>()
+        .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
+    let status = res.status();
+    let elapsed = start.elapsed().as_secs_f64();
+    state
+        .metrics
+        .request(method.as_str(), &route, status.as_u16(), elapsed);
+    let _g = span.enter();
+    if let Some(cause) = res.extensions().get::<InternalCause>() {
+        tracing::error!(status = status.as_u16(), cause = %cause.0, "request failed");
+    } else if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), "request failed");
+    } else {
+        tracing::debug!(status = status.as_u16(), seconds = elapsed, "request done");
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+async fn to_problem(res: Response, path: &str, id: &str) -> Response {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let (mut parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut problem: Problem = match is_problem
+        .then(|| serde_json::from_slice::<Problem>(&bytes).ok())
+        .flatten()
+    {
+        Some(p) => p,
+        None => {
+            // A bare status from a layer: name it properly. A timeout becomes 503 + Retry-After.
+            let kind = ErrorKind::from_status(parts.status);
+            let detail = match kind {
+                ErrorKind::Timeout => "the request took longer than the server's request_timeout_secs; retry, or send less per request".to_owned(),
+                ErrorKind::PayloadTooLarge => "the request body exceeds the server's limit (see max_body_bytes in GET /info)".to_owned(),
+                ErrorKind::Internal => "the server failed to process the request; the cause is in its log".to_owned(),
+                _ => String::from_utf8_lossy(&bytes).trim().to_owned(),
+            };
+            let mut e = ApiError::new(kind, detail);
+            if kind == ErrorKind::Timeout {
+                e = e.retry_after(1);
+                parts
+                    .headers
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            parts.status = kind.status();
+            e.problem()
+        }
+    };
+    problem.instance = Some(path.to_owned());
+    problem.request_id = Some(id.to_owned());
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&problem).expect("problem serialises — this is a bug");
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn public_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/livez" | "/ready" | "/readyz" | "/metrics" | "/openapi.json" | "/"
+    )
+}
+
+fn needs_admin(method: &Method, path: &str) -> bool {
+    path.starts_with("/v1/collections/") && method != Method::GET
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let s = &state.settings;
+    if !s.auth_enabled() || public_path(req.uri().path()) || req.method() == Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim);
+    let unauthorized = |detail: &str| {
+        let mut r = ApiError::new(ErrorKind::Unauthorized, detail).into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    };
+    let Some(key) = key else {
+        return unauthorized("this server requires an API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`");
+    };
+    let is = |keys: &[crate::config::Secret]| {
+        keys.iter()
+            .any(|k| constant_time_eq(k.0.as_bytes(), key.as_bytes()))
+    };
+    if is(&s.admin_keys) {
+        return next.run(req).await;
+    }
+    if !is(&s.api_keys) {
+        return unauthorized("the API key is not known to this server");
+    }
+    if needs_admin(req.method(), req.uri().path()) {
+        return ApiError::new(
+            ErrorKind::Forbidden,
+            "this key has read scope; creating, deleting and writing collections needs an admin key",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}

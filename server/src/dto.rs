@@ -1,0 +1,623 @@
+//! Request and response bodies of the HTTP API (they are the OpenAPI schemas).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// An image: a data URI (`data:image/png;base64,…`) or bare base64 of PNG, JPEG or DICOM bytes.
+/// In a multipart request, a file part carries it instead.
+pub type ImageData = String;
+
+/// OpenAI-style `input`: one string, or a list whose items are strings (texts) or objects
+/// with exactly one of `text` / `image`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    /// One text.
+    Text(String),
+    /// Several inputs.
+    Many(Vec<EmbeddingItem>),
+}
+
+/// One item of `input`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingItem {
+    /// A text.
+    Text(String),
+    /// `{"text": …}` or `{"image": …}`.
+    Object(InputObject),
+}
+
+/// A text or an image.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputObject {
+    /// Text to embed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Image to embed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageData>,
+}
+
+/// `float` (default) or `base64` (little-endian f32, as OpenAI).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    /// JSON numbers.
+    #[default]
+    Float,
+    /// base64 of little-endian f32 bytes.
+    Base64,
+}
+
+/// `POST /v1/embeddings` (OpenAI-compatible, with images).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsRequest {
+    /// What to embed.
+    #[schema(value_type = EmbeddingInput)]
+    pub input: Value,
+    /// Model id; when given it must be the served model's.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Output encoding.
+    #[serde(default)]
+    pub encoding_format: EncodingFormat,
+    /// Must equal the model's dimension when given (no truncation).
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+    /// Ignored (OpenAI compatibility).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Frame of multi-frame DICOM images.
+    #[serde(default)]
+    pub frame: u32,
+}
+
+/// One embedding.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Embedding {
+    /// Always `embedding`.
+    pub object: String,
+    /// Position in `input`.
+    pub index: usize,
+    /// The unit vector.
+    pub embedding: EmbeddingVector,
+}
+
+/// Numbers, or a base64 string of little-endian f32 with `encoding_format: base64`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    /// `encoding_format: float`.
+    Float(Vec<f32>),
+    /// `encoding_format: base64`.
+    Base64(String),
+}
+
+/// Token counts (images count 0 tokens).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    /// Tokens of all text inputs.
+    pub prompt_tokens: usize,
+    /// Same as `prompt_tokens`.
+    pub total_tokens: usize,
+}
+
+/// Response of `POST /v1/embeddings`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbeddingsResponse {
+    /// Always `list`.
+    pub object: String,
+    /// In input order.
+    pub data: Vec<Embedding>,
+    /// Served model id.
+    pub model: String,
+    /// Token usage.
+    pub usage: Usage,
+}
+
+/// `POST /v1/classify`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    /// The image.
+    pub image: ImageData,
+    /// Candidate labels (plain words, e.g. "pneumonia").
+    pub labels: Vec<String>,
+    /// Prompt templates with `{}` for the label; default: the bundle's, else the built-in set.
+    #[serde(default)]
+    pub templates: Option<Vec<String>>,
+    /// Negation templates for multi-label mode.
+    #[serde(default)]
+    pub negative_templates: Option<Vec<String>>,
+    /// Score each label on its own against its negation (sigmoid) instead of a softmax.
+    #[serde(default)]
+    pub multi_label: bool,
+    /// Divide logits by this; default: the bundle's calibration temperature, else 1.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Frame of a multi-frame DICOM image.
+    #[serde(default)]
+    pub frame: u32,
+}
+
+/// One label's result.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LabelResult {
+    /// The label.
+    pub label: String,
+    /// Calibrated probability.
+    pub probability: f32,
+    /// Raw cosine similarity between image and label prototype.
+    pub score: f32,
+}
+
+/// Response of `POST /v1/classify`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClassifyResponse {
+    /// Served model id.
+    pub model_id: String,
+    /// Mode used.
+    pub multi_label: bool,
+    /// Temperature applied.
+    pub temperature: f32,
+    /// Whether the temperature came from the bundle's fitted calibration.
+    pub calibrated: bool,
+    /// Labels by decreasing probability.
+    pub labels: Vec<LabelResult>,
+}
+
+/// What to search with: exactly one of `text`, `image`, `vector`.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    /// Text query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Image query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageData>,
+    /// A vector in the model's joint space (normalised by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+}
+
+/// Which vectors of the items to search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The items' text (caption/report) vectors.
+    #[default]
+    Text,
+    /// The items' image vectors.
+    Image,
+}
+
+fn default_limit() -> usize {
+    10
+}
+
+/// `POST /v1/search`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Collection to search.
+    pub collection: String,
+    /// The query.
+    pub query: Query,
+    /// Vectors to search (default text).
+    #[serde(default)]
+    pub target: Target,
+    /// Hits to return (1–1000).
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    /// Hits to skip (pagination).
+    #[serde(default)]
+    pub offset: usize,
+    /// Payload filter (Qdrant syntax: must / should / must_not with match / range).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+    /// Drop hits scoring below this cosine.
+    #[serde(default)]
+    pub score_threshold: Option<f32>,
+    /// HNSW beam width for this query.
+    #[serde(default)]
+    pub ef: Option<usize>,
+    /// Exact (brute-force) search.
+    #[serde(default)]
+    pub exact: bool,
+    /// Frame of a multi-frame DICOM query image.
+    #[serde(default)]
+    pub frame: u32,
+}
+
+/// Where a hit comes from, enough to cite and reproduce it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Provenance {
+    /// Collection.
+    pub collection: String,
+    /// Item id in the collection.
+    pub item_id: String,
+    /// Model that embedded query and item.
+    pub model_id: String,
+    /// sha256 of that model's bundle.json.
+    pub bundle_sha256: String,
+    /// Store (`embedded` or `qdrant`).
+    pub store: String,
+    /// Collection version at query time (committed writes; embedded store only).
+    pub index_version: Option<u64>,
+    /// Cosine similarity.
+    pub score: f32,
+}
+
+/// One result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchHit {
+    /// 1-based rank, counting the offset.
+    pub rank: usize,
+    /// Item id.
+    pub id: String,
+    /// Cosine similarity.
+    pub score: f32,
+    /// The item's text.
+    pub text: Option<String>,
+    /// The item's image reference.
+    pub image: Option<String>,
+    /// The item's payload.
+    #[schema(value_type = Object)]
+    pub payload: Map<String, Value>,
+    /// Provenance.
+    pub provenance: Provenance,
+}
+
+/// Response of `POST /v1/search`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponse {
+    /// Collection searched.
+    pub collection: String,
+    /// Served model id.
+    pub model_id: String,
+    /// `text`, `image` or `vector`.
+    pub query_modality: String,
+    /// Vectors searched.
+    pub target: Target,
+    /// Items of the collection matching the filter, with or without a vector of the searched
+    /// kind: an upper bound on how far pagination can go.
+    pub total: u64,
+    /// Hits.
+    pub hits: Vec<SearchHit>,
+}
+
+fn default_k() -> usize {
+    5
+}
+fn default_max_chars() -> usize {
+    4000
+}
+fn default_dedup() -> f32 {
+    0.9
+}
+
+/// `POST /v1/rag/context`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagRequest {
+    /// Collection of reports/captions.
+    pub collection: String,
+    /// A question (embedded as text).
+    #[serde(default)]
+    pub question: Option<String>,
+    /// An image (embedded as image); with a question, the two result lists are merged.
+    #[serde(default)]
+    pub image: Option<ImageData>,
+    /// Passages to return at most.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Vectors to search (default text).
+    #[serde(default)]
+    pub target: Target,
+    /// Payload filter.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+    /// Abstain when the best score is below this (default: the collection's, else the server's).
+    #[serde(default)]
+    pub min_score: Option<f32>,
+    /// Character budget of `context`.
+    #[serde(default = "default_max_chars")]
+    pub max_chars: usize,
+    /// Passages whose word overlap (Jaccard) with a better one is at least this are dropped.
+    #[serde(default = "default_dedup")]
+    pub dedup_threshold: f32,
+    /// Frame of a multi-frame DICOM image.
+    #[serde(default)]
+    pub frame: u32,
+}
+
+/// An OpenAI chat content part.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContentPart {
+    /// `text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    pub text: String,
+}
+
+/// Response of `POST /v1/rag/context`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RagResponse {
+    /// Numbered passages (`[1] …`) within `max_chars`; empty when abstained.
+    pub context: String,
+    /// The same context as OpenAI chat content parts, ready to put in a user message.
+    pub content_parts: Vec<ContentPart>,
+    /// The cited hits, numbered as in `context`.
+    pub citations: Vec<SearchHit>,
+    /// True when nothing was good enough to cite.
+    pub abstained: bool,
+    /// Why it abstained.
+    pub reason: Option<String>,
+    /// Best score found.
+    pub best_score: Option<f32>,
+    /// The bound applied.
+    pub min_score: f32,
+    /// Passages dropped as near-duplicates.
+    pub duplicates_removed: usize,
+    /// Whether the budget cut passages.
+    pub truncated: bool,
+}
+
+/// One pair to audit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPair {
+    /// Your id for the pair (echoed back).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The image.
+    pub image: ImageData,
+    /// Its caption.
+    pub caption: String,
+}
+
+/// `POST /v1/audit`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRequest {
+    /// Pairs to score.
+    pub pairs: Vec<AuditPair>,
+    /// Flag pairs whose s is below this (default: the server's audit_threshold).
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Frame of multi-frame DICOM images.
+    #[serde(default)]
+    pub frame: u32,
+}
+
+/// One pair's audit.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditResult {
+    /// Position in `pairs`.
+    pub index: usize,
+    /// Your id.
+    pub id: Option<String>,
+    /// Matching score s ∈ [−1, 1]: agreement between the caption and the image's nearest bank captions.
+    pub s: f32,
+    /// s below the threshold: likely a mismatched pair.
+    pub flagged: bool,
+    /// Direct cosine between image and caption embeddings.
+    pub image_caption_similarity: f32,
+    /// The bank caption nearest to the image.
+    pub nearest_bank_caption: String,
+    /// Its softmax weight.
+    pub nearest_bank_weight: f32,
+}
+
+/// Response of `POST /v1/audit`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditResponse {
+    /// Served model id.
+    pub model_id: String,
+    /// Bound used.
+    pub threshold: f32,
+    /// Bank size.
+    pub bank_size: usize,
+    /// Pairs flagged.
+    pub flagged: usize,
+    /// In input order.
+    pub results: Vec<AuditResult>,
+}
+
+/// HNSW settings of a new embedded collection.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HnswSettings {
+    /// Links per node.
+    pub m: Option<usize>,
+    /// Build beam width.
+    pub ef_construction: Option<usize>,
+    /// Default search beam width.
+    pub ef_search: Option<usize>,
+    /// Below this many candidates, search is exact.
+    pub exact_threshold: Option<usize>,
+}
+
+/// `PUT /v1/collections/{name}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollectionRequest {
+    /// `embedded` or `qdrant` (default: the server's default store).
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Graph settings.
+    #[serde(default)]
+    pub hnsw: Option<HnswSettings>,
+    /// Qdrant shards.
+    #[serde(default)]
+    pub shard_number: Option<u32>,
+    /// Qdrant replicas.
+    #[serde(default)]
+    pub replication_factor: Option<u32>,
+    /// RAG abstention bound for this collection.
+    #[serde(default)]
+    pub rag_min_score: Option<f32>,
+}
+
+/// A collection.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CollectionResponse {
+    /// Name.
+    pub name: String,
+    /// `embedded` or `qdrant`.
+    pub store: String,
+    /// Where.
+    pub location: String,
+    /// Dimension.
+    pub dim: usize,
+    /// Model id the collection was built with.
+    pub model_id: String,
+    /// Its bundle sha256.
+    pub bundle_sha256: String,
+    /// Live items.
+    pub items: u64,
+    /// Text vectors.
+    pub text_vectors: u64,
+    /// Image vectors.
+    pub image_vectors: u64,
+    /// Deleted vectors still in the graph (embedded).
+    pub tombstones: u64,
+    /// Committed writes (embedded).
+    pub index_version: Option<u64>,
+    /// RAG abstention bound that applies.
+    pub rag_min_score: f32,
+    /// Graph settings.
+    pub hnsw: HnswSettings,
+}
+
+/// An item to upsert; the server embeds its text and/or image.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertItem {
+    /// Unique id (replaces an existing item with this id).
+    pub id: String,
+    /// Text (caption or report) to embed and store.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Image to embed (not stored; see `image_uri`).
+    #[serde(default)]
+    pub image: Option<ImageData>,
+    /// Reference stored with the item and returned in hits (path or URL of the image).
+    #[serde(default)]
+    pub image_uri: Option<String>,
+    /// Filterable metadata.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Map<String, Value>,
+}
+
+/// `POST /v1/collections/{name}/items`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertRequest {
+    /// Items.
+    pub items: Vec<UpsertItem>,
+    /// Frame of multi-frame DICOM images.
+    #[serde(default)]
+    pub frame: u32,
+}
+
+/// Response of an upsert (sent once the write is durable).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpsertResponse {
+    /// Items written.
+    pub upserted: usize,
+    /// Collection version after the write.
+    pub index_version: Option<u64>,
+}
+
+/// `DELETE /v1/collections/{name}/items`: exactly one of `ids` / `filter`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteItemsRequest {
+    /// Ids to delete.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+    /// Delete every item matching this filter.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+}
+
+/// Response of a delete.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeleteResponse {
+    /// Items deleted.
+    pub deleted: u64,
+}
+
+/// `GET /health`, `GET /ready`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `pass`.
+    pub status: String,
+    /// Served model id.
+    pub model_id: String,
+}
+
+/// Limits a client should respect.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    /// Largest body in bytes.
+    pub max_body_bytes: usize,
+    /// Most inputs (texts, images, items, pairs) per request.
+    pub max_inputs_per_request: usize,
+    /// Inference queue capacity in items.
+    pub max_queue_items: usize,
+    /// Items per forward pass.
+    pub batch_size: usize,
+    /// Request timeout.
+    pub request_timeout_secs: u64,
+    /// Largest image side in pixels.
+    pub max_image_side: u32,
+}
+
+/// `GET /info`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InfoResponse {
+    /// Server version.
+    pub version: String,
+    /// Model id.
+    pub model_id: String,
+    /// sha256 of bundle.json.
+    pub bundle_sha256: String,
+    /// Joint embedding dimension.
+    pub embed_dim: usize,
+    /// Vision tower.
+    pub vision: String,
+    /// Where inference runs.
+    pub device: String,
+    /// Image input side.
+    pub image_size: usize,
+    /// Text token limit.
+    pub max_tokens: usize,
+    /// Calibration temperature of zero-shot probabilities, if fitted.
+    pub calibration_temperature: Option<f32>,
+    /// Rows of the exported text bank (audit needs one).
+    pub text_bank_size: Option<usize>,
+    /// Default store.
+    pub store: String,
+    /// Whether a Qdrant store is offered.
+    pub qdrant: bool,
+    /// Whether API keys are required.
+    pub auth: bool,
+    /// Default RAG abstention bound.
+    pub rag_min_score: f32,
+    /// Default audit threshold.
+    pub audit_threshold: f32,
+    /// Limits.
+    pub limits: Limits,
+}

@@ -1,0 +1,177 @@
+//! Request bodies: JSON, or `multipart/form-data` for file uploads. Both end up as the same
+//! request type, so every route takes images either way. In a multipart body, a part named
+//! `request` holds the JSON object; every file part is added to it under its field name as a
+//! base64 string (a repeated name becomes a list); other text parts are added as JSON when they
+//! parse as JSON, else as strings. A dotted field name reaches into the object: `query.image`
+//! sets `{"query": {"image": …}}`, `items.0.image` sets the image of the first item.
+
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header::CONTENT_TYPE;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ErrorKind};
+
+/// A request body of type `T` from JSON or multipart.
+pub struct ApiBody<T>(pub T);
+
+fn rejection(status: axum::http::StatusCode, text: String) -> ApiError {
+    let kind = match status.as_u16() {
+        413 => ErrorKind::PayloadTooLarge,
+        _ => ErrorKind::InvalidJson,
+    };
+    let detail = if kind == ErrorKind::PayloadTooLarge {
+        "the request body exceeds the server's limit (see max_body_bytes in GET /info); send fewer or smaller items".to_owned()
+    } else {
+        text
+    };
+    ApiError::new(kind, detail)
+}
+
+/// Parses JSON bytes, telling syntax errors (400) from type errors (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(format!("request body: {e}")),
+        _ => ApiError::new(
+            ErrorKind::InvalidJson,
+            format!("request body is not valid JSON: {e}"),
+        ),
+    })
+}
+
+fn insert(root: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "multipart field name {key:?} does not address a place in the request"
+        ))
+    };
+    let segments: Vec<&str> = key.split('.').collect();
+    let (last, path) = segments.split_last().ok_or_else(bad)?;
+    let mut here: &mut Map<String, Value> = root;
+    for seg in path {
+        if seg.is_empty() {
+            return Err(bad());
+        }
+        let next = here
+            .entry((*seg).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        here = match next {
+            Value::Object(m) => m,
+            Value::Array(list) => {
+                // `items.0.image`: step into the list element.
+                return insert_into_list(list, &segments, seg, value).ok_or_else(bad);
+            }
+            _ => return Err(bad()),
+        };
+    }
+    if last.is_empty() {
+        return Err(bad());
+    }
+    match here.get_mut(*last) {
+        Some(Value::Array(list)) => list.push(value),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+        None => {
+            here.insert((*last).to_owned(), value);
+        }
+    }
+    Ok(())
+}
+
+/// Handles `list.N.rest…` once `list` (named by `at`) turns out to be an array.
+fn insert_into_list(list: &mut [Value], segments: &[&str], at: &str, value: Value) -> Option<()> {
+    let pos = segments.iter().position(|s| *s == at)?;
+    let index: usize = segments.get(pos + 1)?.parse().ok()?;
+    let rest = segments.get(pos + 2..)?.join(".");
+    match list.get_mut(index)? {
+        Value::Object(m) if !rest.is_empty() => insert(m, &rest, value).ok(),
+        _ => None,
+    }
+}
+
+async fn multipart_object(mut mp: Multipart) -> Result<Value, ApiError> {
+    let mut base = Map::new();
+    let mut fields: Vec<(String, Value)> = Vec::new();
+    while let Some(field) = mp
+        .next_field()
+        .await
+        .map_err(|e| rejection(e.status(), format!("multipart body: {}", e.body_text())))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name.is_empty() {
+            return Err(ApiError::new(
+                ErrorKind::InvalidJson,
+                "multipart body: every part needs a name",
+            ));
+        }
+        let is_file = field.file_name().is_some();
+        let bytes = field.bytes().await.map_err(|e| {
+            rejection(
+                e.status(),
+                format!("multipart part {name:?}: {}", e.body_text()),
+            )
+        })?;
+        if name == "request" && !is_file {
+            match parse_json::<Value>(&bytes)? {
+                Value::Object(m) => base = m,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "multipart part \"request\" must hold a JSON object",
+                    ))
+                }
+            }
+        } else if is_file {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            fields.push((name, Value::String(b64)));
+        } else {
+            let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                ApiError::invalid(format!("multipart part {name:?} is not UTF-8 text"))
+            })?;
+            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            fields.push((name, value));
+        }
+    }
+    // Parts go onto the `request` object wherever it came in the body.
+    for (name, value) in fields {
+        insert(&mut base, &name, value)?;
+    }
+    Ok(Value::Object(base))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ct = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ct.starts_with("multipart/form-data") {
+            let mp = Multipart::from_request(req, state)
+                .await
+                .map_err(|e| rejection(e.status(), e.body_text()))?;
+            let value = multipart_object(mp).await?;
+            let t = serde_json::from_value(value)
+                .map_err(|e| ApiError::invalid(format!("request: {e}")))?;
+            Ok(Self(t))
+        } else if ct.starts_with("application/json") || ct.contains("+json") {
+            let bytes = axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(|e| rejection(e.status(), e.body_text()))?;
+            Ok(Self(parse_json(&bytes)?))
+        } else {
+            Err(ApiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!(
+                    "Content-Type {:?} is not accepted; send application/json or multipart/form-data",
+                    if ct.is_empty() { "(none)" } else { ct.as_str() }
+                ),
+            ))
+        }
+    }
+}

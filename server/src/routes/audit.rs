@@ -1,0 +1,104 @@
+//! `POST /v1/audit`: the matching score s of (image, caption) pairs against the bundle's text
+//! bank, as in training; low s flags a likely mismatched pair.
+
+use axum::extract::State;
+use axum::Json;
+use candle_core::{Tensor, D};
+use mirage_model::matching::matching_scores;
+
+use crate::dto::{AuditRequest, AuditResponse, AuditResult};
+use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::extract::ApiBody;
+use crate::routes::{check_input_count, prepare_images};
+use crate::state::AppState;
+
+/// Scores (image, caption) pairs and flags likely mismatches.
+#[utoipa::path(
+    post,
+    path = "/v1/audit",
+    tag = "inference",
+    request_body(content((AuditRequest = "application/json"), (AuditRequest = "multipart/form-data"))),
+    responses((status = 200, description = "Matching score of every pair", body = AuditResponse))
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    ApiBody(req): ApiBody<AuditRequest>,
+) -> ApiResult<Json<AuditResponse>> {
+    if state.text_bank.is_none() {
+        return Err(ApiError::new(
+            ErrorKind::NotSupportedByModel,
+            "the served bundle has no text bank (text_bank.safetensors), so s cannot be computed; serve a bundle exported by mirage-train",
+        ));
+    }
+    check_input_count(&state, req.pairs.len(), "pairs")?;
+    let threshold = req.threshold.unwrap_or(state.settings.audit_threshold);
+    if !(-1.0..=1.0).contains(&threshold) {
+        return Err(ApiError::invalid("threshold must be in [-1, 1]"));
+    }
+    let mut captions = Vec::with_capacity(req.pairs.len());
+    let mut images = Vec::with_capacity(req.pairs.len());
+    let mut ids = Vec::with_capacity(req.pairs.len());
+    for (i, p) in req.pairs.into_iter().enumerate() {
+        if p.caption.trim().is_empty() {
+            return Err(ApiError::invalid(format!("pairs[{i}].caption is empty")));
+        }
+        captions.push(p.caption);
+        images.push((format!("pairs[{i}].image"), p.image));
+        ids.push(p.id);
+    }
+    let n = captions.len();
+    let pixels: Vec<f32> = prepare_images(&state, images, req.frame)
+        .await?
+        .into_iter()
+        .flat_map(|(p, _)| p)
+        .collect();
+    let worker_state = state.clone();
+    let (scores, direct) = state
+        .encoder
+        .run(2 * n, move |m| {
+            let bank = worker_state
+                .text_bank
+                .as_ref()
+                .expect("checked above — this is a bug");
+            let s = m.config().preprocess.image_size;
+            let img = Tensor::from_vec(pixels, (n, 3, s, s), m.device())
+                .map_err(mirage_model::Error::from)?;
+            let v = m.embed_pixels(&img)?;
+            let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+            let t = m.embed_texts_tensor(&refs)?;
+            let matching = m.config().matching.unwrap_or_default();
+            let scores = matching_scores(bank, matching, &v, &t)?;
+            let direct: Vec<f32> = (v * t)
+                .and_then(|p| p.sum(D::Minus1))
+                .and_then(|p| p.to_vec1())
+                .map_err(mirage_model::Error::from)?;
+            Ok((scores, direct))
+        })
+        .await?;
+    let bank = state
+        .text_bank
+        .as_ref()
+        .expect("checked above — this is a bug");
+    let results: Vec<AuditResult> = scores
+        .into_iter()
+        .zip(direct)
+        .zip(ids)
+        .enumerate()
+        .map(|(index, ((m, direct), id))| AuditResult {
+            index,
+            id,
+            s: m.s,
+            flagged: m.s < threshold,
+            image_caption_similarity: direct,
+            nearest_bank_caption: bank.captions[m.nearest].clone(),
+            nearest_bank_weight: m.nearest_weight,
+        })
+        .collect();
+    Ok(Json(AuditResponse {
+        model_id: state.model_ref.model_id.clone(),
+        threshold,
+        bank_size: bank.captions.len(),
+        flagged: results.iter().filter(|r| r.flagged).count(),
+        results,
+    }))
+}

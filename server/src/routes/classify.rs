@@ -1,0 +1,94 @@
+//! `POST /v1/classify`: zero-shot classification with prompt ensembles.
+
+use axum::extract::State;
+use axum::Json;
+use candle_core::Tensor;
+use mirage_model::config::PromptTemplates;
+use mirage_model::zeroshot::{classify as zero_shot, validate_labels, ClassifyMode};
+
+use crate::dto::{ClassifyRequest, ClassifyResponse, LabelResult};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiBody;
+use crate::routes::{check_input_count, prepare_images};
+use crate::state::AppState;
+
+/// Classifies an image against labels.
+#[utoipa::path(
+    post,
+    path = "/v1/classify",
+    tag = "inference",
+    request_body(content((ClassifyRequest = "application/json"), (ClassifyRequest = "multipart/form-data"))),
+    responses((status = 200, description = "Labels by decreasing probability", body = ClassifyResponse))
+)]
+pub async fn classify(
+    State(state): State<AppState>,
+    ApiBody(req): ApiBody<ClassifyRequest>,
+) -> ApiResult<Json<ClassifyResponse>> {
+    validate_labels(&req.labels)?;
+    check_input_count(&state, req.labels.len(), "labels")?;
+    let model = state.encoder.model();
+    let defaults = model.prompt_templates();
+    let templates = PromptTemplates {
+        positive: req.templates.unwrap_or(defaults.positive),
+        negative: req.negative_templates.unwrap_or(defaults.negative),
+    };
+    let problems = templates.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "templates: {}",
+            problems.join("; ")
+        )));
+    }
+    let mode = if req.multi_label {
+        ClassifyMode::MultiLabel
+    } else {
+        ClassifyMode::SingleLabel
+    };
+    let calibration = model.config().calibration.as_ref().map(|c| c.temperature);
+    let temperature = req.temperature.or(calibration).unwrap_or(1.0);
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(ApiError::invalid(format!(
+            "temperature {temperature} must be a positive number"
+        )));
+    }
+    let (pixels, _) = prepare_images(&state, vec![("image".into(), req.image)], req.frame)
+        .await?
+        .pop()
+        .expect("one image in, one out — this is a bug");
+    let labels = req.labels;
+    let prompts = labels.len()
+        * (templates.positive.len()
+            + if req.multi_label {
+                templates.negative.len()
+            } else {
+                0
+            });
+    let cost = 1 + prompts;
+    let scores = state
+        .encoder
+        .run(cost, move |m| {
+            let emb = m.embed_preprocessed(pixels, 1)?;
+            let emb = Tensor::new(emb, m.device()).map_err(mirage_model::Error::from)?;
+            let mut out = zero_shot(m, &emb, &labels, Some(&templates), mode, Some(temperature))?;
+            Ok(out
+                .pop()
+                .expect("one image in, one result out — this is a bug"))
+        })
+        .await?;
+    let mut labels: Vec<LabelResult> = scores
+        .into_iter()
+        .map(|s| LabelResult {
+            label: s.label,
+            probability: s.probability,
+            score: s.score,
+        })
+        .collect();
+    labels.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    Ok(Json(ClassifyResponse {
+        model_id: model.model_id().to_owned(),
+        multi_label: req.multi_label,
+        temperature,
+        calibrated: req.temperature.is_none() && calibration.is_some(),
+        labels,
+    }))
+}

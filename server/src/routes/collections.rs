@@ -1,0 +1,274 @@
+//! Collection lifecycle and item writes.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
+
+use crate::dto::{
+    CollectionResponse, CreateCollectionRequest, DeleteItemsRequest, DeleteResponse, HnswSettings,
+    UpsertRequest, UpsertResponse,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiBody;
+use crate::infer::Input;
+use crate::routes::{check_input_count, parse_filter, prepare_images};
+use crate::state::{store_kind, AppState, CollectionSettings};
+
+async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse {
+    let settings = state.collection_settings(&info.name).await;
+    let (store, location) = info
+        .store
+        .split_once(':')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap_or_default();
+    CollectionResponse {
+        rag_min_score: settings
+            .and_then(|s| s.rag_min_score)
+            .unwrap_or(state.settings.rag_min_score),
+        name: info.name,
+        store,
+        location,
+        dim: info.dim,
+        model_id: info.model.model_id,
+        bundle_sha256: info.model.sha256,
+        items: info.items,
+        text_vectors: info.text_vectors,
+        image_vectors: info.image_vectors,
+        tombstones: info.tombstones,
+        index_version: info.generation,
+        hnsw: HnswSettings {
+            m: Some(info.hnsw.m),
+            ef_construction: Some(info.hnsw.ef_construction),
+            ef_search: Some(info.hnsw.ef_search),
+            exact_threshold: Some(info.hnsw.exact_threshold),
+        },
+    }
+}
+
+/// Creates a collection for the served model (idempotent when it exists with the same model).
+#[utoipa::path(
+    put,
+    path = "/v1/collections/{name}",
+    tag = "collections",
+    params(("name" = String, Path, description = "Collection name: letters, digits, '-', '_', '.'")),
+    request_body(content = CreateCollectionRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = CollectionResponse),
+        (status = 200, description = "Already existed with this model", body = CollectionResponse)
+    )
+)]
+pub async fn create_collection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiBody(req): ApiBody<CreateCollectionRequest>,
+) -> ApiResult<(StatusCode, Json<CollectionResponse>)> {
+    mirage_index::embedded::validate_collection_name(&name)?;
+    if let Some(m) = req.rag_min_score {
+        if !(-1.0..=1.0).contains(&m) {
+            return Err(ApiError::invalid("rag_min_score must be in [-1, 1]"));
+        }
+    }
+    let spec = state.store_for(req.store.as_deref())?;
+    let existed = match state.collection(&name).await {
+        Ok(_) => true,
+        Err(e) if e.kind == crate::error::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    let mut config = CollectionConfig::new(state.encoder.model().dim(), state.model_ref.clone());
+    let defaults = HnswParams::default();
+    let h = req.hnsw.unwrap_or_default();
+    config.hnsw = HnswParams {
+        m: h.m.unwrap_or(defaults.m),
+        ef_construction: h.ef_construction.unwrap_or(defaults.ef_construction),
+        ef_search: h.ef_search.unwrap_or(defaults.ef_search),
+        exact_threshold: h.exact_threshold.unwrap_or(defaults.exact_threshold),
+    };
+    config.shard_number = req.shard_number;
+    config.replication_factor = req.replication_factor;
+    let collection = if existed {
+        state.collection(&name).await?
+    } else {
+        let c = Collection::create_or_open(&spec, &name, &config).await?;
+        state.insert_open(&name, c.clone()).await;
+        c
+    };
+    let previous = state.collection_settings(&name).await;
+    if !existed || req.rag_min_score.is_some() || previous.is_none() {
+        let settings = CollectionSettings {
+            store: store_kind(&spec).to_owned(),
+            rag_min_score: req.rag_min_score.or(previous.and_then(|p| p.rag_min_score)),
+        };
+        state.set_collection_settings(&name, Some(settings)).await?;
+    }
+    let info = collection.info().await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(describe(&state, info).await)))
+}
+
+/// A collection's size, model and settings.
+#[utoipa::path(
+    get,
+    path = "/v1/collections/{name}",
+    tag = "collections",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "The collection", body = CollectionResponse))
+)]
+pub async fn get_collection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<CollectionResponse>> {
+    let c = state.collection(&name).await?;
+    let info = c.info().await?;
+    Ok(Json(describe(&state, info).await))
+}
+
+/// Deletes a collection and everything in it.
+#[utoipa::path(
+    delete,
+    path = "/v1/collections/{name}",
+    tag = "collections",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, description = "Deleted", body = DeleteResponse))
+)]
+pub async fn delete_collection(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DeleteResponse>> {
+    let c = state.collection(&name).await?;
+    let items = c.count(None).await?;
+    let spec = state.store_for(
+        state
+            .collection_settings(&name)
+            .await
+            .map(|s| s.store)
+            .as_deref(),
+    )?;
+    // Close our handle first: the embedded store holds a lock file while open.
+    drop(c);
+    state.close(&name).await;
+    mirage_index::drop_collection(&spec, &name).await?;
+    state.set_collection_settings(&name, None).await?;
+    Ok(Json(DeleteResponse { deleted: items }))
+}
+
+/// Embeds and writes items; answers once the write is durable.
+#[utoipa::path(
+    post,
+    path = "/v1/collections/{name}/items",
+    tag = "collections",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content((UpsertRequest = "application/json"), (UpsertRequest = "multipart/form-data"))),
+    responses((status = 200, description = "Written", body = UpsertResponse))
+)]
+pub async fn upsert_items(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiBody(req): ApiBody<UpsertRequest>,
+) -> ApiResult<Json<UpsertResponse>> {
+    check_input_count(&state, req.items.len(), "items")?;
+    let collection = state.collection(&name).await?;
+    let mut inputs = Vec::new();
+    let mut images = Vec::new();
+    // (item index, is_image) of each embedding, in input order.
+    let mut slots = Vec::new();
+    for (i, it) in req.items.iter().enumerate() {
+        if it.text.is_none() && it.image.is_none() {
+            return Err(ApiError::invalid(format!(
+                "items[{i}] ({:?}) has neither text nor image: nothing to embed",
+                it.id
+            )));
+        }
+        if let Some(t) = &it.text {
+            if t.trim().is_empty() {
+                return Err(ApiError::invalid(format!("items[{i}].text is empty")));
+            }
+            inputs.push(Input::Text(t.clone()));
+            slots.push((i, false));
+        }
+        if let Some(d) = &it.image {
+            images.push((format!("items[{i}].image"), d.clone()));
+        }
+    }
+    let prepared = prepare_images(&state, images, req.frame).await?;
+    let mut dicom = Vec::new();
+    for ((i, _), (pixels, tags)) in req
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| it.image.is_some())
+        .zip(prepared)
+    {
+        inputs.push(Input::Pixels(pixels));
+        slots.push((i, true));
+        dicom.push((i, tags));
+    }
+    let vectors = state.encoder.embed(inputs).await?;
+    let mut items: Vec<Item> = req
+        .items
+        .into_iter()
+        .map(|it| Item {
+            id: it.id,
+            text: it.text,
+            image: it.image_uri,
+            payload: it.payload,
+            text_vector: None,
+            image_vector: None,
+        })
+        .collect();
+    for ((i, is_image), v) in slots.into_iter().zip(vectors) {
+        if is_image {
+            items[i].image_vector = Some(v);
+        } else {
+            items[i].text_vector = Some(v);
+        }
+    }
+    for (i, tags) in dicom {
+        if !tags.is_empty() && !items[i].payload.contains_key("dicom") {
+            items[i]
+                .payload
+                .insert("dicom".into(), serde_json::json!(tags));
+        }
+    }
+    let n = items.len();
+    collection.upsert(items).await?;
+    let info = collection.info().await?;
+    Ok(Json(UpsertResponse {
+        upserted: n,
+        index_version: info.generation,
+    }))
+}
+
+/// Deletes items by id or by filter.
+#[utoipa::path(
+    delete,
+    path = "/v1/collections/{name}/items",
+    tag = "collections",
+    params(("name" = String, Path, description = "Collection name")),
+    request_body(content = DeleteItemsRequest, content_type = "application/json"),
+    responses((status = 200, description = "Deleted", body = DeleteResponse))
+)]
+pub async fn delete_items(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiBody(req): ApiBody<DeleteItemsRequest>,
+) -> ApiResult<Json<DeleteResponse>> {
+    let collection = state.collection(&name).await?;
+    let deleted = match (req.ids, parse_filter(req.filter)?) {
+        (Some(ids), None) => {
+            check_input_count(&state, ids.len(), "ids")?;
+            collection.delete(ids).await?
+        }
+        (None, Some(f)) => collection.delete_by_filter(f).await?,
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of \"ids\" or \"filter\"",
+            ))
+        }
+    };
+    Ok(Json(DeleteResponse { deleted }))
+}

@@ -1,0 +1,95 @@
+//! Probes, server information and metrics.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+
+use crate::dto::{HealthResponse, InfoResponse, Limits};
+use crate::error::{ApiError, ApiResult, ErrorKind, Problem};
+use crate::state::AppState;
+
+/// Liveness: the process answers (also at `/livez`).
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive", body = HealthResponse)))]
+pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "pass".into(),
+        model_id: state.model_ref.model_id.clone(),
+    })
+}
+
+/// Readiness: the model is loaded and warmed up and the server is not draining (also at `/readyz`).
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = HealthResponse),
+        (status = 503, description = "Loading or draining", body = Problem, content_type = "application/problem+json")
+    ))]
+pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<HealthResponse>> {
+    if !state.is_ready() {
+        return Err(ApiError::new(
+            ErrorKind::NotReady,
+            "the server is warming up or shutting down",
+        )
+        .retry_after(1));
+    }
+    Ok(Json(HealthResponse {
+        status: "pass".into(),
+        model_id: state.model_ref.model_id.clone(),
+    }))
+}
+
+/// The served model, the stores and the limits a client must respect.
+#[utoipa::path(get, path = "/info", tag = "operations",
+    responses((status = 200, description = "Server information", body = InfoResponse)))]
+pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
+    let m = state.encoder.model();
+    let c = m.config();
+    let s = &state.settings;
+    Json(InfoResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        model_id: m.model_id().into(),
+        bundle_sha256: m.bundle_sha256().into(),
+        embed_dim: m.dim(),
+        vision: c.architecture.vision.describe(),
+        device: format!("{:?}", m.device()).to_lowercase(),
+        image_size: c.preprocess.image_size,
+        max_tokens: c.tokenizer.max_length,
+        calibration_temperature: c.calibration.as_ref().map(|c| c.temperature),
+        text_bank_size: state.text_bank.as_ref().map(|b| b.captions.len()),
+        store: state.store.to_string(),
+        qdrant: state.qdrant.is_some(),
+        auth: s.auth_enabled(),
+        rag_min_score: s.rag_min_score,
+        audit_threshold: s.audit_threshold,
+        limits: Limits {
+            max_body_bytes: s.max_body_bytes,
+            max_inputs_per_request: s.max_inputs_per_request,
+            max_queue_items: s.max_queue_items,
+            batch_size: s.batch_size,
+            request_timeout_secs: s.request_timeout_secs,
+            max_image_side: mirage_model::image_input::MAX_SIDE,
+        },
+    })
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.metrics.render(
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("model_id", &state.model_ref.model_id),
+            ("model_sha", &state.model_ref.sha256),
+        ],
+        state.encoder.depth(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}

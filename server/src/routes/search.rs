@@ -1,0 +1,387 @@
+//! `POST /v1/search` and `POST /v1/rag/context`.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::extract::State;
+use axum::Json;
+use mirage_index::{Collection, Filter, Hit, SearchMode, VectorName};
+
+use crate::dto::{
+    ContentPart, Provenance, RagRequest, RagResponse, SearchHit, SearchRequest, SearchResponse,
+    Target,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiBody;
+use crate::infer::Input;
+use crate::routes::{parse_filter, prepare_images};
+use crate::state::AppState;
+
+/// Most hits one request may ask for (limit + offset).
+pub const MAX_DEPTH: usize = 1000;
+
+fn vector_name(t: Target) -> VectorName {
+    match t {
+        Target::Text => VectorName::Text,
+        Target::Image => VectorName::Image,
+    }
+}
+
+async fn embed_text(state: &AppState, text: String, what: &str) -> ApiResult<Vec<f32>> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(format!("{what} is empty")));
+    }
+    Ok(state
+        .encoder
+        .embed(vec![Input::Text(text)])
+        .await?
+        .pop()
+        .expect("one text in, one vector out — this is a bug"))
+}
+
+async fn embed_image(
+    state: &AppState,
+    data: String,
+    what: &str,
+    frame: u32,
+) -> ApiResult<Vec<f32>> {
+    let (pixels, _) = prepare_images(state, vec![(what.to_owned(), data)], frame)
+        .await?
+        .pop()
+        .expect("one image in, one out — this is a bug");
+    Ok(state
+        .encoder
+        .embed(vec![Input::Pixels(pixels)])
+        .await?
+        .pop()
+        .expect("one image in, one vector out — this is a bug"))
+}
+
+fn check_vector(v: &[f32], dim: usize) -> ApiResult<Vec<f32>> {
+    if v.len() != dim {
+        return Err(ApiError::invalid(format!(
+            "query.vector has {} dimensions; the model's joint space has {dim}",
+            v.len()
+        )));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(ApiError::invalid(format!(
+            "query.vector[{i}] is not a finite number"
+        )));
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        return Err(ApiError::invalid("query.vector is all zeros"));
+    }
+    Ok(v.iter().map(|x| x / norm).collect())
+}
+
+struct Searched {
+    hits: Vec<Hit>,
+    index_version: Option<u64>,
+    store: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_search(
+    collection: &Collection,
+    vector: Vec<f32>,
+    target: Target,
+    limit: usize,
+    offset: usize,
+    filter: Option<Filter>,
+    score_threshold: Option<f32>,
+    ef: Option<usize>,
+    exact: bool,
+) -> ApiResult<Searched> {
+    let mut req = mirage_index::SearchRequest::new(vector, vector_name(target), limit);
+    req.offset = offset;
+    req.filter = filter;
+    req.score_threshold = score_threshold;
+    req.ef = ef;
+    req.mode = if exact {
+        SearchMode::Exact
+    } else {
+        SearchMode::Auto
+    };
+    let hits = collection.search(req).await?;
+    let info = collection.info().await?;
+    Ok(Searched {
+        hits,
+        index_version: info.generation,
+        store: info.store.split(':').next().unwrap_or_default().to_owned(),
+    })
+}
+
+fn to_hits(state: &AppState, collection: &str, s: Searched, first_rank: usize) -> Vec<SearchHit> {
+    s.hits
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| SearchHit {
+            rank: first_rank + i,
+            provenance: Provenance {
+                collection: collection.to_owned(),
+                item_id: h.id.clone(),
+                model_id: state.model_ref.model_id.clone(),
+                bundle_sha256: state.model_ref.sha256.clone(),
+                store: s.store.clone(),
+                index_version: s.index_version,
+                score: h.score,
+            },
+            id: h.id,
+            score: h.score,
+            text: h.text,
+            image: h.image,
+            payload: h.payload,
+        })
+        .collect()
+}
+
+/// Searches a collection by text, image or vector.
+#[utoipa::path(
+    post,
+    path = "/v1/search",
+    tag = "retrieval",
+    request_body(content((SearchRequest = "application/json"), (SearchRequest = "multipart/form-data"))),
+    responses((status = 200, description = "Hits by decreasing score, with provenance", body = SearchResponse))
+)]
+pub async fn search(
+    State(state): State<AppState>,
+    ApiBody(req): ApiBody<SearchRequest>,
+) -> ApiResult<Json<SearchResponse>> {
+    if req.limit == 0 || req.limit + req.offset > MAX_DEPTH {
+        return Err(ApiError::invalid(format!(
+            "limit must be at least 1 and limit + offset at most {MAX_DEPTH} (got limit {} offset {})",
+            req.limit, req.offset
+        )));
+    }
+    let filter = parse_filter(req.filter)?;
+    let collection = state.collection(&req.collection).await?;
+    let q = req.query;
+    let (modality, vector) = match (q.text, q.image, q.vector) {
+        (Some(t), None, None) => ("text", embed_text(&state, t, "query.text").await?),
+        (None, Some(i), None) => (
+            "image",
+            embed_image(&state, i, "query.image", req.frame).await?,
+        ),
+        (None, None, Some(v)) => ("vector", check_vector(&v, state.encoder.model().dim())?),
+        _ => {
+            return Err(ApiError::invalid(
+                "query needs exactly one of \"text\", \"image\" or \"vector\"",
+            ))
+        }
+    };
+    let total = collection.count(filter.clone()).await?;
+    let searched = run_search(
+        &collection,
+        vector,
+        req.target,
+        req.limit,
+        req.offset,
+        filter,
+        req.score_threshold,
+        req.ef,
+        req.exact,
+    )
+    .await?;
+    Ok(Json(SearchResponse {
+        hits: to_hits(&state, &req.collection, searched, req.offset + 1),
+        collection: req.collection,
+        model_id: state.model_ref.model_id.clone(),
+        query_modality: modality.into(),
+        target: req.target,
+        total,
+    }))
+}
+
+fn words(text: &str) -> HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(b).count() as f32 / union as f32
+}
+
+/// Builds an MLLM-ready context from the best passages of a collection.
+#[utoipa::path(
+    post,
+    path = "/v1/rag/context",
+    tag = "retrieval",
+    request_body(content((RagRequest = "application/json"), (RagRequest = "multipart/form-data"))),
+    responses((status = 200, description = "Context with numbered citations, or an abstention", body = RagResponse))
+)]
+pub async fn rag_context(
+    State(state): State<AppState>,
+    ApiBody(req): ApiBody<RagRequest>,
+) -> ApiResult<Json<RagResponse>> {
+    if req.k == 0 || req.k > 100 {
+        return Err(ApiError::invalid(format!(
+            "k must be 1–100 (got {})",
+            req.k
+        )));
+    }
+    if req.max_chars < 100 {
+        return Err(ApiError::invalid(format!(
+            "max_chars {} is too small to hold one citation; give at least 100",
+            req.max_chars
+        )));
+    }
+    if !(0.0..=1.0).contains(&req.dedup_threshold) {
+        return Err(ApiError::invalid("dedup_threshold must be in [0, 1]"));
+    }
+    if req.question.is_none() && req.image.is_none() {
+        return Err(ApiError::invalid(
+            "give a \"question\", an \"image\", or both",
+        ));
+    }
+    let filter = parse_filter(req.filter)?;
+    let collection = state.collection(&req.collection).await?;
+    let min_score = match req.min_score {
+        Some(m) if !(-1.0..=1.0).contains(&m) => {
+            return Err(ApiError::invalid("min_score must be in [-1, 1]"))
+        }
+        Some(m) => m,
+        None => state
+            .collection_settings(&req.collection)
+            .await
+            .and_then(|s| s.rag_min_score)
+            .unwrap_or(state.settings.rag_min_score),
+    };
+    let mut queries = Vec::new();
+    if let Some(q) = req.question {
+        queries.push(embed_text(&state, q, "question").await?);
+    }
+    if let Some(i) = req.image {
+        queries.push(embed_image(&state, i, "image", req.frame).await?);
+    }
+    // Over-fetch so near-duplicate removal still leaves k passages.
+    let fetch = (req.k * 3).min(MAX_DEPTH);
+    let mut best: HashMap<String, Hit> = HashMap::new();
+    let mut version = None;
+    let mut store = String::new();
+    for v in queries {
+        let s = run_search(
+            &collection,
+            v,
+            req.target,
+            fetch,
+            0,
+            filter.clone(),
+            None,
+            None,
+            false,
+        )
+        .await?;
+        version = s.index_version;
+        store = s.store;
+        for h in s.hits {
+            match best.get(&h.id) {
+                Some(prev) if prev.score >= h.score => {}
+                _ => {
+                    best.insert(h.id.clone(), h);
+                }
+            }
+        }
+    }
+    let mut hits: Vec<Hit> = best.into_values().collect();
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    let best_score = hits.first().map(|h| h.score);
+    let abstain_reason = match best_score {
+        None => Some("the collection has no item that matches the query and filter".to_owned()),
+        Some(s) if s < min_score => Some(format!(
+            "the best match scores {s:.3}, below the abstention bound {min_score:.3}: the collection holds nothing close enough to cite"
+        )),
+        _ => None,
+    };
+    if let Some(reason) = abstain_reason {
+        state.metrics.abstained(&req.collection);
+        return Ok(Json(RagResponse {
+            context: String::new(),
+            content_parts: Vec::new(),
+            citations: Vec::new(),
+            abstained: true,
+            reason: Some(reason),
+            best_score,
+            min_score,
+            duplicates_removed: 0,
+            truncated: false,
+        }));
+    }
+    let mut kept: Vec<(Hit, HashSet<String>)> = Vec::new();
+    let mut duplicates_removed = 0;
+    for h in hits.into_iter().filter(|h| h.score >= min_score) {
+        let w = words(h.text.as_deref().unwrap_or(""));
+        if kept
+            .iter()
+            .any(|(_, k)| jaccard(k, &w) >= req.dedup_threshold)
+        {
+            duplicates_removed += 1;
+            continue;
+        }
+        kept.push((h, w));
+        if kept.len() == req.k {
+            break;
+        }
+    }
+    let mut context = String::new();
+    let mut cited = Vec::new();
+    let mut truncated = false;
+    for (h, _) in kept {
+        let n = cited.len() + 1;
+        let body = h
+            .text
+            .clone()
+            .unwrap_or_else(|| format!("(image {})", h.image.clone().unwrap_or_default()));
+        let entry = format!(
+            "[{n}] {} (source: {}/{}, score {:.3})\n",
+            body.trim(),
+            req.collection,
+            h.id,
+            h.score
+        );
+        if context.chars().count() + entry.chars().count() > req.max_chars {
+            truncated = true;
+            if cited.is_empty() {
+                // Cut the best passage to fit rather than return nothing.
+                let room = req.max_chars.saturating_sub(1);
+                context = entry
+                    .chars()
+                    .take(room.saturating_sub(1))
+                    .collect::<String>()
+                    + "…\n";
+                cited.push(h);
+            }
+            break;
+        }
+        context.push_str(&entry);
+        cited.push(h);
+    }
+    let searched = Searched {
+        hits: cited,
+        index_version: version,
+        store,
+    };
+    let citations = to_hits(&state, &req.collection, searched, 1);
+    Ok(Json(RagResponse {
+        content_parts: vec![ContentPart {
+            kind: "text".into(),
+            text: format!(
+                "Reference passages retrieved for this case (cite them by number):\n{context}"
+            ),
+        }],
+        context,
+        citations,
+        abstained: false,
+        reason: None,
+        best_score,
+        min_score,
+        duplicates_removed,
+        truncated,
+    }))
+}

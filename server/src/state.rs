@@ -1,0 +1,212 @@
+//! Shared state of the HTTP service: the encoder queue, the stores and the open collections, the
+//! server's own per-collection settings, readiness and metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mirage_index::{Collection, ModelRef, StoreSpec};
+use mirage_model::bundle::TextBank;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::config::Settings;
+use crate::error::{ApiError, ApiResult};
+use crate::infer::Encoder;
+use crate::metrics::Metrics;
+
+/// What the server remembers about a collection beyond what the store keeps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSettings {
+    /// `embedded` or `qdrant`.
+    pub store: String,
+    /// RAG abstention bound for this collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag_min_score: Option<f32>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// See [`AppState`].
+pub struct Inner {
+    /// Effective settings.
+    pub settings: Settings,
+    /// Inference queue (owns the model).
+    pub encoder: Encoder,
+    /// The bundle's text bank, for audit.
+    pub text_bank: Option<TextBank>,
+    /// The model reference collections are checked against.
+    pub model_ref: ModelRef,
+    /// Default store.
+    pub store: StoreSpec,
+    /// Optional second store.
+    pub qdrant: Option<StoreSpec>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    open: RwLock<HashMap<String, Collection>>,
+    registry: Mutex<BTreeMap<String, CollectionSettings>>,
+    registry_path: PathBuf,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state; the registry file is read (or started empty).
+    pub fn new(
+        settings: Settings,
+        encoder: Encoder,
+        text_bank: Option<TextBank>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let store: StoreSpec = settings.store.parse()?;
+        let qdrant = match &settings.qdrant_url {
+            Some(url) => Some(format!("qdrant:{url}").parse()?),
+            None => None,
+        };
+        fs_err::create_dir_all(&settings.data_dir)?;
+        let registry_path = settings.data_dir.join("collections.json");
+        let registry = match fs_err::read(&registry_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not a collection registry: {e}",
+                    registry_path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let model_ref = mirage_index::pipeline::model_ref(encoder.model());
+        Ok(Self(Arc::new(Inner {
+            settings,
+            encoder,
+            text_bank,
+            model_ref,
+            store,
+            qdrant,
+            metrics,
+            ready: AtomicBool::new(false),
+            open: RwLock::new(HashMap::new()),
+            registry: Mutex::new(registry),
+            registry_path,
+        })))
+    }
+
+    /// Ready for traffic (model warmed up, not draining).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Marks readiness.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The store named by `kind` (`embedded`, `qdrant`, or the default when `None`).
+    pub fn store_for(&self, kind: Option<&str>) -> ApiResult<StoreSpec> {
+        let default_kind = store_kind(&self.store);
+        match kind {
+            None => Ok(self.store.clone()),
+            Some(k) if k == default_kind => Ok(self.store.clone()),
+            Some("qdrant") => self.qdrant.clone().ok_or_else(|| {
+                ApiError::invalid(
+                    "this server has no Qdrant store configured (start it with --qdrant-url)",
+                )
+            }),
+            Some(k) => Err(ApiError::invalid(format!(
+                "store {k:?} is not available here; this server offers {default_kind:?}{}",
+                if self.qdrant.is_some() {
+                    " and \"qdrant\""
+                } else {
+                    ""
+                }
+            ))),
+        }
+    }
+
+    /// Settings the server keeps for `name`.
+    pub async fn collection_settings(&self, name: &str) -> Option<CollectionSettings> {
+        self.registry.lock().await.get(name).cloned()
+    }
+
+    /// Records (or forgets, with `None`) the server's settings for `name`, durably.
+    pub async fn set_collection_settings(
+        &self,
+        name: &str,
+        settings: Option<CollectionSettings>,
+    ) -> ApiResult<()> {
+        let mut reg = self.registry.lock().await;
+        match settings {
+            Some(s) => reg.insert(name.to_owned(), s),
+            None => reg.remove(name),
+        };
+        let bytes = serde_json::to_vec_pretty(&*reg).map_err(ApiError::internal)?;
+        let tmp = self.registry_path.with_extension("json.partial");
+        let path = self.registry_path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = fs_err::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs_err::rename(&tmp, &path)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+    }
+
+    /// The open collection `name`, opening it (and checking its model) on first use.
+    pub async fn collection(&self, name: &str) -> ApiResult<Collection> {
+        if let Some(c) = self.open.read().await.get(name) {
+            return Ok(c.clone());
+        }
+        mirage_index::embedded::validate_collection_name(name)?;
+        let kind = self.collection_settings(name).await.map(|s| s.store);
+        let spec = self.store_for(kind.as_deref())?;
+        let mut open = self.open.write().await;
+        if let Some(c) = open.get(name) {
+            return Ok(c.clone());
+        }
+        let c = Collection::open(&spec, name).await?;
+        c.check_model(&self.model_ref)?;
+        open.insert(name.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Registers a freshly created collection as open.
+    pub async fn insert_open(&self, name: &str, c: Collection) {
+        self.open.write().await.insert(name.to_owned(), c);
+    }
+
+    /// Closes `name` (so it can be dropped) and returns it if it was open.
+    pub async fn close(&self, name: &str) -> Option<Collection> {
+        self.open.write().await.remove(name)
+    }
+
+    /// Every open collection (for flushing at shutdown).
+    pub async fn open_collections(&self) -> Vec<(String, Collection)> {
+        self.open
+            .read()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// `embedded` or `qdrant`.
+pub fn store_kind(spec: &StoreSpec) -> &'static str {
+    match spec {
+        StoreSpec::Embedded(_) => "embedded",
+        StoreSpec::Qdrant { .. } => "qdrant",
+    }
+}

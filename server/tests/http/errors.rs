@@ -1,0 +1,294 @@
+//! Every bad input gets a clear problem+json 4xx, and the server stays up through all of them.
+
+use mirage_index::{CollectionConfig, EmbeddedCollection, ModelRef};
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    crate::bundle_with_bank(&bundle);
+    let work = dir.path().join("work");
+    // A collection built with another model, placed before the server starts.
+    let other = ModelRef {
+        model_id: "other-model".into(),
+        sha256: "0".repeat(64),
+    };
+    EmbeddedCollection::create_or_open(
+        &work.join("indexes"),
+        "foreign",
+        &CollectionConfig::new(16, other),
+    )
+    .unwrap();
+    let server = Server::start(&bundle, &work, &[]);
+    let api = &server.api;
+    let (s, e, cl, a) = ("/v1/search", "/v1/embeddings", "/v1/classify", "/v1/audit");
+    let c = "/v1/collections/{name}";
+    api.put(c, "/v1/collections/docs", &json!({}))
+        .await
+        .expect(201);
+
+    // Malformed JSON → 400; wrong types and missing fields → 422, naming the field.
+    let r = api
+        .post_raw(s, s, "application/json", b"{\"collection\": ".to_vec())
+        .await
+        .expect_problem(400, "invalid-json");
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    let r = api
+        .post(
+            s,
+            s,
+            &json!({"collection": "docs", "query": {"text": "x"}, "limit": "ten"}),
+        )
+        .await
+        .expect_problem(422, "invalid-request");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("invalid type"),
+        "{}",
+        r.body
+    );
+    api.post(s, s, &json!({"query": {"text": "x"}}))
+        .await
+        .expect_problem(422, "invalid-request");
+    let r = api
+        .post(
+            s,
+            s,
+            &json!({"collection": "docs", "query": {"text": "x"}, "limt": 3}),
+        )
+        .await
+        .expect_problem(422, "invalid-request");
+    assert!(r.body["detail"].as_str().unwrap().contains("limt"));
+    api.post(e, e, &json!({"input": 42}))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(e, e, &json!({"input": [{"text": "a", "image": "b"}]}))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(e, e, &json!({"input": "x", "dimensions": 8}))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(e, e, &json!({"input": "x", "model": "gpt-4"}))
+        .await
+        .expect_problem(404, "not-found");
+    api.post(e, e, &json!({"input": []}))
+        .await
+        .expect_problem(422, "invalid-request");
+    // Content types.
+    api.post_raw(s, s, "text/plain", b"hello".to_vec())
+        .await
+        .expect_problem(415, "unsupported-media-type");
+
+    // Unknown collection, unknown route, wrong method, bad collection name.
+    let r = api
+        .post(s, s, &json!({"collection": "nope", "query": {"text": "x"}}))
+        .await
+        .expect_problem(404, "not-found");
+    assert!(r.body["detail"].as_str().unwrap().contains("nope"));
+    assert_eq!(r.body["instance"], "/v1/search");
+    assert!(r.body["request_id"].as_str().is_some());
+    let res = api
+        .request(reqwest::Method::GET, "/v1/nothing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = api
+        .request(reqwest::Method::GET, "/v1/search")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    api.put(c, "/v1/collections/bad%20name", &json!({}))
+        .await
+        .expect_problem(422, "invalid-request");
+
+    // Images: bad base64, a corrupt PNG, not an image, an unsupported DICOM transfer syntax.
+    let r = api
+        .post(
+            cl,
+            cl,
+            &json!({"image": "data:image/png;base64,!!!", "labels": ["a"]}),
+        )
+        .await
+        .expect_problem(422, "invalid-image");
+    assert!(r.body["detail"].as_str().unwrap().contains("base64"));
+    let mut corrupt = png(3, 64);
+    corrupt.truncate(60);
+    let r = api
+        .post(cl, cl, &json!({"image": b64(&corrupt), "labels": ["a"]}))
+        .await
+        .expect_problem(422, "invalid-image");
+    assert!(r.body["detail"].as_str().unwrap().contains("image"));
+    api.post(
+        cl,
+        cl,
+        &json!({"image": b64(b"GIF89a not supported"), "labels": ["a"]}),
+    )
+    .await
+    .expect_problem(415, "unsupported-image");
+    if let Some(jls) = pydicom_file("JPEGLSNearLossless_08.dcm") {
+        let r = api
+            .post(cl, cl, &json!({"image": b64(&jls), "labels": ["a"]}))
+            .await
+            .expect_problem(415, "unsupported-image");
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("transfer syntax"),
+            "{}",
+            r.body
+        );
+    }
+    if let Some(sr) = pydicom_file("test-SR.dcm") {
+        api.post(cl, cl, &json!({"image": b64(&sr), "labels": ["a"]}))
+            .await
+            .expect_problem(422, "invalid-image");
+    }
+
+    // Labels and templates.
+    let img = b64(&png(2, 64));
+    api.post(cl, cl, &json!({"image": img, "labels": []}))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(cl, cl, &json!({"image": img, "labels": ["a", "a"]}))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(
+        cl,
+        cl,
+        &json!({"image": img, "labels": ["a"], "templates": ["no placeholder"]}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+    api.post(
+        cl,
+        cl,
+        &json!({"image": img, "labels": ["a"], "temperature": -1.0}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+
+    // Vectors: wrong dimension, NaN (not JSON: 400), overflow to infinity, all zeros.
+    let q = |v: serde_json::Value| json!({"collection": "docs", "query": {"vector": v}});
+    let r = api
+        .post(s, s, &q(json!([0.1, 0.2])))
+        .await
+        .expect_problem(422, "invalid-request");
+    assert!(r.body["detail"].as_str().unwrap().contains("16"));
+    api.post_raw(
+        s,
+        s,
+        "application/json",
+        br#"{"collection":"docs","query":{"vector":[NaN]}}"#.to_vec(),
+    )
+    .await
+    .expect_problem(400, "invalid-json");
+    let mut big = vec![json!(0.1); 16];
+    big[3] = json!(1e39);
+    let r = api
+        .post(s, s, &q(json!(big)))
+        .await
+        .expect_problem(422, "invalid-request");
+    assert!(r.body["detail"].as_str().unwrap().contains("finite"));
+    api.post(s, s, &q(json!(vec![0.0; 16])))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(
+        s,
+        s,
+        &json!({"collection": "docs", "query": {"text": "a", "vector": vec![0.1; 16]}}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+    api.post(
+        s,
+        s,
+        &json!({"collection": "docs", "query": {"text": "a"}, "limit": 0}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+    api.post(s, s, &json!({"collection": "docs", "query": {"text": "a"}, "filter": {"must": [{"key": "x", "match": {"value": 1.5}}]}})).await.expect_problem(422, "invalid-request");
+
+    // Upserts.
+    let it = "/v1/collections/{name}/items";
+    api.post(
+        it,
+        "/v1/collections/docs/items",
+        &json!({"items": [{"id": "", "text": "x"}]}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+    api.post(
+        it,
+        "/v1/collections/docs/items",
+        &json!({"items": [{"id": "a", "text": "x", "payload": {"_mirage": 1}}]}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+    api.delete(it, "/v1/collections/docs/items", Some(&json!({})))
+        .await
+        .expect_problem(422, "invalid-request");
+    // Nothing of the refused writes landed.
+    let info = api.get(c, "/v1/collections/docs").await.expect(200);
+    assert_eq!(info.body["items"], 0);
+
+    // RAG.
+    let rag = "/v1/rag/context";
+    api.post(rag, rag, &json!({"collection": "docs"}))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(
+        rag,
+        rag,
+        &json!({"collection": "docs", "question": "x", "max_chars": 5}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+
+    // Model mismatch: the collection built with another model is refused with both ids named.
+    let r = api
+        .post(
+            s,
+            s,
+            &json!({"collection": "foreign", "query": {"text": "x"}}),
+        )
+        .await
+        .expect_problem(409, "conflict");
+    assert!(r.body["detail"].as_str().unwrap().contains("other-model"));
+
+    // Audit input.
+    api.post(a, a, &json!({"pairs": []}))
+        .await
+        .expect_problem(422, "invalid-request");
+    api.post(a, a, &json!({"pairs": [{"image": img, "caption": " "}]}))
+        .await
+        .expect_problem(422, "invalid-request");
+
+    // Still up, still right.
+    api.get("/health", "/health").await.expect(200);
+    let ok = api
+        .post(e, e, &json!({"input": "still here"}))
+        .await
+        .expect(200);
+    assert_eq!(ok.body["data"].as_array().unwrap().len(), 1);
+    drop(server);
+
+    // Audit needs a text bank: a bundle without one says so.
+    let plain = dir.path().join("plain");
+    crate::bundle_without_bank(&plain);
+    let server = Server::start(&plain, &dir.path().join("work2"), &[]);
+    server
+        .api
+        .post(a, a, &json!({"pairs": [{"image": img, "caption": "x"}]}))
+        .await
+        .expect_problem(409, "not-supported-by-model");
+}

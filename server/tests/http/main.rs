@@ -1,0 +1,33 @@
+//! End-to-end tests of the HTTP service: the real `mirage serve` binary on 127.0.0.1:0, real
+//! HTTP, real images, every response checked against the committed OpenAPI document.
+#![allow(unreachable_pub)]
+
+mod e2e;
+mod errors;
+mod harness;
+mod openapi_drift;
+mod protection;
+
+use std::path::Path;
+
+use mirage_model::testing::{write_tiny_bundle, write_tiny_bundle_with_bank, TinyVision};
+
+/// Captions of the tiny bundle's text bank.
+pub const BANK: &[&str] = &[
+    "axial brain mri",
+    "chest x-ray with pneumonia",
+    "normal chest radiograph",
+    "ct of the abdomen",
+    "coronal knee mri",
+    "pleural effusion on the left",
+];
+
+/// A tiny bundle with a text bank in `dir`.
+pub fn bundle_with_bank(dir: &Path) {
+    write_tiny_bundle_with_bank(dir, TinyVision::ResNetAttention, 16, 7, BANK).unwrap();
+}
+
+/// A tiny bundle without a bank.
+pub fn bundle_without_bank(dir: &Path) {
+    write_tiny_bundle(dir, TinyVision::ResNetMean, 16, 8).unwrap();
+}
