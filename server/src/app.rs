@@ -373,3 +373,34 @@ async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     next.run(req).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bare_timeout_becomes_a_503_problem_with_retry_after() {
+        let bare = (axum::http::StatusCode::REQUEST_TIMEOUT, "").into_response();
+        let res = to_problem(bare, "/v1/search", "req-1").await;
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(res.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let p: Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(p.kind, "urn:mirage:problem:timeout");
+        assert_eq!(p.instance.as_deref(), Some("/v1/search"));
+        assert_eq!(p.request_id.as_deref(), Some("req-1"));
+        assert!(p.detail.contains("request_timeout_secs"));
+    }
+
+    #[test]
+    fn only_collection_writes_need_admin_scope() {
+        assert!(needs_admin(&Method::PUT, "/v1/collections/a"));
+        assert!(needs_admin(&Method::POST, "/v1/collections/a/items"));
+        assert!(!needs_admin(&Method::GET, "/v1/collections/a"));
+        assert!(!needs_admin(&Method::POST, "/v1/search"));
+        assert!(public_path("/ready") && !public_path("/v1/search"));
+    }
+}

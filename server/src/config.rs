@@ -279,9 +279,11 @@ impl ServeArgs {
             audit_threshold,
             log_format
         );
-        if self.qdrant_url.is_some() {
-            s.qdrant_url = self.qdrant_url;
+        // An empty variable (as compose files pass unset options) means "not set".
+        if let Some(url) = self.qdrant_url.filter(|u| !u.is_empty()) {
+            s.qdrant_url = Some(url);
         }
+        s.cors_origins.retain(|o| !o.trim().is_empty());
         let keys = |v: Vec<String>| {
             v.into_iter()
                 .filter(|k| !k.is_empty())

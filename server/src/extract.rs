@@ -175,3 +175,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiBody<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_names_reach_into_objects_and_lists() {
+        let mut root = json!({"items": [{"id": "a"}, {"id": "b"}]})
+            .as_object()
+            .unwrap()
+            .clone();
+        insert(&mut root, "items.1.image", json!("B64")).unwrap();
+        insert(&mut root, "query.image", json!("Q")).unwrap();
+        insert(&mut root, "labels", json!("x")).unwrap();
+        insert(&mut root, "labels", json!("y")).unwrap();
+        assert_eq!(
+            Value::Object(root.clone()),
+            json!({"items": [{"id": "a"}, {"id": "b", "image": "B64"}], "query": {"image": "Q"}, "labels": ["x", "y"]})
+        );
+        assert!(insert(&mut root, "items.7.image", json!(1)).is_err());
+        assert!(insert(&mut root, "labels.x", json!(1)).is_err());
+        assert!(insert(&mut root, "a..b", json!(1)).is_err());
+    }
+}

@@ -92,6 +92,13 @@ impl Encoder {
     }
 
     fn admit(&self, items: usize) -> ApiResult<OwnedSemaphorePermit> {
+        if items > self.capacity {
+            // Waiting would not help: such a request can never fit.
+            return Err(ApiError::invalid(format!(
+                "this request needs {items} inference slots (texts, images and prompts), more than the server's max_queue_items ({}); send fewer labels, templates or inputs per request",
+                self.capacity
+            )));
+        }
         let n = u32::try_from(items.max(1)).unwrap_or(u32::MAX);
         let permit = self.permits.clone().try_acquire_many_owned(n).map_err(|_| {
             self.metrics.rejected_overload();

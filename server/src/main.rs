@@ -49,6 +49,11 @@ enum Command {
     Serve(mirage_server::config::ServeArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Exit 0 when GET URL answers 200 (the container healthcheck; the image has no curl).
+    Probe {
+        /// e.g. http://127.0.0.1:8080/ready
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,6 +215,7 @@ fn serve(args: mirage_server::config::ServeArgs, log: &str) -> Result<()> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(_) => unreachable!("handled in main"),
+        Command::Probe { url } => probe(&url),
         Command::Openapi => {
             println!("{}", mirage_server::app::openapi().to_pretty_json()?);
             Ok(())
@@ -375,4 +381,34 @@ fn classify_cmd(args: ClassifyArgs) -> Result<()> {
     });
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
+}
+
+/// A minimal HTTP/1.1 GET over a plain TCP connection.
+fn probe(url: &str) -> Result<()> {
+    use std::io::Read;
+    let rest = url
+        .strip_prefix("http://")
+        .context("probe takes an http:// URL")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)?
+        .next()
+        .with_context(|| format!("cannot resolve {authority}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        bail!("{url}: {status}")
+    }
 }

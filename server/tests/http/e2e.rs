@@ -52,6 +52,17 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
     let h = api.get("/health", "/health").await.expect(200);
     assert_eq!(h.body["status"], "pass");
     api.get("/ready", "/ready").await.expect(200);
+    // The container healthcheck.
+    let probe = |path: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .args(["probe", &format!("{}{path}", api.base)])
+            .output()
+            .unwrap()
+    };
+    assert!(probe("/ready").status.success());
+    let missing = probe("/nothing");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
     let info = api.get("/info", "/info").await.expect(200);
     assert_eq!(info.body["model_id"], model.model_id());
     assert_eq!(info.body["embed_dim"], 16);

@@ -105,6 +105,17 @@ async fn keys_scopes_body_limit_queue_and_cors() {
         .await
         .expect_problem(422, "invalid-request");
 
+    // A request that could never fit the queue is refused as too big, not "retry later".
+    let labels: Vec<String> = (0..3).map(|i| format!("label {i}")).collect();
+    let r = reader
+        .post("/v1/classify", "/v1/classify", &json!({"image": b64(&png(1, 64)), "labels": labels, "templates": ["a {}", "b {}", "c {}"]}))
+        .await
+        .expect_problem(422, "invalid-request");
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("max_queue_items"));
+
     // A full queue answers 429 with Retry-After; everything else completes.
     let images: Vec<serde_json::Value> =
         (0..8).map(|i| json!({"image": b64(&png(i, 64))})).collect();

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# HTTP overhead benchmark: /v1/search (text query) and /v1/embeddings at concurrency 16 and 64 for
+# 30 s each, over loopback HTTP and in-process on the same state, on the 1,000 radlabels reports:
+# once with the MiniLM bundle (the real workload) and once with a tiny model (inference nearly
+# free, so the table shows what HTTP itself costs). Prints tables; JSON in
+# $MIRAGE_CACHE/bench/http-{minilm,tiny}/bench-http.json.
+#
+#   scripts/bench-http.sh [SECONDS]      (default 30)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-30}"
+cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
+assets="${MIRAGE_ASSETS:-$cache/assets}"
+target="${CARGO_TARGET_DIR:-target}"
+scripts/fetch-assets.sh >&2
+cargo build --release -q -p mirage-server --bin mirage --example bench_http
+bundle="$cache/bench/minilm-bundle"
+if [[ ! -f "$bundle/bundle.json" ]]; then
+  "$target/release/mirage" model import-hf --text "$assets/minilm" --vision-arch resnet18 \
+    --vision-pool mean --image-size 64 --model-id minilm-bench --out "$bundle" >&2
+fi
+"$target/release/examples/bench_http" "$bundle" "$assets/radlabels/synthetic_reports" \
+  "$cache/bench/http-minilm" --seconds "$seconds" --concurrency 16,64
+echo
+echo "tiny model (HTTP overhead exposed):"
+"$target/release/examples/bench_http" tiny "$assets/radlabels/synthetic_reports" \
+  "$cache/bench/http-tiny" --seconds "$seconds" --concurrency 16,64
