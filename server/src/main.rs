@@ -1,6 +1,7 @@
 //! `mirage`: the command line of MIRAGE-RS: model bundles (import, info), embedding and
 //! zero-shot classification, indexing corpora into collections and searching them.
 
+mod data_cmd;
 mod index_cmd;
 
 use std::io::Write;
@@ -45,6 +46,9 @@ enum Command {
     Index(index_cmd::IndexCommand),
     /// Search a collection by text or image; prints one JSON object per hit.
     Search(index_cmd::SearchArgs),
+    /// Build the offline demo and benchmark corpora.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
     /// Serve the HTTP API.
     Serve(mirage_server::config::ServeArgs),
     /// Print the OpenAPI document of the HTTP API.
@@ -216,6 +220,7 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(_) => unreachable!("handled in main"),
         Command::Probe { url } => probe(&url),
+        Command::Data(cmd) => data_cmd::run_data(cmd),
         Command::Openapi => {
             println!("{}", mirage_server::app::openapi().to_pretty_json()?);
             Ok(())
