@@ -649,8 +649,13 @@ impl EmbeddedCollection {
             image_vectors: state.spaces[1].flat.len() as u64,
             tombstones: tombstones as u64,
             format_version: self.manifest.format_version,
-            generation: Some(self.generation.load(std::sync::atomic::Ordering::SeqCst)),
+            generation: Some(self.generation()),
         }
+    }
+
+    /// Committed writes (upserts and effective deletes) since creation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Writes the graphs to disk so the next open does not re-insert what they already hold.

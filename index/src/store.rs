@@ -153,6 +153,25 @@ impl Collection {
         }
     }
 
+    /// `embedded` or `qdrant`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(_) => "qdrant",
+        }
+    }
+
+    /// The collection's version (committed writes) without the cost of [`Self::info`]; the
+    /// Qdrant store keeps none.
+    pub fn index_version(&self) -> Option<u64> {
+        match self {
+            Self::Embedded(c) => Some(c.generation()),
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(_) => None,
+        }
+    }
+
     /// Refuses a model other than the one the collection was built with, naming both.
     pub fn check_model(&self, model: &ModelRef) -> Result<()> {
         self.model().ensure_matches(self.name(), model)

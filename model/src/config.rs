@@ -379,6 +379,18 @@ pub struct PromptTemplates {
 }
 
 impl PromptTemplates {
+    /// These templates with the caller's lists in place of any that are given.
+    pub fn with_overrides(
+        self,
+        positive: Option<Vec<String>>,
+        negative: Option<Vec<String>>,
+    ) -> Self {
+        Self {
+            positive: positive.unwrap_or(self.positive),
+            negative: negative.unwrap_or(self.negative),
+        }
+    }
+
     /// Every problem with these templates (empty lists, a template without `{}`).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();

@@ -89,6 +89,37 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
     }
 }
 
+fn write_tiny(
+    dir: &Path,
+    vision: TinyVision,
+    embed_dim: usize,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    text_bank: Option<&TextBank>,
+) -> Result<Bundle> {
+    write_bundle(
+        dir,
+        BundleContents {
+            config: tiny_config(vision, embed_dim),
+            tensors,
+            tokenizer_json: TINY_TOKENIZER_JSON,
+            text_bank,
+        },
+    )
+}
+
+fn tiny_tensors(
+    vision: TinyVision,
+    embed_dim: usize,
+    seed: u64,
+) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    let config = tiny_config(vision, embed_dim);
+    random_tensors(
+        &names::model_tensors(&config.architecture),
+        seed,
+        &Device::Cpu,
+    )
+}
+
 /// Writes a tiny bundle with weights drawn from `seed`.
 pub fn write_tiny_bundle(
     dir: &Path,
@@ -96,21 +127,8 @@ pub fn write_tiny_bundle(
     embed_dim: usize,
     seed: u64,
 ) -> Result<Bundle> {
-    let config = tiny_config(vision, embed_dim);
-    let tensors = random_tensors(
-        &names::model_tensors(&config.architecture),
-        seed,
-        &Device::Cpu,
-    )?;
-    write_bundle(
-        dir,
-        BundleContents {
-            config,
-            tensors: &tensors,
-            tokenizer_json: TINY_TOKENIZER_JSON,
-            text_bank: None,
-        },
-    )
+    let tensors = tiny_tensors(vision, embed_dim, seed)?;
+    write_tiny(dir, vision, embed_dim, &tensors, None)
 }
 
 /// Writes a tiny bundle (weights from `seed`) whose exported text bank holds the model's own
@@ -122,27 +140,15 @@ pub fn write_tiny_bundle_with_bank(
     seed: u64,
     captions: &[&str],
 ) -> Result<Bundle> {
-    write_tiny_bundle(dir, vision, embed_dim, seed)?;
+    // The bank needs the model's embeddings, so the bundle is written once without it.
+    let tensors = tiny_tensors(vision, embed_dim, seed)?;
+    write_tiny(dir, vision, embed_dim, &tensors, None)?;
     let model = crate::MirageModel::open_cpu(dir)?;
     let bank = TextBank {
         embeddings: model.embed_texts_tensor(captions)?,
         captions: captions.iter().map(|c| (*c).to_owned()).collect(),
     };
-    let config = tiny_config(vision, embed_dim);
-    let tensors = random_tensors(
-        &names::model_tensors(&config.architecture),
-        seed,
-        &Device::Cpu,
-    )?;
-    write_bundle(
-        dir,
-        BundleContents {
-            config,
-            tensors: &tensors,
-            tokenizer_json: TINY_TOKENIZER_JSON,
-            text_bank: Some(&bank),
-        },
-    )
+    write_tiny(dir, vision, embed_dim, &tensors, Some(&bank))
 }
 
 /// Writes a Hugging Face-style BERT directory (`config.json`, `model.safetensors` with `bert.`

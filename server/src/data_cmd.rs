@@ -80,7 +80,6 @@ fn radlabels(dir: &Path, out: &Path) -> Result<usize> {
     let labels: BTreeMap<String, serde_json::Map<String, Value>> =
         serde_json::from_slice(&fs_err::read(&labels_path)?)
             .with_context(|| format!("{}", labels_path.display()))?;
-    let mut written = 0;
     let mut lines = Vec::new();
     for (id, findings) in &labels {
         let path = reports_dir.join(format!("{id}.txt"));
@@ -91,7 +90,6 @@ fn radlabels(dir: &Path, out: &Path) -> Result<usize> {
         }
         let row = json!({"id": id, "text": text, "metadata": label_metadata(findings)?});
         lines.push(serde_json::to_string(&row)?);
-        written += 1;
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs_err::create_dir_all(parent)?;
@@ -103,5 +101,5 @@ fn radlabels(dir: &Path, out: &Path) -> Result<usize> {
     }
     f.into_inner()?.sync_all()?;
     fs_err::rename(&tmp, out)?;
-    Ok(written)
+    Ok(lines.len())
 }

@@ -41,53 +41,46 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn insert(root: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), ApiError> {
-    let bad = || {
+    let segments: Vec<&str> = key.split('.').collect();
+    place(root, &segments, value).ok_or_else(|| {
         ApiError::invalid(format!(
             "multipart field name {key:?} does not address a place in the request"
         ))
-    };
-    let segments: Vec<&str> = key.split('.').collect();
-    let (last, path) = segments.split_last().ok_or_else(bad)?;
-    let mut here: &mut Map<String, Value> = root;
-    for seg in path {
-        if seg.is_empty() {
-            return Err(bad());
-        }
-        let next = here
-            .entry((*seg).to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        here = match next {
-            Value::Object(m) => m,
-            Value::Array(list) => {
-                // `items.0.image`: step into the list element.
-                return insert_into_list(list, &segments, seg, value).ok_or_else(bad);
-            }
-            _ => return Err(bad()),
-        };
-    }
-    if last.is_empty() {
-        return Err(bad());
-    }
-    match here.get_mut(*last) {
-        Some(Value::Array(list)) => list.push(value),
-        Some(existing) => {
-            let first = existing.take();
-            *existing = Value::Array(vec![first, value]);
-        }
-        None => {
-            here.insert((*last).to_owned(), value);
-        }
-    }
-    Ok(())
+    })
 }
 
-/// Handles `list.N.rest…` once `list` (named by `at`) turns out to be an array.
-fn insert_into_list(list: &mut [Value], segments: &[&str], at: &str, value: Value) -> Option<()> {
-    let pos = segments.iter().position(|s| *s == at)?;
-    let index: usize = segments.get(pos + 1)?.parse().ok()?;
-    let rest = segments.get(pos + 2..)?.join(".");
-    match list.get_mut(index)? {
-        Value::Object(m) if !rest.is_empty() => insert(m, &rest, value).ok(),
+/// Puts `value` at `path` under `map`: objects are created on the way, a numeric segment steps
+/// into an existing list, and a repeated leaf becomes a list.
+fn place(map: &mut Map<String, Value>, path: &[&str], value: Value) -> Option<()> {
+    let (&head, rest) = path.split_first()?;
+    if head.is_empty() {
+        return None;
+    }
+    if rest.is_empty() {
+        match map.get_mut(head) {
+            Some(Value::Array(list)) => list.push(value),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, value]);
+            }
+            None => {
+                map.insert(head.to_owned(), value);
+            }
+        }
+        return Some(());
+    }
+    match map
+        .entry(head.to_owned())
+        .or_insert_with(|| Value::Object(Map::new()))
+    {
+        Value::Object(inner) => place(inner, rest, value),
+        Value::Array(list) => {
+            let (&index, rest) = rest.split_first()?;
+            match list.get_mut(index.parse::<usize>().ok()?)? {
+                Value::Object(inner) if !rest.is_empty() => place(inner, rest, value),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

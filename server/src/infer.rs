@@ -112,7 +112,6 @@ impl Encoder {
             )
             .retry_after(1)
         })?;
-        self.metrics.queue_depth(self.depth());
         Ok(permit)
     }
 

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mirage_model::config::{
-    PromptTemplates, ResNetConfig, TextPooling, VisionPooling, VisionTower, VitConfig,
-};
+use mirage_model::config::{ResNetConfig, TextPooling, VisionPooling, VisionTower, VitConfig};
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::import::{import_hf, ImportOptions};
 use mirage_model::zeroshot::{classify, ClassifyMode};
@@ -347,19 +345,10 @@ fn print_rows(rows: &[serde_json::Value], format: OutputFormat) -> Result<()> {
 fn classify_cmd(args: ClassifyArgs) -> Result<()> {
     let model = load(&args.bundle)?;
     let image = load_image(&args.image, DecodeOptions { frame: args.frame })?;
-    let defaults = model.prompt_templates();
-    let templates = PromptTemplates {
-        positive: if args.templates.is_empty() {
-            defaults.positive
-        } else {
-            args.templates
-        },
-        negative: if args.negative_templates.is_empty() {
-            defaults.negative
-        } else {
-            args.negative_templates
-        },
-    };
+    let given = |t: Vec<String>| (!t.is_empty()).then_some(t);
+    let templates = model
+        .prompt_templates()
+        .with_overrides(given(args.templates), given(args.negative_templates));
     let mode = if args.multi_label {
         ClassifyMode::MultiLabel
     } else {

@@ -67,7 +67,6 @@ struct Inner {
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
-    queue_depth: AtomicU64,
     overload_rejections: AtomicU64,
 }
 
@@ -95,11 +94,6 @@ impl Metrics {
         let mut g = self.lock();
         g.inference.observe(&LATENCY_BUCKETS, seconds);
         g.batch.observe(&BATCH_BUCKETS, items as f64);
-    }
-
-    /// Current queue depth.
-    pub fn queue_depth(&self, items: usize) {
-        self.queue_depth.store(items as u64, Ordering::Relaxed);
     }
 
     /// A request refused with 429.

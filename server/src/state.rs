@@ -204,7 +204,7 @@ impl AppState {
 }
 
 /// `embedded` or `qdrant`.
-pub fn store_kind(spec: &StoreSpec) -> &'static str {
+fn store_kind(spec: &StoreSpec) -> &'static str {
     match spec {
         StoreSpec::Embedded(_) => "embedded",
         StoreSpec::Qdrant { .. } => "qdrant",

@@ -2,32 +2,14 @@
 
 mod common;
 
-use common::{fail, mirage, ok};
+use common::{assets_dir, fail, mirage, ok, require_asset};
 use mirage_model::testing::{write_tiny_bundle, TinyVision};
-
-fn radlabels_dir() -> Option<std::path::PathBuf> {
-    let cache = std::env::var_os("MIRAGE_CACHE").map_or_else(
-        || std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/mirage"),
-        std::path::PathBuf::from,
-    );
-    let dir = std::env::var_os("MIRAGE_ASSETS")
-        .map_or_else(|| cache.join("assets"), std::path::PathBuf::from)
-        .join("radlabels");
-    if dir.join("synthetic_labels.json").exists() {
-        return Some(dir);
-    }
-    let msg = format!("missing {} — run `scripts/fetch-assets.sh`", dir.display());
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{msg} (CI must not skip this test)"
-    );
-    eprintln!("skipped: {msg}");
-    None
-}
 
 #[test]
 fn radlabels_corpus_indexes_and_filters_by_finding() {
-    let Some(src) = radlabels_dir() else { return };
+    let Some(src) = require_asset(assets_dir().join("radlabels")) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("corpus/radlabels.jsonl");
     ok(mirage(&[

@@ -102,6 +102,15 @@ impl Fixture {
     }
 }
 
+/// `mirage index info` of the collection "reports" in `store`.
+fn info_of(store: &str) -> std::process::Output {
+    mirage(&["index", "info", "--store", store, "--collection", "reports"])
+}
+
+fn info_json(store: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(info_of(store))).unwrap()
+}
+
 #[test]
 fn build_search_info_delete_from_the_shell() {
     let f = fixture(30);
@@ -164,15 +173,7 @@ fn build_search_info_delete_from_the_shell() {
         .iter()
         .all(|h| h["payload"]["year"].as_i64().unwrap() >= 2019));
 
-    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
-        "index",
-        "info",
-        "--store",
-        &store,
-        "--collection",
-        "reports",
-    ])))
-    .unwrap();
+    let info = info_json(&store);
     assert_eq!(info["items"], 30);
     assert_eq!(info["image_vectors"], 10);
 
@@ -195,15 +196,7 @@ fn build_search_info_delete_from_the_shell() {
         "--collection",
         "reports",
     ]));
-    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
-        "index",
-        "info",
-        "--store",
-        &store,
-        "--collection",
-        "reports",
-    ])))
-    .unwrap();
+    let info = info_json(&store);
     assert_eq!(info["items"], 24);
     assert_eq!(info["tombstones"], 0);
 
@@ -248,14 +241,7 @@ fn build_search_info_delete_from_the_shell() {
         "x",
     ]));
     assert!(err.contains("was built with model"), "{err}");
-    let err = fail(mirage(&[
-        "index",
-        "info",
-        "--store",
-        "mongodb:x",
-        "--collection",
-        "reports",
-    ]));
+    let err = fail(info_of("mongodb:x"));
     assert!(err.contains("embedded:DIR or qdrant:URL"), "{err}");
     let err = fail(mirage(&[
         "index",
@@ -273,14 +259,7 @@ fn build_search_info_delete_from_the_shell() {
     ]));
     assert!(err.contains("/nonexistent.jsonl"), "{err}");
     if !cfg!(feature = "qdrant") {
-        let err = fail(mirage(&[
-            "index",
-            "info",
-            "--store",
-            "qdrant:http://127.0.0.1:1",
-            "--collection",
-            "reports",
-        ]));
+        let err = fail(info_of("qdrant:http://127.0.0.1:1"));
         assert!(err.contains("features"), "{err}");
     }
     ok(mirage(&[
@@ -292,14 +271,7 @@ fn build_search_info_delete_from_the_shell() {
         "reports",
         "--all",
     ]));
-    let err = fail(mirage(&[
-        "index",
-        "info",
-        "--store",
-        &store,
-        "--collection",
-        "reports",
-    ]));
+    let err = fail(info_of(&store));
     assert!(err.contains("does not exist"), "{err}");
 }
 

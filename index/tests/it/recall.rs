@@ -7,6 +7,10 @@ use serde_json::json;
 
 use crate::common::*;
 
+fn ids(hits: &[mirage_index::Hit]) -> Vec<String> {
+    hits.iter().map(|h| h.id.clone()).collect()
+}
+
 #[test]
 fn hnsw_recall_at_10_is_at_least_095_on_20000_vectors() {
     let (n, dim, queries) = (20_000, 384, 200);
@@ -32,12 +36,7 @@ fn hnsw_recall_at_10_is_at_least_095_on_20000_vectors() {
     for q in &qs {
         let mut exact = SearchRequest::new(q.clone(), VectorName::Text, 10);
         exact.mode = SearchMode::Exact;
-        let truth: Vec<String> = c
-            .search(&exact)
-            .unwrap()
-            .into_iter()
-            .map(|h| h.id)
-            .collect();
+        let truth = ids(&c.search(&exact).unwrap());
         let approx = c
             .search(&SearchRequest::new(q.clone(), VectorName::Text, 10))
             .unwrap();
@@ -46,12 +45,7 @@ fn hnsw_recall_at_10_is_at_least_095_on_20000_vectors() {
 
         // A filter keeping 15,000 (above the exact threshold) goes through the graph too.
         exact.filter = Some(three_quarters.clone());
-        let truth: Vec<String> = c
-            .search(&exact)
-            .unwrap()
-            .into_iter()
-            .map(|h| h.id)
-            .collect();
+        let truth = ids(&c.search(&exact).unwrap());
         let mut req = SearchRequest::new(q.clone(), VectorName::Text, 10);
         req.filter = Some(three_quarters.clone());
         let approx = c.search(&req).unwrap();

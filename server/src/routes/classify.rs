@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::Json;
 use candle_core::Tensor;
-use mirage_model::config::PromptTemplates;
 use mirage_model::zeroshot::{classify as zero_shot, validate_labels, ClassifyMode};
 
 use crate::dto::{ClassifyRequest, ClassifyResponse, LabelResult};
@@ -27,11 +26,9 @@ pub async fn classify(
     validate_labels(&req.labels)?;
     check_input_count(&state, req.labels.len(), "labels")?;
     let model = state.encoder.model();
-    let defaults = model.prompt_templates();
-    let templates = PromptTemplates {
-        positive: req.templates.unwrap_or(defaults.positive),
-        negative: req.negative_templates.unwrap_or(defaults.negative),
-    };
+    let templates = model
+        .prompt_templates()
+        .with_overrides(req.templates, req.negative_templates);
     let problems = templates.problems();
     if !problems.is_empty() {
         return Err(ApiError::invalid(format!(

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
 use crate::infer::Input;
 use crate::routes::{check_input_count, parse_filter, prepare_images};
-use crate::state::{store_kind, AppState, CollectionSettings};
+use crate::state::{AppState, CollectionSettings};
 
 async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse {
     let settings = state.collection_settings(&info.name).await;
@@ -96,7 +96,7 @@ pub async fn create_collection(
     let previous = state.collection_settings(&name).await;
     if !existed || req.rag_min_score.is_some() || previous.is_none() {
         let settings = CollectionSettings {
-            store: store_kind(&spec).to_owned(),
+            store: collection.kind().to_owned(),
             rag_min_score: req.rag_min_score.or(previous.and_then(|p| p.rag_min_score)),
         };
         state.set_collection_settings(&name, Some(settings)).await?;
@@ -236,10 +236,9 @@ pub async fn upsert_items(
     }
     let n = items.len();
     collection.upsert(items).await?;
-    let info = collection.info().await?;
     Ok(Json(UpsertResponse {
         upserted: n,
-        index_version: info.generation,
+        index_version: collection.index_version(),
     }))
 }
 

@@ -78,7 +78,7 @@ fn check_vector(v: &[f32], dim: usize) -> ApiResult<Vec<f32>> {
 struct Searched {
     hits: Vec<Hit>,
     index_version: Option<u64>,
-    store: String,
+    store: &'static str,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -104,11 +104,10 @@ async fn run_search(
         SearchMode::Auto
     };
     let hits = collection.search(req).await?;
-    let info = collection.info().await?;
     Ok(Searched {
         hits,
-        index_version: info.generation,
-        store: info.store.split(':').next().unwrap_or_default().to_owned(),
+        index_version: collection.index_version(),
+        store: collection.kind(),
     })
 }
 
@@ -123,7 +122,7 @@ fn to_hits(state: &AppState, collection: &str, s: Searched, first_rank: usize) -
                 item_id: h.id.clone(),
                 model_id: state.model_ref.model_id.clone(),
                 bundle_sha256: state.model_ref.sha256.clone(),
-                store: s.store.clone(),
+                store: s.store.to_owned(),
                 index_version: s.index_version,
                 score: h.score,
             },
@@ -263,8 +262,6 @@ pub async fn rag_context(
     // Over-fetch so near-duplicate removal still leaves k passages.
     let fetch = (req.k * 3).min(MAX_DEPTH);
     let mut best: HashMap<String, Hit> = HashMap::new();
-    let mut version = None;
-    let mut store = String::new();
     for v in queries {
         let s = run_search(
             &collection,
@@ -278,8 +275,6 @@ pub async fn rag_context(
             false,
         )
         .await?;
-        version = s.index_version;
-        store = s.store;
         for h in s.hits {
             match best.get(&h.id) {
                 Some(prev) if prev.score >= h.score => {}
@@ -364,8 +359,8 @@ pub async fn rag_context(
     }
     let searched = Searched {
         hits: cited,
-        index_version: version,
-        store,
+        index_version: collection.index_version(),
+        store: collection.kind(),
     };
     let citations = to_hits(&state, &req.collection, searched, 1);
     Ok(Json(RagResponse {

@@ -1,4 +1,5 @@
-//! Running the `mirage` binary from tests.
+//! Running the `mirage` binary from tests, and where the fetched assets live.
+#![allow(dead_code)]
 
 use std::process::{Command, Output};
 
@@ -23,4 +24,31 @@ pub(crate) fn ok(out: Output) -> String {
 pub(crate) fn fail(out: Output) -> String {
     assert!(!out.status.success(), "mirage should have failed");
     String::from_utf8(out.stderr).unwrap()
+}
+
+/// The asset directory (`MIRAGE_ASSETS`, default `$MIRAGE_CACHE/assets`, default cache
+/// `~/.cache/mirage`), filled by `scripts/fetch-assets.sh`.
+pub(crate) fn assets_dir() -> std::path::PathBuf {
+    let cache = std::env::var_os("MIRAGE_CACHE").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/mirage")
+        },
+        std::path::PathBuf::from,
+    );
+    std::env::var_os("MIRAGE_ASSETS").map_or_else(|| cache.join("assets"), std::path::PathBuf::from)
+}
+
+/// `path` if it exists; otherwise a failure under CI and a printed skip (`None`) elsewhere.
+pub(crate) fn require_asset(path: std::path::PathBuf) -> Option<std::path::PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let msg = format!("missing {} — run `scripts/fetch-assets.sh`", path.display());
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{msg} (CI must not skip this test)"
+    );
+    eprintln!("skipped: {msg}");
+    None
 }

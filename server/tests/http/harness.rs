@@ -2,7 +2,7 @@
 //! the committed OpenAPI document, and test images.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 
@@ -348,30 +348,11 @@ pub fn data_uri(mime: &str, bytes: &[u8]) -> String {
     format!("data:{mime};base64,{}", b64(bytes))
 }
 
-/// The assets cache (fetched by scripts/fetch-assets.sh).
-pub fn assets_dir() -> PathBuf {
-    let cache = std::env::var_os("MIRAGE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mirage")
-        });
-    std::env::var_os("MIRAGE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache.join("assets"))
-}
-
 /// A pydicom test file, or `None` (skip) outside CI when assets are missing.
 pub fn pydicom_file(name: &str) -> Option<Vec<u8>> {
-    let path = assets_dir().join("pydicom").join(name);
-    if path.exists() {
-        return Some(std::fs::read(path).unwrap());
-    }
-    let msg = format!("missing {} — run `scripts/fetch-assets.sh`", path.display());
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg} (CI must not skip this test)");
-    }
-    eprintln!("skipped: {msg}");
-    None
+    let path =
+        crate::common::require_asset(crate::common::assets_dir().join("pydicom").join(name))?;
+    Some(std::fs::read(path).unwrap())
 }
 
 /// Cosine of two vectors.

@@ -2,6 +2,8 @@
 //! HTTP, real images, every response checked against the committed OpenAPI document.
 #![allow(unreachable_pub)]
 
+#[path = "../common/mod.rs"]
+mod common;
 mod e2e;
 mod errors;
 mod harness;
