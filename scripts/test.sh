@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
 scripts/reference-data.sh
+# The trainer links libtorch from the pip torch venv; its PyTorch parity tests use that python.
+source scripts/torch-env.sh
 profile=default
 [[ -n "${CI:-}" ]] && profile=ci
 # Built with the Qdrant store so its suite runs whenever MIRAGE_QDRANT_URL points at a server.

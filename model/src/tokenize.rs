@@ -22,6 +22,23 @@ pub struct TokenBatch {
     pub lengths: Vec<usize>,
 }
 
+/// A batch of token ids as row-major `batch × seq_len` vectors.
+#[derive(Debug, Clone)]
+pub struct TokenIds {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Segment ids.
+    pub type_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub mask: Vec<u32>,
+    /// Tokens per item before padding (after truncation).
+    pub lengths: Vec<usize>,
+    /// Items.
+    pub batch: usize,
+    /// Padded length.
+    pub seq_len: usize,
+}
+
 /// The bundle's tokenizer with its settings applied.
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -88,8 +105,9 @@ impl TextTokenizer {
         Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
     }
 
-    /// Tokenises a batch, padded to its longest item.
-    pub fn encode_batch(&self, texts: &[&str], device: &Device) -> Result<TokenBatch> {
+    /// Tokenises a batch, padded to its longest item, as plain vectors (for other tensor
+    /// libraries, e.g. the trainer's libtorch).
+    pub fn encode_ids(&self, texts: &[&str]) -> Result<TokenIds> {
         if texts.is_empty() {
             return Err(Error::InvalidInput("empty text batch".into()));
         }
@@ -107,23 +125,35 @@ impl TextTokenizer {
             .inner
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let b = enc.len();
-        let l = enc.first().map_or(0, |e| e.get_ids().len());
-        let mut ids = Vec::with_capacity(b * l);
-        let mut type_ids = Vec::with_capacity(b * l);
-        let mut mask = Vec::with_capacity(b * l);
-        let mut lengths = Vec::with_capacity(b);
+        let batch = enc.len();
+        let seq_len = enc.first().map_or(0, |e| e.get_ids().len());
+        let mut out = TokenIds {
+            ids: Vec::with_capacity(batch * seq_len),
+            type_ids: Vec::with_capacity(batch * seq_len),
+            mask: Vec::with_capacity(batch * seq_len),
+            lengths: Vec::with_capacity(batch),
+            batch,
+            seq_len,
+        };
         for e in &enc {
-            ids.extend_from_slice(e.get_ids());
-            type_ids.extend_from_slice(e.get_type_ids());
-            mask.extend_from_slice(e.get_attention_mask());
-            lengths.push(e.get_attention_mask().iter().filter(|&&m| m == 1).count());
+            out.ids.extend_from_slice(e.get_ids());
+            out.type_ids.extend_from_slice(e.get_type_ids());
+            out.mask.extend_from_slice(e.get_attention_mask());
+            out.lengths
+                .push(e.get_attention_mask().iter().filter(|&&m| m == 1).count());
         }
+        Ok(out)
+    }
+
+    /// Tokenises a batch, padded to its longest item.
+    pub fn encode_batch(&self, texts: &[&str], device: &Device) -> Result<TokenBatch> {
+        let t = self.encode_ids(texts)?;
+        let shape = (t.batch, t.seq_len);
         Ok(TokenBatch {
-            ids: Tensor::from_vec(ids, (b, l), device)?,
-            type_ids: Tensor::from_vec(type_ids, (b, l), device)?,
-            mask: Tensor::from_vec(mask, (b, l), device)?,
-            lengths,
+            ids: Tensor::from_vec(t.ids, shape, device)?,
+            type_ids: Tensor::from_vec(t.type_ids, shape, device)?,
+            mask: Tensor::from_vec(t.mask, shape, device)?,
+            lengths: t.lengths,
         })
     }
 }

@@ -1,0 +1,754 @@
+//! The training configuration: one TOML file (examples under `configs/`), overridden on the
+//! command line with `--set section.key=value`. Unknown keys are errors. Defaults are the
+//! published run of METHOD.md §2.6 wherever it states a value; every knob of §6.3 is here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use mirage_model::config::{ResNetConfig, TextPooling, VisionPooling, VisionTower, VitConfig};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. The resolved value is written beside every checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Towers and where their first weights come from.
+    pub model: ModelConfig,
+    /// Training and validation data.
+    pub data: DataConfig,
+    /// Synthetic false-positive noise.
+    pub noise: NoiseConfig,
+    /// Loss terms and their weights.
+    pub loss: LossConfig,
+    /// The nearest-neighbour text of §2.2.
+    pub nn: NnConfig,
+    /// The text memory queue of §2.4.
+    pub queue: QueueConfig,
+    /// Initial temperatures of the three contrastive terms.
+    pub temps: TempsConfig,
+    /// AdamW and the learning-rate schedule.
+    pub optim: OptimConfig,
+    /// Device, precision, seed, threads.
+    pub runtime: RuntimeConfig,
+    /// How often to checkpoint and validate.
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Where the first weights of each tower come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Start from every tensor of an existing bundle (architecture, tokenizer and all). Excludes
+    /// `text_init`.
+    pub bundle: Option<PathBuf>,
+    /// A Hugging Face BERT directory (`config.json`, `model.safetensors`, `tokenizer.json`),
+    /// e.g. all-MiniLM-L6-v2 from the assets cache.
+    pub text_init: Option<PathBuf>,
+    /// Use only the configuration and tokenizer of `text_init` and initialise its weights from
+    /// the seed.
+    pub text_from_scratch: bool,
+    /// Vision tower: `resnet18|34|50|101` (attention pooling), `resnet50-mean`, `vit-b16`, or a
+    /// full table (`kind = "resnet"` with `layers`, `bottleneck`, `width`, ...).
+    pub vision: VisionSpec,
+    /// torchvision-named safetensors for the vision trunk (with or without `vision.` prefix).
+    pub vision_weights: Option<PathBuf>,
+    /// Side of the square input images.
+    pub image_size: usize,
+    /// Joint embedding dimension D.
+    pub embed_dim: usize,
+    /// Token limit, special tokens included.
+    pub max_length: usize,
+    /// Text pooling.
+    pub text_pooling: TextPooling,
+    /// Model id written into the exported bundle.
+    pub model_id: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            bundle: None,
+            text_init: None,
+            text_from_scratch: false,
+            vision: VisionSpec::Name("resnet50".into()),
+            vision_weights: None,
+            image_size: 224,
+            embed_dim: 768,
+            max_length: 77,
+            text_pooling: TextPooling::Mean,
+            model_id: "mirage".into(),
+        }
+    }
+}
+
+/// A vision tower by short name or in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VisionSpec {
+    /// `resnet50`, `resnet18-mean`, `vit-b16`, ...
+    Name(String),
+    /// The bundle's own description.
+    Full(VisionTower),
+}
+
+impl VisionSpec {
+    /// The tower this spec names, at `image_size`.
+    pub fn resolve(&self, image_size: usize) -> Result<VisionTower> {
+        match self {
+            VisionSpec::Full(t) => Ok(t.clone()),
+            VisionSpec::Name(name) => {
+                let (base, pooling) = match name.strip_suffix("-mean") {
+                    Some(b) => (b, VisionPooling::Mean),
+                    None => (name.as_str(), VisionPooling::Attention),
+                };
+                if base == "vit-b16" {
+                    return Ok(VisionTower::Vit(VitConfig {
+                        image_size,
+                        ..VitConfig::b16()
+                    }));
+                }
+                let depth: u32 = base
+                    .strip_prefix("resnet")
+                    .and_then(|d| d.parse().ok())
+                    .with_context(|| {
+                        format!(
+                            "model.vision {name:?} is not one of resnet18|34|50|101[-mean], \
+                             vit-b16, or a table"
+                        )
+                    })?;
+                let mut c = ResNetConfig::standard(depth, pooling)?;
+                c.image_size = image_size;
+                Ok(VisionTower::Resnet(c))
+            }
+        }
+    }
+}
+
+/// Input formats of the training data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// PMC-OA jsonl: `image` (relative to `image_root`) and `caption`; other fields ignored.
+    #[default]
+    Pmcoa,
+    /// Plain JSONL: `image` and `text` (or `caption`).
+    Jsonl,
+    /// CSV with a header: `image` and `caption` (or `text`) columns.
+    Csv,
+}
+
+/// Training and validation data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Training pairs.
+    pub train: Option<PathBuf>,
+    /// Validation pairs (Recall@K and noise AUC each epoch); none means no validation.
+    pub valid: Option<PathBuf>,
+    /// File format of both.
+    pub format: DataFormat,
+    /// Images are resolved against this folder (default: the data file's folder).
+    pub image_root: Option<PathBuf>,
+    /// Keep only the first ⌊rate·len⌋ training rows (the reference's prefix subset).
+    pub rate: f64,
+    /// At most this many validation pairs (the first ones).
+    pub valid_limit: Option<usize>,
+    /// Decoding threads (0: one per core, at least 1).
+    pub workers: usize,
+    /// Batches decoded ahead of the training step.
+    pub prefetch: usize,
+    /// Random affine (±5°) and horizontal flip on training images.
+    pub augment: bool,
+    /// Largest share of unreadable images or empty captions tolerated before training stops.
+    pub max_bad_share: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            train: None,
+            valid: None,
+            format: DataFormat::Pmcoa,
+            image_root: None,
+            rate: 1.0,
+            valid_limit: None,
+            workers: 0,
+            prefetch: 4,
+            augment: true,
+            max_bad_share: 0.01,
+        }
+    }
+}
+
+/// How injected noise is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseMode {
+    /// Every read replaces the caption with probability η (the reference code).
+    #[default]
+    Dynamic,
+    /// A seeded subset of ⌊η·N⌋ pairs gets shuffled captions once, logged to `noise.jsonl`.
+    Fixed,
+}
+
+/// Synthetic false-positive noise (METHOD.md §3.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoiseConfig {
+    /// η: share of pairs whose caption is replaced by a random other caption.
+    pub fp_rate: f64,
+    /// Dynamic or fixed.
+    pub mode: NoiseMode,
+}
+
+/// Per-sample weights of the pair and robust terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// w⁺ = 1+s, w⁻ = 1−s (the reference).
+    #[default]
+    Adaptive,
+    /// w⁺ = (1+s)/2, w⁻ = (1−s)/2.
+    Convex,
+    /// Constant `fixed_pair_weight` and `fixed_robust_weight`.
+    Fixed,
+    /// s ≡ 0: w⁺ = w⁻ = 1.
+    None,
+}
+
+/// The ground cost of the OT term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtCost {
+    /// C_ij = −⟨t_i, n_j⟩ for both branches (the reference, mismatch M3).
+    #[default]
+    NnT,
+    /// As `nn_t`, but the image branch pays −⟨n_i, t_j⟩.
+    NnTSym,
+    /// C_ij = −⟨t_i, t_j⟩.
+    TT,
+    /// C_ij = −⟨v_i, t_j⟩, detached.
+    IT,
+    /// C_ij = −⟨n_i, n_j⟩.
+    NnNn,
+    /// C = 1 − I: the OT term becomes mean(1 − P_ii), a linear InfoNCE.
+    OneHot,
+}
+
+/// Loss terms (METHOD.md §2.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// λ of the weighted pair InfoNCE.
+    pub lambda_pair: f64,
+    /// λ of the robust NN InfoNCE (0 with `lambda_ot = 0` and `balance = "none"` is CLIP).
+    pub lambda_robust: f64,
+    /// λ of the OT contrastive term.
+    pub lambda_ot: f64,
+    /// Per-sample weights.
+    pub balance: Balance,
+    /// Pair weight of `balance = "fixed"`.
+    pub fixed_pair_weight: f64,
+    /// Robust weight of `balance = "fixed"`.
+    pub fixed_robust_weight: f64,
+    /// OT ground cost.
+    pub ot_cost: OtCost,
+    /// Multiply the OT image branch by w⁺.
+    pub ot_weighted: bool,
+    /// Ramp λ_robust and λ_ot linearly from 0 over this many steps (0: from the start, as the
+    /// reference) so that the bank holds trained texts before the robust terms weigh in.
+    pub robust_ramp_steps: u64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            lambda_pair: 1.0,
+            lambda_robust: 0.2,
+            lambda_ot: 0.05,
+            balance: Balance::Adaptive,
+            fixed_pair_weight: 1.0,
+            fixed_robust_weight: 0.01,
+            ot_cost: OtCost::NnT,
+            ot_weighted: false,
+            robust_ramp_steps: 0,
+        }
+    }
+}
+
+impl LossConfig {
+    /// True when this is the CLIP baseline: no queue is needed.
+    pub fn is_clip(&self) -> bool {
+        self.lambda_robust == 0.0 && self.lambda_ot == 0.0 && self.balance == Balance::None
+    }
+}
+
+/// How the nearest-neighbour text is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NnMode {
+    /// Softmax-weighted mean over the whole queue (the reference).
+    #[default]
+    Soft,
+    /// The argmax row.
+    Hard,
+    /// Softmax over the `topk` most similar rows only.
+    TopkSoft,
+}
+
+/// The nearest-neighbour text of §2.2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NnConfig {
+    /// Soft, hard or top-k soft.
+    pub mode: NnMode,
+    /// k of `topk_soft`.
+    pub topk: usize,
+    /// Initial τ_q (σ_q = 1/τ_q).
+    pub temperature: f64,
+    /// Learn θ_q.
+    pub learnable: bool,
+    /// Let the gradient of the robust term reach the image through n.
+    pub grad_to_image: bool,
+}
+
+impl Default for NnConfig {
+    fn default() -> Self {
+        Self {
+            mode: NnMode::Soft,
+            topk: 32,
+            temperature: 0.07,
+            learnable: true,
+            grad_to_image: true,
+        }
+    }
+}
+
+/// How the queue is filled before it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFill {
+    /// A gradient-free pass over shuffled training texts before step 0 (the reference).
+    #[default]
+    FullPass,
+    /// Unit Gaussian rows, never pre-filled.
+    Random,
+    /// Start empty; the NN search uses only rows written so far (first K/N steps).
+    Warm,
+}
+
+/// The text memory queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// K rows; a multiple of the batch size.
+    pub size: usize,
+    /// Start-of-training fill.
+    pub init_fill: QueueFill,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            size: 65_536,
+            init_fill: QueueFill::FullPass,
+        }
+    }
+}
+
+/// Initial temperatures (σ = 1/τ) and their treatment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TempsConfig {
+    /// τ of the pair term.
+    pub pair: f64,
+    /// τ of the robust term.
+    pub robust: f64,
+    /// τ of the OT term.
+    pub ot: f64,
+    /// Learn θ_p, θ_r, θ_o.
+    pub learnable: bool,
+    /// Clamp every σ to at most this (CLIP uses 100; the reference none).
+    pub max_scale: Option<f64>,
+}
+
+impl Default for TempsConfig {
+    fn default() -> Self {
+        Self {
+            pair: 0.07,
+            robust: 0.9,
+            ot: 0.07,
+            learnable: true,
+            max_scale: None,
+        }
+    }
+}
+
+/// AdamW and the per-step linear warm-up + cosine schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Learning rate at step 0 of the warm-up.
+    pub warmup_start_lr: f64,
+    /// Learning rate at the end of the cosine.
+    pub min_lr: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Exclude norms, biases, embeddings of positions and the log-scales from weight decay.
+    pub exclude_from_decay: bool,
+    /// Adam β₁, β₂.
+    pub betas: [f64; 2],
+    /// Adam ε.
+    pub eps: f64,
+    /// Epochs of linear warm-up (fractional allowed).
+    pub warmup_epochs: f64,
+    /// Epochs in all.
+    pub epochs: usize,
+    /// Stop after this many steps even if epochs remain (the schedule still spans `epochs`).
+    pub max_steps: Option<u64>,
+    /// Batch size N (one device: the whole contrastive batch).
+    pub batch_size: usize,
+    /// Clip the global gradient norm to this.
+    pub grad_clip: Option<f64>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            warmup_start_lr: 1e-8,
+            min_lr: 0.0,
+            weight_decay: 0.2,
+            exclude_from_decay: false,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            warmup_epochs: 10.0,
+            epochs: 100,
+            max_steps: None,
+            batch_size: 256,
+            grad_clip: None,
+        }
+    }
+}
+
+/// Numeric precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// bf16 matmuls and convolutions on CUDA, fp32 on CPU.
+    #[default]
+    Auto,
+    /// fp32 everywhere.
+    Fp32,
+    /// bf16 matmuls and convolutions (fp32 master weights, norms, softmax and losses).
+    Bf16,
+}
+
+/// Where and how the run executes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Forward precision.
+    pub precision: Precision,
+    /// Seed of weights, shuffling, noise, augmentation and dropout.
+    pub seed: u64,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    pub threads: Option<usize>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            device: "auto".into(),
+            precision: Precision::Auto,
+            seed: 114_514,
+            threads: None,
+        }
+    }
+}
+
+/// Checkpointing and validation cadence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every this many steps (and always at the end).
+    pub every_steps: u64,
+    /// Keep this many step checkpoints (the final one is always kept).
+    pub keep: usize,
+    /// Write a metrics line every this many steps.
+    pub log_every_steps: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every_steps: 1000,
+            keep: 2,
+            log_every_steps: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads `path` (if any), applies `overrides` (`section.key=value`, value in TOML syntax or a
+    /// bare string) and validates the result.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let mut value = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("{} is not valid TOML", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let mut config: TrainConfig = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {e}"))?;
+        for p in [
+            &mut config.model.bundle,
+            &mut config.model.text_init,
+            &mut config.model.vision_weights,
+            &mut config.data.train,
+            &mut config.data.valid,
+            &mut config.data.image_root,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = expand_home(p);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every inconsistency, reported at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let o = &self.optim;
+        if o.batch_size < 2 {
+            problems.push("optim.batch_size must be at least 2 (contrastive negatives)".into());
+        }
+        if !self.loss.is_clip() {
+            if self.queue.size == 0 || !self.queue.size.is_multiple_of(o.batch_size.max(1)) {
+                problems.push(format!(
+                    "queue.size {} is not a multiple of optim.batch_size {}: the FIFO writes whole \
+                     batches (K mod N = 0)",
+                    self.queue.size, o.batch_size
+                ));
+            }
+            if self.nn.mode == NnMode::TopkSoft
+                && (self.nn.topk == 0 || self.nn.topk > self.queue.size)
+            {
+                problems.push(format!(
+                    "nn.topk {} must be in 1..=queue.size",
+                    self.nn.topk
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.noise.fp_rate) {
+            problems.push(format!(
+                "noise.fp_rate {} is not in [0, 1]",
+                self.noise.fp_rate
+            ));
+        }
+        if !(self.data.rate > 0.0 && self.data.rate <= 1.0) {
+            problems.push(format!("data.rate {} is not in (0, 1]", self.data.rate));
+        }
+        if !(0.0..=1.0).contains(&self.data.max_bad_share) {
+            problems.push("data.max_bad_share must be in [0, 1]".into());
+        }
+        for (name, t) in [
+            ("temps.pair", self.temps.pair),
+            ("temps.robust", self.temps.robust),
+            ("temps.ot", self.temps.ot),
+            ("nn.temperature", self.nn.temperature),
+        ] {
+            if !(t > 0.0 && t.is_finite()) {
+                problems.push(format!("{name} must be a positive temperature, got {t}"));
+            }
+        }
+        if let Some(m) = self.temps.max_scale {
+            if m <= 0.0 {
+                problems.push("temps.max_scale must be positive".into());
+            }
+        }
+        if o.lr <= 0.0 || o.epochs == 0 {
+            problems.push("optim.lr and optim.epochs must be positive".into());
+        }
+        if o.warmup_epochs < 0.0 || o.warmup_epochs > o.epochs as f64 {
+            problems.push("optim.warmup_epochs must be in [0, epochs]".into());
+        }
+        if self.checkpoint.every_steps == 0 || self.checkpoint.log_every_steps == 0 {
+            problems.push("checkpoint.every_steps and log_every_steps must be positive".into());
+        }
+        if let Err(e) = crate::device::parse_device(&self.runtime.device) {
+            problems.push(e.to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+        }
+    }
+
+    /// [`TrainConfig::validate`] plus what a training run needs beyond the loss: a text tower
+    /// source and training data.
+    pub fn validate_for_training(&self) -> Result<()> {
+        self.validate()?;
+        let mut problems: Vec<String> = Vec::new();
+        if self.model.bundle.is_some() && self.model.text_init.is_some() {
+            problems.push("model.bundle and model.text_init exclude each other".into());
+        }
+        if self.model.bundle.is_none() && self.model.text_init.is_none() {
+            problems.push(
+                "the text tower needs model.text_init (a Hugging Face BERT directory) or \
+                 model.bundle"
+                    .into(),
+            );
+        }
+        if let Err(e) = self.model.vision.resolve(self.model.image_size) {
+            problems.push(e.to_string());
+        }
+        if self.model.bundle.is_some() && self.model.vision_weights.is_some() {
+            problems.push(
+                "model.vision_weights applies to model.text_init runs; a bundle brings its own"
+                    .into(),
+            );
+        }
+        if self.data.train.is_none() {
+            problems.push("data.train (the training pairs) is required".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+        }
+    }
+}
+
+/// `~/x` → `$HOME/x`, so configs can name the assets cache portably.
+fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec
+        .split_once('=')
+        .with_context(|| format!("--set {spec:?}: expected section.key=value"))?;
+    let value = parse_value(raw.trim());
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, path) = parts.split_last().expect("split yields one part at least");
+    let mut cursor = table;
+    for p in path {
+        let entry = cursor
+            .entry((*p).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .with_context(|| format!("--set {spec:?}: {p} is not a section"))?;
+    }
+    cursor.insert((*last).to_owned(), value);
+    Ok(())
+}
+
+/// A TOML literal when the text is one (`0.2`, `true`, `[1, 2]`, `"x"`), else a bare string.
+fn parse_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<String> {
+        vec!["model.text_init=/nonexistent".into()]
+    }
+
+    #[test]
+    fn defaults_are_the_published_run() {
+        let c = TrainConfig::load(None, &base()).unwrap();
+        assert_eq!(c.loss.lambda_robust, 0.2);
+        assert_eq!(c.loss.lambda_ot, 0.05);
+        assert_eq!(c.temps.robust, 0.9);
+        assert_eq!(c.queue.size, 65_536);
+        assert_eq!(c.optim.weight_decay, 0.2);
+        assert_eq!(c.runtime.seed, 114_514);
+    }
+
+    #[test]
+    fn overrides_parse_toml_values_and_strings() {
+        let mut o = base();
+        o.extend([
+            "loss.lambda_ot=0.1".to_owned(),
+            "loss.ot_cost=one_hot".into(),
+            "nn.learnable=false".into(),
+            "optim.betas=[0.9, 0.98]".into(),
+        ]);
+        let c = TrainConfig::load(None, &o).unwrap();
+        assert_eq!(c.loss.lambda_ot, 0.1);
+        assert_eq!(c.loss.ot_cost, OtCost::OneHot);
+        assert!(!c.nn.learnable);
+        assert_eq!(c.optim.betas, [0.9, 0.98]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let mut o = base();
+        o.push("loss.lambda_typo=1".into());
+        let e = TrainConfig::load(None, &o).unwrap_err().to_string();
+        assert!(e.contains("lambda_typo"), "{e}");
+
+        let mut o = base();
+        o.extend(["queue.size=1000".to_owned(), "optim.batch_size=64".into()]);
+        let e = TrainConfig::load(None, &o).unwrap_err().to_string();
+        assert!(e.contains("K mod N"), "{e}");
+
+        let e = TrainConfig::load(None, &["loss.balance=sometimes".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn clip_baseline_needs_no_queue_multiple() {
+        let mut o = base();
+        o.extend([
+            "loss.lambda_robust=0".to_owned(),
+            "loss.lambda_ot=0".into(),
+            "loss.balance=none".into(),
+            "queue.size=1000".into(),
+            "optim.batch_size=64".into(),
+        ]);
+        assert!(TrainConfig::load(None, &o).unwrap().loss.is_clip());
+    }
+
+    #[test]
+    fn vision_shorthands() {
+        let r = VisionSpec::Name("resnet18-mean".into())
+            .resolve(128)
+            .unwrap();
+        assert!(
+            matches!(r, VisionTower::Resnet(c) if c.pooling == VisionPooling::Mean && c.image_size == 128)
+        );
+        assert!(VisionSpec::Name("resnet7".into()).resolve(224).is_err());
+        assert!(matches!(
+            VisionSpec::Name("vit-b16".into()).resolve(224).unwrap(),
+            VisionTower::Vit(_)
+        ));
+    }
+}

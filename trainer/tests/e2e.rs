@@ -1,0 +1,447 @@
+//! End to end on the CPU: tiny models train on a generated PMC-OA-style dataset of real PNG and
+//! JPEG files, their loss falls, the export loads in `mirage-model`, and tch and candle embed
+//! the same texts and images alike; a killed run resumes and finishes; bad input is refused.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{cosine, small_run, tiny_bundle, write_dataset, CLASSES};
+use mirage_model::image_input::{load_image, preprocess, DecodeOptions};
+use mirage_model::testing::TinyVision;
+use mirage_model::MirageModel;
+use mirage_trainer::config::TrainConfig;
+use mirage_trainer::export::{export, ExportOptions};
+use mirage_trainer::towers::{l2n, Mode, TextBatch};
+use mirage_trainer::train::Trainer;
+use tch::{Device, Kind, Tensor};
+
+fn metric_lines(run: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+fn mean_loss(lines: &[serde_json::Value]) -> f64 {
+    lines
+        .iter()
+        .map(|l| l["loss"].as_f64().unwrap())
+        .sum::<f64>()
+        / lines.len() as f64
+}
+
+/// tch (the trained model in eval mode) and candle (the exported bundle) embeddings agree.
+fn assert_parity(trainer: &Trainer, bundle_dir: &Path, images: &[std::path::PathBuf]) {
+    let candle = MirageModel::open_cpu(bundle_dir).unwrap();
+    let texts: Vec<&str> = CLASSES.to_vec();
+    let ours = tch::no_grad(|| {
+        let ids = candle.tokenizer().encode_ids(&texts).unwrap();
+        l2n(&trainer
+            .model()
+            .text(&TextBatch::from_ids(&ids, Device::Cpu), Mode::eval()))
+    });
+    let theirs = candle.embed_texts(&texts).unwrap();
+    for (i, t) in theirs.iter().enumerate() {
+        let row = Vec::<f32>::try_from(ours.get(i as i64)).unwrap();
+        let c = cosine(&row, t);
+        assert!(c >= 0.9999, "text {i}: tch vs candle cosine {c}");
+    }
+    let decoded: Vec<_> = images
+        .iter()
+        .map(|p| load_image(p, DecodeOptions::default()).unwrap())
+        .collect();
+    let pre = &candle.config().preprocess;
+    let mut pixels = Vec::new();
+    for d in &decoded {
+        pixels.extend(preprocess(d, pre).unwrap());
+    }
+    let s = pre.image_size as i64;
+    let ours = tch::no_grad(|| {
+        let x = Tensor::from_slice(&pixels).view([decoded.len() as i64, 3, s, s]);
+        l2n(&trainer.model().image(&x, Mode::eval()))
+    });
+    let theirs = candle.embed_images(&decoded).unwrap();
+    for (i, t) in theirs.iter().enumerate() {
+        let row = Vec::<f32>::try_from(ours.get(i as i64)).unwrap();
+        let c = cosine(&row, t);
+        assert!(c >= 0.9999, "image {i}: tch vs candle cosine {c}");
+    }
+}
+
+#[test]
+fn tiny_resnet_learns_exports_and_matches_candle() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_dataset(dir.path(), "train", 96, 1);
+    let valid = write_dataset(dir.path(), "valid", 24, 2);
+    let bundle = tiny_bundle(dir.path(), TinyVision::ResNetAttention);
+    let mut o = small_run(&bundle, &train, Some(&valid));
+    o.extend([
+        "optim.epochs=8".to_owned(),
+        "noise.fp_rate=0.25".into(),
+        "noise.mode=\"fixed\"".into(),
+        "model.model_id=\"tiny-trained\"".into(),
+    ]);
+    let cfg = TrainConfig::load(None, &o).unwrap();
+    cfg.validate_for_training().unwrap();
+    let run = dir.path().join("run");
+    let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
+    // Start-of-training fill: K/N batches, pointer back at 0, no row left from the random start.
+    let ck = trainer.run().unwrap();
+    let q = trainer.queue().unwrap();
+    assert!(q.fully_written());
+    assert_eq!(q.size(), 48);
+
+    let steps = metric_lines(&run, "step");
+    assert_eq!(steps.len(), 64, "8 epochs × 8 batches");
+    let (first, last) = (mean_loss(&steps[..8]), mean_loss(&steps[56..]));
+    assert!(
+        last < first * 0.8,
+        "loss did not fall: first epoch {first}, last {last}"
+    );
+    for key in [
+        "pair",
+        "robust",
+        "ot",
+        "in_batch_acc",
+        "s_p50",
+        "sigma_queue",
+        "queue_staleness",
+    ] {
+        assert!(steps[10][key].is_number(), "{key} missing in {}", steps[10]);
+    }
+    let valid_lines = metric_lines(&run, "valid");
+    assert_eq!(valid_lines.len(), 8);
+    let v = valid_lines.last().unwrap();
+    assert!(v["i2t_r5"].as_f64().unwrap() > 0.2, "{v}");
+    assert!(
+        v["noise_auc_s"].is_number() && v["noise_auc_cos"].is_number(),
+        "{v}"
+    );
+    assert!(run.join("loss.png").exists() && run.join("valid.png").exists());
+    assert!(run.join("noise.jsonl").exists());
+    assert_eq!(
+        std::fs::read_to_string(run.join("noise.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        24
+    );
+
+    let out = dir.path().join("bundle");
+    let b = export(&ck, &out, &ExportOptions::default()).unwrap();
+    let c = b.config();
+    assert_eq!(c.model_id, "tiny-trained");
+    let m = c.matching.expect("MIRAGE export records the matching");
+    let sq = trainer
+        .model()
+        .params
+        .get("log_scale.queue")
+        .exp()
+        .double_value(&[]);
+    assert!((f64::from(m.nn_scale) - sq).abs() < 1e-4 * sq);
+    assert!(!m.hard);
+    let lp = trainer
+        .model()
+        .params
+        .get("logit_scale")
+        .exp()
+        .double_value(&[]);
+    assert!((f64::from(c.logit_scale) - lp).abs() < 1e-4 * lp);
+    assert_eq!(c.provenance["method"], "mirage");
+    assert_eq!(c.provenance["step"], 64);
+    let bank = b
+        .text_bank(&candle_core::Device::Cpu)
+        .unwrap()
+        .expect("bank exported");
+    assert_eq!(bank.captions.len(), 48);
+    assert!(bank.captions.iter().all(|c| !c.is_empty()));
+
+    let images: Vec<_> = ["train_0.jpg", "train_1.png", "train_2.png", "valid_3.jpg"]
+        .iter()
+        .map(|f| dir.path().join("images").join(f))
+        .collect();
+    assert_parity(&trainer, &out, &images);
+}
+
+#[test]
+fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_dataset(dir.path(), "train", 36, 3);
+    let bundle = tiny_bundle(dir.path(), TinyVision::Vit);
+    let mut o = small_run(&bundle, &train, None);
+    o.extend([
+        "optim.epochs=2".to_owned(),
+        "loss.lambda_robust=0".into(),
+        "loss.lambda_ot=0".into(),
+        "loss.balance=\"none\"".into(),
+        "queue.size=1000".into(),
+    ]);
+    let cfg = TrainConfig::load(None, &o).unwrap();
+    let run = dir.path().join("run");
+    let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
+    let ck = trainer.run().unwrap();
+    assert!(trainer.queue().is_none(), "CLIP keeps no queue");
+    let steps = metric_lines(&run, "step");
+    assert!(steps
+        .iter()
+        .all(|l| l["robust"] == 0.0 && l["ot"] == 0.0 && l["s_mean"] == 0.0));
+    let out = dir.path().join("bundle");
+    let b = export(&ck, &out, &ExportOptions::default()).unwrap();
+    assert!(b.config().matching.is_none());
+    assert!(b.text_bank(&candle_core::Device::Cpu).unwrap().is_none());
+    assert_eq!(b.config().provenance["method"], "clip");
+    let images = vec![
+        dir.path().join("images/train_0.jpg"),
+        dir.path().join("images/train_4.png"),
+    ];
+    assert_parity(&trainer, &out, &images);
+}
+
+fn write_config(path: &Path, overrides: &[String]) {
+    // The same overrides as a TOML file, as a user would write one.
+    let mut table = toml::Table::new();
+    for o in overrides {
+        let (k, v) = o.split_once('=').unwrap();
+        let (section, key) = k.split_once('.').unwrap();
+        let value: toml::Value = format!("v = {v}").parse::<toml::Table>().unwrap()["v"].clone();
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap()
+            .insert(key.to_owned(), value);
+    }
+    std::fs::write(path, toml::to_string(&table).unwrap()).unwrap();
+}
+
+fn final_weights(run: &Path) -> std::collections::HashMap<String, Tensor> {
+    let ck = mirage_trainer::checkpoint::resolve(run).unwrap();
+    mirage_trainer::checkpoint::read_tensors(&ck.join("weights.safetensors"), Device::Cpu).unwrap()
+}
+
+#[test]
+fn killed_run_resumes_and_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_dataset(dir.path(), "train", 60, 4);
+    let bundle = tiny_bundle(dir.path(), TinyVision::ResNetMean);
+    let mut o = small_run(&bundle, &train, None);
+    o.extend([
+        "optim.epochs=6".to_owned(),
+        "checkpoint.every_steps=3".into(),
+        "data.workers=1".into(),
+    ]);
+    let config = dir.path().join("run.toml");
+    write_config(&config, &o);
+    let cfg_arg = config.to_str().unwrap();
+
+    let whole = dir.path().join("whole");
+    let (code, _, err) = common::run(&[
+        "train",
+        "--config",
+        cfg_arg,
+        "--out",
+        whole.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+
+    let run = dir.path().join("killed");
+    let mut child = common::bin()
+        .args([
+            "train",
+            "--config",
+            cfg_arg,
+            "--out",
+            run.to_str().unwrap(),
+            "--quiet",
+        ])
+        .spawn()
+        .unwrap();
+    let latest = run.join("checkpoints/LATEST");
+    let started = Instant::now();
+    while !latest.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().ok();
+    child.wait().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            mirage_trainer::checkpoint::resolve(&run)
+                .unwrap()
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        state["step"].as_u64().unwrap() < 30,
+        "the kill landed before the end: {state}"
+    );
+
+    // Without --resume the run directory is protected.
+    let (code, _, err) = common::run(&[
+        "train",
+        "--config",
+        cfg_arg,
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--resume"), "{err}");
+
+    let (code, out, err) = common::run(&[
+        "train",
+        "--config",
+        cfg_arg,
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"step\":30"), "{out}");
+    let steps = metric_lines(&run, "step");
+    let numbers: Vec<u64> = steps.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        (1..=30).collect::<Vec<_>>(),
+        "every step logged once"
+    );
+
+    let (a, b) = (final_weights(&whole), final_weights(&run));
+    for (name, t) in &a {
+        let diff = (t - &b[name]).abs().max().double_value(&[]);
+        assert!(
+            diff < 1e-5,
+            "{name} differs by {diff} after kill and resume"
+        );
+    }
+}
+
+#[test]
+fn bad_configuration_and_data_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_dataset(dir.path(), "train", 24, 5);
+    let bundle = tiny_bundle(dir.path(), TinyVision::ResNetMean);
+    let base = small_run(&bundle, &train, None);
+    let runs = std::cell::Cell::new(0);
+    let go = |extra: &[&str]| {
+        runs.set(runs.get() + 1);
+        let out = dir.path().join(format!("run{}", runs.get()));
+        let mut args: Vec<String> = vec![
+            "train".into(),
+            "--out".into(),
+            out.display().to_string(),
+            "--quiet".into(),
+        ];
+        for o in base.iter().map(String::as_str).chain(extra.iter().copied()) {
+            args.extend(["--set".to_owned(), o.to_owned()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run(&refs)
+    };
+    let (code, _, err) = go(&["queue.size=50"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("K mod N"), "{err}");
+    let (code, _, err) = go(&["loss.lamda_ot=1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("lamda_ot"), "{err}");
+    let (code, _, err) = go(&["data.train=\"/nonexistent/train.jsonl\""]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/train.jsonl"), "{err}");
+    let (code, _, err) = go(&["optim.batch_size=48", "queue.size=48"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("fewer than one batch"), "{err}");
+
+    // Unreadable images above the tolerated share stop the run with a count.
+    for i in [1, 2, 4, 5] {
+        std::fs::write(
+            dir.path().join(format!("images/train_{i}.png")),
+            b"not a png",
+        )
+        .unwrap();
+    }
+    let (code, _, err) = go(&["optim.max_steps=4"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unreadable") && err.contains("max_bad_share"),
+        "{err}"
+    );
+    // ... and are reported but tolerated below it.
+    let (code, _, err) = go(&["optim.max_steps=4", "data.max_bad_share=0.5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("unreadable image"), "{err}");
+
+    // A malformed line names the file and line.
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        "{\"image\": \"a.png\", \"caption\": \"x\"}\nnot json\n",
+    )
+    .unwrap();
+    let arg = format!("data.train={:?}", broken.display().to_string());
+    let (code, _, err) = go(&[arg.as_str()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("broken.jsonl:2"), "{err}");
+
+    // Empty captions are counted; too many of them stop the run.
+    let empty = dir.path().join("empty.jsonl");
+    let mut rows = String::new();
+    for i in 0..24 {
+        let caption = if i % 2 == 0 {
+            ""
+        } else {
+            "normal chest radiograph"
+        };
+        rows.push_str(&format!(
+            "{{\"image\": \"train_{i}.png\", \"caption\": {caption:?}}}\n"
+        ));
+    }
+    std::fs::write(&empty, rows).unwrap();
+    let arg = format!("data.train={:?}", empty.display().to_string());
+    let (code, _, err) = go(&[arg.as_str()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("empty captions"), "{err}");
+}
+
+#[test]
+fn export_refuses_a_queue_still_holding_random_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_dataset(dir.path(), "train", 24, 6);
+    let bundle = tiny_bundle(dir.path(), TinyVision::ResNetMean);
+    let mut o = small_run(&bundle, &train, None);
+    o.extend([
+        "queue.init_fill=\"random\"".to_owned(),
+        "optim.max_steps=1".into(),
+    ]);
+    let cfg = TrainConfig::load(None, &o).unwrap();
+    let run = dir.path().join("run");
+    let ck = Trainer::new(cfg, &run, None, true).unwrap().run().unwrap();
+    let err = export(&ck, &dir.path().join("b"), &ExportOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("--no-bank"), "{err}");
+    let b = export(
+        &ck,
+        &dir.path().join("b"),
+        &ExportOptions {
+            no_bank: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(b.text_bank(&candle_core::Device::Cpu).unwrap().is_none());
+    assert!(b.config().matching.is_some());
+    let _ = Kind::Float;
+}
