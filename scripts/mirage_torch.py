@@ -7,7 +7,8 @@ section 2.5 independently of the Rust trainer. Two uses:
   bench  --weights W.safetensors --arch bundle-base.json --inputs X.safetensors --queue K
          --steps S --threads T --mode mirage|clip
          times full training steps (forward, loss, backward, AdamW, FIFO write) of the same model
-         on synthetic inputs and prints {"ms_per_step": ...} (the tch-vs-PyTorch benchmark).
+         on the given inputs, MIRAGE and CLIP alternating, and prints the step times in ms (the
+         tch-vs-PyTorch benchmark).
 """
 import argparse
 import json
@@ -237,46 +238,67 @@ def bench(args):
     if arch["vision"]["kind"] != "resnet":
         sys.exit("bench: only ResNet vision towers")
     raw = load_file(args.weights)
-    P = {k: v.float().clone() for k, v in raw.items()}
-    buffers = {k for k in P if k.endswith("running_mean") or k.endswith("running_var")}
-    params = [v.requires_grad_() for k, v in P.items() if k not in buffers]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.2,
-                            foreach=args.foreach)
-    cfg = parse_sets(["loss.lambda_robust=0", "loss.lambda_ot=0", "loss.balance=none"]
-                     if args.mode == "clip" else [])
     inputs = load_file(args.inputs)
     pixels, ids = inputs["pixels"].float(), inputs["ids"].long()
     B, D = pixels.shape[0], arch["embed_dim"]
     mask = torch.ones_like(ids)
-    gen = torch.Generator().manual_seed(1)
-    Q = F.normalize(torch.randn(args.queue, D, generator=gen), dim=-1)
-    ptr = 0
     c_text, c_vis = arch["text"]["bert"], arch["vision"]
-    times = []
+    modes = ["mirage", "clip"] if args.mode == "both" else [args.mode]
+    runs = []
+    for mode in modes:
+        P = {k: v.float().clone() for k, v in raw.items()}
+        buffers = {k for k in P if k.endswith("running_mean") or k.endswith("running_var")}
+        params = [v.requires_grad_() for k, v in P.items() if k not in buffers]
+        opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.2,
+                                foreach=args.foreach)
+        cfg = parse_sets(["loss.lambda_robust=0", "loss.lambda_ot=0", "loss.balance=none"]
+                         if mode == "clip" else [])
+        gen = torch.Generator().manual_seed(1)
+        Q = F.normalize(torch.randn(args.queue, D, generator=gen), dim=-1)
+        runs.append({"mode": mode, "P": P, "opt": opt, "cfg": cfg, "Q": Q, "ptr": 0, "times": []})
+    # The modes alternate step by step, as on the tch side.
     for step in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        v = linear(P, "vision_proj", resnet_tower(P, c_vis, pixels, True))
-        t = linear(P, "text_proj", text_tower(P, c_text, ids, mask, True))
-        theta = torch.stack([P["logit_scale"], P["log_scale.robust"], P["log_scale.ot"], P["log_scale.queue"]])
-        total, *_rest, t_unit = mirage_loss(v, t, Q, theta, cfg)
-        total.backward()
+        for r in runs:
+            P = r["P"]
+            t0 = time.perf_counter()
+            v = linear(P, "vision_proj", resnet_tower(P, c_vis, pixels, True))
+            t = linear(P, "text_proj", text_tower(P, c_text, ids, mask, True))
+            theta = torch.stack([P["logit_scale"], P["log_scale.robust"], P["log_scale.ot"], P["log_scale.queue"]])
+            total, *_rest, t_unit = mirage_loss(v, t, r["Q"], theta, r["cfg"])
+            total.backward()
+            r["opt"].step()
+            r["opt"].zero_grad(set_to_none=False)
+            if r["mode"] != "clip":
+                with torch.no_grad():
+                    r["Q"][r["ptr"]:r["ptr"] + B] = t_unit
+                r["ptr"] = (r["ptr"] + B) % args.queue
+            if step >= args.warmup:
+                r["times"].append(1000 * (time.perf_counter() - t0))
+    out = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    for r in runs:
+        out[r["mode"] + "_ms"] = r["times"]
+    print(json.dumps(out))
+
+
+def adamw(args):
+    """torch.optim.AdamW on `param` with the gradient sequence `grads` [S, ...]; prints the result."""
+    T = load_file(args.inputs)
+    p = T["param"].double().clone().requires_grad_()
+    opt = torch.optim.AdamW([p], lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=args.wd,
+                            foreach=False)
+    for g in T["grads"].double():
+        p.grad = g.clone()
         opt.step()
-        opt.zero_grad(set_to_none=False)
-        if args.mode != "clip":
-            with torch.no_grad():
-                Q[ptr:ptr + B] = t_unit
-            ptr = (ptr + B) % args.queue
-        dt = time.perf_counter() - t0
-        if step >= args.warmup:
-            times.append(dt)
-    times.sort()
-    print(json.dumps({"ms_per_step": 1000 * times[len(times) // 2], "steps": len(times),
-                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+    print(json.dumps({"param": p.detach().flatten().tolist()}))
 
 
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
+    ap_ = sub.add_parser("adamw")
+    ap_.add_argument("--inputs", required=True)
+    ap_.add_argument("--lr", type=float, required=True)
+    ap_.add_argument("--wd", type=float, required=True)
     lp = sub.add_parser("loss")
     lp.add_argument("--inputs", required=True)
     lp.add_argument("--set", action="append", default=[])
@@ -288,11 +310,13 @@ def main():
     bp.add_argument("--steps", type=int, default=10)
     bp.add_argument("--warmup", type=int, default=2)
     bp.add_argument("--threads", type=int, default=1)
-    bp.add_argument("--mode", choices=["mirage", "clip"], default="mirage")
+    bp.add_argument("--mode", choices=["mirage", "clip", "both"], default="both")
     bp.add_argument("--foreach", action="store_true")
     args = ap.parse_args()
     if args.cmd == "bench":
         return bench(args)
+    if args.cmd == "adamw":
+        return adamw(args)
     T = load_file(args.inputs)
     cfg = parse_sets(args.set)
     total, Lp, Lr, Lo, s, _ = mirage_loss(T["image_features"], T["text_features"], T["queue"],

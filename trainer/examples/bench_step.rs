@@ -51,6 +51,9 @@ struct Args {
     steps: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Rounds; each runs the tch steps then the PyTorch steps.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// `auto`, `cpu`, `cuda`.
@@ -63,6 +66,13 @@ struct Args {
     #[arg(long, env = "MIRAGE_TORCH_PYTHON")]
     python: Option<String>,
 }
+
+/// A model with its optimiser and queue, the config it trains under and its step times.
+type Run<'a> = (
+    (DualEncoder, AdamW, Option<MemoryQueue>),
+    &'a TrainConfig,
+    Vec<f64>,
+);
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -137,7 +147,8 @@ fn main() -> Result<()> {
     };
     let pixels_dev = pixels.to_device(device);
     let captions = vec![String::new(); a.batch];
-    let time = |cfg: &TrainConfig| -> Result<f64> {
+    // MIRAGE and CLIP steps alternate, so drift in a shared machine's speed hits both alike.
+    let build = |cfg: &TrainConfig| -> Result<(DualEncoder, AdamW, Option<MemoryQueue>)> {
         let tensors = init
             .tensors
             .iter()
@@ -148,78 +159,53 @@ fn main() -> Result<()> {
             arch: arch.clone(),
             text_dropout: 0.1,
         };
-        let mut opt = AdamW::new(&model.params, &cfg.optim);
-        let mut queue = (!cfg.loss.is_clip())
+        let opt = AdamW::new(&model.params, &cfg.optim);
+        let queue = (!cfg.loss.is_clip())
             .then(|| MemoryQueue::random(a.queue, arch.embed_dim, device, false));
-        let mut times = Vec::new();
+        Ok((model, opt, queue))
+    };
+    let mut runs = [
+        (build(&mirage)?, &mirage, Vec::new()),
+        (build(&clip)?, &clip, Vec::new()),
+    ];
+    let tch_round = |runs: &mut [Run<'_>; 2], round: usize| -> Result<()> {
         for step in 0..(a.warmup + a.steps) {
-            let t0 = Instant::now();
-            let out = optimise_step(
-                &model,
-                &mut opt,
-                queue.as_mut(),
-                &pixels_dev,
-                &tokens,
-                &captions,
-                cfg,
-                step as u64,
-                1e-4,
-                compute,
-            )?;
-            // Wait for the device so the time covers the whole step.
-            let _ = out.loss;
-            if let tch::Device::Cuda(_) = device {
-                tch::Cuda::synchronize(0);
-            }
-            if step >= a.warmup {
-                times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            for ((model, opt, queue), cfg, times) in runs.iter_mut() {
+                let t0 = Instant::now();
+                let global = (round * (a.warmup + a.steps) + step) as u64;
+                optimise_step(
+                    model,
+                    opt,
+                    queue.as_mut(),
+                    &pixels_dev,
+                    &tokens,
+                    &captions,
+                    cfg,
+                    global,
+                    1e-4,
+                    compute,
+                )?;
+                if let tch::Device::Cuda(_) = device {
+                    tch::Cuda::synchronize(0);
+                }
+                if step >= a.warmup {
+                    times.push(t0.elapsed().as_secs_f64() * 1000.0);
+                }
             }
         }
-        Ok(median(times))
+        Ok(())
     };
-    let ms_mirage = time(&mirage)?;
-    let ms_clip = time(&clip)?;
-    println!(
-        "model: text {} layers × {} hidden, vision {}, embed {}, batch {}, queue {}, seq {}, threads {}, device {:?}, compute {:?}",
-        arch.text.bert.num_hidden_layers,
-        arch.text.bert.hidden_size,
-        arch.vision.describe(),
-        arch.embed_dim,
-        a.batch,
-        a.queue,
-        a.seq_len,
-        a.threads,
-        device,
-        compute
-    );
-    println!(
-        "tch MIRAGE step   {ms_mirage:9.1} ms  ({:.1} samples/s)",
-        a.batch as f64 / ms_mirage * 1000.0
-    );
-    println!(
-        "tch CLIP step     {ms_clip:9.1} ms  ({:.1} samples/s)",
-        a.batch as f64 / ms_clip * 1000.0
-    );
-    println!("ratio MIRAGE / CLIP (tch): {:.3}", ms_mirage / ms_clip);
-
-    let Some(py) = a.python.filter(|p| !p.is_empty()) else {
-        println!(
-            "PyTorch comparison skipped: set MIRAGE_TORCH_PYTHON (source scripts/torch-env.sh)"
-        );
-        return Ok(());
-    };
-    if a.device != "cpu" {
-        println!(
-            "PyTorch comparison runs on the CPU only; skipped for --device {}",
-            a.device
-        );
-        return Ok(());
-    }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/mirage_torch.py");
-    let torch_ms = |mode: &str| -> Result<f64> {
-        let out = std::process::Command::new(&py)
+    let python = a
+        .python
+        .clone()
+        .filter(|p| !p.is_empty() && a.device == "cpu");
+    let mut torch_times = (Vec::new(), Vec::new());
+    let torch_round = |times: &mut (Vec<f64>, Vec<f64>)| -> Result<()> {
+        let Some(py) = &python else { return Ok(()) };
+        let out = std::process::Command::new(py)
             .arg(&script)
-            .args(["bench", "--mode", mode])
+            .args(["bench", "--mode", "both"])
             .arg("--weights")
             .arg(&weights_path)
             .arg("--arch")
@@ -243,12 +229,54 @@ fn main() -> Result<()> {
             );
         }
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        v["ms_per_step"]
-            .as_f64()
-            .context("no ms_per_step in the PyTorch output")
+        let list = |k: &str| -> Vec<f64> {
+            v[k].as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_f64)
+                .collect()
+        };
+        times.0.extend(list("mirage_ms"));
+        times.1.extend(list("clip_ms"));
+        Ok(())
     };
-    let py_mirage = torch_ms("mirage")?;
-    let py_clip = torch_ms("clip")?;
+    // Rounds alternate the two programs so a slow spell of the machine is shared between them.
+    for round in 0..a.rounds {
+        tch_round(&mut runs, round)?;
+        torch_round(&mut torch_times)?;
+    }
+    let ms_mirage = median(runs[0].2.clone());
+    let ms_clip = median(runs[1].2.clone());
+    println!(
+        "model: text {} layers × {} hidden, vision {}, embed {}, batch {}, queue {}, seq {}, threads {}, device {:?}, compute {:?}; median of {} steps × {} rounds",
+        arch.text.bert.num_hidden_layers,
+        arch.text.bert.hidden_size,
+        arch.vision.describe(),
+        arch.embed_dim,
+        a.batch,
+        a.queue,
+        a.seq_len,
+        a.threads,
+        device,
+        compute,
+        a.steps,
+        a.rounds
+    );
+    println!(
+        "tch MIRAGE step   {ms_mirage:9.1} ms  ({:.1} samples/s)",
+        a.batch as f64 / ms_mirage * 1000.0
+    );
+    println!(
+        "tch CLIP step     {ms_clip:9.1} ms  ({:.1} samples/s)",
+        a.batch as f64 / ms_clip * 1000.0
+    );
+    println!("ratio MIRAGE / CLIP (tch): {:.3}", ms_mirage / ms_clip);
+    if python.is_none() {
+        println!("PyTorch comparison skipped: it needs MIRAGE_TORCH_PYTHON (source scripts/torch-env.sh) and --device cpu");
+        return Ok(());
+    }
+    let py_mirage = median(torch_times.0);
+    let py_clip = median(torch_times.1);
     println!("PyTorch MIRAGE    {py_mirage:9.1} ms");
     println!("PyTorch CLIP      {py_clip:9.1} ms");
     println!("ratio MIRAGE / CLIP (PyTorch): {:.3}", py_mirage / py_clip);

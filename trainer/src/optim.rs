@@ -49,8 +49,15 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for every trainable tensor of `params`.
     pub fn new(params: &Params, config: &OptimConfig) -> Self {
-        let moments = params
-            .trainable()
+        Self::for_tensors(params.trainable(), config)
+    }
+
+    /// Zero moments for the given named tensors.
+    pub fn for_tensors<'a>(
+        tensors: impl Iterator<Item = (&'a String, &'a Tensor)>,
+        config: &OptimConfig,
+    ) -> Self {
+        let moments = tensors
             .map(|(n, t)| (n.clone(), (t.zeros_like(), t.zeros_like())))
             .collect();
         Self {
@@ -94,13 +101,22 @@ impl AdamW {
 
     /// One AdamW update at learning rate `lr`, then zeroes the gradients.
     pub fn step(&mut self, params: &Params, lr: f64) {
+        self.step_tensors(params.trainable(), lr);
+    }
+
+    /// [`AdamW::step`] over named tensors (those given to [`AdamW::for_tensors`]).
+    pub fn step_tensors<'a>(
+        &mut self,
+        tensors: impl Iterator<Item = (&'a String, &'a Tensor)>,
+        lr: f64,
+    ) {
         self.steps += 1;
         let [b1, b2] = self.config.betas;
         let bc1 = 1.0 - b1.powi(self.steps as i32);
         let bc2 = 1.0 - b2.powi(self.steps as i32);
         let eps = self.config.eps;
         tch::no_grad(|| {
-            for (name, p) in params.trainable() {
+            for (name, p) in tensors {
                 let mut grad = p.grad();
                 if !grad.defined() {
                     continue;
@@ -118,12 +134,16 @@ impl AdamW {
                 if wd != 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * wd);
                 }
-                let _ = m.g_mul_scalar_(b1);
-                let _ = m.g_add_(&(&grad * (1.0 - b1)));
-                let _ = v.g_mul_scalar_(b2);
-                let _ = v.g_add_(&(grad.square() * (1.0 - b2)));
-                let denom = (v.sqrt() / bc2.sqrt()) + eps;
-                let _ = p.g_sub_(&(&*m / denom * (lr / bc1)));
+                // In place, as torch.optim.AdamW's single-tensor path: two temporaries per
+                // parameter (g² and √v) instead of one per arithmetic operation.
+                let _ = m.lerp_(&grad, 1.0 - b1);
+                let _ = v.lerp_(&grad.square(), 1.0 - b2);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt());
+                let _ = denom.g_add_scalar_(eps);
+                // p − (lr/bc1)·m/denom, as one fused addcdiv with the step folded into denom.
+                let _ = denom.g_div_scalar_(-(lr / bc1));
+                let _ = p.addcdiv_(m, &denom);
                 let _ = grad.zero_();
             }
         });

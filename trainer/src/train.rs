@@ -130,6 +130,8 @@ pub struct Trainer {
     tokenizer_json: Vec<u8>,
     state: RunState,
     quiet: bool,
+    /// (s, injected-noise flag) of every sample of the epoch in progress.
+    epoch_scores: Vec<(f64, bool)>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -388,6 +390,7 @@ impl Trainer {
             tokenizer_json,
             state,
             quiet,
+            epoch_scores: Vec::new(),
         })
     }
 
@@ -537,7 +540,11 @@ impl Trainer {
                 }
             }
             if self.state.batch_in_epoch >= self.state.steps_per_epoch {
-                // The epoch is complete: validate, then move on.
+                // The epoch is complete: how well s told injected noise apart in training (from
+                // the epoch's own steps; after a resume, from the steps since), then validate.
+                if let Some(line) = self.epoch_noise_line() {
+                    writeln!(metrics, "{line}")?;
+                }
                 let v = self.validate()?;
                 if let Some(v) = v {
                     let mut line = v.clone();
@@ -566,6 +573,33 @@ impl Trainer {
             eprintln!("warning: plotting the curves failed: {e:#}");
         }
         Ok(final_ckpt)
+    }
+
+    fn epoch_noise_line(&mut self) -> Option<serde_json::Value> {
+        let scores = std::mem::take(&mut self.epoch_scores);
+        if self.queue.is_none() || !scores.iter().any(|&(_, n)| n) {
+            return None;
+        }
+        let (s, noisy): (Vec<f64>, Vec<bool>) = scores.into_iter().unzip();
+        let negated: Vec<f64> = s.iter().map(|x| -x).collect();
+        let mean_where = |want: bool| {
+            let xs: Vec<f64> = s
+                .iter()
+                .zip(&noisy)
+                .filter(|(_, &n)| n == want)
+                .map(|(x, _)| *x)
+                .collect();
+            xs.iter().sum::<f64>() / xs.len().max(1) as f64
+        };
+        Some(json!({
+            "kind": "epoch",
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "train_noise_auc_s": auc(&negated, &noisy),
+            "train_s_mean_noisy": mean_where(true),
+            "train_s_mean_clean": mean_where(false),
+            "samples": s.len(),
+        }))
     }
 
     fn account_unreadable(&mut self, batch: &Batch) -> Result<()> {
@@ -624,6 +658,8 @@ impl Trainer {
         self.state.batch_in_epoch += 1;
 
         let s = vec_f64(&out.s);
+        self.epoch_scores
+            .extend(s.iter().copied().zip(batch.noisy.iter().copied()));
         let mut sorted = s.clone();
         sorted.sort_by(f64::total_cmp);
         let mean = |xs: &[f64]| {
@@ -857,7 +893,7 @@ pub fn plot_metrics(metrics: &Path, out_dir: &Path) -> Result<()> {
         "loss",
         &series("step", "step", &["loss", "pair", "robust", "ot"]),
     )?;
-    let valid = series(
+    let mut valid = series(
         "valid",
         "epoch",
         &[
@@ -869,6 +905,7 @@ pub fn plot_metrics(metrics: &Path, out_dir: &Path) -> Result<()> {
             "noise_auc_cos",
         ],
     );
+    valid.extend(series("epoch", "epoch", &["train_noise_auc_s"]));
     if !valid.is_empty() {
         line_chart(
             &out_dir.join("valid.png"),

@@ -121,6 +121,13 @@ fn tiny_resnet_learns_exports_and_matches_candle() {
         v["noise_auc_s"].is_number() && v["noise_auc_cos"].is_number(),
         "{v}"
     );
+    let epochs = metric_lines(&run, "epoch");
+    assert_eq!(epochs.len(), 8);
+    assert!(
+        epochs[7]["train_noise_auc_s"].as_f64().unwrap() > 0.5,
+        "{}",
+        epochs[7]
+    );
     assert!(run.join("loss.png").exists() && run.join("valid.png").exists());
     assert!(run.join("noise.jsonl").exists());
     assert_eq!(

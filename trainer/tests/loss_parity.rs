@@ -151,3 +151,60 @@ fn loss_probe_rejects_bad_inputs() {
     assert_eq!(code, 2);
     assert!(err.contains("sinkhorn"), "{err}");
 }
+
+#[test]
+fn adamw_matches_torch_optim_adamw() {
+    use mirage_trainer::config::OptimConfig;
+    use mirage_trainer::optim::AdamW;
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(9);
+    let opts = (Kind::Float, Device::Cpu);
+    let start = Tensor::randn([5, 3], opts);
+    let grads = Tensor::randn([6, 5, 3], opts);
+    let inputs = dir.path().join("adamw.safetensors");
+    Tensor::write_safetensors(&[("param", start.copy()), ("grads", grads.copy())], &inputs)
+        .unwrap();
+    let (lr, wd) = (1e-2, 0.1);
+    let name = "w".to_owned();
+    let p = start.copy().set_requires_grad(true);
+    let config = OptimConfig {
+        weight_decay: wd,
+        ..Default::default()
+    };
+    let mut opt = AdamW::for_tensors(std::iter::once((&name, &p)), &config);
+    for s in 0..6 {
+        // d/dp Σ p·g = g; AdamW zeroes the gradient after each step.
+        (&p * grads.get(s)).sum(Kind::Float).backward();
+        opt.step_tensors(std::iter::once((&name, &p)), lr);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mirage_torch.py");
+    let out = std::process::Command::new(&py)
+        .arg(&script)
+        .args([
+            "adamw",
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--lr",
+            "0.01",
+            "--wd",
+            "0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = parse(&String::from_utf8_lossy(&out.stdout));
+    let ours = Vec::<f64>::try_from(p.detach().to_kind(Kind::Double).view(-1)).unwrap();
+    for (a, b) in ours.iter().zip(theirs["param"].as_array().unwrap()) {
+        let b = b.as_f64().unwrap();
+        assert!((a - b).abs() < 1e-5, "ours {a} vs torch {b}");
+    }
+    assert!(
+        (ours[0] - f64::from(start.double_value(&[0, 0]) as f32)).abs() > 1e-3,
+        "the update moved"
+    );
+}
