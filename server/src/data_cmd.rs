@@ -13,6 +13,35 @@ pub(crate) enum DataCommand {
     /// The 1,000 radlabels chest-radiograph reports as a plain-JSONL report corpus (`id`, `text`,
     /// `metadata` with the 48 finding labels), for report retrieval and RAG.
     Radlabels(RadlabelsArgs),
+    /// A PMC-OA-format image–caption dataset of real brain MRI slices with exact atlas captions,
+    /// from Debian's mricron-data (Colin-27 T1 + AAL): `train|valid|test.jsonl`, `images/`,
+    /// `labels.jsonl` (plane, hemisphere, structure presence) and `dataset.json`.
+    MriAtlas(MriAtlasArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct MriAtlasArgs {
+    /// mricron-data's templates folder.
+    #[arg(long, default_value = "/usr/share/mricron/templates")]
+    templates: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Side of the square PNGs.
+    #[arg(long, default_value_t = 128)]
+    size: u32,
+    /// Augmented copies per slice besides the plain one.
+    #[arg(long, default_value_t = 2)]
+    augment: usize,
+    /// Slices between held-out and training slices of a plane (1 mm each).
+    #[arg(long, default_value_t = 3)]
+    gap: usize,
+    /// Use every `step`-th slice.
+    #[arg(long, default_value_t = 1)]
+    step: usize,
+    /// Seed of the augmentations.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -41,6 +70,19 @@ pub(crate) fn run_data(cmd: DataCommand) -> Result<()> {
             let dir = args.radlabels.unwrap_or_else(default_radlabels);
             let n = radlabels(&dir, &args.out)?;
             eprintln!("wrote {n} reports to {}", args.out.display());
+            Ok(())
+        }
+        DataCommand::MriAtlas(a) => {
+            let counts = crate::mri_atlas::build(&crate::mri_atlas::AtlasOptions {
+                templates: a.templates,
+                out: a.out.clone(),
+                size: a.size,
+                augment: a.augment,
+                gap: a.gap,
+                step: a.step,
+                seed: a.seed,
+            })?;
+            println!("{}", json!({"out": a.out, "images": counts}));
             Ok(())
         }
     }

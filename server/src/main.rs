@@ -3,6 +3,7 @@
 
 mod data_cmd;
 mod index_cmd;
+mod mri_atlas;
 
 use std::io::Write;
 use std::path::PathBuf;

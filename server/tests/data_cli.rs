@@ -103,3 +103,130 @@ fn radlabels_corpus_indexes_and_filters_by_finding() {
     ]));
     assert!(err.contains("not an unpacked radlabels package"), "{err}");
 }
+
+#[test]
+fn mri_atlas_dataset_is_deterministic_split_with_gaps_and_captioned_from_the_atlas() {
+    let Some(templates) = require_asset(std::path::PathBuf::from("/usr/share/mricron/templates"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let build = |out: &std::path::Path| {
+        ok(mirage(&[
+            "data",
+            "mri-atlas",
+            "--templates",
+            templates.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--size",
+            "64",
+            "--augment",
+            "1",
+            "--step",
+            "2",
+        ]))
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let summary: serde_json::Value = serde_json::from_str(build(&a).trim()).unwrap();
+    build(&b);
+    for f in ["train.jsonl", "valid.jsonl", "test.jsonl", "labels.jsonl"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    let read = |split: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(a.join(format!("{split}.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (train, valid, test) = (read("train"), read("valid"), read("test"));
+    assert_eq!(
+        summary["images"]["train"].as_u64().unwrap() as usize,
+        train.len()
+    );
+    assert!(
+        train.len() > 150 && valid.len() > 20 && test.len() > 20,
+        "{summary}"
+    );
+    // An augmented copy of the same slice is identical in bytes to the other build's.
+    let first = train.iter().find(|r| r["augmented"] == true).unwrap();
+    let img = first["image"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(a.join("images").join(img)).unwrap(),
+        std::fs::read(b.join("images").join(img)).unwrap()
+    );
+    let decoded = image::open(a.join("images").join(img)).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (64, 64));
+    // No held-out slice lies within 3 slices (--gap) of a train slice of the same plane.
+    for held in valid.iter().chain(&test) {
+        let (plane, slice) = (
+            held["plane"].as_str().unwrap(),
+            held["slice"].as_i64().unwrap(),
+        );
+        assert!(
+            train.iter().all(
+                |t| t["plane"] != plane || (t["slice"].as_i64().unwrap() - slice).abs() > 3 * 2
+            ),
+            "{held} neighbours a train slice"
+        );
+    }
+    // Captions name the plane and the atlas regions; labels agree with them.
+    let planes: std::collections::BTreeSet<&str> =
+        train.iter().map(|r| r["plane"].as_str().unwrap()).collect();
+    assert_eq!(planes.len(), 3);
+    let labels: std::collections::HashMap<String, serde_json::Value> =
+        std::fs::read_to_string(a.join("labels.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["image"].as_str().unwrap().to_owned(), v)
+            })
+            .collect();
+    let mut mentioned: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &train {
+        let c = r["caption"].as_str().unwrap();
+        assert!(
+            c.starts_with(&format!(
+                "{} MRI slice through the ",
+                r["plane"].as_str().unwrap()
+            )),
+            "{c}"
+        );
+        for structure in ["hippocampus", "thalamus", "insula", "putamen"] {
+            if c.contains(structure) {
+                *mentioned.entry(structure).or_insert(0) += 1;
+                assert_eq!(
+                    labels[r["image"].as_str().unwrap()]["structures"][structure],
+                    true,
+                    "{c}"
+                );
+            }
+        }
+        if r["plane"] == "sagittal" && r["hemisphere"] == "left" {
+            assert!(
+                !c.contains("the right "),
+                "a left sagittal slice shows no right region: {c}"
+            );
+        }
+    }
+    assert!(
+        mentioned.get("thalamus").copied().unwrap_or(0) > 0,
+        "deep structures are named in captions: {mentioned:?}"
+    );
+
+    let err = fail(mirage(&[
+        "data",
+        "mri-atlas",
+        "--templates",
+        "/nonexistent",
+        "--out",
+        dir.path().join("c").to_str().unwrap(),
+    ]));
+    assert!(err.contains("mricron-data"), "{err}");
+}

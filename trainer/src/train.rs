@@ -501,7 +501,6 @@ impl Trainer {
         };
         let mut loader = Loader::new(Arc::clone(&self.train), workers, self.config.data.prefetch);
         let mut last = Instant::now();
-        let mut last_ckpt = None;
         while self.state.step < max_steps {
             let epoch = self.state.epoch;
             let batches = epoch_batches(self.train.pairs.len(), n, self.config.runtime.seed, epoch);
@@ -536,7 +535,7 @@ impl Trainer {
                     .step
                     .is_multiple_of(self.config.checkpoint.every_steps)
                 {
-                    last_ckpt = Some(self.save()?);
+                    self.save()?;
                 }
             }
             if self.state.batch_in_epoch >= self.state.steps_per_epoch {
@@ -560,14 +559,24 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
-        self.state.finished = true;
-        let final_ckpt = match last_ckpt {
-            Some(p) if p.ends_with(format!("step-{:08}", self.state.step)) => {
-                // Rewrite it so `finished` and the final validation are recorded.
-                self.save()?
+        // A run stopped by optim.max_steps mid-epoch still ends with a validation of its weights.
+        let validated_now = self
+            .state
+            .last_validation
+            .as_ref()
+            .and_then(|v| v["step"].as_u64())
+            == Some(self.state.step);
+        if !validated_now {
+            if let Some(v) = self.validate()? {
+                let mut line = v.clone();
+                line["kind"] = json!("valid");
+                writeln!(metrics, "{line}")?;
+                self.state.last_validation = Some(v);
             }
-            _ => self.save()?,
-        };
+        }
+        self.state.finished = true;
+        // Written even when a periodic checkpoint has this step: this one records `finished`.
+        let final_ckpt = self.save()?;
         drop(metrics);
         if let Err(e) = plot_metrics(&metrics_path, &self.run_dir) {
             eprintln!("warning: plotting the curves failed: {e:#}");

@@ -176,10 +176,11 @@ fn tiny_resnet_learns_exports_and_matches_candle() {
 
 #[test]
 fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
-    let dir = tempfile::tempdir().unwrap();
-    let train = write_dataset(dir.path(), "train", 36, 3);
-    let bundle = tiny_bundle(dir.path(), TinyVision::Vit);
-    let mut o = small_run(&bundle, &train, None);
+    let common::Setup {
+        dir,
+        overrides: mut o,
+        ..
+    } = common::setup(36, 3, TinyVision::Vit);
     o.extend([
         "optim.epochs=2".to_owned(),
         "loss.lambda_robust=0".into(),
@@ -232,10 +233,11 @@ fn final_weights(run: &Path) -> std::collections::HashMap<String, Tensor> {
 
 #[test]
 fn killed_run_resumes_and_matches_an_uninterrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let train = write_dataset(dir.path(), "train", 60, 4);
-    let bundle = tiny_bundle(dir.path(), TinyVision::ResNetMean);
-    let mut o = small_run(&bundle, &train, None);
+    let common::Setup {
+        dir,
+        overrides: mut o,
+        ..
+    } = common::setup(60, 4, TinyVision::ResNetMean);
     o.extend([
         "optim.epochs=6".to_owned(),
         "checkpoint.every_steps=3".into(),
@@ -340,10 +342,11 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
 
 #[test]
 fn bad_configuration_and_data_are_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let train = write_dataset(dir.path(), "train", 24, 5);
-    let bundle = tiny_bundle(dir.path(), TinyVision::ResNetMean);
-    let base = small_run(&bundle, &train, None);
+    let common::Setup {
+        dir,
+        overrides: base,
+        ..
+    } = common::setup(24, 5, TinyVision::ResNetMean);
     let runs = std::cell::Cell::new(0);
     let go = |extra: &[&str]| {
         runs.set(runs.get() + 1);
@@ -426,10 +429,11 @@ fn bad_configuration_and_data_are_refused_clearly() {
 
 #[test]
 fn export_refuses_a_queue_still_holding_random_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let train = write_dataset(dir.path(), "train", 24, 6);
-    let bundle = tiny_bundle(dir.path(), TinyVision::ResNetMean);
-    let mut o = small_run(&bundle, &train, None);
+    let common::Setup {
+        dir,
+        overrides: mut o,
+        ..
+    } = common::setup(24, 6, TinyVision::ResNetMean);
     o.extend([
         "queue.init_fill=\"random\"".to_owned(),
         "optim.max_steps=1".into(),

@@ -122,3 +122,30 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb)
 }
+
+/// A temporary folder with `n` generated training pairs (seeded) and a tiny bundle, plus the
+/// overrides of a small CPU run over them.
+pub struct Setup {
+    /// Holds every file; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// The training jsonl.
+    pub train: PathBuf,
+    /// The starting bundle.
+    pub bundle: PathBuf,
+    /// `small_run` overrides.
+    pub overrides: Vec<String>,
+}
+
+/// See [`Setup`].
+pub fn setup(n: usize, seed: u64, vision: TinyVision) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_dataset(dir.path(), "train", n, seed);
+    let bundle = tiny_bundle(dir.path(), vision);
+    let overrides = small_run(&bundle, &train, None);
+    Setup {
+        dir,
+        train,
+        bundle,
+        overrides,
+    }
+}
