@@ -310,10 +310,9 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     assert_eq!(code, 2);
     assert!(err.contains("--resume"), "{err}");
 
+    // `--resume` alone continues with the configuration saved in the checkpoint.
     let (code, out, err) = common::run(&[
         "train",
-        "--config",
-        cfg_arg,
         "--out",
         run.to_str().unwrap(),
         "--resume",

@@ -41,8 +41,9 @@ enum Command {
         /// Run directory.
         #[arg(long)]
         out: PathBuf,
-        /// Continue from a checkpoint directory or a run directory's latest checkpoint. The
-        /// configuration is taken from --config/--set as usual; data must be the same.
+        /// Continue from a checkpoint directory or a run directory's latest checkpoint. Alone, it
+        /// reuses the checkpoint's configuration; with --config/--set those apply instead (the
+        /// data must be the same).
         #[arg(long)]
         resume: Option<PathBuf>,
         /// No progress bar or per-epoch lines.
@@ -100,6 +101,14 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             export: export_to,
         } => {
+            // `--resume` alone continues with the configuration the checkpoint was written with.
+            let config = match (&resume, config, overrides.is_empty()) {
+                (Some(r), None, true) => Some(
+                    mirage_trainer::checkpoint::resolve(r)?
+                        .join(mirage_trainer::checkpoint::CONFIG),
+                ),
+                (_, c, _) => c,
+            };
             let cfg = TrainConfig::load(config.as_deref(), &overrides)?;
             cfg.validate_for_training()?;
             let mut trainer = Trainer::new(cfg, &out, resume.as_deref(), quiet)?;
