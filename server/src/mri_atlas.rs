@@ -185,6 +185,14 @@ pub(crate) fn plain_region(name: &str) -> (String, Option<&'static str>) {
     (out, side)
 }
 
+/// An AAL name without its hemisphere suffix (`Hippocampus_L` → `Hippocampus`).
+fn aal_base(name: &str) -> &str {
+    match name.rsplit_once('_') {
+        Some((base, "L" | "R")) => base,
+        _ => name,
+    }
+}
+
 /// Structures whose presence is a zero-shot label: (label, AAL base names).
 pub(crate) const STRUCTURES: [(&str, &[&str]); 7] = [
     ("hippocampus", &["Hippocampus"]),
@@ -405,10 +413,9 @@ pub(crate) fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
             // the largest) that the slice clearly shows: what a radiologist would name.
             let is_structure = |idx: &u8| {
                 names.get(idx).is_some_and(|n| {
-                    let base = n.rsplit_once('_').map_or(n.as_str(), |(b, _)| b);
                     STRUCTURES
                         .iter()
-                        .any(|(_, bases)| bases.contains(&base) || bases.contains(&n.as_str()))
+                        .any(|(_, bases)| bases.contains(&aal_base(n)))
                 })
             };
             let mut chosen: Vec<u8> = info
@@ -441,17 +448,9 @@ pub(crate) fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
                         .regions
                         .iter()
                         .filter(|(idx, _)| {
-                            names.get(idx).is_some_and(|name| {
-                                let base =
-                                    name.rsplit_once('_').map_or(name.as_str(), |(b, side)| {
-                                        if side == "L" || side == "R" {
-                                            b
-                                        } else {
-                                            name.as_str()
-                                        }
-                                    });
-                                bases.contains(&base)
-                            })
+                            names
+                                .get(idx)
+                                .is_some_and(|name| bases.contains(&aal_base(name)))
                         })
                         .map(|(_, n)| n)
                         .sum();

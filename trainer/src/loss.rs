@@ -35,6 +35,19 @@ pub struct LogScales<'a> {
     pub queue: &'a Tensor,
 }
 
+impl<'a> LogScales<'a> {
+    /// θ_p, θ_r, θ_o, θ_q of a parameter set (θ_p is the bundle's `logit_scale`).
+    pub fn of(p: &'a crate::towers::Params) -> Self {
+        use crate::towers::{LOG_SCALE_OT, LOG_SCALE_QUEUE, LOG_SCALE_ROBUST};
+        Self {
+            pair: p.get(mirage_model::names::LOGIT_SCALE),
+            robust: p.get(LOG_SCALE_ROBUST),
+            ot: p.get(LOG_SCALE_OT),
+            queue: p.get(LOG_SCALE_QUEUE),
+        }
+    }
+}
+
 /// Everything one loss evaluation produces.
 #[derive(Debug)]
 pub struct LossOutput {
@@ -274,9 +287,4 @@ pub fn mirage_loss(
         text_unit: t.detach(),
         in_batch_accuracy,
     }
-}
-
-/// True when the OT cost needs the NN text.
-pub fn cost_needs_queue(c: OtCost) -> bool {
-    matches!(c, OtCost::NnT | OtCost::NnTSym | OtCost::NnNn)
 }

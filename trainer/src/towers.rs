@@ -45,23 +45,6 @@ pub fn from_candle(t: &candle_core::Tensor, device: Device) -> Result<Tensor> {
     Ok(Tensor::from_slice(&data).reshape(dims).to_device(device))
 }
 
-/// A tch tensor as a CPU f32 candle tensor.
-pub fn to_candle(t: &Tensor) -> Result<candle_core::Tensor> {
-    let dims: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let flat = t
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous()
-        .view(-1);
-    let data = Vec::<f32>::try_from(&flat).context("copying a tensor off the device")?;
-    Ok(candle_core::Tensor::from_vec(
-        data,
-        dims,
-        &candle_core::Device::Cpu,
-    )?)
-}
-
 impl Params {
     /// Takes `tensors` (every name of the architecture's scheme plus the training log-scales);
     /// BatchNorm running statistics become buffers, everything else trainable.
@@ -154,17 +137,6 @@ impl Params {
             });
         }
         Ok(())
-    }
-
-    /// The bundle tensors (not the training log-scales) as CPU candle tensors.
-    pub fn bundle_tensors(
-        &self,
-        arch: &Architecture,
-    ) -> Result<HashMap<String, candle_core::Tensor>> {
-        names::model_tensors(arch)
-            .into_iter()
-            .map(|spec| Ok((spec.name.clone(), to_candle(self.get(&spec.name))?)))
-            .collect()
     }
 }
 

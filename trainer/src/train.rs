@@ -81,12 +81,7 @@ pub fn optimise_step(
         &v,
         &t,
         queue_view,
-        &LogScales {
-            pair: p.get(names::LOGIT_SCALE),
-            robust: p.get(LOG_SCALE_ROBUST),
-            ot: p.get(LOG_SCALE_OT),
-            queue: p.get(LOG_SCALE_QUEUE),
-        },
+        &LogScales::of(p),
         &config.loss,
         lambdas,
         &config.nn,
@@ -402,13 +397,7 @@ impl Trainer {
     }
 
     fn scales(&self) -> LogScales<'_> {
-        let p = &self.model.params;
-        LogScales {
-            pair: p.get(names::LOGIT_SCALE),
-            robust: p.get(LOG_SCALE_ROBUST),
-            ot: p.get(LOG_SCALE_OT),
-            queue: p.get(LOG_SCALE_QUEUE),
-        }
+        LogScales::of(&self.model.params)
     }
 
     /// Fills the queue before step 0 with a gradient-free pass over shuffled training texts
