@@ -31,12 +31,10 @@ pub fn diagonal_ranks(sims: &[f32], n: usize) -> Vec<usize> {
 
 /// Recall@1/5/10 from 0-based ranks.
 pub fn recall_from_ranks(ranks: &[usize]) -> Recall {
-    let n = ranks.len().max(1) as f64;
-    let at = |k: usize| ranks.iter().filter(|&&r| r < k).count() as f64 / n;
     Recall {
-        r1: at(1),
-        r5: at(5),
-        r10: at(10),
+        r1: recall_at(ranks, 1),
+        r5: recall_at(ranks, 5),
+        r10: recall_at(ranks, 10),
     }
 }
 
@@ -52,6 +50,56 @@ pub fn retrieval_recall(sims: &[f32], n: usize) -> (Recall, Recall) {
     }
     let t2i = recall_from_ranks(&diagonal_ranks(&transposed, n));
     (i2t, t2i)
+}
+
+/// 0-based ranks both ways when several images may share one caption (augmented copies, repeated
+/// report phrasing): `sims` is images × texts, row-major with `n_texts` columns, and `text_of[i]`
+/// is the column of image i's caption. Image→text: how many other captions score at least as
+/// high as the right one. Text→image (one query per caption that has an image): how many images
+/// of other captions score at least as high as its best-scoring image. Ties count against the
+/// query. With one caption per image (`text_of[i] = i`) this is [`diagonal_ranks`] both ways.
+pub fn grouped_ranks(sims: &[f32], n_texts: usize, text_of: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let n_images = text_of.len();
+    assert_eq!(
+        sims.len(),
+        n_images * n_texts,
+        "similarity matrix must be images × texts"
+    );
+    assert!(
+        text_of.iter().all(|&t| t < n_texts),
+        "caption index out of range"
+    );
+    let at = |i: usize, j: usize| sims[i * n_texts + j];
+    let image_to_text = (0..n_images)
+        .map(|i| {
+            let target = at(i, text_of[i]);
+            (0..n_texts)
+                .filter(|&j| j != text_of[i] && at(i, j) >= target)
+                .count()
+        })
+        .collect();
+    let text_to_image = (0..n_texts)
+        .filter_map(|j| {
+            let best = (0..n_images)
+                .filter(|&i| text_of[i] == j)
+                .map(|i| at(i, j))
+                .max_by(f32::total_cmp)?;
+            Some(
+                (0..n_images)
+                    .filter(|&i| text_of[i] != j && at(i, j) >= best)
+                    .count(),
+            )
+        })
+        .collect();
+    (image_to_text, text_to_image)
+}
+
+/// Share of ranks below `k` (Recall@k).
+pub fn recall_at(ranks: &[usize], k: usize) -> f64 {
+    if ranks.is_empty() {
+        return 0.0;
+    }
+    ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
 }
 
 /// Area under the ROC curve of `scores` for `positive` labels (Mann–Whitney, ties count ½).
@@ -92,13 +140,21 @@ pub fn accuracy(predicted: &[usize], truth: &[usize]) -> f64 {
     predicted.iter().zip(truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64
 }
 
-/// Expected calibration error of top-1 confidences over `bins` equal-width bins.
-pub fn expected_calibration_error(confidence: &[f64], correct: &[bool], bins: usize) -> f64 {
+/// One equal-width confidence bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ReliabilityBin {
+    /// Mean top-1 confidence of the predictions in the bin.
+    pub confidence: f64,
+    /// Their accuracy.
+    pub accuracy: f64,
+    /// How many predictions fell in the bin.
+    pub count: usize,
+}
+
+/// The non-empty bins of `bins` equal-width confidence bins over [0, 1].
+pub fn reliability(confidence: &[f64], correct: &[bool], bins: usize) -> Vec<ReliabilityBin> {
     assert_eq!(confidence.len(), correct.len());
-    let n = confidence.len();
-    if n == 0 || bins == 0 {
-        return 0.0;
-    }
+    let bins = bins.max(1);
     let mut sum_conf = vec![0.0; bins];
     let mut sum_acc = vec![0.0; bins];
     let mut count = vec![0usize; bins];
@@ -110,7 +166,23 @@ pub fn expected_calibration_error(confidence: &[f64], correct: &[bool], bins: us
     }
     (0..bins)
         .filter(|&b| count[b] > 0)
-        .map(|b| (sum_acc[b] - sum_conf[b]).abs() / n as f64)
+        .map(|b| ReliabilityBin {
+            confidence: sum_conf[b] / count[b] as f64,
+            accuracy: sum_acc[b] / count[b] as f64,
+            count: count[b],
+        })
+        .collect()
+}
+
+/// Expected calibration error of top-1 confidences over `bins` equal-width bins.
+pub fn expected_calibration_error(confidence: &[f64], correct: &[bool], bins: usize) -> f64 {
+    let n = confidence.len();
+    if n == 0 || bins == 0 {
+        return 0.0;
+    }
+    reliability(confidence, correct, bins)
+        .iter()
+        .map(|b| b.count as f64 / n as f64 * (b.accuracy - b.confidence).abs())
         .sum()
 }
 
@@ -188,5 +260,33 @@ mod tests {
         assert!((expected_calibration_error(&[0.9, 0.9], &[false, false], 10) - 0.9).abs() < 1e-12);
         let sims = [0.9f32, 0.8, 0.1, 0.85];
         assert_eq!(knn_vote(&sims, &[1, 1, 0, 0], 2, 3, 0.07), 1);
+    }
+
+    #[test]
+    fn grouped_ranks_reduce_to_diagonal_and_merge_shared_captions() {
+        let n = 6;
+        let sims: Vec<f32> = (0..n * n).map(|k| ((k * 7919) % 13) as f32).collect();
+        let ident: Vec<usize> = (0..n).collect();
+        let (a, b) = grouped_ranks(&sims, n, &ident);
+        let mut transposed = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                transposed[j * n + i] = sims[i * n + j];
+            }
+        }
+        assert_eq!(a, diagonal_ranks(&sims, n));
+        assert_eq!(b, diagonal_ranks(&transposed, n));
+        // Three images, two captions; images 0 and 1 share caption 0.
+        let sims = [
+            0.2, 0.9, // image 0 prefers the wrong caption
+            0.8, 0.1, // image 1 is right
+            0.5, 0.6, // image 2 is right
+        ];
+        let (i2t, t2i) = grouped_ranks(&sims, 2, &[0, 0, 1]);
+        assert_eq!(i2t, vec![1, 0, 0]);
+        // Caption 0's best image (1, 0.8) beats image 2 (0.5); caption 1's best image (2, 0.6)
+        // loses to image 0 (0.9).
+        assert_eq!(t2i, vec![0, 1]);
+        assert_eq!(recall_at(&t2i, 1), 0.5);
     }
 }

@@ -207,6 +207,27 @@ fn lock_collection(dir: &Path) -> Result<fs_err::File> {
     }
 }
 
+/// Names of the collections under `root` (folders with a manifest), sorted; none when the root
+/// does not exist yet.
+pub fn list_collections(root: &Path) -> Result<Vec<String>> {
+    let entries = match fs_err::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if let Some(name) = entry.file_name().to_str() {
+            if EmbeddedCollection::exists(root, name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 impl EmbeddedCollection {
     /// Directory of collection `name` under `root`.
     pub fn path(root: &Path, name: &str) -> PathBuf {

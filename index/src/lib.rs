@@ -23,7 +23,7 @@ pub use embedded::EmbeddedCollection;
 pub use error::{IndexError, Result};
 pub use filter::Filter;
 pub use graph::{dot, BareGraph, UnitDot};
-pub use store::{drop_collection, Collection, StoreSpec};
+pub use store::{drop_collection, list_collections, Collection, StoreSpec};
 pub use types::{
     CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, SearchMode, SearchRequest,
     StoredItem, VectorName,

@@ -525,6 +525,23 @@ pub async fn drop_collection(url: &str, api_key: Option<&str>, name: &str) -> Re
     Ok(())
 }
 
+/// Names of the MIRAGE-RS collections on the server (those `open` accepts), sorted.
+pub async fn list_collections(url: &str, api_key: Option<&str>) -> Result<Vec<String>> {
+    let client = connect(url, api_key)?;
+    let listed = client
+        .list_collections()
+        .await
+        .map_err(|e| qerr("list collections", e))?;
+    let mut names = Vec::new();
+    for c in listed.collections {
+        if QdrantCollection::open(url, api_key, &c.name).await.is_ok() {
+            names.push(c.name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,3 +318,20 @@ pub async fn drop_collection(spec: &StoreSpec, name: &str) -> Result<()> {
         StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
     }
 }
+
+/// Names of the collections in a store, sorted. Qdrant collections not made by MIRAGE-RS (no
+/// model record) are left out.
+pub async fn list_collections(spec: &StoreSpec) -> Result<Vec<String>> {
+    match spec {
+        StoreSpec::Embedded(root) => {
+            let root = root.clone();
+            blocking(move || embedded::list_collections(&root)).await
+        }
+        #[cfg(feature = "qdrant")]
+        StoreSpec::Qdrant { url, api_key } => {
+            crate::qdrant::list_collections(url, api_key.as_deref()).await
+        }
+        #[cfg(not(feature = "qdrant"))]
+        StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
+    }
+}

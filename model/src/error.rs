@@ -35,8 +35,8 @@ pub enum Error {
         /// The version this build reads.
         supported: u32,
     },
-    /// A file listed in (or required by) the bundle is missing.
-    #[error("{path}: missing bundle file")]
+    /// A file listed in (or required by) the bundle, or an input file, is missing.
+    #[error("{path}: file is missing")]
     MissingFile {
         /// The missing file.
         path: PathBuf,

@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorKind, InternalCause, Problem, PROBLEM_JSON};
-use crate::routes::{audit, classify, collections, embeddings, ops, search};
+use crate::routes::{audit, classify, collections, embeddings, media, ops, search};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -46,7 +46,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(classify::classify))
         .routes(routes!(search::search))
         .routes(routes!(search::rag_context))
+        .routes(routes!(media::media))
         .routes(routes!(audit::audit))
+        .routes(routes!(collections::list_collections))
         .routes(routes!(
             collections::create_collection,
             collections::get_collection,
@@ -153,6 +155,7 @@ pub fn app(state: AppState) -> Router {
                 async move { Json(spec) }
             }),
         )
+        .route("/", axum::routing::get(media::page))
         .route("/livez", axum::routing::get(ops::health))
         .route("/readyz", axum::routing::get(ops::ready))
         .fallback(|| async { ApiError::not_found("no such route; GET /openapi.json lists them") })

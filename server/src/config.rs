@@ -78,6 +78,9 @@ pub struct Settings {
     pub audit_threshold: f32,
     /// Log format.
     pub log_format: LogFormat,
+    /// Folder the indexed image references resolve under, for `GET /v1/media` thumbnails (the
+    /// web page's result images); none serves no images.
+    pub media_root: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -101,6 +104,7 @@ impl Default for Settings {
             rag_min_score: 0.2,
             audit_threshold: 0.5,
             log_format: LogFormat::Text,
+            media_root: None,
         }
     }
 }
@@ -161,6 +165,11 @@ impl Settings {
             .any(|k| k.0.trim().is_empty())
         {
             problems.push("API keys must not be empty".into());
+        }
+        if let Some(root) = &self.media_root {
+            if !root.is_dir() {
+                problems.push(format!("media_root {} is not a directory", root.display()));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -246,6 +255,9 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Image root of the indexed corpora, for result thumbnails (`GET /v1/media`).
+    #[arg(long, env = "MIRAGE_MEDIA_ROOT")]
+    pub media_root: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -280,6 +292,9 @@ impl ServeArgs {
             log_format
         );
         // An empty variable (as compose files pass unset options) means "not set".
+        if let Some(root) = self.media_root.filter(|r| !r.as_os_str().is_empty()) {
+            s.media_root = Some(root);
+        }
         if let Some(url) = self.qdrant_url.filter(|u| !u.is_empty()) {
             s.qdrant_url = Some(url);
         }

@@ -467,6 +467,32 @@ pub struct CreateCollectionRequest {
     pub rag_min_score: Option<f32>,
 }
 
+/// One collection of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CollectionSummary {
+    /// Collection name.
+    pub name: String,
+    /// `embedded` or `qdrant`.
+    pub store: String,
+}
+
+/// `GET /v1/collections`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CollectionList {
+    /// Every collection of the server's stores, by store then name.
+    pub collections: Vec<CollectionSummary>,
+}
+
+/// `GET /v1/media` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MediaQuery {
+    /// The image reference of a hit (`hits[].image`), relative to the server's media root.
+    pub path: Option<String>,
+    /// Longest side of the returned PNG thumbnail, 16–1024 (default 256).
+    pub max_side: Option<u32>,
+}
+
 /// A collection.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CollectionResponse {
@@ -618,6 +644,8 @@ pub struct InfoResponse {
     pub rag_min_score: f32,
     /// Default audit threshold.
     pub audit_threshold: f32,
+    /// Whether `GET /v1/media` serves result thumbnails (`--media-root` is set).
+    pub media: bool,
     /// Limits.
     pub limits: Limits,
 }

@@ -2,6 +2,7 @@
 //! zero-shot classification, indexing corpora into collections and searching them.
 
 mod data_cmd;
+mod eval_cmd;
 mod index_cmd;
 mod mri_atlas;
 
@@ -48,6 +49,11 @@ enum Command {
     /// Build the offline demo and benchmark corpora.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Measure a bundle on a labelled image–caption dataset (retrieval, zero-shot, kNN,
+    /// noise detection, calibration) through the serving code; JSON report and PNG plots.
+    Eval(eval_cmd::EvalArgs),
+    /// Tabulate and plot a noise-robustness study (scripts/noise-study.sh) from its runs' reports.
+    StudyReport(eval_cmd::StudyReportArgs),
     /// Serve the HTTP API.
     Serve(mirage_server::config::ServeArgs),
     /// Print the OpenAPI document of the HTTP API.
@@ -220,6 +226,8 @@ fn run(command: Command) -> Result<()> {
         Command::Serve(_) => unreachable!("handled in main"),
         Command::Probe { url } => probe(&url),
         Command::Data(cmd) => data_cmd::run_data(cmd),
+        Command::Eval(args) => eval_cmd::run_eval(args),
+        Command::StudyReport(args) => eval_cmd::run_study_report(args),
         Command::Openapi => {
             println!("{}", mirage_server::app::openapi().to_pretty_json()?);
             Ok(())

@@ -515,9 +515,17 @@ pub(crate) fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
         "gap_slices": o.gap,
         "seed": o.seed,
         "images": counts,
+        // `mirage eval` reads these: single-label tasks have `classes`, presence tasks `labels`;
+        // `prompts` are the ensemble templates ({} = class or label).
         "tasks": {
-            "plane": {"classes": ["axial", "coronal", "sagittal"], "prompt": "{} MRI slice of the brain"},
-            "structures": STRUCTURES.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            "plane": {
+                "classes": ["axial", "coronal", "sagittal"],
+                "prompts": ["{} MRI slice of the brain", "{} MRI slice", "{} slice through the brain", "{} view of a brain MRI"],
+            },
+            "structures": {
+                "labels": STRUCTURES.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+                "prompts": ["MRI slice through the {}", "MRI slice through the left {}", "MRI slice through the right {}", "brain MRI showing the {}"],
+            },
         },
     });
     std::fs::write(

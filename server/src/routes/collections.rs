@@ -6,8 +6,8 @@ use axum::Json;
 use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
 
 use crate::dto::{
-    CollectionResponse, CreateCollectionRequest, DeleteItemsRequest, DeleteResponse, HnswSettings,
-    UpsertRequest, UpsertResponse,
+    CollectionList, CollectionResponse, CollectionSummary, CreateCollectionRequest,
+    DeleteItemsRequest, DeleteResponse, HnswSettings, UpsertRequest, UpsertResponse,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
@@ -108,6 +108,35 @@ pub async fn create_collection(
         StatusCode::CREATED
     };
     Ok((status, Json(describe(&state, info).await)))
+}
+
+/// Lists the collections of the server's store (and of its Qdrant store, when configured).
+#[utoipa::path(
+    get,
+    path = "/v1/collections",
+    tag = "collections",
+    responses((status = 200, description = "The collections", body = CollectionList))
+)]
+pub async fn list_collections(State(state): State<AppState>) -> ApiResult<Json<CollectionList>> {
+    let mut collections = Vec::new();
+    for spec in std::iter::once(&state.store).chain(state.qdrant.as_ref()) {
+        let store = match spec {
+            mirage_index::StoreSpec::Embedded(_) => "embedded",
+            mirage_index::StoreSpec::Qdrant { .. } => "qdrant",
+        };
+        for name in mirage_index::list_collections(spec).await? {
+            if !collections
+                .iter()
+                .any(|c: &CollectionSummary| c.name == name)
+            {
+                collections.push(CollectionSummary {
+                    name,
+                    store: store.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(Json(CollectionList { collections }))
 }
 
 /// A collection's size, model and settings.

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod classify;
 pub mod collections;
 pub mod embeddings;
+pub mod media;
 pub mod ops;
 pub mod search;
 

@@ -62,6 +62,7 @@ pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
         auth: s.auth_enabled(),
         rag_min_score: s.rag_min_score,
         audit_threshold: s.audit_threshold,
+        media: s.media_root.is_some(),
         limits: Limits {
             max_body_bytes: s.max_body_bytes,
             max_inputs_per_request: s.max_inputs_per_request,

@@ -9,6 +9,7 @@ mod errors;
 mod harness;
 mod openapi_drift;
 mod protection;
+mod web_ui;
 
 use std::path::Path;
 

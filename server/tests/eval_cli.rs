@@ -1,0 +1,298 @@
+//! `mirage eval` on a real MRI-atlas dataset through the serving code, and `mirage study-report`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fail, mirage, ok, require_asset};
+use mirage_model::testing::{write_tiny_bundle, write_tiny_bundle_with_bank, TinyVision};
+use serde_json::{json, Value};
+
+fn atlas(dir: &Path) -> Option<PathBuf> {
+    let templates = require_asset(PathBuf::from("/usr/share/mricron/templates"))?;
+    let out = dir.join("atlas");
+    ok(mirage(&[
+        "data",
+        "mri-atlas",
+        "--templates",
+        templates.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "48",
+        "--augment",
+        "1",
+        "--step",
+        "4",
+    ]));
+    Some(out)
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+fn eval(bundle: &Path, data: &Path, out: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "eval",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let printed: Value = serde_json::from_str(&ok(mirage(&args))).unwrap();
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(printed, saved);
+    saved
+}
+
+fn unit(v: &Value) -> f64 {
+    let x = v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"));
+    assert!((0.0..=1.0).contains(&x), "{x} is not in [0, 1]");
+    x
+}
+
+#[test]
+fn eval_reports_every_metric_on_the_atlas_through_the_serving_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = atlas(dir.path()) else {
+        return;
+    };
+    let bundle = dir.path().join("bundle");
+    write_tiny_bundle_with_bank(
+        &bundle,
+        TinyVision::ResNetAttention,
+        16,
+        3,
+        &["axial MRI slice", "coronal MRI slice", "sagittal MRI slice"],
+    )
+    .unwrap();
+    let r = eval(&bundle, &data, &dir.path().join("e1"), &["--noise", "0.4"]);
+    let n_test = lines(&data.join("test.jsonl"));
+    assert_eq!(r["retrieval"]["images"], n_test);
+    let distinct = r["retrieval"]["distinct_captions"].as_u64().unwrap() as usize;
+    assert!(
+        distinct >= 2 && distinct < n_test,
+        "augmented copies share captions"
+    );
+    for dir_name in ["image_to_text", "text_to_image"] {
+        let rec = &r["retrieval"][dir_name];
+        let (r1, r5, r10) = (unit(&rec["r1"]), unit(&rec["r5"]), unit(&rec["r10"]));
+        assert!(r1 <= r5 && r5 <= r10, "{rec}");
+    }
+    let plane = &r["zero_shot"]["plane"];
+    unit(&plane["accuracy"]);
+    unit(&plane["ece"]);
+    assert_eq!(plane["classes"], json!(["axial", "coronal", "sagittal"]));
+    assert_eq!(plane["images"], n_test);
+    assert_eq!(r["knn"]["plane"]["k"], 20);
+    assert_eq!(
+        r["knn"]["plane"]["reference_images"],
+        lines(&data.join("train.jsonl"))
+    );
+    unit(&r["knn"]["plane"]["accuracy"]);
+    let structures = &r["presence"]["structures"];
+    assert_eq!(structures["auc"].as_object().unwrap().len(), 7);
+    unit(&structures["mean_auc"]);
+    let noise = &r["noise_detection"];
+    assert_eq!(noise["bank"], "the bundle's text bank");
+    assert_eq!(noise["bank_rows"], 3);
+    let noisy = noise["noisy_pairs"].as_u64().unwrap() as usize;
+    assert!(noisy > 0 && noisy <= n_test * 4 / 10, "{noise}");
+    unit(&noise["auc_s"]);
+    unit(&noise["auc_cosine"]);
+    for png in ["recall.png", "reliability.png"] {
+        let bytes = std::fs::read(dir.path().join("e1").join(png)).unwrap();
+        assert_eq!(&bytes[..4], b"\x89PNG", "{png}");
+    }
+    // Deterministic: the same bundle and data give the same numbers.
+    let again = eval(&bundle, &data, &dir.path().join("e2"), &["--noise", "0.4"]);
+    for key in [
+        "retrieval",
+        "zero_shot",
+        "knn",
+        "presence",
+        "noise_detection",
+    ] {
+        assert_eq!(r[key], again[key], "{key}");
+    }
+
+    // A bundle without a text bank scores s against the reference split's captions.
+    let plain = dir.path().join("plain");
+    write_tiny_bundle(&plain, TinyVision::ResNetMean, 16, 4).unwrap();
+    let r = eval(&plain, &data, &dir.path().join("e3"), &["--split", "valid"]);
+    assert_eq!(r["noise_detection"]["bank"], "reference-split captions");
+    assert_eq!(r["retrieval"]["images"], lines(&data.join("valid.jsonl")));
+
+    // Without injected noise there is nothing to detect.
+    let r = eval(&plain, &data, &dir.path().join("e4"), &["--noise", "0"]);
+    assert!(r["noise_detection"].is_null());
+}
+
+#[test]
+fn eval_explains_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    write_tiny_bundle(&bundle, TinyVision::ResNetMean, 16, 5).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    let png = |name: &str, shade: u8| {
+        image::GrayImage::from_pixel(32, 32, image::Luma([shade]))
+            .save(data.join("images").join(name))
+            .unwrap();
+    };
+    png("a.png", 10);
+    png("b.png", 200);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        mirage(&args)
+    };
+    // No split file.
+    let err = fail(run(&[]));
+    assert!(err.contains("test.jsonl"), "{err}");
+    // A malformed row names the file and line.
+    std::fs::write(data.join("test.jsonl"), "{\"image\": \"a.png\"}\n").unwrap();
+    let err = fail(run(&[]));
+    assert!(
+        err.contains("test.jsonl:1") && err.contains("caption"),
+        "{err}"
+    );
+    // A missing image names the file.
+    std::fs::write(
+        data.join("test.jsonl"),
+        "{\"image\": \"a.png\", \"caption\": \"dark\"}\n{\"image\": \"gone.png\", \"caption\": \"bright\"}\n",
+    )
+    .unwrap();
+    let err = fail(run(&[]));
+    assert!(err.contains("gone.png"), "{err}");
+    assert!(
+        !err.contains("bundle file"),
+        "an image is not a bundle file: {err}"
+    );
+    // A plain pair file without labels or tasks: retrieval and noise detection only.
+    std::fs::write(
+        data.join("test.jsonl"),
+        "{\"image\": \"a.png\", \"caption\": \"dark\"}\n{\"image\": \"b.png\", \"caption\": \"bright\"}\n",
+    )
+    .unwrap();
+    std::fs::copy(data.join("test.jsonl"), data.join("train.jsonl")).unwrap();
+    let report: Value = serde_json::from_str(&ok(run(&["--noise", "0.5"]))).unwrap();
+    assert_eq!(report["retrieval"]["images"], 2);
+    assert_eq!(report["zero_shot"], json!({}));
+    // Out-of-range options.
+    let err = fail(run(&["--noise", "1.5"]));
+    assert!(err.contains("--noise"), "{err}");
+    let err = fail(run(&["--k", "0"]));
+    assert!(err.contains("--k"), "{err}");
+    // A task whose labels are missing or name an unknown class.
+    std::fs::write(
+        data.join("dataset.json"),
+        r#"{"tasks": {"plane": {"classes": ["axial", "coronal"], "prompts": ["{} slice"]}}}"#,
+    )
+    .unwrap();
+    let err = fail(run(&[]));
+    assert!(
+        err.contains("labels.jsonl") && err.contains("plane"),
+        "{err}"
+    );
+    std::fs::write(
+        data.join("labels.jsonl"),
+        "{\"image\": \"a.png\", \"plane\": \"axial\"}\n{\"image\": \"b.png\", \"plane\": \"oblique\"}\n",
+    )
+    .unwrap();
+    let err = fail(run(&[]));
+    assert!(err.contains("oblique"), "{err}");
+    std::fs::write(data.join("dataset.json"), r#"{"tasks": {"plane": {}}}"#).unwrap();
+    let err = fail(run(&[]));
+    assert!(err.contains("prompts"), "{err}");
+}
+
+#[test]
+fn study_report_tabulates_mean_and_spread_per_method_and_noise_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = |i2t_r1: f64, auc_s: f64| {
+        json!({
+            "retrieval": {
+                "image_to_text": {"r1": i2t_r1, "r5": 0.9, "r10": 1.0},
+                "text_to_image": {"r1": 0.4, "r5": 0.8, "r10": 0.9}
+            },
+            "zero_shot": {"plane": {"accuracy": 0.7}},
+            "knn": {"plane": {"accuracy": 0.95}},
+            "noise_detection": {"auc_s": auc_s, "auc_cosine": 0.8}
+        })
+    };
+    let runs = [
+        ("mirage", 0.2, 0, 0.5, 0.9),
+        ("mirage", 0.2, 1, 0.6, 0.92),
+        ("clip", 0.2, 0, 0.3, 0.7),
+        ("clip", 0.2, 1, 0.3, 0.72),
+        ("clip", 0.0, 0, 0.8, 0.6),
+    ];
+    for (method, eta, seed, r1, auc) in runs {
+        let run = dir.path().join(format!("{method}-eta{eta}-seed{seed}"));
+        std::fs::create_dir_all(run.join("eval-test")).unwrap();
+        std::fs::write(
+            run.join("run.json"),
+            json!({"method": method, "eta": eta, "seed": seed}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            run.join("eval-test/report.json"),
+            report(r1, auc).to_string(),
+        )
+        .unwrap();
+    }
+    // An unfinished run (no report yet) is left out.
+    std::fs::create_dir_all(dir.path().join("mirage-eta0.4-seed0")).unwrap();
+    std::fs::write(
+        dir.path().join("mirage-eta0.4-seed0/run.json"),
+        r#"{"method": "mirage", "eta": 0.4, "seed": 0}"#,
+    )
+    .unwrap();
+    let md = ok(mirage(&[
+        "study-report",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]));
+    // mean 0.55, sample sd of {0.5, 0.6} = 0.0707.
+    assert!(md.contains("| mirage | 0.2 | 2 | 0.550 ± 0.071 |"), "{md}");
+    assert!(md.contains("| clip | 0.2 | 2 | 0.300 ± 0.000 |"), "{md}");
+    assert!(md.contains("| clip | 0.0 | 1 | 0.800 ± 0.000 |"), "{md}");
+    assert!(!md.contains("| mirage | 0.4 |"), "{md}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("study.md")).unwrap(),
+        md
+    );
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("study.json")).unwrap()).unwrap();
+    let cell = json["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["method"] == "mirage" && c["eta"] == 0.2)
+        .unwrap();
+    assert!((cell["test"]["auc_s"]["mean"].as_f64().unwrap() - 0.91).abs() < 1e-9);
+    assert_eq!(cell["seeds"], json!([0, 1]));
+    for metric in ["i2t_r1", "auc_s", "zero_shot"] {
+        let png = std::fs::read(dir.path().join(format!("study-{metric}.png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let err = fail(mirage(&[
+        "study-report",
+        "--dir",
+        empty.path().to_str().unwrap(),
+    ]));
+    assert!(err.contains("no finished run"), "{err}");
+}
