@@ -82,9 +82,10 @@ bundle="$qs/bundle"
 if ((retrain)) || [[ ! -f "$bundle/bundle.json" ]]; then
   step "training the demo bundle on CPU (MiniLM + ResNet-18, 6 epochs on 654 atlas slices)"
   rm -rf "$qs/train" "$bundle" "$qs/indexes" "$qs/data"
-  "$bin/mirage-train" train --config configs/demo-cpu.toml --out "$qs/train" --quiet \
+  # The study's configuration (queue sized to the 654 training slices); no injected noise.
+  "$bin/mirage-train" train --config configs/study-atlas.toml --out "$qs/train" --quiet \
     --set "data.train=$atlas/train.jsonl" --set "data.valid=$atlas/valid.jsonl" \
-    --set "data.image_root=$atlas/images" --set optim.epochs=6 \
+    --set "data.image_root=$atlas/images" --set runtime.device=auto \
     --set model.model_id=mirage-demo-atlas --export "$bundle"
 else
   step "reusing the demo bundle in $bundle (--retrain to train again)"

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mirage_eval::metrics::{auc, retrieval_recall};
+use mirage_eval::metrics::{auc, grouped_ranks, recall_from_ranks};
 use mirage_eval::plot::{line_chart, Series};
 use mirage_model::config::BundleConfig;
 use mirage_model::names;
@@ -749,13 +749,34 @@ impl Trainer {
         }
         let v = Tensor::cat(&images, 0);
         let t = Tensor::cat(&texts, 0);
-        let sims: Vec<f32> =
+        let all: Vec<f32> =
             Vec::<f32>::try_from(v.matmul(&t.tr()).to_device(Device::Cpu).view(-1))?;
-        let (i2t, t2i) = retrieval_recall(&sims, m);
+        // Pairs that share a caption (augmented copies, boilerplate) count as one answer, as in
+        // `mirage eval`: columns are the first pair of each distinct caption.
+        let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
+        let mut columns = Vec::new();
+        let text_of: Vec<usize> = valid
+            .pairs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                *first_of.entry(p.caption.as_str()).or_insert_with(|| {
+                    columns.push(i);
+                    columns.len() - 1
+                })
+            })
+            .collect();
+        let sims: Vec<f32> = (0..m)
+            .flat_map(|i| columns.iter().map(move |&j| (i, j)))
+            .map(|(i, j)| all[i * m + j])
+            .collect();
+        let (i2t_ranks, t2i_ranks) = grouped_ranks(&sims, columns.len(), &text_of);
+        let (i2t, t2i) = (recall_from_ranks(&i2t_ranks), recall_from_ranks(&t2i_ranks));
         let mut out = json!({
             "step": self.state.step,
             "epoch": self.state.epoch,
             "pairs": m,
+            "distinct_captions": columns.len(),
             "i2t_r1": i2t.r1, "i2t_r5": i2t.r5, "i2t_r10": i2t.r10,
             "t2i_r1": t2i.r1, "t2i_r5": t2i.r5, "t2i_r10": t2i.r10,
         });
