@@ -274,7 +274,9 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
 
     // Zero-shot and kNN tasks.
     let needs_reference = tasks.values().any(|t| !t.classes.is_empty());
-    let reference = if needs_reference || bundle.text_bank(&candle_core::Device::Cpu)?.is_none() {
+    // Read once: it decides whether the reference split is needed and scores the noisy pairs.
+    let bundled_bank = bundle.text_bank(&candle_core::Device::Cpu)?;
+    let reference = if needs_reference || bundled_bank.is_none() {
         Some(read_split(&a.data, &a.reference_split)?)
     } else {
         None
@@ -394,8 +396,7 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
     // Injected-noise detection with the matching score s.
     let (noisy_captions, noisy) = inject_noise(&split.captions, a.noise, a.seed);
     let noise = if noisy.iter().any(|&n| n) {
-        let bundled = bundle.text_bank(&candle_core::Device::Cpu)?;
-        let (bank, matching, bank_source) = match bundled {
+        let (bank, matching, bank_source) = match bundled_bank {
             Some(bank) => (
                 bank,
                 model.config().matching.unwrap_or_default(),

@@ -204,7 +204,7 @@ impl AppState {
 }
 
 /// `embedded` or `qdrant`.
-fn store_kind(spec: &StoreSpec) -> &'static str {
+pub(crate) fn store_kind(spec: &StoreSpec) -> &'static str {
     match spec {
         StoreSpec::Embedded(_) => "embedded",
         StoreSpec::Qdrant { .. } => "qdrant",

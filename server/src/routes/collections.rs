@@ -120,10 +120,7 @@ pub async fn create_collection(
 pub async fn list_collections(State(state): State<AppState>) -> ApiResult<Json<CollectionList>> {
     let mut collections = Vec::new();
     for spec in std::iter::once(&state.store).chain(state.qdrant.as_ref()) {
-        let store = match spec {
-            mirage_index::StoreSpec::Embedded(_) => "embedded",
-            mirage_index::StoreSpec::Qdrant { .. } => "qdrant",
-        };
+        let store = crate::state::store_kind(spec);
         for name in mirage_index::list_collections(spec).await? {
             if !collections
                 .iter()
