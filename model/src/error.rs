@@ -132,6 +132,19 @@ pub enum Error {
     /// Caller input is unusable (empty label list, empty batch, …).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// An ONNX graph of the bundle is unusable: unreadable, of an unsupported opset, or with
+    /// inputs/outputs other than `bundle.json` records.
+    #[error("{path}: {reason}")]
+    Onnx {
+        /// The ONNX file at fault.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// The inference engine could not be set up (library missing, execution provider
+    /// unavailable) or failed on a batch.
+    #[error("{0}")]
+    Engine(String),
     /// The tensor library failed.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

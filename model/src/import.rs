@@ -233,6 +233,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
         prompt_templates: None,
         calibration: None,
         matching: None,
+        onnx: None,
         provenance: json!({
             "created_by": "mirage model import-hf",
             "text": {"kind": "imported", "dir": dir.display().to_string()},

@@ -2,12 +2,14 @@
 //!
 //! What a MIRAGE embedding is and how to compute it: the model bundle (the one contract between
 //! the trainer and everything else), tokenisation, image decoding (PNG, JPEG, DICOM) and
-//! preprocessing, the candle inference towers (BERT text tower; ResNet with CLIP attention pooling
-//! or ViT vision tower), and zero-shot classification with prompt ensembles.
+//! preprocessing, the engine seam with its two engines (ONNX Runtime over ONNX graphs written from
+//! the bundle's tensors, and the candle towers: BERT text tower; ResNet with CLIP attention
+//! pooling or ViT vision tower), and zero-shot classification with prompt ensembles.
 #![warn(missing_docs)]
 
 pub mod bundle;
 pub mod config;
+pub mod engine;
 mod error;
 pub mod image_input;
 pub mod import;
@@ -15,11 +17,13 @@ pub mod init;
 pub mod matching;
 pub mod model;
 pub mod names;
+pub mod onnx;
 pub mod testing;
 pub mod tokenize;
 pub mod towers;
 pub mod zeroshot;
 
-pub use bundle::{write_bundle, Bundle, BundleContents, TextBank};
+pub use bundle::{add_onnx, write_bundle, Bundle, BundleContents, TextBank};
+pub use engine::{DeviceChoice, EngineChoice, EngineKind, EngineOptions};
 pub use error::{Error, Result};
 pub use model::MirageModel;

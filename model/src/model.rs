@@ -1,15 +1,16 @@
 //! The dual encoder assembled from a bundle: text and image in, unit-norm joint embeddings out.
+//! What is engine-independent lives here (bundle, configuration, tokenizer, image preprocessing,
+//! prompt templates, logit scale); the two forward passes run on the engine chosen at load
+//! (`engine/`).
 
-use candle_core::{Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{Device, Tensor};
 
 use crate::bundle::Bundle;
 use crate::config::{BundleConfig, PromptTemplates};
+use crate::engine::{self, Engine, EngineKind, EngineOptions};
 use crate::image_input::{preprocess, DecodedImage};
 use crate::names;
 use crate::tokenize::TextTokenizer;
-use crate::towers::text::{l2_normalize, BertEncoder};
-use crate::towers::vision::VisionEncoder;
 use crate::{Error, Result};
 
 /// Built-in zero-shot templates (data, not code: `model/data/prompt_templates.json`).
@@ -26,10 +27,7 @@ pub struct MirageModel {
     config: BundleConfig,
     bundle_sha256: String,
     tokenizer: TextTokenizer,
-    text: BertEncoder,
-    vision: VisionEncoder,
-    text_proj: Linear,
-    vision_proj: Linear,
+    engine: Box<dyn Engine>,
     logit_scale: f32,
     device: Device,
 }
@@ -39,15 +37,17 @@ impl std::fmt::Debug for MirageModel {
         f.debug_struct("MirageModel")
             .field("model_id", &self.config.model_id)
             .field("embed_dim", &self.config.architecture.embed_dim)
+            .field("engine", &self.engine.describe())
             .finish_non_exhaustive()
     }
 }
 
 impl MirageModel {
-    /// Loads a validated bundle onto `device`.
-    pub fn load(bundle: &Bundle, device: &Device) -> Result<Self> {
+    /// Loads a validated bundle on the engine `options` choose.
+    pub fn load(bundle: &Bundle, options: &EngineOptions) -> Result<Self> {
         let config = bundle.config().clone();
-        let tensors = bundle.load_tensors(device)?;
+        let device = Device::Cpu;
+        let tensors = bundle.load_tensors(&device)?;
         let logit = tensors
             .get(names::LOGIT_SCALE)
             .expect("validated bundle has logit_scale — this is a bug")
@@ -59,43 +59,36 @@ impl MirageModel {
                 config.logit_scale
             )));
         }
-        let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
-        let arch = &config.architecture;
-        let text = BertEncoder::load(&vb.pp(names::TEXT), &arch.text.bert, arch.text.pooling)?;
-        let vision = VisionEncoder::load(&vb.pp(names::VISION), &arch.vision)?;
-        let proj = |name: &str, in_dim: usize| -> Result<Linear> {
-            let p = vb.pp(name);
-            Ok(Linear::new(
-                p.get((arch.embed_dim, in_dim), "weight")?,
-                Some(p.get(arch.embed_dim, "bias")?),
-            ))
-        };
-        let text_proj = proj(names::TEXT_PROJ, arch.text.bert.hidden_size)?;
-        let vision_proj = proj(names::VISION_PROJ, arch.vision.feature_dim())?;
+        let engine = engine::load(bundle, tensors, options)?;
         let tokenizer = TextTokenizer::from_file(&bundle.tokenizer_path(), &config.tokenizer)?;
+        let arch = &config.architecture;
         tracing::info!(
             model_id = %config.model_id,
             embed_dim = arch.embed_dim,
             vision = %arch.vision.describe(),
+            engine = %engine.describe(),
             "model loaded"
         );
         Ok(Self {
             bundle_sha256: bundle.sha256().to_owned(),
             config,
             tokenizer,
-            text,
-            vision,
-            text_proj,
-            vision_proj,
+            engine,
             logit_scale: logit,
-            device: device.clone(),
+            device,
         })
     }
 
-    /// Opens and loads the bundle in `dir` on the CPU.
-    pub fn open_cpu(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+    /// Opens and loads the bundle in `dir` with `options`.
+    pub fn open(dir: impl AsRef<std::path::Path>, options: &EngineOptions) -> Result<Self> {
         let bundle = Bundle::open(dir)?;
-        Self::load(&bundle, &Device::Cpu)
+        Self::load(&bundle, options)
+    }
+
+    /// Opens and loads the bundle in `dir` on the CPU with the default engine choice (ONNX
+    /// Runtime where its library loads, else candle).
+    pub fn open_cpu(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::open(dir, &EngineOptions::default())
     }
 
     /// The bundle configuration.
@@ -108,7 +101,7 @@ impl MirageModel {
         &self.config.model_id
     }
 
-    /// sha256 of the bundle's `bundle.json`.
+    /// The model's identity (see [`Bundle::sha256`]).
     pub fn bundle_sha256(&self) -> &str {
         &self.bundle_sha256
     }
@@ -123,9 +116,19 @@ impl MirageModel {
         self.logit_scale
     }
 
-    /// The device tensors live on.
+    /// The device the engine-independent tensor math (zero-shot, matching) runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The engine running the towers.
+    pub fn engine(&self) -> EngineKind {
+        self.engine.kind()
+    }
+
+    /// The engine, its version, device and threads, in words (logs, `/info`).
+    pub fn engine_description(&self) -> String {
+        self.engine.describe()
     }
 
     /// The tokenizer with the bundle's settings.
@@ -141,16 +144,23 @@ impl MirageModel {
             .unwrap_or_else(default_templates)
     }
 
-    /// Pooled text features before projection, [B, H].
-    pub fn text_features(&self, texts: &[&str]) -> Result<Tensor> {
-        let batch = self.tokenizer.encode_batch(texts, &self.device)?;
-        self.text.forward(&batch.ids, &batch.type_ids, &batch.mask)
+    fn rows(&self, flat: Vec<f32>) -> Vec<Vec<f32>> {
+        flat.chunks_exact(self.dim()).map(<[f32]>::to_vec).collect()
+    }
+
+    fn embed_texts_flat(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        let tokens = self.tokenizer.encode_ids(texts)?;
+        self.engine.embed_tokens(&tokens)
     }
 
     /// Unit-norm joint text embeddings, [B, D].
     pub fn embed_texts_tensor(&self, texts: &[&str]) -> Result<Tensor> {
-        let f = self.text_features(texts)?;
-        l2_normalize(&self.text_proj.forward(&f)?)
+        let flat = self.embed_texts_flat(texts)?;
+        Ok(Tensor::from_vec(
+            flat,
+            (texts.len(), self.dim()),
+            &self.device,
+        )?)
     }
 
     /// Unit-norm joint text embeddings, one `Vec` per input.
@@ -158,7 +168,7 @@ impl MirageModel {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.embed_texts_tensor(texts)?.to_vec2()?)
+        Ok(self.rows(self.embed_texts_flat(texts)?))
     }
 
     /// Preprocesses decoded images into a [B, 3, S, S] tensor.
@@ -178,15 +188,18 @@ impl MirageModel {
         )?)
     }
 
-    /// Pooled vision features before projection for a preprocessed batch, [B, C].
-    pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.vision.forward(pixels)
-    }
-
-    /// Unit-norm joint image embeddings for a preprocessed batch, [B, D].
+    /// Unit-norm joint image embeddings for a preprocessed batch [B, 3, S, S], [B, D].
     pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor> {
-        let f = self.image_features(pixels)?;
-        l2_normalize(&self.vision_proj.forward(&f)?)
+        let (b, c, h, w) = pixels.dims4()?;
+        let s = self.config.preprocess.image_size;
+        if (c, h, w) != (3, s, s) {
+            return Err(Error::InvalidInput(format!(
+                "pixel batch of shape [{b}, {c}, {h}, {w}], expected [B, 3, {s}, {s}]"
+            )));
+        }
+        let data = pixels.flatten_all()?.to_vec1::<f32>()?;
+        let flat = self.engine.embed_pixels(&data, b)?;
+        Ok(Tensor::from_vec(flat, (b, self.dim()), &self.device)?)
     }
 
     /// Unit-norm joint image embeddings of images already run through
@@ -203,8 +216,7 @@ impl MirageModel {
                 pixels.len()
             )));
         }
-        let t = Tensor::from_vec(pixels, (count, 3, s, s), &self.device)?;
-        Ok(self.embed_pixels(&t)?.to_vec2()?)
+        Ok(self.rows(self.engine.embed_pixels(&pixels, count)?))
     }
 
     /// Unit-norm joint image embeddings, one `Vec` per image.

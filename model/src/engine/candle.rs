@@ -1,0 +1,87 @@
+//! The candle engine: the pure-Rust towers of `towers/` plus the projections.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::{Engine, EngineKind, EngineOptions};
+use crate::bundle::Bundle;
+use crate::names;
+use crate::tokenize::TokenIds;
+use crate::towers::text::{l2_normalize, BertEncoder};
+use crate::towers::vision::VisionEncoder;
+use crate::Result;
+
+pub(crate) struct CandleEngine {
+    text: BertEncoder,
+    vision: VisionEncoder,
+    text_proj: Linear,
+    vision_proj: Linear,
+    image_size: usize,
+    threads: usize,
+}
+
+impl CandleEngine {
+    pub(crate) fn load(
+        bundle: &Bundle,
+        tensors: HashMap<String, Tensor>,
+        options: &EngineOptions,
+    ) -> Result<Self> {
+        let device = Device::Cpu;
+        let threads = options.resolved_threads();
+        // candle's CPU kernels size their rayon pool from this variable when they first run;
+        // an explicit one from the user wins.
+        if options.threads != 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
+        let config = bundle.config();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let arch = &config.architecture;
+        let text = BertEncoder::load(&vb.pp(names::TEXT), &arch.text.bert, arch.text.pooling)?;
+        let vision = VisionEncoder::load(&vb.pp(names::VISION), &arch.vision)?;
+        let proj = |name: &str, in_dim: usize| -> Result<Linear> {
+            let p = vb.pp(name);
+            Ok(Linear::new(
+                p.get((arch.embed_dim, in_dim), "weight")?,
+                Some(p.get(arch.embed_dim, "bias")?),
+            ))
+        };
+        Ok(Self {
+            text_proj: proj(names::TEXT_PROJ, arch.text.bert.hidden_size)?,
+            vision_proj: proj(names::VISION_PROJ, arch.vision.feature_dim())?,
+            text,
+            vision,
+            image_size: config.preprocess.image_size,
+            threads,
+        })
+    }
+}
+
+impl Engine for CandleEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Candle
+    }
+
+    fn describe(&self) -> String {
+        format!("candle (cpu, {} threads)", self.threads)
+    }
+
+    fn embed_tokens(&self, t: &TokenIds) -> Result<Vec<f32>> {
+        let shape = (t.batch, t.seq_len);
+        let ids = Tensor::from_slice(&t.ids, shape, &Device::Cpu)?;
+        let type_ids = Tensor::from_slice(&t.type_ids, shape, &Device::Cpu)?;
+        let mask = Tensor::from_slice(&t.mask, shape, &Device::Cpu)?;
+        let f = self.text.forward(&ids, &type_ids, &mask)?;
+        let e = l2_normalize(&self.text_proj.forward(&f)?)?;
+        Ok(e.flatten_all()?.to_vec1()?)
+    }
+
+    fn embed_pixels(&self, pixels: &[f32], count: usize) -> Result<Vec<f32>> {
+        let s = self.image_size;
+        let x = Tensor::from_slice(pixels, (count, 3, s, s), &Device::Cpu)?;
+        let f = self.vision.forward(&x)?;
+        let e = l2_normalize(&self.vision_proj.forward(&f)?)?;
+        Ok(e.flatten_all()?.to_vec1()?)
+    }
+}

@@ -1,0 +1,165 @@
+//! The engine seam: the two forward passes (token ids → unit joint embeddings, preprocessed
+//! pixels → unit joint embeddings) behind one trait, so `MirageModel` and everything above it
+//! never know which library runs them.
+//!
+//! - [`EngineKind::Ort`]: ONNX Runtime through `ort` (library loaded at run time), over the
+//!   bundle's ONNX graphs or graphs built from its weights at load. The default where the
+//!   library loads.
+//! - [`EngineKind::Candle`]: the pure-Rust candle towers (`towers/`).
+
+mod candle;
+mod ort;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+
+use crate::bundle::Bundle;
+use crate::tokenize::TokenIds;
+use crate::{Error, Result};
+
+pub use self::ort::{find_library, OrtLibrary};
+
+/// The engine that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// ONNX Runtime.
+    Ort,
+    /// candle (pure Rust).
+    Candle,
+}
+
+impl EngineKind {
+    /// `ort` or `candle`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ort => "ort",
+            Self::Candle => "candle",
+        }
+    }
+}
+
+/// The engine a user asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// ONNX Runtime when its library loads, else candle (with a warning saying why).
+    #[default]
+    Auto,
+    /// ONNX Runtime or an error.
+    Ort,
+    /// candle.
+    Candle,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "ort" | "onnxruntime" => Ok(Self::Ort),
+            "candle" => Ok(Self::Candle),
+            other => Err(Error::InvalidInput(format!(
+                "engine `{other}` is not one of auto, ort, candle"
+            ))),
+        }
+    }
+}
+
+/// Where the forward passes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU through ONNX Runtime's CUDA execution provider (onnxruntime-gpu).
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            other => Err(Error::InvalidInput(format!(
+                "device `{other}` is not one of cpu, cuda"
+            ))),
+        }
+    }
+}
+
+/// How to pick and set up the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Which engine.
+    pub engine: EngineChoice,
+    /// Which device.
+    pub device: DeviceChoice,
+    /// Threads one forward pass may use (ONNX Runtime's intra-op pool, candle's rayon pool);
+    /// 0 = every available core.
+    pub threads: usize,
+    /// `libonnxruntime.so` to load; when unset, [`find_library`] looks in the usual places.
+    pub ort_library: Option<PathBuf>,
+}
+
+impl EngineOptions {
+    /// Threads to use, 0 resolved to the available cores.
+    pub fn resolved_threads(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        } else {
+            self.threads
+        }
+    }
+}
+
+/// The two forward passes. Implementations are thread-safe; outputs are row-major `[B, D]`
+/// unit-norm embeddings.
+pub(crate) trait Engine: Send + Sync {
+    fn kind(&self) -> EngineKind;
+    /// One line for logs and `/info`: engine, version, device, threads.
+    fn describe(&self) -> String;
+    fn embed_tokens(&self, tokens: &TokenIds) -> Result<Vec<f32>>;
+    /// `pixels` holds `count` preprocessed images of 3 × S × S.
+    fn embed_pixels(&self, pixels: &[f32], count: usize) -> Result<Vec<f32>>;
+}
+
+/// Loads the engine `options` ask for over `bundle`, whose f32 weights are `tensors`.
+pub(crate) fn load(
+    bundle: &Bundle,
+    tensors: HashMap<String, Tensor>,
+    options: &EngineOptions,
+) -> Result<Box<dyn Engine>> {
+    match options.engine {
+        EngineChoice::Candle => {
+            if options.device == DeviceChoice::Cuda {
+                return Err(Error::Engine(
+                    "the candle engine runs on the CPU only; use --engine ort with --device cuda \
+                     (onnxruntime-gpu) for a GPU"
+                        .into(),
+                ));
+            }
+            Ok(Box::new(candle::CandleEngine::load(
+                bundle, tensors, options,
+            )?))
+        }
+        EngineChoice::Ort => Ok(Box::new(ort::OrtEngine::load(bundle, &tensors, options)?)),
+        EngineChoice::Auto => match ort::OrtEngine::load(bundle, &tensors, options) {
+            Ok(e) => {
+                tracing::info!(engine = "ort", "engine: ort (auto: ONNX Runtime loaded)");
+                Ok(Box::new(e))
+            }
+            Err(Error::Engine(why)) if options.device == DeviceChoice::Cpu => {
+                tracing::warn!(engine = "candle", reason = %why, "engine: candle (auto: ONNX Runtime unavailable)");
+                Ok(Box::new(candle::CandleEngine::load(
+                    bundle, tensors, options,
+                )?))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}

@@ -1,0 +1,241 @@
+//! A small graph builder: weights become initializers, each `op` call appends one node with a
+//! fresh output name, so the tower files read like the candle forward passes they mirror.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use super::proto::{AttrValue, Dim, ElemType, Model, Node, TensorData, TensorValues, ValueInfo};
+use crate::{Error, Result};
+
+/// The standard operator set the graphs are written for (`LayerNormalization` needs 17).
+pub const OPSET: i64 = 17;
+/// ONNX Runtime's contrib domain (fused `Attention`, `SkipLayerNormalization`, `BiasGelu`).
+pub(crate) const MS_DOMAIN: &str = "com.microsoft";
+
+/// Attribute shorthand.
+pub(crate) fn int(name: &str, v: i64) -> (String, AttrValue) {
+    (name.to_owned(), AttrValue::Int(v))
+}
+pub(crate) fn ints(name: &str, v: &[i64]) -> (String, AttrValue) {
+    (name.to_owned(), AttrValue::Ints(v.to_vec()))
+}
+pub(crate) fn float(name: &str, v: f32) -> (String, AttrValue) {
+    (name.to_owned(), AttrValue::Float(v))
+}
+
+/// The weights of a bundle by tensor name (f32, on the CPU).
+pub(crate) struct Weights<'a> {
+    tensors: &'a HashMap<String, Tensor>,
+}
+
+impl<'a> Weights<'a> {
+    pub(crate) fn new(tensors: &'a HashMap<String, Tensor>) -> Self {
+        Self { tensors }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Result<&'a Tensor> {
+        self.tensors.get(name).ok_or_else(|| {
+            Error::InvalidConfig(format!("tensor `{name}` is missing from the weights"))
+        })
+    }
+}
+
+/// Builds one graph.
+pub(crate) struct GraphBuilder {
+    model: Model,
+    counter: usize,
+}
+
+impl GraphBuilder {
+    pub(crate) fn new(name: &str, doc: String) -> Self {
+        Self {
+            model: Model {
+                opsets: vec![(String::new(), OPSET), (MS_DOMAIN.to_owned(), 1)],
+                graph_name: name.to_owned(),
+                doc,
+                ..Model::default()
+            },
+            counter: 0,
+        }
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    /// Declares a graph input.
+    pub(crate) fn input(&mut self, name: &str, elem: ElemType, dims: Vec<Dim>) -> String {
+        self.model.inputs.push(ValueInfo {
+            name: name.to_owned(),
+            elem,
+            dims,
+        });
+        name.to_owned()
+    }
+
+    /// Renames `value` to the graph output `name` (through an `Identity`) and declares it.
+    pub(crate) fn output(&mut self, value: &str, name: &str, elem: ElemType, dims: Vec<Dim>) {
+        self.node("Identity", "", &[value], &[name], Vec::new());
+        self.model.outputs.push(ValueInfo {
+            name: name.to_owned(),
+            elem,
+            dims,
+        });
+    }
+
+    /// An f32 initializer from raw values.
+    pub(crate) fn constant_f32(&mut self, hint: &str, dims: &[i64], values: Vec<f32>) -> String {
+        let name = self.fresh(hint);
+        self.model.initializers.push(TensorData {
+            name: name.clone(),
+            dims: dims.to_vec(),
+            values: TensorValues::F32(values),
+        });
+        name
+    }
+
+    /// An i64 initializer (shapes, axes, indices).
+    pub(crate) fn constant_i64(&mut self, hint: &str, values: &[i64]) -> String {
+        let name = self.fresh(hint);
+        self.model.initializers.push(TensorData {
+            name: name.clone(),
+            dims: vec![values.len() as i64],
+            values: TensorValues::I64(values.to_vec()),
+        });
+        name
+    }
+
+    /// A scalar i64 initializer.
+    pub(crate) fn scalar_i64(&mut self, hint: &str, v: i64) -> String {
+        let name = self.fresh(hint);
+        self.model.initializers.push(TensorData {
+            name: name.clone(),
+            dims: Vec::new(),
+            values: TensorValues::I64(vec![v]),
+        });
+        name
+    }
+
+    /// A tensor as an initializer named after its bundle name, so a graph viewer shows which
+    /// weight is which.
+    pub(crate) fn tensor(&mut self, name: &str, t: &Tensor) -> Result<String> {
+        let dims = t.dims().iter().map(|&d| d as i64).collect::<Vec<_>>();
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        self.model.initializers.push(TensorData {
+            name: name.to_owned(),
+            dims,
+            values: TensorValues::F32(values),
+        });
+        Ok(name.to_owned())
+    }
+
+    /// The transpose of a [out, in] weight, as MatMul wants [in, out].
+    pub(crate) fn tensor_t(&mut self, name: &str, t: &Tensor) -> Result<String> {
+        self.tensor(&format!("{name}^T"), &t.t()?.contiguous()?)
+    }
+
+    /// Appends a node with explicit outputs.
+    pub(crate) fn node(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attributes: Vec<(String, AttrValue)>,
+    ) {
+        let name = self.fresh(op);
+        self.model.nodes.push(Node {
+            op_type: op.to_owned(),
+            domain: domain.to_owned(),
+            name,
+            inputs: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+            attributes,
+        });
+    }
+
+    /// Appends a standard-domain node with one fresh output and returns its name.
+    pub(crate) fn op(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<(String, AttrValue)>,
+    ) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.node(op, "", inputs, &[&out], attributes);
+        out
+    }
+
+    /// Appends a `com.microsoft` node with one fresh output and returns its name.
+    pub(crate) fn ms_op(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<(String, AttrValue)>,
+    ) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.node(op, MS_DOMAIN, inputs, &[&out], attributes);
+        out
+    }
+
+    /// `x·Wᵀ + b` for a PyTorch-layout weight `[out, in]` (the bias is optional).
+    pub(crate) fn linear(&mut self, x: &str, w: &Weights<'_>, prefix: &str) -> Result<String> {
+        let wt = self.tensor_t(
+            &format!("{prefix}.weight"),
+            w.get(&format!("{prefix}.weight"))?,
+        )?;
+        let y = self.op("MatMul", &[x, &wt], Vec::new());
+        let bias_name = format!("{prefix}.bias");
+        match w.tensors.get(&bias_name) {
+            Some(b) => {
+                let b = self.tensor(&bias_name, b)?;
+                Ok(self.op("Add", &[&y, &b], Vec::new()))
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// `LayerNormalization` over the last axis with the weights under `prefix`.
+    pub(crate) fn layer_norm(
+        &mut self,
+        x: &str,
+        w: &Weights<'_>,
+        prefix: &str,
+        eps: f64,
+    ) -> Result<String> {
+        let g = self.tensor(
+            &format!("{prefix}.weight"),
+            w.get(&format!("{prefix}.weight"))?,
+        )?;
+        let b = self.tensor(&format!("{prefix}.bias"), w.get(&format!("{prefix}.bias"))?)?;
+        Ok(self.op(
+            "LayerNormalization",
+            &[x, &g, &b],
+            vec![int("axis", -1), float("epsilon", eps as f32)],
+        ))
+    }
+
+    /// Projection to the joint space and L2 normalisation (norm clamped at 1e-12, as candle).
+    pub(crate) fn project_normalize(
+        &mut self,
+        x: &str,
+        w: &Weights<'_>,
+        proj: &str,
+    ) -> Result<String> {
+        let y = self.linear(x, w, proj)?;
+        let norm = self.op(
+            "ReduceL2",
+            &[&y],
+            vec![ints("axes", &[-1]), int("keepdims", 1)],
+        );
+        let floor = self.constant_f32("eps", &[], vec![1e-12]);
+        let norm = self.op("Max", &[&norm, &floor], Vec::new());
+        Ok(self.op("Div", &[&y, &norm], Vec::new()))
+    }
+
+    pub(crate) fn finish(self) -> Model {
+        self.model
+    }
+}

@@ -1,0 +1,152 @@
+//! The text tower as an ONNX graph: BERT (Hugging Face names under `text.`) with mask-weighted
+//! mean or `[CLS]` pooling, the projection and L2 normalisation — the same arithmetic as
+//! `towers::text` plus `MirageModel`'s projection.
+//!
+//! The transformer layers use ONNX Runtime's fused contrib operators (`Attention` with the
+//! 0/1 attention mask, `SkipLayerNormalization`, `BiasGelu`/`FastGelu`): they are what ONNX
+//! Runtime's own optimiser turns an exported BERT into, written directly so the speed does not
+//! depend on a pattern matcher recognising our graph.
+
+use super::graph::{float, int, GraphBuilder, Weights};
+use super::proto::{Dim, ElemType, Model};
+use super::{TEXT_INPUTS, TEXT_OUTPUT};
+use crate::config::{Architecture, HiddenAct, TextPooling};
+use crate::names::{TEXT, TEXT_PROJ};
+use crate::Result;
+
+pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result<Model> {
+    let c = &arch.text.bert;
+    let eps = c.layer_norm_eps;
+    let mut g = GraphBuilder::new("mirage_text", doc);
+    let dyn_2d = || vec![Dim::Named("batch".into()), Dim::Named("sequence".into())];
+    let [ids_name, mask_name, types_name] = TEXT_INPUTS;
+    let ids = g.input(ids_name, ElemType::Int64, dyn_2d());
+    let mask = g.input(mask_name, ElemType::Int64, dyn_2d());
+    let types = g.input(types_name, ElemType::Int64, dyn_2d());
+
+    // Embeddings: word + position (0..L) + token type, then LayerNorm.
+    let p = format!("{TEXT}.embeddings");
+    let word = g.tensor(
+        &format!("{p}.word_embeddings.weight"),
+        w.get(&format!("{p}.word_embeddings.weight"))?,
+    )?;
+    let pos = g.tensor(
+        &format!("{p}.position_embeddings.weight"),
+        w.get(&format!("{p}.position_embeddings.weight"))?,
+    )?;
+    let tt = g.tensor(
+        &format!("{p}.token_type_embeddings.weight"),
+        w.get(&format!("{p}.token_type_embeddings.weight"))?,
+    )?;
+    let x_word = g.op("Gather", &[&word, &ids], vec![int("axis", 0)]);
+    let shape = g.op("Shape", &[&ids], Vec::new());
+    let one_idx = g.scalar_i64("axis1", 1);
+    let len = g.op("Gather", &[&shape, &one_idx], vec![int("axis", 0)]);
+    let zero = g.scalar_i64("zero", 0);
+    let step = g.scalar_i64("one", 1);
+    let positions = g.op("Range", &[&zero, &len, &step], Vec::new());
+    let x_pos = g.op("Gather", &[&pos, &positions], vec![int("axis", 0)]);
+    let x_tt = g.op("Gather", &[&tt, &types], vec![int("axis", 0)]);
+    let x = g.op("Add", &[&x_word, &x_pos], Vec::new());
+    let x = g.op("Add", &[&x, &x_tt], Vec::new());
+    let mut x = g.layer_norm(&x, w, &format!("{p}.LayerNorm"), eps)?;
+
+    let mask_i32 = g.op("Cast", &[&mask], vec![int("to", 6)]);
+    for i in 0..c.num_hidden_layers {
+        let l = format!("{TEXT}.encoder.layer.{i}");
+        let a = format!("{l}.attention");
+        // Attention wants Q|K|V side by side as one [H, 3H] weight and one [3H] bias.
+        let qkv_w = candle_core::Tensor::cat(
+            &[
+                w.get(&format!("{a}.self.query.weight"))?,
+                w.get(&format!("{a}.self.key.weight"))?,
+                w.get(&format!("{a}.self.value.weight"))?,
+            ],
+            0,
+        )?;
+        let qkv_b = candle_core::Tensor::cat(
+            &[
+                w.get(&format!("{a}.self.query.bias"))?,
+                w.get(&format!("{a}.self.key.bias"))?,
+                w.get(&format!("{a}.self.value.bias"))?,
+            ],
+            0,
+        )?;
+        let qkv_w = g.tensor_t(&format!("{a}.self.qkv.weight"), &qkv_w)?;
+        let qkv_b = g.tensor(&format!("{a}.self.qkv.bias"), &qkv_b)?;
+        let ctx = g.ms_op(
+            "Attention",
+            &[&x, &qkv_w, &qkv_b, &mask_i32],
+            vec![int("num_heads", c.num_attention_heads as i64)],
+        );
+        let attn = skip_norm_dense(&mut g, w, &ctx, &x, &format!("{a}.output"), eps)?;
+        // Feed-forward: dense → activation (bias fused in) → dense, residual + LayerNorm.
+        let ip = format!("{l}.intermediate.dense");
+        let wi = g.tensor_t(&format!("{ip}.weight"), w.get(&format!("{ip}.weight"))?)?;
+        let bi = g.tensor(&format!("{ip}.bias"), w.get(&format!("{ip}.bias"))?)?;
+        let inner = g.op("MatMul", &[&attn, &wi], Vec::new());
+        let act = match c.hidden_act {
+            HiddenAct::Gelu => g.ms_op("BiasGelu", &[&inner, &bi], Vec::new()),
+            HiddenAct::GeluNew => g.ms_op("FastGelu", &[&inner, &bi], Vec::new()),
+            HiddenAct::Relu => {
+                let y = g.op("Add", &[&inner, &bi], Vec::new());
+                g.op("Relu", &[&y], Vec::new())
+            }
+        };
+        x = skip_norm_dense(&mut g, w, &act, &attn, &format!("{l}.output"), eps)?;
+    }
+
+    let pooled = match arch.text.pooling {
+        TextPooling::Cls => {
+            let first = g.scalar_i64("cls", 0);
+            g.op("Gather", &[&x, &first], vec![int("axis", 1)])
+        }
+        TextPooling::Mean => {
+            let m = g.op("Cast", &[&mask], vec![int("to", 1)]);
+            let axis2 = g.constant_i64("axis2", &[2]);
+            let m = g.op("Unsqueeze", &[&m, &axis2], Vec::new());
+            let masked = g.op("Mul", &[&x, &m], Vec::new());
+            let axis1 = g.constant_i64("axis1", &[1]);
+            let summed = g.op("ReduceSum", &[&masked, &axis1], vec![int("keepdims", 0)]);
+            let count = g.op("ReduceSum", &[&m, &axis1], vec![int("keepdims", 0)]);
+            let floor = g.constant_f32("min_count", &[], vec![1e-9]);
+            let count = g.op("Max", &[&count, &floor], Vec::new());
+            g.op("Div", &[&summed, &count], Vec::new())
+        }
+    };
+    let out = g.project_normalize(&pooled, w, TEXT_PROJ)?;
+    g.output(
+        &out,
+        TEXT_OUTPUT,
+        ElemType::Float,
+        vec![
+            Dim::Named("batch".into()),
+            Dim::Fixed(arch.embed_dim as i64),
+        ],
+    );
+    Ok(g.finish())
+}
+
+/// `LayerNorm(x·Wᵀ + b + skip)` for the `dense` + `LayerNorm` pair under `prefix`, as one
+/// `SkipLayerNormalization` after the bias-free product.
+fn skip_norm_dense(
+    g: &mut GraphBuilder,
+    w: &Weights<'_>,
+    x: &str,
+    skip: &str,
+    prefix: &str,
+    eps: f64,
+) -> Result<String> {
+    let d = format!("{prefix}.dense");
+    let wt = g.tensor_t(&format!("{d}.weight"), w.get(&format!("{d}.weight"))?)?;
+    let b = g.tensor(&format!("{d}.bias"), w.get(&format!("{d}.bias"))?)?;
+    let ln = format!("{prefix}.LayerNorm");
+    let gamma = g.tensor(&format!("{ln}.weight"), w.get(&format!("{ln}.weight"))?)?;
+    let beta = g.tensor(&format!("{ln}.bias"), w.get(&format!("{ln}.bias"))?)?;
+    let y = g.op("MatMul", &[x, &wt], Vec::new());
+    Ok(g.ms_op(
+        "SkipLayerNormalization",
+        &[&y, skip, &gamma, &beta, &b],
+        vec![float("epsilon", eps as f32)],
+    ))
+}

@@ -1,0 +1,258 @@
+//! The vision tower as an ONNX graph: torchvision ResNet (BatchNorm folded into the
+//! convolutions, as `towers::vision` does) with CLIP attention pooling or mean pooling, or
+//! torchvision's ViT; then the projection and L2 normalisation.
+//!
+//! Convolutions stay plain `Conv`/`Relu`/`Add` so ONNX Runtime's own optimiser can move them to
+//! its blocked (NCHWc) layout and fuse the residual additions; the ViT layers use the fused
+//! contrib `Attention` like the text tower.
+
+use super::graph::{int, ints, GraphBuilder, Weights};
+use super::proto::{Dim, ElemType, Model};
+use super::{VISION_INPUT, VISION_OUTPUT};
+use crate::config::{Architecture, ResNetConfig, VisionPooling, VisionTower, VitConfig};
+use crate::names::{VISION, VISION_PROJ};
+use crate::Result;
+
+const BN_EPS: f64 = 1e-5;
+
+pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result<Model> {
+    let mut g = GraphBuilder::new("mirage_vision", doc);
+    let size = arch.vision.image_size() as i64;
+    let pixels = g.input(
+        VISION_INPUT,
+        ElemType::Float,
+        vec![
+            Dim::Named("batch".into()),
+            Dim::Fixed(3),
+            Dim::Fixed(size),
+            Dim::Fixed(size),
+        ],
+    );
+    let features = match &arch.vision {
+        VisionTower::Resnet(c) => resnet(&mut g, w, c, &pixels)?,
+        VisionTower::Vit(c) => vit(&mut g, w, c, &pixels)?,
+    };
+    let out = g.project_normalize(&features, w, VISION_PROJ)?;
+    g.output(
+        &out,
+        VISION_OUTPUT,
+        ElemType::Float,
+        vec![
+            Dim::Named("batch".into()),
+            Dim::Fixed(arch.embed_dim as i64),
+        ],
+    );
+    Ok(g.finish())
+}
+
+/// `conv` with the BatchNorm `bn` folded in: `w·γ/√(var+ε)` and `β − mean·γ/√(var+ε)`.
+fn conv_bn(
+    g: &mut GraphBuilder,
+    w: &Weights<'_>,
+    x: &str,
+    prefix: &str,
+    conv: &str,
+    bn: &str,
+    stride: i64,
+) -> Result<String> {
+    let p = |s: &str| format!("{prefix}.{s}");
+    let weight = w.get(&p(&format!("{conv}.weight")))?;
+    let gamma = w.get(&p(&format!("{bn}.weight")))?;
+    let beta = w.get(&p(&format!("{bn}.bias")))?;
+    let mean = w.get(&p(&format!("{bn}.running_mean")))?;
+    let var = w.get(&p(&format!("{bn}.running_var")))?;
+    let (out_c, _, k, _) = weight.dims4()?;
+    let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
+    let folded = weight.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+    let bias = (beta - mean.mul(&scale)?)?;
+    let wn = g.tensor(&p(&format!("{conv}.weight+{bn}")), &folded)?;
+    let bn_ = g.tensor(&p(&format!("{conv}.bias+{bn}")), &bias)?;
+    let pad = (k / 2) as i64;
+    Ok(g.op(
+        "Conv",
+        &[x, &wn, &bn_],
+        vec![
+            ints("kernel_shape", &[k as i64, k as i64]),
+            ints("strides", &[stride, stride]),
+            ints("pads", &[pad, pad, pad, pad]),
+        ],
+    ))
+}
+
+fn resnet(g: &mut GraphBuilder, w: &Weights<'_>, c: &ResNetConfig, x: &str) -> Result<String> {
+    let stem = conv_bn(g, w, x, VISION, "conv1", "bn1", 2)?;
+    let stem = g.op("Relu", &[&stem], Vec::new());
+    let mut x = g.op(
+        "MaxPool",
+        &[&stem],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("strides", &[2, 2]),
+            ints("pads", &[1, 1, 1, 1]),
+        ],
+    );
+    let expansion = if c.bottleneck { 4 } else { 1 };
+    let mut in_c = c.width;
+    for (stage, &n) in c.layers.iter().enumerate() {
+        let planes = c.width << stage;
+        for b in 0..n {
+            let p = format!("{VISION}.layer{}.{b}", stage + 1);
+            let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+            let y = if c.bottleneck {
+                let y = conv_bn(g, w, &x, &p, "conv1", "bn1", 1)?;
+                let y = g.op("Relu", &[&y], Vec::new());
+                // torchvision (v1.5) puts the stride on the 3×3 convolution of a bottleneck.
+                let y = conv_bn(g, w, &y, &p, "conv2", "bn2", stride)?;
+                let y = g.op("Relu", &[&y], Vec::new());
+                conv_bn(g, w, &y, &p, "conv3", "bn3", 1)?
+            } else {
+                let y = conv_bn(g, w, &x, &p, "conv1", "bn1", stride)?;
+                let y = g.op("Relu", &[&y], Vec::new());
+                conv_bn(g, w, &y, &p, "conv2", "bn2", 1)?
+            };
+            let identity = if b == 0 && (stride != 1 || in_c != planes * expansion) {
+                conv_bn(g, w, &x, &p, "downsample.0", "downsample.1", stride)?
+            } else {
+                x.clone()
+            };
+            let sum = g.op("Add", &[&y, &identity], Vec::new());
+            x = g.op("Relu", &[&sum], Vec::new());
+            in_c = planes * expansion;
+        }
+    }
+    match c.pooling {
+        VisionPooling::Mean => {
+            let pooled = g.op("GlobalAveragePool", &[&x], Vec::new());
+            Ok(g.op("Flatten", &[&pooled], vec![int("axis", 1)]))
+        }
+        VisionPooling::Attention => attention_pool(g, w, c, &x),
+    }
+}
+
+/// CLIP `AttentionPool2d`: the mean token (with learned positions) attends over the grid.
+fn attention_pool(
+    g: &mut GraphBuilder,
+    w: &Weights<'_>,
+    c: &ResNetConfig,
+    x: &str,
+) -> Result<String> {
+    let dim = c.feature_dim() as i64;
+    let heads = c.attention_heads as i64;
+    let hd = dim / heads;
+    let p = format!("{VISION}.attnpool");
+    let flat_shape = g.constant_i64("shape", &[0, dim, -1]);
+    let flat = g.op("Reshape", &[x, &flat_shape], Vec::new()); // [B, C, HW]
+    let tokens = g.op("Transpose", &[&flat], vec![ints("perm", &[0, 2, 1])]); // [B, HW, C]
+    let mean = g.op(
+        "ReduceMean",
+        &[&tokens],
+        vec![ints("axes", &[1]), int("keepdims", 1)],
+    );
+    let seq = g.op("Concat", &[&mean, &tokens], vec![int("axis", 1)]); // [B, S, C]
+    let pos_name = format!("{p}.positional_embedding");
+    let pos = g.tensor(&pos_name, w.get(&pos_name)?)?;
+    let seq = g.op("Add", &[&seq, &pos], Vec::new());
+    let (s0, s1, ax1) = (
+        g.constant_i64("start", &[0]),
+        g.constant_i64("end", &[1]),
+        g.constant_i64("axis", &[1]),
+    );
+    let first = g.op("Slice", &[&seq, &s0, &s1, &ax1], Vec::new()); // [B, 1, C]
+    let q = g.linear(&first, w, &format!("{p}.q_proj"))?;
+    let scale = g.constant_f32("scale", &[], vec![(hd as f32).powf(-0.5)]);
+    let q = g.op("Mul", &[&q, &scale], Vec::new());
+    let k = g.linear(&seq, w, &format!("{p}.k_proj"))?;
+    let v = g.linear(&seq, w, &format!("{p}.v_proj"))?;
+    let heads_shape = g.constant_i64("shape", &[0, 0, heads, hd]);
+    let q = g.op("Reshape", &[&q, &heads_shape], Vec::new());
+    let q = g.op("Transpose", &[&q], vec![ints("perm", &[0, 2, 1, 3])]); // [B, h, 1, hd]
+    let k = g.op("Reshape", &[&k, &heads_shape], Vec::new());
+    let k = g.op("Transpose", &[&k], vec![ints("perm", &[0, 2, 3, 1])]); // [B, h, hd, S]
+    let v = g.op("Reshape", &[&v, &heads_shape], Vec::new());
+    let v = g.op("Transpose", &[&v], vec![ints("perm", &[0, 2, 1, 3])]); // [B, h, S, hd]
+    let scores = g.op("MatMul", &[&q, &k], Vec::new());
+    let attn = g.op("Softmax", &[&scores], vec![int("axis", -1)]);
+    let ctx = g.op("MatMul", &[&attn, &v], Vec::new()); // [B, h, 1, hd]
+    let ctx = g.op("Transpose", &[&ctx], vec![ints("perm", &[0, 2, 1, 3])]);
+    let out_shape = g.constant_i64("shape", &[0, dim]);
+    let ctx = g.op("Reshape", &[&ctx, &out_shape], Vec::new()); // [B, C]
+    g.linear(&ctx, w, &format!("{p}.c_proj"))
+}
+
+fn vit(g: &mut GraphBuilder, w: &Weights<'_>, c: &VitConfig, x: &str) -> Result<String> {
+    let h = c.hidden_size as i64;
+    let patch = c.patch_size as i64;
+    let cw = g.tensor(
+        &format!("{VISION}.conv_proj.weight"),
+        w.get(&format!("{VISION}.conv_proj.weight"))?,
+    )?;
+    let cb = g.tensor(
+        &format!("{VISION}.conv_proj.bias"),
+        w.get(&format!("{VISION}.conv_proj.bias"))?,
+    )?;
+    let y = g.op(
+        "Conv",
+        &[x, &cw, &cb],
+        vec![
+            ints("kernel_shape", &[patch, patch]),
+            ints("strides", &[patch, patch]),
+        ],
+    );
+    let flat_shape = g.constant_i64("shape", &[0, h, -1]);
+    let y = g.op("Reshape", &[&y, &flat_shape], Vec::new());
+    let y = g.op("Transpose", &[&y], vec![ints("perm", &[0, 2, 1])]); // [B, N, H]
+                                                                      // The class token, repeated over the batch: Expand to [B, 1, H] with B read from the input.
+    let shape = g.op("Shape", &[&y], Vec::new());
+    let (s0, s1, ax0) = (
+        g.constant_i64("start", &[0]),
+        g.constant_i64("end", &[1]),
+        g.constant_i64("axis", &[0]),
+    );
+    let batch = g.op("Slice", &[&shape, &s0, &s1, &ax0], Vec::new());
+    let tail = g.constant_i64("shape", &[1, h]);
+    let cls_shape = g.op("Concat", &[&batch, &tail], vec![int("axis", 0)]);
+    let ct_name = format!("{VISION}.class_token");
+    let ct = g.tensor(&ct_name, w.get(&ct_name)?)?;
+    let cls = g.op("Expand", &[&ct, &cls_shape], Vec::new());
+    let y = g.op("Concat", &[&cls, &y], vec![int("axis", 1)]);
+    let pe_name = format!("{VISION}.encoder.pos_embedding");
+    let pe = g.tensor(&pe_name, w.get(&pe_name)?)?;
+    let mut y = g.op("Add", &[&y, &pe], Vec::new());
+    let eps = c.layer_norm_eps;
+    for i in 0..c.num_layers {
+        let l = format!("{VISION}.encoder.layers.encoder_layer_{i}");
+        let a = format!("{l}.self_attention");
+        let n1 = g.layer_norm(&y, w, &format!("{l}.ln_1"), eps)?;
+        let in_w = g.tensor_t(
+            &format!("{a}.in_proj_weight"),
+            w.get(&format!("{a}.in_proj_weight"))?,
+        )?;
+        let in_b = g.tensor(
+            &format!("{a}.in_proj_bias"),
+            w.get(&format!("{a}.in_proj_bias"))?,
+        )?;
+        let ctx = g.ms_op(
+            "Attention",
+            &[&n1, &in_w, &in_b],
+            vec![int("num_heads", c.num_heads as i64)],
+        );
+        let attn = g.linear(&ctx, w, &format!("{a}.out_proj"))?;
+        y = g.op("Add", &[&y, &attn], Vec::new());
+        let n2 = g.layer_norm(&y, w, &format!("{l}.ln_2"), eps)?;
+        let fc1_w = g.tensor_t(
+            &format!("{l}.mlp.0.weight"),
+            w.get(&format!("{l}.mlp.0.weight"))?,
+        )?;
+        let fc1_b = g.tensor(
+            &format!("{l}.mlp.0.bias"),
+            w.get(&format!("{l}.mlp.0.bias"))?,
+        )?;
+        let m = g.op("MatMul", &[&n2, &fc1_w], Vec::new());
+        let m = g.ms_op("BiasGelu", &[&m, &fc1_b], Vec::new());
+        let m = g.linear(&m, w, &format!("{l}.mlp.3"))?;
+        y = g.op("Add", &[&y, &m], Vec::new());
+    }
+    let first = g.scalar_i64("cls", 0);
+    let cls = g.op("Gather", &[&y, &first], vec![int("axis", 1)]);
+    g.layer_norm(&cls, w, &format!("{VISION}.encoder.ln"), eps)
+}

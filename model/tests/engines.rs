@@ -1,0 +1,322 @@
+//! The engine seam: ONNX Runtime over graphs written from the bundle's tensors against the candle
+//! towers (and, in `parity.rs`, both against PyTorch), on every tiny architecture; batch and
+//! padding invariance; `mirage model export-onnx`'s files, and every way a bundle's graphs or the
+//! library can be wrong.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use mirage_model::testing::{write_tiny_bundle, TinyVision};
+use mirage_model::{
+    add_onnx, Bundle, DeviceChoice, EngineChoice, EngineKind, EngineOptions, Error, MirageModel,
+};
+
+/// The ONNX Runtime library, or `None` (skip locally, fail under CI) when it was not fetched.
+fn ort_library() -> Option<PathBuf> {
+    common::require(
+        common::assets_dir().join("onnxruntime/libonnxruntime.so"),
+        "scripts/fetch-assets.sh",
+    )
+}
+
+fn options(engine: EngineChoice, library: Option<PathBuf>) -> EngineOptions {
+    EngineOptions {
+        engine,
+        device: DeviceChoice::Cpu,
+        threads: 2,
+        ort_library: library,
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn assert_close(what: &str, a: &[Vec<f32>], b: &[Vec<f32>]) {
+    assert_eq!(a.len(), b.len(), "{what}: row counts");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let c = cosine(x, y);
+        assert!(c >= 0.9999, "{what}: row {i} cosine {c} < 0.9999");
+    }
+}
+
+const TEXTS: [&str; 7] = [
+    "lung",
+    "a scan showing edema of the left lung",
+    "brain mri",
+    "pleural effusion with atelectasis and a small pneumothorax on the right",
+    "x",
+    "normal chest",
+    "axial slice of the brain showing the hippocampus",
+];
+
+fn pixels(n: usize, size: usize, seed: u64) -> Tensor {
+    let t = Tensor::randn(0f32, 1.0, (n, 3, size, size), &Device::Cpu).unwrap();
+    // Different seeds give different images without a seeded RNG in candle: shift by the seed.
+    (t + seed as f64 * 0.01).unwrap()
+}
+
+fn both(dir: &Path) -> Option<(MirageModel, MirageModel)> {
+    let lib = ort_library()?;
+    let ort = MirageModel::open(dir, &options(EngineChoice::Ort, Some(lib))).unwrap();
+    let candle = MirageModel::open(dir, &options(EngineChoice::Candle, None)).unwrap();
+    assert_eq!(ort.engine(), EngineKind::Ort);
+    assert_eq!(candle.engine(), EngineKind::Candle);
+    Some((ort, candle))
+}
+
+#[test]
+fn ort_equals_candle_on_every_tiny_architecture_and_batch_size() {
+    for vision in [
+        TinyVision::ResNetAttention,
+        TinyVision::ResNetMean,
+        TinyVision::Vit,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bundle(dir.path(), vision, 24, 3).unwrap();
+        let Some((ort, candle)) = both(dir.path()) else {
+            return;
+        };
+        let texts: Vec<&str> = TEXTS.iter().cycle().take(32).copied().collect();
+        for batch in [1usize, 7, 32] {
+            let t = &texts[..batch];
+            let a = ort.embed_texts(t).unwrap();
+            let b = candle.embed_texts(t).unwrap();
+            assert_close(&format!("{vision:?} text batch {batch}"), &a, &b);
+            let px = pixels(batch, 64, batch as u64);
+            let a = ort.embed_pixels(&px).unwrap().to_vec2::<f32>().unwrap();
+            let b = candle.embed_pixels(&px).unwrap().to_vec2::<f32>().unwrap();
+            assert_close(&format!("{vision:?} image batch {batch}"), &a, &b);
+            for row in &a {
+                let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                assert!((norm - 1.0).abs() < 1e-4, "unit norm, got {norm}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_and_padding_never_change_a_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bundle(dir.path(), TinyVision::ResNetAttention, 24, 5).unwrap();
+    let Some((ort, candle)) = both(dir.path()) else {
+        return;
+    };
+    for model in [&ort, &candle] {
+        let alone = model.embed_texts(&["lung"]).unwrap();
+        // In a batch with a long text, "lung" is padded to the long text's length.
+        for batch in [1usize, 7, 32] {
+            let mut texts = vec!["lung"];
+            texts.extend(TEXTS.iter().cycle().skip(3).take(batch - 1));
+            let got = model.embed_texts(&texts).unwrap();
+            assert_close(
+                &format!("{:?}: padded in batch {batch}", model.engine()),
+                &alone,
+                &got[..1],
+            );
+        }
+        let px = pixels(32, 64, 9);
+        let all = model.embed_pixels(&px).unwrap().to_vec2::<f32>().unwrap();
+        for batch in [1usize, 7] {
+            let part = model
+                .embed_pixels(&px.narrow(0, 0, batch).unwrap())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert_close(
+                &format!("{:?}: image batch {batch}", model.engine()),
+                &all[..batch],
+                &part,
+            );
+        }
+    }
+}
+
+#[test]
+fn export_onnx_writes_verified_graphs_and_keeps_the_model_identity() {
+    let Some(lib) = ort_library() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let before = write_tiny_bundle(dir.path(), TinyVision::Vit, 24, 11).unwrap();
+    let identity = before.sha256().to_owned();
+    let built_at_load =
+        MirageModel::open(dir.path(), &options(EngineChoice::Ort, Some(lib.clone())))
+            .unwrap()
+            .embed_texts(&TEXTS)
+            .unwrap();
+    let after = add_onnx(dir.path()).unwrap();
+    assert_eq!(after.sha256(), identity, "adding graphs keeps the identity");
+    let onnx = after.config().onnx.clone().unwrap();
+    assert_eq!(onnx.opset, 17);
+    for file in ["text.onnx", "vision.onnx"] {
+        assert!(dir.path().join(file).is_file());
+        assert!(
+            after.config().files.contains_key(file),
+            "{file} has a checksum"
+        );
+    }
+    let model = MirageModel::open(dir.path(), &options(EngineChoice::Ort, Some(lib))).unwrap();
+    assert!(
+        model.engine_description().contains("graphs bundle"),
+        "{}",
+        model.engine_description()
+    );
+    assert_close(
+        "graphs from files",
+        &model.embed_texts(&TEXTS).unwrap(),
+        &built_at_load,
+    );
+    // Again: replaces the graphs, identity still the same.
+    assert_eq!(add_onnx(dir.path()).unwrap().sha256(), identity);
+}
+
+fn edit_bundle_json(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("bundle.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn exported() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bundle(dir.path(), TinyVision::ResNetMean, 24, 13).unwrap();
+    add_onnx(dir.path()).unwrap();
+    dir
+}
+
+fn open_err(dir: &Path) -> String {
+    match Bundle::open(dir) {
+        Ok(_) => panic!("a broken bundle opened"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn broken_graphs_are_refused_at_open_naming_the_file() {
+    // Missing.
+    let dir = exported();
+    std::fs::remove_file(dir.path().join("text.onnx")).unwrap();
+    let e = open_err(dir.path());
+    assert!(e.contains("text.onnx") && e.contains("missing"), "{e}");
+
+    // Corrupt, with a matching checksum (so the parser, not the checksum, catches it).
+    let dir = exported();
+    let garbage = b"\x0a\xff\xff\xff\xff\x0f not onnx".to_vec();
+    std::fs::write(dir.path().join("vision.onnx"), &garbage).unwrap();
+    edit_bundle_json(dir.path(), |v| {
+        v["files"]["vision.onnx"] = sha256_hex(&garbage).into();
+    });
+    let e = open_err(dir.path());
+    assert!(
+        e.contains("vision.onnx") && e.contains("not a readable ONNX"),
+        "{e}"
+    );
+
+    // Checksum differs.
+    let dir = exported();
+    edit_bundle_json(dir.path(), |v| {
+        v["files"]["text.onnx"] = "00".repeat(32).into();
+    });
+    let e = open_err(dir.path());
+    assert!(e.contains("text.onnx") && e.contains("sha256"), "{e}");
+
+    // Another opset recorded than the file imports.
+    let dir = exported();
+    edit_bundle_json(dir.path(), |v| v["onnx"]["opset"] = 18.into());
+    let e = open_err(dir.path());
+    assert!(
+        e.contains("text.onnx") && e.contains("opset 17") && e.contains("18"),
+        "{e}"
+    );
+
+    // Input names that are not the graph's.
+    let dir = exported();
+    edit_bundle_json(dir.path(), |v| {
+        v["onnx"]["text"]["inputs"][0]["name"] = "ids".into();
+    });
+    let e = open_err(dir.path());
+    assert!(
+        e.contains("text.onnx") && e.contains("input_ids") && e.contains("ids"),
+        "{e}"
+    );
+
+    // An output shape that is not the graph's.
+    let dir = exported();
+    edit_bundle_json(dir.path(), |v| {
+        v["onnx"]["vision"]["outputs"][0]["shape"][1] = 7.into();
+    });
+    let e = open_err(dir.path());
+    assert!(e.contains("vision.onnx") && e.contains("outputs"), "{e}");
+
+    // A graph file listed without its description, and the other way round.
+    let dir = exported();
+    edit_bundle_json(dir.path(), |v| {
+        v.as_object_mut().unwrap().remove("onnx");
+    });
+    let e = open_err(dir.path());
+    assert!(
+        e.contains(".onnx") && e.contains("does not describe"),
+        "{e}"
+    );
+    let dir = exported();
+    edit_bundle_json(dir.path(), |v| {
+        v["files"].as_object_mut().unwrap().remove("vision.onnx");
+    });
+    let e = open_err(dir.path());
+    assert!(
+        e.contains("vision.onnx") && e.contains("no checksum"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_library_is_an_error_under_ort_and_candle_under_auto() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bundle(dir.path(), TinyVision::ResNetMean, 24, 17).unwrap();
+    let nowhere = PathBuf::from("/nonexistent/libonnxruntime.so");
+    let err = MirageModel::open(
+        dir.path(),
+        &options(EngineChoice::Ort, Some(nowhere.clone())),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Engine(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/nonexistent/libonnxruntime.so") && msg.contains("fetch-assets"),
+        "{msg}"
+    );
+    let auto = MirageModel::open(dir.path(), &options(EngineChoice::Auto, Some(nowhere))).unwrap();
+    assert_eq!(auto.engine(), EngineKind::Candle);
+    assert_eq!(auto.embed_texts(&["lung"]).unwrap().len(), 1);
+}
+
+#[test]
+fn cuda_without_a_gpu_build_is_a_clear_error() {
+    let Some(lib) = ort_library() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bundle(dir.path(), TinyVision::ResNetMean, 24, 19).unwrap();
+    let mut o = options(EngineChoice::Ort, Some(lib));
+    o.device = DeviceChoice::Cuda;
+    let msg = MirageModel::open(dir.path(), &o).unwrap_err().to_string();
+    assert!(
+        msg.contains("CUDA") && msg.contains("onnxruntime-gpu"),
+        "{msg}"
+    );
+    o.engine = EngineChoice::Candle;
+    let msg = MirageModel::open(dir.path(), &o).unwrap_err().to_string();
+    assert!(msg.contains("candle") && msg.contains("CPU"), "{msg}");
+}
