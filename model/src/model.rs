@@ -7,10 +7,10 @@ use candle_core::{Device, Tensor};
 
 use crate::bundle::Bundle;
 use crate::config::{BundleConfig, PromptTemplates};
-use crate::engine::{self, Engine, EngineKind, EngineOptions};
+use crate::engine::{self, DeviceChoice, Engine, EngineKind, EngineOptions};
 use crate::image_input::{preprocess, DecodedImage};
 use crate::names;
-use crate::tokenize::TextTokenizer;
+use crate::tokenize::{TextTokenizer, TokenIds};
 use crate::{Error, Result};
 
 /// Built-in zero-shot templates (data, not code: `model/data/prompt_templates.json`).
@@ -28,6 +28,7 @@ pub struct MirageModel {
     bundle_sha256: String,
     tokenizer: TextTokenizer,
     engine: Box<dyn Engine>,
+    inference_device: DeviceChoice,
     logit_scale: f32,
     device: Device,
 }
@@ -74,6 +75,7 @@ impl MirageModel {
             config,
             tokenizer,
             engine,
+            inference_device: options.device,
             logit_scale: logit,
             device,
         })
@@ -126,6 +128,11 @@ impl MirageModel {
         self.engine.kind()
     }
 
+    /// Where the towers run.
+    pub fn inference_device(&self) -> DeviceChoice {
+        self.inference_device
+    }
+
     /// The engine, its version, device and threads, in words (logs, `/info`).
     pub fn engine_description(&self) -> String {
         self.engine.describe()
@@ -148,9 +155,44 @@ impl MirageModel {
         flat.chunks_exact(self.dim()).map(<[f32]>::to_vec).collect()
     }
 
+    /// Embeds a batch in sub-batches of similar length (see [`length_groups`]) and returns the
+    /// rows in input order.
     fn embed_texts_flat(&self, texts: &[&str]) -> Result<Vec<f32>> {
         let tokens = self.tokenizer.encode_ids(texts)?;
-        self.engine.embed_tokens(&tokens)
+        let groups = length_groups(&tokens.lengths);
+        if groups.len() == 1 {
+            return self.engine.embed_tokens(&tokens);
+        }
+        let d = self.dim();
+        let mut out = vec![0f32; tokens.batch * d];
+        for group in groups {
+            let len = group
+                .iter()
+                .map(|&i| tokens.lengths[i])
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let take = |v: &[u32]| -> Vec<u32> {
+                group
+                    .iter()
+                    .flat_map(|&i| &v[i * tokens.seq_len..i * tokens.seq_len + len])
+                    .copied()
+                    .collect()
+            };
+            let part = TokenIds {
+                ids: take(&tokens.ids),
+                type_ids: take(&tokens.type_ids),
+                mask: take(&tokens.mask),
+                lengths: group.iter().map(|&i| tokens.lengths[i]).collect(),
+                batch: group.len(),
+                seq_len: len,
+            };
+            let emb = self.engine.embed_tokens(&part)?;
+            for (row, &i) in emb.chunks_exact(d).zip(&group) {
+                out[i * d..(i + 1) * d].copy_from_slice(row);
+            }
+        }
+        Ok(out)
     }
 
     /// Unit-norm joint text embeddings, [B, D].
@@ -225,5 +267,60 @@ impl MirageModel {
             return Ok(Vec::new());
         }
         Ok(self.embed_pixels(&self.image_batch(images)?)?.to_vec2()?)
+    }
+}
+
+/// Splits a batch into sub-batches of similar token length, so short texts are not padded to the
+/// longest one: indices sorted by length, a new group started when padding would exceed a fifth
+/// of the group's tokens, but only once the group holds enough tokens (256) that a smaller
+/// matrix product does not cost more than the padding saved. Padding is masked, so the split
+/// never changes a vector; it only removes work.
+pub(crate) fn length_groups(lengths: &[usize]) -> Vec<Vec<usize>> {
+    const MIN_TOKENS: usize = 256;
+    const MAX_WASTE: f64 = 0.2;
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut real = 0usize;
+    for i in order {
+        let len = lengths[i].max(1);
+        // Sorted ascending: adding i pads every member to len.
+        let padded = (current.len() + 1) * len;
+        let waste = 1.0 - (real + len) as f64 / padded as f64;
+        if !current.is_empty() && waste > MAX_WASTE && real >= MIN_TOKENS {
+            groups.push(std::mem::take(&mut current));
+            real = 0;
+        }
+        current.push(i);
+        real += len;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::length_groups;
+
+    #[test]
+    fn length_groups_cover_every_item_once_and_cut_padding() {
+        let lengths: Vec<usize> = (0..64).map(|i| 5 + (i * 37) % 250).collect();
+        let groups = length_groups(&lengths);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..64).collect::<Vec<_>>());
+        let padded = |g: &[usize]| g.len() * g.iter().map(|&i| lengths[i]).max().unwrap();
+        let grouped: usize = groups.iter().map(|g| padded(g)).sum();
+        let all: usize = padded(&(0..64).collect::<Vec<_>>());
+        assert!(
+            groups.len() > 1 && grouped < all * 3 / 4,
+            "{grouped} vs {all}"
+        );
+        // Few tokens: one group, one call.
+        assert_eq!(length_groups(&[3, 40, 7]).len(), 1);
+        assert!(length_groups(&[]).is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! Parity of the candle towers with PyTorch on real weights (MiniLM) and on seeded random weights
-//! (ResNet-50 with attention pooling, ResNet-18 with mean pooling, a small ViT). The references
+//! Parity of both engines (ONNX Runtime over our ONNX graphs, and the candle towers) with PyTorch
+//! on real weights (MiniLM) and on seeded random weights (ResNet-50 with attention pooling,
+//! ResNet-18 with mean pooling, a small ViT). The references
 //! come from `scripts/reference/*.py` run with pip torch: the MiniLM one is committed
 //! (`tests/golden/minilm_radlabels.json`), the vision ones are generated into the cache by
 //! `scripts/reference-data.sh` because their weights are too large for git.
@@ -12,8 +13,31 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use mirage_model::config::{TextPooling, VisionPooling, VisionTower};
 use mirage_model::import::{import_hf, ImportOptions};
+use mirage_model::testing::{tiny_config, TinyVision, TINY_TOKENIZER_JSON};
 use mirage_model::towers::vision::VisionEncoder;
-use mirage_model::MirageModel;
+use mirage_model::{
+    names, write_bundle, BundleContents, DeviceChoice, EngineChoice, EngineOptions, MirageModel,
+};
+
+/// Both engines (ONNX Runtime only once its library was fetched; CI fails without it).
+fn engines() -> Vec<EngineOptions> {
+    let mut out = vec![EngineOptions {
+        engine: EngineChoice::Candle,
+        ..EngineOptions::default()
+    }];
+    if let Some(lib) = common::require(
+        common::assets_dir().join("onnxruntime/libonnxruntime.so"),
+        "scripts/fetch-assets.sh",
+    ) {
+        out.push(EngineOptions {
+            engine: EngineChoice::Ort,
+            device: DeviceChoice::Cpu,
+            threads: 0,
+            ort_library: Some(lib),
+        });
+    }
+    out
+}
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -57,7 +81,12 @@ fn minilm_matches_pytorch_transformers_on_radlabels_sentences() {
         model_id: "minilm-parity".into(),
     };
     import_hf(&opts, out.path()).unwrap();
-    let model = MirageModel::open_cpu(out.path()).unwrap();
+    for options in engines() {
+        minilm_on(&MirageModel::open(out.path(), &options).unwrap(), &golden);
+    }
+}
+
+fn minilm_on(model: &MirageModel, golden: &serde_json::Value) {
     assert_eq!(
         model.config().tokenizer.max_length as u64,
         golden["max_length"].as_u64().unwrap()
@@ -83,14 +112,16 @@ fn minilm_matches_pytorch_transformers_on_radlabels_sentences() {
         }
     }
     println!(
-        "worst cosine over {} sentences: {:.7} ({:?})",
+        "{:?}: worst cosine over {} sentences: {:.7} ({:?})",
+        model.engine(),
         texts.len(),
         worst.0,
         worst.1
     );
     assert!(
         worst.0 >= 0.9999,
-        "cosine {} < 0.9999 for {:?}",
+        "{:?}: cosine {} < 0.9999 for {:?}",
+        model.engine(),
         worst.0,
         worst.1
     );
@@ -112,6 +143,7 @@ fn check_vision(name: &str) {
         candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     let input = tensors.remove("input").unwrap();
     let expected = tensors.remove("output").unwrap();
+    check_engines(name, &tower, &tensors, &input, &expected);
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
     let encoder = VisionEncoder::load(&vb.pp("vision"), &tower).unwrap();
     let got = encoder.forward(&input).unwrap();
@@ -149,4 +181,59 @@ fn resnet18_mean_pool_matches_torchvision() {
 #[test]
 fn vit_matches_torchvision() {
     check_vision("vit_small");
+}
+
+/// The reference tower inside a bundle (identity vision projection, tiny text tower), through
+/// each engine's whole image path: the joint embedding must be the normalised reference feature.
+fn check_engines(
+    name: &str,
+    tower: &VisionTower,
+    vision: &HashMap<String, Tensor>,
+    input: &Tensor,
+    expected: &Tensor,
+) {
+    let feature = tower.feature_dim();
+    let mut config = tiny_config(TinyVision::ResNetMean, feature);
+    config.architecture.vision = tower.clone();
+    config.preprocess = mirage_model::config::ImagePreprocess::clip(tower.image_size());
+    let mut tensors = mirage_model::init::random_tensors(
+        &names::model_tensors(&config.architecture),
+        1,
+        &Device::Cpu,
+    )
+    .unwrap();
+    tensors.extend(vision.iter().map(|(k, v)| (k.clone(), v.clone())));
+    tensors.insert(
+        format!("{}.weight", names::VISION_PROJ),
+        Tensor::eye(feature, DType::F32, &Device::Cpu).unwrap(),
+    );
+    tensors.insert(
+        format!("{}.bias", names::VISION_PROJ),
+        Tensor::zeros(feature, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(
+        dir.path(),
+        BundleContents {
+            config,
+            tensors: &tensors,
+            tokenizer_json: TINY_TOKENIZER_JSON,
+            text_bank: None,
+        },
+    )
+    .unwrap();
+    let reference = expected.to_vec2::<f32>().unwrap();
+    for options in engines() {
+        let model = MirageModel::open(dir.path(), &options).unwrap();
+        let got = model.embed_pixels(input).unwrap().to_vec2::<f32>().unwrap();
+        for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
+            let c = cosine(g, r);
+            println!("{name} via {:?}: image {i} cosine {c:.7}", model.engine());
+            assert!(
+                c >= 0.9999,
+                "{name} via {:?}: image {i} cosine {c}",
+                model.engine()
+            );
+        }
+    }
 }

@@ -6,7 +6,56 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use mirage_model::{DeviceChoice, EngineChoice, EngineOptions};
 use serde::{Deserialize, Serialize};
+
+fn parse_engine(s: &str) -> Result<EngineChoice, mirage_model::Error> {
+    s.parse()
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, mirage_model::Error> {
+    s.parse()
+}
+
+/// Engine selection shared by every command that runs the model (`embed`, `classify`,
+/// `index build`, `search`, `eval`); `mirage serve` has the same settings in [`Settings`].
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Inference engine: auto (ONNX Runtime when its library loads, else candle), ort, candle.
+    #[arg(long, env = "MIRAGE_ENGINE", default_value = "auto", value_parser = parse_engine)]
+    pub engine: EngineChoice,
+    /// Device: cpu, or cuda (ONNX Runtime's CUDA execution provider; needs onnxruntime-gpu).
+    #[arg(long, env = "MIRAGE_DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+    /// Threads per forward pass (0 = all cores).
+    #[arg(long, env = "MIRAGE_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// libonnxruntime.so to load (default: ORT_DYLIB_PATH, the asset cache, lib/ beside the
+    /// binary, system folders).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_library: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The model crate's options.
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            engine: self.engine,
+            device: self.device,
+            threads: self.threads,
+            ort_library: self
+                .ort_library
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+        }
+    }
+
+    /// Opens the bundle in `dir` on the chosen engine.
+    pub fn load(&self, dir: &std::path::Path) -> Result<mirage_model::MirageModel> {
+        mirage_model::MirageModel::open(dir, &self.options())
+            .with_context(|| format!("loading bundle {}", dir.display()))
+    }
+}
 
 /// A secret whose `Debug` and `Serialize` never show it.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -81,6 +130,15 @@ pub struct Settings {
     /// Folder the indexed image references resolve under, for `GET /v1/media` thumbnails (the
     /// web page's result images); none serves no images.
     pub media_root: Option<PathBuf>,
+    /// Inference engine: `auto` (ONNX Runtime when its library loads, else candle), `ort`,
+    /// `candle`.
+    pub engine: EngineChoice,
+    /// `cpu`, or `cuda` (ONNX Runtime's CUDA execution provider).
+    pub device: DeviceChoice,
+    /// Threads per forward pass (0 = all cores).
+    pub threads: usize,
+    /// libonnxruntime.so to load (default: searched, see `mirage serve --help`).
+    pub ort_library: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -105,6 +163,10 @@ impl Default for Settings {
             audit_threshold: 0.5,
             log_format: LogFormat::Text,
             media_root: None,
+            engine: EngineChoice::Auto,
+            device: DeviceChoice::Cpu,
+            threads: 0,
+            ort_library: None,
         }
     }
 }
@@ -175,6 +237,16 @@ impl Settings {
             Ok(())
         } else {
             bail!("invalid settings:\n  - {}", problems.join("\n  - "))
+        }
+    }
+
+    /// The model crate's engine options.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            engine: self.engine,
+            device: self.device,
+            threads: self.threads,
+            ort_library: self.ort_library.clone(),
         }
     }
 
@@ -258,6 +330,19 @@ pub struct ServeArgs {
     /// Image root of the indexed corpora, for result thumbnails (`GET /v1/media`).
     #[arg(long, env = "MIRAGE_MEDIA_ROOT")]
     pub media_root: Option<PathBuf>,
+    /// Inference engine: auto, ort, candle [default: auto].
+    #[arg(long, env = "MIRAGE_ENGINE", value_parser = parse_engine)]
+    pub engine: Option<EngineChoice>,
+    /// Device: cpu, cuda [default: cpu].
+    #[arg(long, env = "MIRAGE_DEVICE", value_parser = parse_device)]
+    pub device: Option<DeviceChoice>,
+    /// Threads per forward pass [default: 0 = all cores].
+    #[arg(long, env = "MIRAGE_THREADS")]
+    pub threads: Option<usize>,
+    /// libonnxruntime.so to load [default: ORT_DYLIB_PATH, the asset cache, lib/ beside the
+    /// binary, system folders].
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_library: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -289,11 +374,17 @@ impl ServeArgs {
             cors_origins,
             rag_min_score,
             audit_threshold,
-            log_format
+            log_format,
+            engine,
+            device,
+            threads
         );
         // An empty variable (as compose files pass unset options) means "not set".
         if let Some(root) = self.media_root.filter(|r| !r.as_os_str().is_empty()) {
             s.media_root = Some(root);
+        }
+        if let Some(lib) = self.ort_library.filter(|p| !p.as_os_str().is_empty()) {
+            s.ort_library = Some(lib);
         }
         if let Some(url) = self.qdrant_url.filter(|u| !u.is_empty()) {
             s.qdrant_url = Some(url);

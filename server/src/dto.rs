@@ -618,14 +618,18 @@ pub struct InfoResponse {
     pub version: String,
     /// Model id.
     pub model_id: String,
-    /// sha256 of bundle.json.
+    /// The model's identity: sha256 of bundle.json (as it was before ONNX graphs were added).
     pub bundle_sha256: String,
     /// Joint embedding dimension.
     pub embed_dim: usize,
     /// Vision tower.
     pub vision: String,
-    /// Where inference runs.
+    /// Where inference runs: `cpu` or `cuda`.
     pub device: String,
+    /// The inference engine: `ort` (ONNX Runtime) or `candle`.
+    pub engine: String,
+    /// Engine, version, device, threads and where its graphs came from, in words.
+    pub engine_detail: String,
     /// Image input side.
     pub image_size: usize,
     /// Text token limit.

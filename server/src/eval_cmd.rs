@@ -68,6 +68,8 @@ pub(crate) struct EvalArgs {
     /// Bins of the expected calibration error.
     #[arg(long, default_value_t = 10)]
     ece_bins: usize,
+    #[command(flatten)]
+    engine: mirage_server::config::EngineArgs,
 }
 
 #[derive(Deserialize)]
@@ -253,7 +255,7 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
     let started = Instant::now();
     let bundle = Bundle::open(&a.bundle)
         .with_context(|| format!("opening bundle {}", a.bundle.display()))?;
-    let model = MirageModel::load(&bundle, &candle_core::Device::Cpu)?;
+    let model = MirageModel::load(&bundle, &a.engine.options())?;
     let images_root = a.data.join("images");
     let split = read_split(&a.data, &a.split)?;
     let labels = read_labels(&a.data)?;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use mirage_index::corpus::{read_corpus, CorpusFormat, CorpusOptions};
 use mirage_index::pipeline::{
@@ -14,6 +14,7 @@ use mirage_index::{
     StoreSpec, VectorName,
 };
 use mirage_model::image_input::{load_image, DecodeOptions};
+use mirage_server::config::EngineArgs;
 use serde_json::json;
 
 /// Where collections live.
@@ -125,6 +126,8 @@ pub(crate) struct BuildArgs {
     /// Qdrant: replication factor (new collections).
     #[arg(long)]
     replicas: Option<u32>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -179,6 +182,8 @@ pub(crate) struct SearchArgs {
     /// Frame of multi-frame DICOM query images.
     #[arg(long, default_value_t = 0)]
     frame: u32,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -223,8 +228,7 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let spec = args.store.spec()?;
-    let model = mirage_model::MirageModel::open_cpu(&args.bundle)
-        .with_context(|| format!("loading bundle {}", args.bundle.display()))?;
+    let model = args.engine.load(&args.bundle)?;
     let format = match args.format {
         FormatArg::Pmcoa => CorpusFormat::PmcOa,
         FormatArg::Roco => CorpusFormat::Roco,
@@ -324,8 +328,7 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
         bail!("--k must be at least 1");
     }
     let rt = runtime()?;
-    let model = mirage_model::MirageModel::open_cpu(&args.bundle)
-        .with_context(|| format!("loading bundle {}", args.bundle.display()))?;
+    let model = args.engine.load(&args.bundle)?;
     let c = rt.block_on(Collection::open(
         &args.store.spec()?,
         &args.store.collection,

@@ -15,7 +15,8 @@ use mirage_model::config::{ResNetConfig, TextPooling, VisionPooling, VisionTower
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::import::{import_hf, ImportOptions};
 use mirage_model::zeroshot::{classify, ClassifyMode};
-use mirage_model::{Bundle, MirageModel};
+use mirage_model::Bundle;
+use mirage_server::config::EngineArgs;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -75,6 +76,15 @@ enum ModelCommand {
         #[arg(long, env = "MIRAGE_BUNDLE")]
         bundle: PathBuf,
     },
+    /// Write ONNX graphs of both towers (text.onnx, vision.onnx) into a bundle, built from its
+    /// own weights, and record them with their sha256 in bundle.json. The model's identity (what
+    /// collections record) does not change. Bundles without graphs still run on ONNX Runtime
+    /// (graphs are built at load).
+    ExportOnnx {
+        /// Bundle directory.
+        #[arg(long, env = "MIRAGE_BUNDLE")]
+        bundle: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,6 +137,9 @@ struct ImportArgs {
     /// Output bundle directory.
     #[arg(long)]
     out: PathBuf,
+    /// Do not write ONNX graphs into the bundle (they are then built at each load).
+    #[arg(long)]
+    no_onnx: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,6 +170,8 @@ struct EmbedArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     format: OutputFormat,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -185,6 +200,8 @@ struct ClassifyArgs {
     /// Frame of multi-frame DICOM files.
     #[arg(long, default_value_t = 0)]
     frame: u32,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -240,6 +257,20 @@ fn run(command: Command) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
+        Command::Model(ModelCommand::ExportOnnx { bundle }) => {
+            let b = mirage_model::add_onnx(&bundle)
+                .with_context(|| format!("writing ONNX graphs into {}", bundle.display()))?;
+            let onnx = b.config().onnx.as_ref().expect("graphs were just written");
+            eprintln!(
+                "wrote {} and {} (opset {}) into {}; model identity {} unchanged",
+                onnx.text.file,
+                onnx.vision.file,
+                onnx.opset,
+                bundle.display(),
+                b.sha256()
+            );
+            Ok(())
+        }
         Command::Embed(args) => embed(args),
         Command::Classify(args) => classify_cmd(args),
         Command::Index(cmd) => index_cmd::run_index(cmd),
@@ -292,7 +323,10 @@ fn import(args: ImportArgs) -> Result<()> {
         seed: args.seed,
         model_id,
     };
-    let bundle = import_hf(&opts, &args.out).context("importing")?;
+    let mut bundle = import_hf(&opts, &args.out).context("importing")?;
+    if !args.no_onnx {
+        bundle = mirage_model::add_onnx(&args.out).context("writing the ONNX graphs")?;
+    }
     let c = bundle.config();
     eprintln!(
         "wrote bundle {} ({}; text {} layers × {}, vision {}, embed dim {})",
@@ -306,15 +340,11 @@ fn import(args: ImportArgs) -> Result<()> {
     Ok(())
 }
 
-fn load(bundle: &std::path::Path) -> Result<MirageModel> {
-    MirageModel::open_cpu(bundle).with_context(|| format!("loading bundle {}", bundle.display()))
-}
-
 fn embed(args: EmbedArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let model = load(&args.bundle)?;
+    let model = args.engine.load(&args.bundle)?;
     let mut rows = Vec::new();
     if !args.text.is_empty() {
         for chunk in args.text.chunks(args.batch_size) {
@@ -352,7 +382,7 @@ fn print_rows(rows: &[serde_json::Value], format: OutputFormat) -> Result<()> {
 }
 
 fn classify_cmd(args: ClassifyArgs) -> Result<()> {
-    let model = load(&args.bundle)?;
+    let model = args.engine.load(&args.bundle)?;
     let image = load_image(&args.image, DecodeOptions { frame: args.frame })?;
     let given = |t: Vec<String>| (!t.is_empty()).then_some(t);
     let templates = model

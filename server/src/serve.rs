@@ -29,12 +29,12 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 /// Loads everything and returns the state, ready to serve.
 pub async fn build_state(settings: Settings) -> Result<AppState> {
     let dir = settings.bundle.clone();
+    let options = settings.engine_options();
     let (model, bank) = tokio::task::spawn_blocking(move || -> Result<_> {
         let bundle =
             Bundle::open(&dir).with_context(|| format!("opening bundle {}", dir.display()))?;
-        let device = candle_core::Device::Cpu;
-        let model = MirageModel::load(&bundle, &device)?;
-        let bank = bundle.text_bank(&device)?;
+        let model = MirageModel::load(&bundle, &options)?;
+        let bank = bundle.text_bank(model.device())?;
         Ok((model, bank))
     })
     .await??;

@@ -185,3 +185,101 @@ fn user_errors_are_clear() {
         "{err}"
     );
 }
+
+fn embedding(out: &str) -> Vec<f64> {
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    v["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn engines_are_chosen_by_flag_and_env_and_agree() {
+    let Some(lib) = common::require_asset(assets_dir_lib()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = imported(dir.path());
+    // import-hf writes the graphs; export-onnx rewrites them and keeps the identity.
+    assert!(Path::new(&bundle).join("text.onnx").is_file());
+    let info = |b: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(mirage(&["model", "info", "--bundle", b]))).unwrap()
+    };
+    let before = info(&bundle)["bundle_sha256"].clone();
+    let out = mirage(&["model", "export-onnx", "--bundle", &bundle]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unchanged"));
+    assert_eq!(info(&bundle)["bundle_sha256"], before);
+
+    let embed = |engine: &str| {
+        embedding(&ok(mirage(&[
+            "embed",
+            "--bundle",
+            &bundle,
+            "--text",
+            "pleural effusion",
+            "--engine",
+            engine,
+            "--threads",
+            "1",
+            "--ort-library",
+            lib.to_str().unwrap(),
+        ])))
+    };
+    let (a, b) = (embed("ort"), embed("candle"));
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    assert!(dot >= 0.9999, "ort vs candle cosine {dot}");
+
+    // The environment variable selects too, and a wrong name is a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(["embed", "--bundle", &bundle, "--text", "x"])
+        .env("MIRAGE_ENGINE", "tensorflow")
+        .output()
+        .unwrap();
+    let err = fail(out);
+    assert!(
+        err.contains("tensorflow") && err.contains("auto, ort, candle"),
+        "{err}"
+    );
+    let err = fail(mirage(&[
+        "embed",
+        "--bundle",
+        &bundle,
+        "--text",
+        "x",
+        "--engine",
+        "ort",
+        "--ort-library",
+        "/nonexistent/libonnxruntime.so",
+    ]));
+    assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
+    // auto falls back to candle and says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args([
+            "--log",
+            "info",
+            "embed",
+            "--bundle",
+            &bundle,
+            "--text",
+            "x",
+            "--ort-library",
+            "/nonexistent/libonnxruntime.so",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("engine: candle"), "{log}");
+}
+
+fn assets_dir_lib() -> std::path::PathBuf {
+    common::assets_dir().join("onnxruntime/libonnxruntime.so")
+}

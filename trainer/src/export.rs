@@ -21,6 +21,8 @@ pub struct ExportOptions {
     pub model_id: Option<String>,
     /// Leave the text bank out (smaller bundle; no `/v1/audit`).
     pub no_bank: bool,
+    /// Leave the ONNX graphs out (the ONNX Runtime engine then builds them at each load).
+    pub no_onnx: bool,
 }
 
 fn git_commit() -> Option<String> {
@@ -120,7 +122,7 @@ pub fn export(checkpoint_path: &Path, out: &Path, opts: &ExportOptions) -> Resul
         "git_commit": git_commit(),
         "init": cfg.provenance,
     });
-    Ok(write_bundle(
+    let bundle = write_bundle(
         out,
         BundleContents {
             config: cfg,
@@ -128,5 +130,9 @@ pub fn export(checkpoint_path: &Path, out: &Path, opts: &ExportOptions) -> Resul
             tokenizer_json: &tokenizer,
             text_bank: bank.as_ref(),
         },
-    )?)
+    )?;
+    if opts.no_onnx {
+        return Ok(bundle);
+    }
+    Ok(mirage_model::add_onnx(out)?)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{cosine, small_run, tiny_bundle, write_dataset, CLASSES};
 use mirage_model::image_input::{load_image, preprocess, DecodeOptions};
 use mirage_model::testing::TinyVision;
-use mirage_model::MirageModel;
+use mirage_model::{EngineChoice, EngineOptions, MirageModel};
 use mirage_trainer::config::TrainConfig;
 use mirage_trainer::export::{export, ExportOptions};
 use mirage_trainer::towers::{l2n, Mode, TextBatch};
@@ -34,9 +34,33 @@ fn mean_loss(lines: &[serde_json::Value]) -> f64 {
         / lines.len() as f64
 }
 
-/// tch (the trained model in eval mode) and candle (the exported bundle) embeddings agree.
+/// tch (the trained model in eval mode) and both serving engines over the exported bundle
+/// (ONNX Runtime on the graphs `export` wrote, and candle) agree.
 fn assert_parity(trainer: &Trainer, bundle_dir: &Path, images: &[std::path::PathBuf]) {
-    let candle = MirageModel::open_cpu(bundle_dir).unwrap();
+    assert!(
+        bundle_dir.join("text.onnx").is_file() && bundle_dir.join("vision.onnx").is_file(),
+        "export writes the ONNX graphs"
+    );
+    let mut engines = vec![EngineChoice::Candle];
+    if common::ort_library_present() {
+        engines.push(EngineChoice::Ort);
+    }
+    for engine in engines {
+        let options = EngineOptions {
+            engine,
+            ..EngineOptions::default()
+        };
+        let model = MirageModel::open(bundle_dir, &options).unwrap();
+        assert_eq!(
+            model.engine().as_str(),
+            format!("{engine:?}").to_lowercase()
+        );
+        assert_engine_parity(trainer, &model, images);
+    }
+}
+
+fn assert_engine_parity(trainer: &Trainer, candle: &MirageModel, images: &[std::path::PathBuf]) {
+    let engine = candle.engine();
     let texts: Vec<&str> = CLASSES.to_vec();
     let ours = tch::no_grad(|| {
         let ids = candle.tokenizer().encode_ids(&texts).unwrap();
@@ -48,7 +72,7 @@ fn assert_parity(trainer: &Trainer, bundle_dir: &Path, images: &[std::path::Path
     for (i, t) in theirs.iter().enumerate() {
         let row = Vec::<f32>::try_from(ours.get(i as i64)).unwrap();
         let c = cosine(&row, t);
-        assert!(c >= 0.9999, "text {i}: tch vs candle cosine {c}");
+        assert!(c >= 0.9999, "text {i}: tch vs {engine:?} cosine {c}");
     }
     let decoded: Vec<_> = images
         .iter()
@@ -68,7 +92,7 @@ fn assert_parity(trainer: &Trainer, bundle_dir: &Path, images: &[std::path::Path
     for (i, t) in theirs.iter().enumerate() {
         let row = Vec::<f32>::try_from(ours.get(i as i64)).unwrap();
         let c = cosine(&row, t);
-        assert!(c >= 0.9999, "image {i}: tch vs candle cosine {c}");
+        assert!(c >= 0.9999, "image {i}: tch vs {engine:?} cosine {c}");
     }
 }
 

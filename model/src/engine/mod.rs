@@ -68,6 +68,16 @@ impl std::str::FromStr for EngineChoice {
     }
 }
 
+impl DeviceChoice {
+    /// `cpu` or `cuda`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
 /// Where the forward passes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 pub struct OrtLibrary {
     /// The file.
     pub path: PathBuf,
-    /// Its version (`1.28.0`), from the library's build information.
+    /// Its version (`1.28.0`), from the library's file name.
     pub version: String,
 }
 
@@ -109,11 +109,17 @@ fn load_library(explicit: Option<&Path>) -> Result<OrtLibrary> {
             )
         })?;
         builder.with_name("mirage").commit();
-        let version = ort::info()
-            .split(',')
-            .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
-            .unwrap_or("unknown")
-            .to_owned();
+        // Release builds carry their version in the file name (libonnxruntime.so.1.28.0); the
+        // unversioned name is a link to it.
+        let version = std::fs::canonicalize(&path)
+            .ok()
+            .and_then(|p| {
+                p.file_name()?
+                    .to_str()?
+                    .strip_prefix("libonnxruntime.so.")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "unknown version".to_owned());
         Ok(OrtLibrary { path, version })
     });
     match outcome {
@@ -197,10 +203,7 @@ impl OrtEngine {
         };
         let text = session(&graphs.text, options, "text")?;
         let vision = session(&graphs.vision, options, "vision")?;
-        let device = match options.device {
-            DeviceChoice::Cpu => "cpu",
-            DeviceChoice::Cuda => "cuda",
-        };
+        let device = options.device.as_str();
         Ok(Self {
             text: Mutex::new(text),
             vision: Mutex::new(vision),

@@ -52,7 +52,9 @@ pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
         bundle_sha256: m.bundle_sha256().into(),
         embed_dim: m.dim(),
         vision: c.architecture.vision.describe(),
-        device: format!("{:?}", m.device()).to_lowercase(),
+        device: m.inference_device().as_str().into(),
+        engine: m.engine().as_str().into(),
+        engine_detail: m.engine_description(),
         image_size: c.preprocess.image_size,
         max_tokens: c.tokenizer.max_length,
         calibration_temperature: c.calibration.as_ref().map(|c| c.temperature),
@@ -83,6 +85,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             ("version", env!("CARGO_PKG_VERSION")),
             ("model_id", &state.model_ref.model_id),
             ("model_sha", &state.model_ref.sha256),
+            ("engine", state.encoder.model().engine().as_str()),
         ],
         state.encoder.depth(),
     );

@@ -67,6 +67,17 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
     assert_eq!(info.body["model_id"], model.model_id());
     assert_eq!(info.body["embed_dim"], 16);
     assert_eq!(info.body["text_bank_size"], crate::BANK.len());
+    // The default engine: ONNX Runtime wherever its library was fetched (always under CI).
+    let engine = info.body["engine"].as_str().unwrap();
+    assert!(
+        engine == "ort" || (engine == "candle" && std::env::var_os("CI").is_none()),
+        "{}",
+        info.body
+    );
+    assert!(info.body["engine_detail"]
+        .as_str()
+        .unwrap()
+        .starts_with(engine));
 
     // Create, idempotently.
     let c = "/v1/collections/{name}";

@@ -66,6 +66,10 @@ enum Command {
         /// Leave out the text bank (no matching score / audit from this bundle).
         #[arg(long)]
         no_bank: bool,
+        /// Leave out the ONNX graphs (text.onnx, vision.onnx); ONNX Runtime then builds them
+        /// from the weights at each load.
+        #[arg(long)]
+        no_onnx: bool,
     },
     /// Print the loss terms for given features: image_features, text_features [B,D], queue
     /// [K,D], log_scales [4] (pair, robust, ot, queue) in one safetensors file.
@@ -131,8 +135,17 @@ fn run(cli: Cli) -> Result<()> {
             out,
             model_id,
             no_bank,
+            no_onnx,
         } => {
-            let b = export(&checkpoint, &out, &ExportOptions { model_id, no_bank })?;
+            let b = export(
+                &checkpoint,
+                &out,
+                &ExportOptions {
+                    model_id,
+                    no_bank,
+                    no_onnx,
+                },
+            )?;
             println!(
                 "{}",
                 serde_json::json!({

@@ -149,3 +149,24 @@ pub fn setup(n: usize, seed: u64, vision: TinyVision) -> Setup {
         overrides,
     }
 }
+
+/// Whether ONNX Runtime's library was fetched (`scripts/fetch-assets.sh`); under CI it must be.
+pub fn ort_library_present() -> bool {
+    let assets = std::env::var_os("MIRAGE_ASSETS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("MIRAGE_CACHE").map(|c| PathBuf::from(c).join("assets")))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mirage/assets")
+        });
+    let lib = assets.join("onnxruntime/libonnxruntime.so");
+    if lib.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "missing {} — run scripts/fetch-assets.sh (CI must not skip the ONNX Runtime parity)",
+        lib.display()
+    );
+    eprintln!("skipped ONNX Runtime parity: missing {}", lib.display());
+    false
+}
