@@ -159,9 +159,16 @@ async fn main() -> Result<()> {
         // Large enough that the benchmark measures latency, not admission control.
         max_queue_items: 64 * max_c,
         max_inputs_per_request: 64,
+        // MIRAGE_ENGINE=candle measures the pure-Rust engine instead.
+        engine: std::env::var("MIRAGE_ENGINE")
+            .ok()
+            .map(|e| e.parse())
+            .transpose()?
+            .unwrap_or_default(),
         ..Settings::default()
     };
     let state: AppState = mirage_server::serve::build_state(settings).await?;
+    eprintln!("engine: {}", state.encoder.model().engine_description());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = mirage_server::app::app(state.clone());
