@@ -73,7 +73,12 @@ fn main() -> anyhow::Result<()> {
         let model = MirageModel::open(&bundle, &options)?;
         eprintln!("{}", model.engine_description());
         let mut rates = serde_json::Map::new();
+        // BENCH_IMAGES_ONLY=1 skips the text workloads (quick A/B runs of the vision graph).
+        let texts_too = std::env::var_os("BENCH_IMAGES_ONLY").is_none();
         for (name, texts) in [("short", &short), ("reports", &reports)] {
+            if !texts_too {
+                break;
+            }
             for batch in [1usize, 8, 32] {
                 let mut cursor = 0usize;
                 let rate = measure(batch, min_time, || {

@@ -271,33 +271,36 @@ impl MirageModel {
 }
 
 /// Splits a batch into sub-batches of similar token length, so short texts are not padded to the
-/// longest one: indices sorted by length, a new group started when padding would exceed a fifth
-/// of the group's tokens, but only once the group holds enough tokens (256) that a smaller
-/// matrix product does not cost more than the padding saved. Padding is masked, so the split
-/// never changes a vector; it only removes work.
+/// longest one. Padding is masked, so the split never changes a vector; it only removes work.
+///
+/// The split minimises `Σ (CALL_COST + rows × longest)` over the groups — padded token rows
+/// computed, plus a fixed cost per forward pass — exactly, by dynamic programming over the texts
+/// sorted by length (an optimal group is a run of that order). `CALL_COST` ≈ 16 token rows is what
+/// one extra pass costs next to one token row of MiniLM on a CPU (≈ 1.5 ms against ≈ 0.1 ms).
 pub(crate) fn length_groups(lengths: &[usize]) -> Vec<Vec<usize>> {
-    const MIN_TOKENS: usize = 256;
-    const MAX_WASTE: f64 = 0.2;
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    const CALL_COST: usize = 16;
+    let n = lengths.len();
+    let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| lengths[i]);
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    let mut real = 0usize;
-    for i in order {
-        let len = lengths[i].max(1);
-        // Sorted ascending: adding i pads every member to len.
-        let padded = (current.len() + 1) * len;
-        let waste = 1.0 - (real + len) as f64 / padded as f64;
-        if !current.is_empty() && waste > MAX_WASTE && real >= MIN_TOKENS {
-            groups.push(std::mem::take(&mut current));
-            real = 0;
-        }
-        current.push(i);
-        real += len;
+    let len = |k: usize| lengths[order[k]].max(1);
+    // best[j]: cheapest split of the first j sorted texts; cut[j]: where its last group starts.
+    let mut best = vec![0usize; n + 1];
+    let mut cut = vec![0usize; n + 1];
+    for j in 1..=n {
+        let (start, cost) = (0..j)
+            .map(|i| (i, best[i] + CALL_COST + (j - i) * len(j - 1)))
+            .min_by_key(|&(_, c)| c)
+            .expect("j >= 1 gives a candidate");
+        best[j] = cost;
+        cut[j] = start;
     }
-    if !current.is_empty() {
-        groups.push(current);
+    let mut groups = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        groups.push(order[cut[j]..j].to_vec());
+        j = cut[j];
     }
+    groups.reverse();
     groups
 }
 
@@ -319,8 +322,10 @@ mod tests {
             groups.len() > 1 && grouped < all * 3 / 4,
             "{grouped} vs {all}"
         );
-        // Few tokens: one group, one call.
-        assert_eq!(length_groups(&[3, 40, 7]).len(), 1);
+        // Similar lengths: one group, one call.
+        assert_eq!(length_groups(&[30, 32, 31, 29]).len(), 1);
+        // Very different lengths: the long one alone.
+        assert_eq!(length_groups(&[3, 5, 4, 200]), vec![vec![0, 2, 1], vec![3]]);
         assert!(length_groups(&[]).is_empty());
     }
 }

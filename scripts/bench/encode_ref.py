@@ -96,17 +96,18 @@ elif mode == "onnxruntime":
     tok.enable_truncation(config["tokenizer"]["max_length"])
     tok.enable_padding()
 
-    def length_groups(lengths, min_tokens=256, max_waste=0.2):
-        groups, current, real = [], [], 0
-        for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-            n = max(lengths[i], 1)
-            waste = 1.0 - (real + n) / ((len(current) + 1) * n)
-            if current and waste > max_waste and real >= min_tokens:
-                groups.append(current)
-                current, real = [], 0
-            current.append(i)
-            real += n
-        return groups + ([current] if current else [])
+    def length_groups(lengths, call_cost=16):
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        n = len(order)
+        best, cut = [0] * (n + 1), [0] * (n + 1)
+        for j in range(1, n + 1):
+            longest = max(lengths[order[j - 1]], 1)
+            cut[j], best[j] = min(((i, best[i] + call_cost + (j - i) * longest) for i in range(j)), key=lambda t: t[1])
+        groups, j = [], n
+        while j > 0:
+            groups.append(order[cut[j]:j])
+            j = cut[j]
+        return groups[::-1]
 
     def embed(chunk):
         enc = tok.encode_batch(chunk)
