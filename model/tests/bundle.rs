@@ -1,5 +1,7 @@
 //! Bundle writing, loading and every way a bundle can be broken.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -8,18 +10,7 @@ use mirage_model::config::{BUNDLE_JSON, MODEL_SAFETENSORS};
 use mirage_model::testing::{tiny_config, write_tiny_bundle, TinyVision, TINY_TOKENIZER_JSON};
 use mirage_model::{write_bundle, Bundle, BundleContents, Error, MirageModel, TextBank};
 
-fn edit_json(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let p = dir.join(BUNDLE_JSON);
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use common::{edit_bundle_json, sha256_hex};
 
 /// Rewrites model.safetensors with `edit` applied to its tensors and fixes the recorded checksum,
 /// so only the tensor problem remains.
@@ -28,8 +19,8 @@ fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
     let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     edit(&mut tensors);
     candle_core::safetensors::save(&tensors, &path).unwrap();
-    let sha = sha256(&std::fs::read(&path).unwrap());
-    edit_json(dir, |v| {
+    let sha = sha256_hex(&std::fs::read(&path).unwrap());
+    edit_bundle_json(dir, |v| {
         v["files"][MODEL_SAFETENSORS] = serde_json::Value::String(sha)
     });
 }
@@ -156,7 +147,7 @@ fn tiny() -> tempfile::TempDir {
 #[test]
 fn wrong_format_version_is_named() {
     let dir = tiny();
-    edit_json(dir.path(), |v| v["format_version"] = 99.into());
+    edit_bundle_json(dir.path(), |v| v["format_version"] = 99.into());
     let e = Bundle::open(dir.path()).unwrap_err();
     assert!(
         matches!(
@@ -244,7 +235,7 @@ fn missing_file_and_bad_json_are_typed() {
 #[test]
 fn inconsistent_config_reports_every_problem() {
     let dir = tiny();
-    edit_json(dir.path(), |v| {
+    edit_bundle_json(dir.path(), |v| {
         v["preprocess"]["image_size"] = 32.into();
         v["architecture"]["text"]["bert"]["num_attention_heads"] = 3.into();
     });
@@ -258,7 +249,7 @@ fn inconsistent_config_reports_every_problem() {
 #[test]
 fn unknown_field_is_refused() {
     let dir = tiny();
-    edit_json(dir.path(), |v| v["surprise"] = 1.into());
+    edit_bundle_json(dir.path(), |v| v["surprise"] = 1.into());
     let msg = Bundle::open(dir.path()).unwrap_err().to_string();
     assert!(msg.contains("surprise"), "{msg}");
 }
@@ -268,8 +259,8 @@ fn corrupt_safetensors_is_typed() {
     let dir = tiny();
     let p = dir.path().join(MODEL_SAFETENSORS);
     std::fs::write(&p, b"garbage").unwrap();
-    edit_json(dir.path(), |v| {
-        v["files"][MODEL_SAFETENSORS] = sha256(b"garbage").into()
+    edit_bundle_json(dir.path(), |v| {
+        v["files"][MODEL_SAFETENSORS] = sha256_hex(b"garbage").into()
     });
     let e = Bundle::open(dir.path()).unwrap_err();
     assert!(matches!(e, Error::Safetensors { .. }), "{e}");

@@ -176,18 +176,7 @@ fn export_onnx_writes_verified_graphs_and_keeps_the_model_identity() {
     assert_eq!(add_onnx(dir.path()).unwrap().sha256(), identity);
 }
 
-fn edit_bundle_json(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let path = dir.join("bundle.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use common::{edit_bundle_json, sha256_hex};
 
 fn exported() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

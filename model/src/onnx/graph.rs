@@ -156,28 +156,37 @@ impl GraphBuilder {
         });
     }
 
-    /// Appends a standard-domain node with one fresh output and returns its name.
+    /// Appends a node of `domain` with one fresh output and returns its name.
+    fn single(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<(String, AttrValue)>,
+    ) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.node(op, domain, inputs, &[&out], attributes);
+        out
+    }
+
+    /// A standard-domain node with one output.
     pub(crate) fn op(
         &mut self,
         op: &str,
         inputs: &[&str],
-        attributes: Vec<(String, AttrValue)>,
+        attrs: Vec<(String, AttrValue)>,
     ) -> String {
-        let out = self.fresh(&op.to_lowercase());
-        self.node(op, "", inputs, &[&out], attributes);
-        out
+        self.single("", op, inputs, attrs)
     }
 
-    /// Appends a `com.microsoft` node with one fresh output and returns its name.
+    /// A `com.microsoft` (ONNX Runtime contrib) node with one output.
     pub(crate) fn ms_op(
         &mut self,
         op: &str,
         inputs: &[&str],
-        attributes: Vec<(String, AttrValue)>,
+        attrs: Vec<(String, AttrValue)>,
     ) -> String {
-        let out = self.fresh(&op.to_lowercase());
-        self.node(op, MS_DOMAIN, inputs, &[&out], attributes);
-        out
+        self.single(MS_DOMAIN, op, inputs, attrs)
     }
 
     /// `x·Wᵀ + b` for a PyTorch-layout weight `[out, in]` (the bias is optional).

@@ -33,3 +33,18 @@ pub fn require(path: PathBuf, how: &str) -> Option<PathBuf> {
     eprintln!("skipped: {msg}");
     None
 }
+
+/// Rewrites `dir/bundle.json` with `f` applied (to break a bundle in one precise way).
+pub fn edit_bundle_json(dir: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("bundle.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// Lower-case hex sha256, as `bundle.json` records checksums.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
