@@ -309,3 +309,24 @@ fn cuda_without_a_gpu_build_is_a_clear_error() {
     let msg = MirageModel::open(dir.path(), &o).unwrap_err().to_string();
     assert!(msg.contains("candle") && msg.contains("CPU"), "{msg}");
 }
+
+#[test]
+fn a_thread_count_past_the_limit_is_refused_before_any_engine_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bundle(dir.path(), TinyVision::ResNetMean, 24, 23).unwrap();
+    for engine in [EngineChoice::Ort, EngineChoice::Candle, EngineChoice::Auto] {
+        let mut o = options(engine, None);
+        o.threads = mirage_model::engine::MAX_THREADS + 1;
+        let msg = MirageModel::open(dir.path(), &o).unwrap_err().to_string();
+        assert!(
+            msg.contains("threads 1025") && msg.contains("0..=1024"),
+            "{msg}"
+        );
+    }
+    let mut o = options(EngineChoice::Candle, None);
+    o.threads = mirage_model::engine::MAX_THREADS;
+    assert!(
+        MirageModel::open(dir.path(), &o).is_ok(),
+        "the limit itself is accepted"
+    );
+}

@@ -27,7 +27,7 @@ pub struct EngineArgs {
     /// Device: cpu, or cuda (ONNX Runtime's CUDA execution provider; needs onnxruntime-gpu).
     #[arg(long, env = "MIRAGE_DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
-    /// Threads per forward pass (0 = all cores).
+    /// Threads per forward pass, 0..=1024 (0 = all cores).
     #[arg(long, env = "MIRAGE_THREADS", default_value_t = 0)]
     pub threads: usize,
     /// libonnxruntime.so to load (default: ORT_DYLIB_PATH, the asset cache, lib/ beside the
@@ -197,6 +197,13 @@ impl Settings {
                 self.max_inputs_per_request, self.max_queue_items
             ));
         }
+        if self.threads > mirage_model::engine::MAX_THREADS {
+            problems.push(format!(
+                "threads {} is out of range 0..={} (0 = all cores)",
+                self.threads,
+                mirage_model::engine::MAX_THREADS
+            ));
+        }
         if self.request_timeout_secs == 0 {
             problems.push("request_timeout_secs must be at least 1".into());
         }
@@ -336,7 +343,7 @@ pub struct ServeArgs {
     /// Device: cpu, cuda [default: cpu].
     #[arg(long, env = "MIRAGE_DEVICE", value_parser = parse_device)]
     pub device: Option<DeviceChoice>,
-    /// Threads per forward pass [default: 0 = all cores].
+    /// Threads per forward pass, 0..=1024 [default: 0 = all cores].
     #[arg(long, env = "MIRAGE_THREADS")]
     pub threads: Option<usize>,
     /// libonnxruntime.so to load [default: ORT_DYLIB_PATH, the asset cache, lib/ beside the

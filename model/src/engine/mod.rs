@@ -59,7 +59,7 @@ impl std::str::FromStr for EngineChoice {
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
-            "ort" | "onnxruntime" => Ok(Self::Ort),
+            "ort" => Ok(Self::Ort),
             "candle" => Ok(Self::Candle),
             other => Err(Error::InvalidInput(format!(
                 "engine `{other}` is not one of auto, ort, candle"
@@ -94,13 +94,16 @@ impl std::str::FromStr for DeviceChoice {
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda),
+            "cuda" => Ok(Self::Cuda),
             other => Err(Error::InvalidInput(format!(
                 "device `{other}` is not one of cpu, cuda"
             ))),
         }
     }
 }
+
+/// Most threads a forward pass may ask for: ONNX Runtime would try to start every one of them.
+pub const MAX_THREADS: usize = 1024;
 
 /// How to pick and set up the engine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,6 +147,12 @@ pub(crate) fn load(
     tensors: HashMap<String, Tensor>,
     options: &EngineOptions,
 ) -> Result<Box<dyn Engine>> {
+    if options.threads > MAX_THREADS {
+        return Err(Error::InvalidInput(format!(
+            "threads {} is out of range 0..={MAX_THREADS} (0 = all cores)",
+            options.threads
+        )));
+    }
     match options.engine {
         EngineChoice::Candle => {
             if options.device == DeviceChoice::Cuda {
