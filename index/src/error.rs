@@ -73,12 +73,28 @@ pub enum IndexError {
     /// The HNSW graph could not be written or read.
     #[error("HNSW graph: {0}")]
     Graph(String),
-    /// The Qdrant server refused or failed a request.
-    #[error("qdrant: {0}")]
-    Qdrant(String),
+    /// The Qdrant server could not be reached, refused the credentials, or failed a request.
+    #[error("qdrant: {message}")]
+    Qdrant {
+        /// What the caller can do about it.
+        failure: StoreFailure,
+        /// The operation and the server's (or the transport's) reason.
+        message: String,
+    },
     /// Embedding with the model failed.
     #[error(transparent)]
     Model(#[from] mirage_model::Error),
+}
+
+/// Why a request to a networked store failed, as far as a caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Unreachable, timed out or overloaded: the same request can succeed later.
+    Unavailable,
+    /// The server refused the credentials (API key missing or wrong).
+    Unauthenticated,
+    /// The server refused or failed the request itself; retrying will not help.
+    Rejected,
 }
 
 impl IndexError {

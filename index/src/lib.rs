@@ -20,10 +20,10 @@ pub mod testing;
 pub mod types;
 
 pub use embedded::EmbeddedCollection;
-pub use error::{IndexError, Result};
+pub use error::{IndexError, Result, StoreFailure};
 pub use filter::Filter;
 pub use graph::{dot, BareGraph, UnitDot};
-pub use store::{drop_collection, list_collections, Collection, StoreSpec};
+pub use store::{drop_collection, list_collections, locate, probe, Collection, StoreSpec};
 pub use types::{
     CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, SearchMode, SearchRequest,
     StoredItem, VectorName,

@@ -11,12 +11,12 @@ use qdrant_client::qdrant::{
     HnswConfigDiffBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
     SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
 };
-use qdrant_client::{Payload, Qdrant};
+use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::embedded::validate_collection_name;
-use crate::error::{IndexError, Result};
+use crate::error::{IndexError, Result, StoreFailure};
 use crate::filter::{Condition, FieldTest, Filter, MatchValue};
 use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit,
@@ -29,8 +29,38 @@ use crate::types::{
 const UPSERT_BATCH: usize = 256;
 const METADATA_KEY: &str = "mirage";
 
-fn qerr(context: &str, e: impl std::fmt::Display) -> IndexError {
-    IndexError::Qdrant(format!("{context}: {e}"))
+/// How long a request may wait for a connection: a dead node must fail fast, so callers (and
+/// probes) learn of an outage in seconds rather than at the request timeout.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Longest single request; the largest is one upsert chunk of [`UPSERT_BATCH`] points.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn qerr(context: &str, e: QdrantError) -> IndexError {
+    use tonic::Code;
+    let failure = match &e {
+        QdrantError::ResponseError { status } => match status.code() {
+            // `Unknown` is what tonic reports for a broken or refused connection.
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::Unknown => StoreFailure::Unavailable,
+            // qdrant-client reports a failed (re)connection as `Internal`.
+            Code::Internal if status.message().starts_with("Failed to connect") => {
+                StoreFailure::Unavailable
+            }
+            Code::Unauthenticated | Code::PermissionDenied => StoreFailure::Unauthenticated,
+            _ => StoreFailure::Rejected,
+        },
+        QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_) => {
+            StoreFailure::Unavailable
+        }
+        _ => StoreFailure::Rejected,
+    };
+    IndexError::Qdrant {
+        failure,
+        message: format!("{context}: {e}"),
+    }
 }
 
 /// An open Qdrant collection.
@@ -44,7 +74,14 @@ pub struct QdrantCollection {
 }
 
 fn connect(url: &str, api_key: Option<&str>) -> Result<Qdrant> {
-    let mut builder = Qdrant::from_url(url).timeout(std::time::Duration::from_secs(60));
+    // The client's own version check runs a blocking health check on a new thread and runtime
+    // inside every connect (stalling an async worker for up to the connect timeout when Qdrant
+    // is down) and prints its verdict to stdout, which carries our JSON output; `probe` reports
+    // the server's version instead.
+    let mut builder = Qdrant::from_url(url)
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .skip_compatibility_check();
     if let Some(key) = api_key {
         builder = builder.api_key(key.to_string());
     }
@@ -287,6 +324,20 @@ impl QdrantCollection {
         &self.name
     }
 
+    /// [`qerr`], except that Qdrant's "not found" on a collection operation means the collection
+    /// was deleted since it was opened (e.g. by `mirage index delete --all` elsewhere).
+    fn fail(&self, context: &str, e: QdrantError) -> IndexError {
+        match &e {
+            QdrantError::ResponseError { status } if status.code() == tonic::Code::NotFound => {
+                IndexError::CollectionNotFound {
+                    name: self.name.clone(),
+                    location: self.url.clone(),
+                }
+            }
+            _ => qerr(context, e),
+        }
+    }
+
     /// Vector dimension.
     pub fn dim(&self) -> usize {
         self.dim
@@ -322,7 +373,7 @@ impl QdrantCollection {
             self.client
                 .upsert_points(UpsertPointsBuilder::new(&self.name, chunk.to_vec()).wait(true))
                 .await
-                .map_err(|e| qerr("upsert", e))?;
+                .map_err(|e| self.fail("upsert", e))?;
         }
         Ok(())
     }
@@ -339,7 +390,7 @@ impl QdrantCollection {
         self.client
             .delete_points(DeletePointsBuilder::new(&self.name).points(list).wait(true))
             .await
-            .map_err(|e| qerr("delete", e))?;
+            .map_err(|e| self.fail("delete", e))?;
         Ok(present.len() as u64)
     }
 
@@ -354,7 +405,7 @@ impl QdrantCollection {
                         .wait(true),
                 )
                 .await
-                .map_err(|e| qerr("delete by filter", e))?;
+                .map_err(|e| self.fail("delete by filter", e))?;
         }
         Ok(n)
     }
@@ -373,7 +424,7 @@ impl QdrantCollection {
                     .with_vectors(true),
             )
             .await
-            .map_err(|e| qerr("get", e))?;
+            .map_err(|e| self.fail("get", e))?;
         let mut by_id = HashMap::new();
         for p in found.result {
             let names: Vec<VectorName> = match p.vectors.and_then(|v| v.vectors_options) {
@@ -416,7 +467,7 @@ impl QdrantCollection {
                     .with_vectors(false),
             )
             .await
-            .map_err(|e| qerr("get", e))?;
+            .map_err(|e| self.fail("get", e))?;
         Ok(found
             .result
             .into_iter()
@@ -434,7 +485,11 @@ impl QdrantCollection {
             f.validate()?;
             req = req.filter(to_qdrant_filter(f));
         }
-        let res = self.client.count(req).await.map_err(|e| qerr("count", e))?;
+        let res = self
+            .client
+            .count(req)
+            .await
+            .map_err(|e| self.fail("count", e))?;
         Ok(res.result.map_or(0, |r| r.count))
     }
 
@@ -447,7 +502,7 @@ impl QdrantCollection {
                     .filter(qdrant::Filter::must([c])),
             )
             .await
-            .map_err(|e| qerr("count", e))?;
+            .map_err(|e| self.fail("count", e))?;
         Ok(res.result.map_or(0, |r| r.count))
     }
 
@@ -473,7 +528,11 @@ impl QdrantCollection {
         if let Some(f) = &req.filter {
             q = q.filter(to_qdrant_filter(f));
         }
-        let res = self.client.query(q).await.map_err(|e| qerr("search", e))?;
+        let res = self
+            .client
+            .query(q)
+            .await
+            .map_err(|e| self.fail("search", e))?;
         Ok(res
             .result
             .into_iter()
@@ -534,12 +593,30 @@ pub async fn list_collections(url: &str, api_key: Option<&str>) -> Result<Vec<St
         .map_err(|e| qerr("list collections", e))?;
     let mut names = Vec::new();
     for c in listed.collections {
-        if QdrantCollection::open(url, api_key, &c.name).await.is_ok() {
-            names.push(c.name);
+        match QdrantCollection::open_with(client.clone(), url, &c.name).await {
+            Ok(_) => names.push(c.name),
+            // Not ours, or dropped since the listing.
+            Err(IndexError::CollectionExists { .. } | IndexError::CollectionNotFound { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     names.sort();
     Ok(names)
+}
+
+/// Whether the server answers an authenticated request; `Ok` carries its version.
+pub async fn probe(url: &str, api_key: Option<&str>) -> Result<String> {
+    let client = connect(url, api_key)?;
+    // Listing needs the API key where health checks do not, so a wrong key shows here.
+    client
+        .list_collections()
+        .await
+        .map_err(|e| qerr(&format!("list collections at {url}"), e))?;
+    let health = client
+        .health_check()
+        .await
+        .map_err(|e| qerr(&format!("health check of {url}"), e))?;
+    Ok(format!("qdrant {}", health.version))
 }
 
 #[cfg(test)]

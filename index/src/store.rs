@@ -335,3 +335,65 @@ pub async fn list_collections(spec: &StoreSpec) -> Result<Vec<String>> {
         StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
     }
 }
+
+/// Opens `name` in whichever of `stores` holds it: one name, one collection. A name held by two
+/// stores is [`IndexError::CollectionExists`] naming both; `Ok(None)` when no store holds it. A
+/// store that cannot be asked fails the lookup unless another store holds the name (then the
+/// duplicate check is incomplete, which is logged).
+pub async fn locate(stores: &[StoreSpec], name: &str) -> Result<Option<(usize, Collection)>> {
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    for (i, spec) in stores.iter().enumerate() {
+        match Collection::open(spec, name).await {
+            Ok(c) => found.push((i, c)),
+            // Absent, or a Qdrant collection not made by MIRAGE-RS (not listed either).
+            Err(IndexError::CollectionNotFound { .. } | IndexError::CollectionExists { .. }) => {}
+            Err(e) => failed.push((i, e)),
+        }
+    }
+    match found.len() {
+        0 => failed.into_iter().next().map_or(Ok(None), |(_, e)| Err(e)),
+        1 => {
+            for (i, e) in &failed {
+                tracing::warn!(collection = name, store = %stores[*i], error = %e,
+                    "could not check this store for a second collection of the same name");
+            }
+            Ok(found.pop())
+        }
+        _ => Err(IndexError::CollectionExists {
+            name: name.to_string(),
+            reason: format!(
+                "it exists in {}; a name may live in one store only: delete or rename one of them",
+                found
+                    .iter()
+                    .map(|(i, _)| stores[*i].to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        }),
+    }
+}
+
+/// Whether the store answers (Qdrant: an authenticated request); `Ok` describes it.
+pub async fn probe(spec: &StoreSpec) -> Result<String> {
+    match spec {
+        StoreSpec::Embedded(root) => {
+            let root = root.clone();
+            blocking(move || {
+                // The root is created with the first collection; until then it may be absent.
+                match fs_err::metadata(&root) {
+                    Ok(m) if !m.is_dir() => Err(IndexError::invalid(format!(
+                        "{} is not a directory",
+                        root.display()
+                    ))),
+                    Ok(_) | Err(_) => Ok(format!("embedded store at {}", root.display())),
+                }
+            })
+            .await
+        }
+        #[cfg(feature = "qdrant")]
+        StoreSpec::Qdrant { url, api_key } => crate::qdrant::probe(url, api_key.as_deref()).await,
+        #[cfg(not(feature = "qdrant"))]
+        StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
+    }
+}

@@ -287,25 +287,71 @@ fn embedded_store_semantics() {
     ));
 }
 
-#[test]
-fn qdrant_store_semantics() {
-    let Ok(url) = std::env::var("MIRAGE_QDRANT_URL") else {
-        println!("skipped: set MIRAGE_QDRANT_URL (gRPC URL of a Qdrant server, e.g. http://localhost:6334) to run the Qdrant store suite");
-        return;
-    };
-    if !cfg!(feature = "qdrant") {
-        panic!("MIRAGE_QDRANT_URL is set but mirage-index was built without the `qdrant` feature");
-    }
-    let spec: StoreSpec = format!("qdrant:{url}").parse().unwrap();
-    let name = format!(
-        "mirage-suite-{}-{}",
+fn unique_qdrant_name(what: &str) -> String {
+    format!(
+        "mirage-{what}-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis()
-    );
-    runtime().block_on(store_semantics(spec, &name));
+    )
+}
+
+fn qdrant_spec(suite: &str) -> Option<StoreSpec> {
+    let url = mirage_index::testing::qdrant_test_url(suite)?;
+    if !cfg!(feature = "qdrant") {
+        panic!("MIRAGE_QDRANT_URL is set but mirage-index was built without the `qdrant` feature");
+    }
+    Some(format!("qdrant:{url}").parse().unwrap())
+}
+
+#[test]
+fn qdrant_store_semantics() {
+    let Some(spec) = qdrant_spec("the Qdrant store suite") else {
+        return;
+    };
+    runtime().block_on(store_semantics(spec, &unique_qdrant_name("suite")));
+}
+
+/// Writes, lookups and deletes of 10,000 items in one call each: the store chunks them.
+async fn large_batches(spec: StoreSpec, name: &str) {
+    const N: usize = 10_000;
+    let c = Collection::create_or_open(&spec, name, &config(DIM))
+        .await
+        .unwrap();
+    let items: Vec<Item> = random_vectors(N, DIM, 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| text_item(&format!("big-{i:05}"), v, json!({"half": i % 2})))
+        .collect();
+    let all_ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+    c.upsert(items).await.unwrap();
+    assert_eq!(c.count(None).await.unwrap(), N as u64);
+    assert_eq!(c.existing(all_ids.clone()).await.unwrap().len(), N);
+    let got = c.get(all_ids.clone()).await.unwrap();
+    assert_eq!(got.len(), N);
+    assert!(got.iter().zip(&all_ids).all(|(g, id)| &g.id == id));
+    let odd = Filter::from_json(r#"{"must": [{"key": "half", "match": {"value": 1}}]}"#).unwrap();
+    assert_eq!(c.delete_by_filter(odd).await.unwrap(), (N / 2) as u64);
+    assert_eq!(c.delete(all_ids).await.unwrap(), (N / 2) as u64);
+    assert_eq!(c.count(None).await.unwrap(), 0);
+    drop(c);
+    drop_collection(&spec, name).await.unwrap();
+}
+
+#[test]
+fn embedded_store_takes_large_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(large_batches(StoreSpec::Embedded(dir.path().into()), "big"));
+}
+
+#[test]
+fn qdrant_store_takes_large_batches() {
+    let Some(spec) = qdrant_spec("the Qdrant large-batch test") else {
+        return;
+    };
+    runtime().block_on(large_batches(spec, &unique_qdrant_name("big")));
 }
 
 #[test]
