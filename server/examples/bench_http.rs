@@ -3,7 +3,12 @@
 //! the same state (same encoder queue, same collection), at each concurrency, in one run.
 //!
 //!   cargo run --release -p mirage-server --example bench_http -- BUNDLE REPORTS_DIR WORK_DIR \
-//!       [--seconds 30] [--concurrency 16,64]
+//!       [--seconds 30] [--concurrency 16,64] [--store SPEC] [--create JSON] [--search-only]
+//!
+//! `--store` puts the collection in another store (e.g. `qdrant:http://127.0.0.1:6334`),
+//! `--create` is the body of its `PUT /v1/collections/reports` (e.g. shards and replicas), and
+//! `--search-only` measures only `/v1/search` over HTTP (`scripts/bench-stores.sh` compares
+//! stores that way).
 //!
 //! BUNDLE `tiny` writes a tiny seeded bundle instead, so inference is nearly free and what is left
 //! is the cost of HTTP, JSON and the queue. `scripts/bench-http.sh` runs both, on the radlabels
@@ -110,10 +115,16 @@ async fn main() -> Result<()> {
     );
     let mut seconds = 30u64;
     let mut concurrency = vec![16usize, 64];
+    let mut store = format!("embedded:{}", work.join("indexes").display());
+    let mut create = json!({});
+    let mut search_only = false;
     let mut it = args[3..].iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--seconds" => seconds = it.next().context("--seconds N")?.parse()?,
+            "--store" => store = it.next().context("--store SPEC")?.clone(),
+            "--create" => create = serde_json::from_str(it.next().context("--create JSON")?)?,
+            "--search-only" => search_only = true,
             "--concurrency" => {
                 concurrency = it
                     .next()
@@ -154,7 +165,7 @@ async fn main() -> Result<()> {
     let settings = Settings {
         bundle: bundle.clone(),
         port: 0,
-        store: format!("embedded:{}", work.join("indexes").display()),
+        store,
         data_dir: work.join("data"),
         // Large enough that the benchmark measures latency, not admission control.
         max_queue_items: 64 * max_c,
@@ -181,7 +192,7 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let r = http
         .put(format!("{base}/v1/collections/reports"))
-        .json(&json!({}))
+        .json(&create)
         .send()
         .await?;
     if !r.status().is_success() {
@@ -202,10 +213,17 @@ async fn main() -> Result<()> {
             bail!("upsert: {}", r.text().await?);
         }
     }
+    let secs = t.elapsed().as_secs_f64();
+    std::fs::write(
+        work.join("indexing.json"),
+        serde_json::to_vec_pretty(&json!({
+            "items": reports.len(), "seconds": secs, "items_per_second": reports.len() as f64 / secs,
+        }))?,
+    )?;
     eprintln!(
-        "indexed {} reports in {:.1} s",
+        "indexed {} reports in {secs:.1} s ({:.1} items/s through POST /v1/collections/reports/items)",
         reports.len(),
-        t.elapsed().as_secs_f64()
+        reports.len() as f64 / secs
     );
     let collection = state
         .collection("reports")
@@ -217,7 +235,12 @@ async fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut report = Vec::new();
-    for endpoint in [Endpoint::Search, Endpoint::Embeddings] {
+    let endpoints: &[Endpoint] = if search_only {
+        &[Endpoint::Search]
+    } else {
+        &[Endpoint::Search, Endpoint::Embeddings]
+    };
+    for &endpoint in endpoints {
         for &c in &concurrency {
             let (q, client, b) = (queries.clone(), http.clone(), base.clone());
             let over_http = load(c, seconds, move |i| {
@@ -240,29 +263,38 @@ async fn main() -> Result<()> {
             })
             .await;
             let (q, st, coll) = (queries.clone(), state.clone(), collection.clone());
-            let in_process = load(c, seconds, move |i| {
-                let (q, st, coll) = (q.clone(), st.clone(), coll.clone());
-                async move {
-                    let text = q[i % q.len()].clone();
-                    let Ok(mut v) = st.encoder.embed(vec![Input::Text(text)]).await else {
-                        return false;
-                    };
-                    match endpoint {
-                        Endpoint::Search => {
-                            let req = SearchRequest::new(
-                                v.pop().unwrap_or_default(),
-                                VectorName::Text,
-                                10,
-                            );
-                            coll.search(req).await.is_ok()
+            let in_process = if search_only {
+                Run::default()
+            } else {
+                load(c, seconds, move |i| {
+                    let (q, st, coll) = (q.clone(), st.clone(), coll.clone());
+                    async move {
+                        let text = q[i % q.len()].clone();
+                        let Ok(mut v) = st.encoder.embed(vec![Input::Text(text)]).await else {
+                            return false;
+                        };
+                        match endpoint {
+                            Endpoint::Search => {
+                                let req = SearchRequest::new(
+                                    v.pop().unwrap_or_default(),
+                                    VectorName::Text,
+                                    10,
+                                );
+                                coll.search(req).await.is_ok()
+                            }
+                            Endpoint::Embeddings => !v.is_empty(),
                         }
-                        Endpoint::Embeddings => !v.is_empty(),
                     }
-                }
-            })
-            .await;
+                })
+                .await
+            };
             let ratio = in_process.rps() / over_http.rps();
-            for (name, r) in [("HTTP", &over_http), ("in-process", &in_process)] {
+            let paths: &[(&str, &Run)] = if search_only {
+                &[("HTTP", &over_http)]
+            } else {
+                &[("HTTP", &over_http), ("in-process", &in_process)]
+            };
+            for &(name, r) in paths {
                 println!(
                     "| {endpoint:?} | {c} | {name} | {} | {} | {:.1} | {:.2} | {:.2} | {} |",
                     r.latencies.len(),
@@ -270,7 +302,7 @@ async fn main() -> Result<()> {
                     r.rps(),
                     r.pct(0.5),
                     r.pct(0.99),
-                    if name == "HTTP" {
+                    if name == "HTTP" && !search_only {
                         format!("{ratio:.3}")
                     } else {
                         String::new()

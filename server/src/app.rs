@@ -65,7 +65,7 @@ fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Status codes every `/v1` operation can answer with a problem, besides its own.
-const PROBLEM_STATUSES: [(&str, &str); 10] = [
+const PROBLEM_STATUSES: [(&str, &str); 11] = [
     ("400", "Malformed JSON or multipart body"),
     ("401", "Missing or unknown API key"),
     ("403", "The key's scope does not allow this route"),
@@ -84,7 +84,14 @@ const PROBLEM_STATUSES: [(&str, &str); 10] = [
         "429",
         "Inference queue full; retry after Retry-After seconds",
     ),
-    ("503", "Not ready, draining, or timed out"),
+    (
+        "502",
+        "The Qdrant store refused the request or this server's credentials",
+    ),
+    (
+        "503",
+        "Not ready, draining, timed out, or the Qdrant store is unreachable; retry after Retry-After seconds",
+    ),
 ];
 
 fn finish_spec(mut api: Spec) -> Spec {

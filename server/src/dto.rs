@@ -472,8 +472,11 @@ pub struct CreateCollectionRequest {
 pub struct CollectionSummary {
     /// Collection name.
     pub name: String,
-    /// `embedded` or `qdrant`.
+    /// `embedded` or `qdrant` (the first store holding the name).
     pub store: String,
+    /// The name also exists in the other store; every route answers 409 for it until one of
+    /// the two is deleted or renamed outside this server.
+    pub conflict: bool,
 }
 
 /// `GET /v1/collections`.
@@ -481,6 +484,9 @@ pub struct CollectionSummary {
 pub struct CollectionList {
     /// Every collection of the server's stores, by store then name.
     pub collections: Vec<CollectionSummary>,
+    /// Stores that could not be listed just now (e.g. `qdrant` while it is unreachable); their
+    /// collections are missing from `collections`.
+    pub unavailable_stores: Vec<String>,
 }
 
 /// `GET /v1/media` query.
@@ -588,10 +594,26 @@ pub struct DeleteResponse {
 /// `GET /health`, `GET /ready`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HealthResponse {
-    /// `pass`.
+    /// `pass`, or on `/ready` `warn` when a store other than the default one is down.
     pub status: String,
     /// Served model id.
     pub model_id: String,
+    /// On `/ready`: each store and whether it answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreHealth>,
+}
+
+/// One store as `/ready` found it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StoreHealth {
+    /// `embedded` or `qdrant`.
+    pub store: String,
+    /// Whether it is the default store (the server is not ready while that one is down).
+    pub default: bool,
+    /// `pass` or `fail`.
+    pub status: String,
+    /// What answered (e.g. `qdrant 1.18.3`), or why it is down.
+    pub detail: String,
 }
 
 /// Limits a client should respect.

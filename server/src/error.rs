@@ -7,6 +7,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// `Retry-After` of a problem caused by an unreachable store: long enough for a restarting
+/// Qdrant node to come back, short enough that clients recover quickly.
+pub const STORE_RETRY_AFTER_SECS: u64 = 2;
+
 /// Media type of problem details.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -43,8 +47,10 @@ pub enum ErrorKind {
     NotReady,
     /// The request took longer than the configured timeout.
     Timeout,
-    /// The vector store (Qdrant) failed or is unreachable.
+    /// The vector store (Qdrant) is unreachable or overloaded; retry later.
     StoreUnavailable,
+    /// The vector store (Qdrant) refused the request or this server's credentials.
+    StoreError,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -65,8 +71,10 @@ impl ErrorKind {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotReady | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-            Self::StoreUnavailable => StatusCode::BAD_GATEWAY,
+            Self::NotReady | Self::Timeout | Self::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::StoreError => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +98,7 @@ impl ErrorKind {
             Self::NotReady => "not-ready",
             Self::Timeout => "timeout",
             Self::StoreUnavailable => "store-unavailable",
+            Self::StoreError => "store-error",
             Self::Internal => "internal",
         }
     }
@@ -113,6 +122,7 @@ impl ErrorKind {
             Self::NotReady => "Not ready",
             Self::Timeout => "Request timed out",
             Self::StoreUnavailable => "Vector store unavailable",
+            Self::StoreError => "Vector store error",
             Self::Internal => "Internal server error",
         }
     }
@@ -131,7 +141,7 @@ impl ErrorKind {
             415 => Self::UnsupportedMediaType,
             422 => Self::InvalidRequest,
             429 => Self::Overloaded,
-            502 => Self::StoreUnavailable,
+            502 => Self::StoreError,
             503 => Self::NotReady,
             _ => Self::Internal,
         }
@@ -277,13 +287,32 @@ impl From<mirage_index::IndexError> for ApiError {
                 Self::new(ErrorKind::Conflict, e.to_string())
             }
             E::Dimension { .. } | E::InvalidRequest(_) => Self::invalid(e.to_string()),
-            E::Qdrant(_) => Self {
-                kind: ErrorKind::StoreUnavailable,
-                detail: "the Qdrant store failed the request; the cause is in the server log"
-                    .into(),
-                retry_after: None,
-                internal: Some(e.to_string()),
-            },
+            E::Qdrant { failure, .. } => {
+                use mirage_index::StoreFailure as F;
+                let (kind, detail, retry_after) = match failure {
+                    F::Unavailable => (
+                        ErrorKind::StoreUnavailable,
+                        "the Qdrant store is unreachable or overloaded; retry after Retry-After seconds (the cause is in the server log)",
+                        Some(STORE_RETRY_AFTER_SECS),
+                    ),
+                    F::Unauthenticated => (
+                        ErrorKind::StoreError,
+                        "the Qdrant store refused this server's credentials (authentication failed): check MIRAGE_QDRANT_API_KEY",
+                        None,
+                    ),
+                    F::Rejected => (
+                        ErrorKind::StoreError,
+                        "the Qdrant store failed the request; the cause is in the server log",
+                        None,
+                    ),
+                };
+                Self {
+                    kind,
+                    detail: detail.into(),
+                    retry_after,
+                    internal: Some(e.to_string()),
+                }
+            }
             E::Model(m) => m.into(),
             other => Self::internal(other),
         }
@@ -307,6 +336,7 @@ mod tests {
             Forbidden,
             Overloaded,
             UnsupportedMediaType,
+            StoreError,
             Internal,
         ] {
             assert_eq!(ErrorKind::from_status(k.status()), k, "{k:?}");

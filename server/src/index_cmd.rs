@@ -10,8 +10,8 @@ use mirage_index::pipeline::{
     estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
 };
 use mirage_index::{
-    drop_collection, Collection, CollectionConfig, Filter, HnswParams, SearchMode, SearchRequest,
-    StoreSpec, VectorName,
+    drop_collection, locate, Collection, CollectionConfig, Filter, HnswParams, SearchMode,
+    SearchRequest, StoreSpec, VectorName,
 };
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_server::config::EngineArgs;
@@ -38,7 +38,7 @@ impl StoreArgs {
 #[derive(Subcommand)]
 pub(crate) enum IndexCommand {
     /// Embed a corpus and write it to a collection (resumable: re-running skips indexed ids).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Print a collection's size, model and settings as JSON.
     Info(StoreArgs),
     /// Rebuild an embedded collection's graphs without deleted vectors.
@@ -126,6 +126,10 @@ pub(crate) struct BuildArgs {
     /// Qdrant: replication factor (new collections).
     #[arg(long)]
     replicas: Option<u32>,
+    /// Other stores a server offers beside --store (e.g. `embedded:./indexes` when building into
+    /// Qdrant): a name one of them holds is refused, so a name always means one collection.
+    #[arg(long = "check-store", value_name = "STORE", value_delimiter = ',')]
+    check_stores: Vec<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -202,7 +206,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) fn run_index(command: IndexCommand) -> Result<()> {
     let rt = runtime()?;
     match command {
-        IndexCommand::Build(args) => build(args, &rt),
+        IndexCommand::Build(args) => build(*args, &rt),
         IndexCommand::Info(store) => {
             let c = rt.block_on(Collection::open(&store.spec()?, &store.collection))?;
             let info = rt.block_on(c.info())?;
@@ -260,11 +264,25 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     {
         bail!("--m must be in 2..=256 and --ef-construction, --ef-search at least 1");
     }
-    let collection = rt.block_on(Collection::create_or_open(
-        &spec,
-        &args.store.collection,
-        &config,
-    ))?;
+    let name = &args.store.collection;
+    let mut stores = vec![spec.clone()];
+    for other in &args.check_stores {
+        let other: StoreSpec = other.parse()?;
+        if !stores.contains(&other) {
+            stores.push(other);
+        }
+    }
+    if stores.len() > 1 {
+        if let Some((i, _)) = rt.block_on(locate(&stores, name))? {
+            if i != 0 {
+                bail!(
+                    "collection {name:?} already exists in {}; a name may live in one store only: build into that store or choose another name",
+                    stores[i]
+                );
+            }
+        }
+    }
+    let collection = rt.block_on(Collection::create_or_open(&spec, name, &config))?;
     let progress = match args.progress {
         ProgressArg::Bar => ProgressMode::Bar,
         ProgressArg::Jsonl => ProgressMode::Jsonl,

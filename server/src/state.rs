@@ -164,19 +164,31 @@ impl AppState {
         .map_err(ApiError::internal)
     }
 
-    /// The open collection `name`, opening it (and checking its model) on first use.
+    /// The stores collections are looked up in: the default one, then Qdrant when configured.
+    pub fn stores(&self) -> Vec<StoreSpec> {
+        std::iter::once(self.store.clone())
+            .chain(self.qdrant.clone())
+            .collect()
+    }
+
+    /// The open collection `name`, opening it (and checking its model) on first use. A name is
+    /// resolved the way the listing shows it: from whichever store holds it, whoever created it;
+    /// a name in both stores is a conflict.
     pub async fn collection(&self, name: &str) -> ApiResult<Collection> {
         if let Some(c) = self.open.read().await.get(name) {
             return Ok(c.clone());
         }
         mirage_index::embedded::validate_collection_name(name)?;
-        let kind = self.collection_settings(name).await.map(|s| s.store);
-        let spec = self.store_for(kind.as_deref())?;
         let mut open = self.open.write().await;
         if let Some(c) = open.get(name) {
             return Ok(c.clone());
         }
-        let c = Collection::open(&spec, name).await?;
+        let stores = self.stores();
+        let Some((_, c)) = mirage_index::locate(&stores, name).await? else {
+            return Err(ApiError::not_found(format!(
+                "collection {name:?} does not exist; create it with PUT /v1/collections/{name}"
+            )));
+        };
         c.check_model(&self.model_ref)?;
         open.insert(name.to_owned(), c.clone());
         Ok(c)
@@ -190,6 +202,14 @@ impl AppState {
     /// Closes `name` (so it can be dropped) and returns it if it was open.
     pub async fn close(&self, name: &str) -> Option<Collection> {
         self.open.write().await.remove(name)
+    }
+
+    /// Forgets `name` if it is open in Qdrant, so the next use looks it up again.
+    pub async fn forget_remote(&self, name: &str) {
+        let mut open = self.open.write().await;
+        if open.get(name).is_some_and(|c| c.kind() != "embedded") {
+            open.remove(name);
+        }
     }
 
     /// Every open collection (for flushing at shutdown).

@@ -9,7 +9,7 @@ use crate::dto::{
     CollectionList, CollectionResponse, CollectionSummary, CreateCollectionRequest,
     DeleteItemsRequest, DeleteResponse, HnswSettings, UpsertRequest, UpsertResponse,
 };
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::extract::ApiBody;
 use crate::infer::Input;
 use crate::routes::{check_input_count, parse_filter, prepare_images};
@@ -70,9 +70,24 @@ pub async fn create_collection(
         }
     }
     let spec = state.store_for(req.store.as_deref())?;
+    // A Qdrant collection may have been dropped behind this server's back; look it up afresh.
+    // (An embedded one cannot: it is locked to this process while open.)
+    state.forget_remote(&name).await;
     let existed = match state.collection(&name).await {
-        Ok(_) => true,
-        Err(e) if e.kind == crate::error::ErrorKind::NotFound => false,
+        Ok(c) => {
+            let wanted = crate::state::store_kind(&spec);
+            if req.store.is_some() && c.kind() != wanted {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "collection {name:?} already exists in the {} store; a name may live in one store only, so it cannot also be created in the {wanted} store",
+                        c.kind()
+                    ),
+                ));
+            }
+            true
+        }
+        Err(e) if e.kind == ErrorKind::NotFound => false,
         Err(e) => return Err(e),
     };
     let mut config = CollectionConfig::new(state.encoder.model().dim(), state.model_ref.clone());
@@ -118,22 +133,36 @@ pub async fn create_collection(
     responses((status = 200, description = "The collections", body = CollectionList))
 )]
 pub async fn list_collections(State(state): State<AppState>) -> ApiResult<Json<CollectionList>> {
-    let mut collections = Vec::new();
-    for spec in std::iter::once(&state.store).chain(state.qdrant.as_ref()) {
-        let store = crate::state::store_kind(spec);
-        for name in mirage_index::list_collections(spec).await? {
-            if !collections
-                .iter()
-                .any(|c: &CollectionSummary| c.name == name)
-            {
-                collections.push(CollectionSummary {
+    let mut collections: Vec<CollectionSummary> = Vec::new();
+    let mut unavailable = Vec::new();
+    for spec in state.stores() {
+        let store = crate::state::store_kind(&spec);
+        let names = match mirage_index::list_collections(&spec).await {
+            Ok(names) => names,
+            // One store down must not hide the other's collections: list what answers and
+            // name what did not.
+            Err(e @ mirage_index::IndexError::Qdrant { .. }) => {
+                tracing::warn!(store = %spec, error = %e, "cannot list the store's collections");
+                unavailable.push(store.to_owned());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for name in names {
+            match collections.iter_mut().find(|c| c.name == name) {
+                Some(c) => c.conflict = true,
+                None => collections.push(CollectionSummary {
                     name,
                     store: store.to_owned(),
-                });
+                    conflict: false,
+                }),
             }
         }
     }
-    Ok(Json(CollectionList { collections }))
+    Ok(Json(CollectionList {
+        collections,
+        unavailable_stores: unavailable,
+    }))
 }
 
 /// A collection's size, model and settings.
@@ -167,13 +196,7 @@ pub async fn delete_collection(
 ) -> ApiResult<Json<DeleteResponse>> {
     let c = state.collection(&name).await?;
     let items = c.count(None).await?;
-    let spec = state.store_for(
-        state
-            .collection_settings(&name)
-            .await
-            .map(|s| s.store)
-            .as_deref(),
-    )?;
+    let spec = state.store_for(Some(c.kind()))?;
     // Close our handle first: the embedded store holds a lock file while open.
     drop(c);
     state.close(&name).await;

@@ -5,8 +5,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 
-use crate::dto::{HealthResponse, InfoResponse, Limits};
-use crate::error::{ApiError, ApiResult, ErrorKind, Problem};
+use crate::dto::{HealthResponse, InfoResponse, Limits, StoreHealth};
+use crate::error::{ApiError, ApiResult, ErrorKind, Problem, STORE_RETRY_AFTER_SECS};
 use crate::state::AppState;
 
 /// Liveness: the process answers (also at `/livez`).
@@ -16,14 +16,17 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "pass".into(),
         model_id: state.model_ref.model_id.clone(),
+        stores: Vec::new(),
     })
 }
 
-/// Readiness: the model is loaded and warmed up and the server is not draining (also at `/readyz`).
+/// Readiness: the model is loaded and warmed up, the server is not draining and its default
+/// store answers (also at `/readyz`). A second (Qdrant) store that is down makes the status
+/// `warn`: collections of the other store keep being served.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = HealthResponse),
-        (status = 503, description = "Loading or draining", body = Problem, content_type = "application/problem+json")
+        (status = 200, description = "Ready (`warn`: a non-default store is down, see `stores`)", body = HealthResponse),
+        (status = 503, description = "Loading, draining, or the default store is down", body = Problem, content_type = "application/problem+json")
     ))]
 pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<HealthResponse>> {
     if !state.is_ready() {
@@ -33,11 +36,62 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<HealthRespon
         )
         .retry_after(1));
     }
+    let mut stores = Vec::new();
+    let mut status = "pass";
+    for (i, spec) in state.stores().iter().enumerate() {
+        let kind = crate::state::store_kind(spec);
+        let outcome = tokio::time::timeout(PROBE_TIMEOUT, mirage_index::probe(spec)).await;
+        let detail = match outcome {
+            Ok(Ok(what)) => Ok(what),
+            Ok(Err(e)) => {
+                tracing::warn!(store = %spec, error = %e, "readiness: store is down");
+                Err(store_down_reason(&e))
+            }
+            Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        };
+        if let Err(why) = &detail {
+            if i == 0 {
+                return Err(ApiError::new(
+                    ErrorKind::StoreUnavailable,
+                    format!("the default store ({kind}) is down: {why}"),
+                )
+                .retry_after(STORE_RETRY_AFTER_SECS));
+            }
+            status = "warn";
+        }
+        stores.push(StoreHealth {
+            store: kind.into(),
+            default: i == 0,
+            status: if detail.is_ok() { "pass" } else { "fail" }.into(),
+            detail: detail.unwrap_or_else(|why| why),
+        });
+    }
     Ok(Json(HealthResponse {
-        status: "pass".into(),
+        status: status.into(),
         model_id: state.model_ref.model_id.clone(),
+        stores,
     }))
 }
+
+/// Why a store is down, in words an operator acts on (the full cause goes to the log only).
+fn store_down_reason(e: &mirage_index::IndexError) -> String {
+    use mirage_index::{IndexError, StoreFailure};
+    let why = match e {
+        IndexError::Qdrant {
+            failure: StoreFailure::Unavailable,
+            ..
+        } => "unreachable (connection refused, timed out or overloaded)",
+        IndexError::Qdrant {
+            failure: StoreFailure::Unauthenticated,
+            ..
+        } => "authentication failed: check MIRAGE_QDRANT_API_KEY",
+        _ => "it failed the probe request",
+    };
+    format!("{why}; the cause is in the server log")
+}
+
+/// How long readiness waits for a store: probes run every few seconds and must not pile up.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The served model, the stores and the limits a client must respect.
 #[utoipa::path(get, path = "/info", tag = "operations",
