@@ -40,12 +40,37 @@ fn embed_image(model: &MirageModel, bytes: &[u8]) -> Vec<f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
+    product_path(None).await;
+}
+
+/// The same path with the collection in Qdrant (the server's second store, chosen at creation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_product_path_over_qdrant() {
+    let Some(url) = mirage_index::testing::qdrant_test_url("the HTTP suite over Qdrant") else {
+        return;
+    };
+    product_path(Some(&url)).await;
+}
+
+/// Everything a user does with one collection, in the default embedded store or, given its
+/// gRPC URL, in Qdrant.
+async fn product_path(qdrant: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     crate::bundle_with_bank(&bundle);
     let model = MirageModel::open_cpu(&bundle).unwrap();
     let work = dir.path().join("work");
-    let server = Server::start(&bundle, &work, &[]);
+    let extra: Vec<&str> = qdrant.map_or(vec![], |url| vec!["--qdrant-url", url]);
+    // A shared Qdrant server outlives the test: a name of its own, so runs never meet.
+    let name = match qdrant {
+        None => "reports".to_owned(),
+        Some(_) => format!("reports-{}", std::process::id()),
+    };
+    let name = name.as_str();
+    let path = format!("/v1/collections/{name}");
+    let items_path = format!("{path}/items");
+    let embedded = qdrant.is_none();
+    let server = Server::start(&bundle, &work, &extra);
     let api = server.api.clone();
 
     // Operations.
@@ -82,14 +107,16 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
     // Create, idempotently.
     let c = "/v1/collections/{name}";
     let created = api
-        .put(c, "/v1/collections/reports", &json!({"rag_min_score": 0.1}))
+        .put(
+            c,
+            &path,
+            &json!({"rag_min_score": 0.1, "store": if embedded { "embedded" } else { "qdrant" }}),
+        )
         .await
         .expect(201);
     assert_eq!(created.body["items"], 0);
     assert_eq!(created.body["model_id"], model.model_id());
-    api.put(c, "/v1/collections/reports", &json!({}))
-        .await
-        .expect(200);
+    api.put(c, &path, &json!({})).await.expect(200);
 
     // Upsert texts (with payload) and images: PNG and JPEG as data URIs, one PNG by multipart.
     let items: Vec<Value> = REPORTS
@@ -98,11 +125,7 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         .collect();
     let it = "/v1/collections/{name}/items";
     let up = api
-        .post(
-            it,
-            "/v1/collections/reports/items",
-            &json!({"items": items}),
-        )
+        .post(it, &items_path, &json!({"items": items}))
         .await
         .expect(200);
     assert_eq!(up.body["upserted"], REPORTS.len());
@@ -111,9 +134,7 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         {"id": "img-a", "image": data_uri("image/png", &png_a), "image_uri": "a.png", "payload": {"finding": "pneumonia", "year": 2021}},
         {"id": "img-c", "image": data_uri("image/jpeg", &jpg), "image_uri": "c.jpg", "text": "ct of the abdomen", "payload": {"year": 2022}},
     ]});
-    api.post(it, "/v1/collections/reports/items", &images)
-        .await
-        .expect(200);
+    api.post(it, &items_path, &images).await.expect(200);
     // Multipart: the JSON in `request`, the file under the dotted path of its field.
     let form = Form::new()
         .text(
@@ -125,29 +146,29 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
             "items.0.image",
             Part::bytes(png_b.clone()).file_name("b.png"),
         );
-    api.post_multipart(it, "/v1/collections/reports/items", form)
-        .await
-        .expect(200);
+    api.post_multipart(it, &items_path, form).await.expect(200);
     // An item with neither text nor image is refused, and says so.
-    api.post(
-        it,
-        "/v1/collections/reports/items",
-        &json!({"items": [{"id": "empty"}]}),
-    )
-    .await
-    .expect_problem(422, "invalid-request");
+    api.post(it, &items_path, &json!({"items": [{"id": "empty"}]}))
+        .await
+        .expect_problem(422, "invalid-request");
     let dicom = pydicom_file("CT_small.dcm");
     if let Some(bytes) = &dicom {
         let item = json!({"items": [{"id": "dcm", "image": data_uri("application/dicom", bytes), "image_uri": "CT_small.dcm"}]});
-        api.post(it, "/v1/collections/reports/items", &item)
-            .await
-            .expect(200);
+        api.post(it, &items_path, &item).await.expect(200);
     }
-    let info = api.get(c, "/v1/collections/reports").await.expect(200);
+    let info = api.get(c, &path).await.expect(200);
     let n_items = REPORTS.len() + 3 + usize::from(dicom.is_some());
     assert_eq!(info.body["items"], n_items);
     assert_eq!(info.body["image_vectors"], 3 + usize::from(dicom.is_some()));
-    assert!(info.body["index_version"].as_u64().unwrap() >= 4);
+    assert_eq!(
+        info.body["store"],
+        if embedded { "embedded" } else { "qdrant" }
+    );
+    // Qdrant keeps no write counter.
+    assert_eq!(
+        info.body["index_version"].as_u64().is_some_and(|v| v >= 4),
+        embedded
+    );
 
     // Search in all four directions; each query is an item's own content, so it ranks first
     // at cosine 1.
@@ -157,21 +178,21 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         .post(
             s,
             s,
-            &json!({"collection": "reports", "query": {"text": text_q}, "limit": 3, "exact": true}),
+            &json!({"collection": name, "query": {"text": text_q}, "limit": 3, "exact": true}),
         )
         .await
         .expect(200);
     assert_eq!(r.body["hits"][0]["id"], "r3");
     assert!((r.body["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
     let p = &r.body["hits"][0]["provenance"];
-    assert_eq!(p["collection"], "reports");
+    assert_eq!(p["collection"], name);
     assert_eq!(p["model_id"], model.model_id());
     assert_eq!(p["bundle_sha256"], model.bundle_sha256());
-    assert!(p["index_version"].as_u64().is_some());
+    assert_eq!(p["index_version"].as_u64().is_some(), embedded);
     assert_eq!(r.body["total"], n_items);
 
     // text → image: scores equal the model's cosine between the text and each image.
-    let r = api.post(s, s, &json!({"collection": "reports", "query": {"text": "pneumonia"}, "target": "image", "limit": 10})).await.expect(200);
+    let r = api.post(s, s, &json!({"collection": name, "query": {"text": "pneumonia"}, "target": "image", "limit": 10})).await.expect(200);
     let t = embed_text(&model, "pneumonia");
     let want_a = cosine(&t, &embed_image(&model, &png_a));
     let hit_a = r.body["hits"]
@@ -185,7 +206,7 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
 
     // image → image (multipart upload of the query image).
     let form = Form::new()
-        .text("collection", "reports")
+        .text("collection", name.to_owned())
         .text("target", "image")
         .part("query.image", Part::bytes(png_b.clone()).file_name("q.png"));
     let r = api.post_multipart(s, s, form).await.expect(200);
@@ -199,7 +220,7 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         .post(
             s,
             s,
-            &json!({"collection": "reports", "query": {"image": b64(&jpg)}, "target": "text",
+            &json!({"collection": name, "query": {"image": b64(&jpg)}, "target": "text",
             "filter": {"must": [{"key": "finding", "match": {"value": "pneumonia"}}]}}),
         )
         .await
@@ -232,7 +253,7 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         .post(
             s,
             s,
-            &json!({"collection": "reports", "query": {"vector": qv}, "limit": 2, "offset": 0}),
+            &json!({"collection": name, "query": {"vector": qv}, "limit": 2, "offset": 0}),
         )
         .await
         .expect(200);
@@ -241,7 +262,7 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         .post(
             s,
             s,
-            &json!({"collection": "reports", "query": {"vector": qv}, "limit": 2, "offset": 2}),
+            &json!({"collection": name, "query": {"vector": qv}, "limit": 2, "offset": 2}),
         )
         .await
         .expect(200);
@@ -337,7 +358,7 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         .post(
             rag,
             rag,
-            &json!({"collection": "reports", "question": REPORTS[0].1, "k": 3, "max_chars": 400}),
+            &json!({"collection": name, "question": REPORTS[0].1, "k": 3, "max_chars": 400}),
         )
         .await
         .expect(200);
@@ -362,14 +383,14 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
         .unwrap()
         .contains("[1]"));
     // Image and question together.
-    let r = api.post(rag, rag, &json!({"collection": "reports", "question": "effusion", "image": b64(&png_a), "min_score": -1.0})).await.expect(200);
+    let r = api.post(rag, rag, &json!({"collection": name, "question": "effusion", "image": b64(&png_a), "min_score": -1.0})).await.expect(200);
     assert_eq!(r.body["abstained"], false);
     // Abstention: nothing reaches the bound.
     let r = api
         .post(
             rag,
             rag,
-            &json!({"collection": "reports", "question": "knee", "min_score": 0.9999}),
+            &json!({"collection": name, "question": "knee", "min_score": 0.9999}),
         )
         .await
         .expect(200);
@@ -414,36 +435,32 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
 
     // Deletes: by id and by filter.
     let d = api
-        .delete(
-            it,
-            "/v1/collections/reports/items",
-            Some(&json!({"ids": ["r2", "absent"]})),
-        )
+        .delete(it, &items_path, Some(&json!({"ids": ["r2", "absent"]})))
         .await
         .expect(200);
     assert_eq!(d.body["deleted"], 1);
     let d = api
         .delete(
             it,
-            "/v1/collections/reports/items",
+            &items_path,
             Some(&json!({"filter": {"must": [{"key": "year", "range": {"gte": 2022}}]}})),
         )
         .await
         .expect(200);
     assert_eq!(d.body["deleted"], 2);
-    let after = api.get(c, "/v1/collections/reports").await.expect(200);
+    let after = api.get(c, &path).await.expect(200);
     let remaining = n_items - 3;
     assert_eq!(after.body["items"], remaining);
-    let before_restart = api.post(s, s, &json!({"collection": "reports", "query": {"text": "pleural effusion"}, "limit": 5, "exact": true})).await.expect(200);
+    let before_restart = api.post(s, s, &json!({"collection": name, "query": {"text": "pleural effusion"}, "limit": 5, "exact": true})).await.expect(200);
 
     // Restart: graceful stop, start again on the same directories; everything is still there.
     assert!(server.terminate().success());
-    let server = Server::start(&bundle, &work, &[]);
+    let server = Server::start(&bundle, &work, &extra);
     let api = server.api.clone();
-    let again = api.get(c, "/v1/collections/reports").await.expect(200);
+    let again = api.get(c, &path).await.expect(200);
     assert_eq!(again.body["items"], remaining);
     assert_eq!(again.body["rag_min_score"].as_f64().unwrap() as f32, 0.1);
-    let after_restart = api.post(s, s, &json!({"collection": "reports", "query": {"text": "pleural effusion"}, "limit": 5, "exact": true})).await.expect(200);
+    let after_restart = api.post(s, s, &json!({"collection": name, "query": {"text": "pleural effusion"}, "limit": 5, "exact": true})).await.expect(200);
     let ids = |r: &Resp| -> Vec<(String, String)> {
         r.body["hits"]
             .as_array()
@@ -460,13 +477,8 @@ async fn create_upsert_search_classify_rag_audit_delete_and_restart() {
     assert_eq!(ids(&before_restart), ids(&after_restart));
 
     // Delete the collection.
-    let d = api
-        .delete(c, "/v1/collections/reports", None)
-        .await
-        .expect(200);
+    let d = api.delete(c, &path, None).await.expect(200);
     assert_eq!(d.body["deleted"], remaining);
-    api.get(c, "/v1/collections/reports")
-        .await
-        .expect_problem(404, "not-found");
+    api.get(c, &path).await.expect_problem(404, "not-found");
     api.get("/health", "/health").await.expect(200);
 }

@@ -19,14 +19,32 @@ pub struct Server {
 impl Server {
     /// Starts `mirage serve` with the embedded store and data dir under `work`.
     pub fn start(bundle: &Path, work: &Path, extra: &[&str]) -> Self {
-        let store = format!("embedded:{}", work.join("indexes").display());
+        Self::start_with_env(bundle, work, extra, &[])
+    }
+
+    /// [`Self::start`] with environment variables. The test process's own Qdrant settings
+    /// (set for the Qdrant suites) never leak into a server that did not ask for them.
+    pub fn start_with_env(
+        bundle: &Path,
+        work: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let data = work.join("data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mirage"))
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--bundle"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirage"));
+        cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--bundle"])
             .arg(bundle)
-            .args(["--store", &store, "--data-dir"])
-            .arg(&data)
+            .arg("--data-dir")
+            .arg(&data);
+        if !extra.contains(&"--store") {
+            cmd.arg("--store")
+                .arg(format!("embedded:{}", work.join("indexes").display()));
+        }
+        let mut child = cmd
             .args(extra)
+            .env_remove("MIRAGE_QDRANT_URL")
+            .env_remove("MIRAGE_QDRANT_API_KEY")
+            .envs(env.iter().copied())
             .env("MIRAGE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

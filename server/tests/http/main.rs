@@ -9,6 +9,8 @@ mod errors;
 mod harness;
 mod openapi_drift;
 mod protection;
+#[cfg(feature = "qdrant")]
+mod qdrant;
 mod web_ui;
 
 use std::path::Path;

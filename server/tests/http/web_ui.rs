@@ -318,7 +318,7 @@ async fn the_page_searches_by_text_and_image_and_classifies_in_chromium() {
         .expect(200);
     assert_eq!(
         listed.body["collections"],
-        json!([{"name": "scans", "store": "embedded"}])
+        json!([{"name": "scans", "store": "embedded", "conflict": false}])
     );
 
     let mut b = Browser::launch(&chromium).await;
