@@ -4,11 +4,20 @@
 # $MIRAGE_CACHE (default ~/.cache/mirage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Qdrant suites need a server: unless MIRAGE_QDRANT_URL names one, run under a fresh one from
+# the Qdrant build beside this checkout (or MIRAGE_QDRANT_TOOLS). Without either they skip, except
+# under CI, where with-qdrant.sh's "no Qdrant server found" fails the run.
+if [[ -z "${MIRAGE_QDRANT_URL:-}" ]]; then
+  if [[ -n "${CI:-}" ]] || scripts/with-qdrant.sh --find >/dev/null 2>&1; then
+    exec scripts/with-qdrant.sh "$0" "$@"
+  fi
+  echo "test.sh: no Qdrant server (set MIRAGE_QDRANT_URL or MIRAGE_QDRANT_TOOLS): the Qdrant suites will skip" >&2
+fi
 scripts/fetch-assets.sh
 scripts/reference-data.sh
 # The trainer links libtorch from the pip torch venv; its PyTorch parity tests use that python.
 source scripts/torch-env.sh
 profile=default
 [[ -n "${CI:-}" ]] && profile=ci
-# Built with the Qdrant store so its suite runs whenever MIRAGE_QDRANT_URL points at a server.
+# Built with the Qdrant store, so its suites run against MIRAGE_QDRANT_URL.
 cargo nextest run --workspace --profile "$profile" --locked --features mirage-index/qdrant,mirage-server/qdrant "$@"
