@@ -243,6 +243,7 @@ impl EmbeddedCollection {
     /// and model (so an interrupted build can resume). A different model is refused.
     pub fn create_or_open(root: &Path, name: &str, config: &CollectionConfig) -> Result<Self> {
         validate_collection_name(name)?;
+        config.validate()?;
         if config.dim == 0 {
             return Err(IndexError::invalid("dimension must be at least 1"));
         }

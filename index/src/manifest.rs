@@ -52,6 +52,12 @@ impl Manifest {
                 ),
             });
         }
+        // Edited by hand or written by another build: its graph settings reach hnsw_rs, which
+        // ends the process on some out-of-range values.
+        m.hnsw.validate().map_err(|e| IndexError::Corrupt {
+            path: dir.to_path_buf(),
+            reason: format!("{MANIFEST_FILE}: {e}"),
+        })?;
         Ok(m)
     }
 

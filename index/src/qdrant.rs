@@ -232,6 +232,7 @@ impl QdrantCollection {
         config: &CollectionConfig,
     ) -> Result<Self> {
         validate_collection_name(name)?;
+        config.validate()?;
         let client = connect(url, api_key)?;
         let exists = client
             .collection_exists(name)

@@ -83,8 +83,8 @@ impl Item {
     }
 }
 
-/// Longest accepted item id, in bytes.
-pub const MAX_ID_BYTES: usize = 512;
+/// Longest accepted item id, in characters (as JSON Schema's `maxLength` counts).
+pub const MAX_ID_CHARS: usize = 512;
 
 /// An item as read back: everything but the vectors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +206,54 @@ pub struct HnswParams {
     pub exact_threshold: usize,
 }
 
+/// Links per node a collection accepts: hnsw_rs ends the process above 256.
+pub const M_RANGE: std::ops::RangeInclusive<usize> = 2..=256;
+/// Build beam widths a collection accepts (Qdrant refuses below 4).
+pub const EF_CONSTRUCTION_RANGE: std::ops::RangeInclusive<usize> = 4..=4096;
+/// Search beam widths, per collection (`ef_search`) and per query (`ef`).
+pub const EF_RANGE: std::ops::RangeInclusive<usize> = 1..=4096;
+/// Exact-search thresholds a collection accepts.
+pub const EXACT_THRESHOLD_RANGE: std::ops::RangeInclusive<usize> = 0..=100_000_000;
+/// Qdrant shards per collection.
+pub const SHARD_NUMBER_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
+/// Qdrant replicas per shard.
+pub const REPLICATION_FACTOR_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
+
+/// `field` in `range`, else an invalid-argument error naming the field, the range and the value.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<()> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(IndexError::invalid(format!(
+            "{field} must be {}–{} (got {value})",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+impl HnswParams {
+    /// Checks every parameter against the ranges above, before any graph library sees it.
+    pub fn validate(&self) -> Result<()> {
+        check_range("hnsw.m", self.m, &M_RANGE)?;
+        check_range(
+            "hnsw.ef_construction",
+            self.ef_construction,
+            &EF_CONSTRUCTION_RANGE,
+        )?;
+        check_range("hnsw.ef_search", self.ef_search, &EF_RANGE)?;
+        check_range(
+            "hnsw.exact_threshold",
+            self.exact_threshold,
+            &EXACT_THRESHOLD_RANGE,
+        )
+    }
+}
+
 impl Default for HnswParams {
     fn default() -> Self {
         Self {
@@ -233,6 +281,18 @@ pub struct CollectionConfig {
 }
 
 impl CollectionConfig {
+    /// Checks the graph, shard and replica settings against their ranges.
+    pub fn validate(&self) -> Result<()> {
+        self.hnsw.validate()?;
+        if let Some(n) = self.shard_number {
+            check_range("shard_number", n, &SHARD_NUMBER_RANGE)?;
+        }
+        if let Some(n) = self.replication_factor {
+            check_range("replication_factor", n, &REPLICATION_FACTOR_RANGE)?;
+        }
+        Ok(())
+    }
+
     /// A config with default graph parameters.
     pub fn new(dim: usize, model: ModelRef) -> Self {
         Self {
@@ -309,10 +369,10 @@ fn validate_id(id: &str) -> Result<()> {
     if id.is_empty() {
         return Err(IndexError::invalid("item id is empty"));
     }
-    if id.len() > MAX_ID_BYTES {
+    let chars = id.chars().count();
+    if chars > MAX_ID_CHARS {
         return Err(IndexError::invalid(format!(
-            "item id is {} bytes long; the limit is {MAX_ID_BYTES}",
-            id.len()
+            "item id is {chars} characters long; the limit is {MAX_ID_CHARS}"
         )));
     }
     Ok(())
@@ -358,8 +418,8 @@ pub(crate) fn validate_search(req: &SearchRequest) -> Result<()> {
             ));
         }
     }
-    if req.ef == Some(0) {
-        return Err(IndexError::invalid("ef must be at least 1"));
+    if let Some(ef) = req.ef {
+        check_range("ef", ef, &EF_RANGE)?;
     }
     if let Some(f) = &req.filter {
         f.validate()?;

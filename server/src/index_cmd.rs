@@ -258,12 +258,9 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         shard_number: args.shards,
         replication_factor: args.replicas,
     };
-    if !(2..=256).contains(&config.hnsw.m)
-        || config.hnsw.ef_construction == 0
-        || config.hnsw.ef_search == 0
-    {
-        bail!("--m must be in 2..=256 and --ef-construction, --ef-search at least 1");
-    }
+    config.validate().map_err(|e| {
+        anyhow::anyhow!("{e} (set by --m, --ef-construction, --ef-search, --exact-threshold, --shards, --replicas)")
+    })?;
     let name = &args.store.collection;
     let mut stores = vec![spec.clone()];
     for other in &args.check_stores {

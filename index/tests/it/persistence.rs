@@ -122,6 +122,66 @@ fn a_collection_is_opened_by_one_process_at_a_time() {
     assert!(err.to_string().contains("open in another process"), "{err}");
 }
 
+/// hnsw_rs ends the process when given more than 256 links per node: the bound is checked before
+/// it sees one, at creation and when a manifest is read.
+#[test]
+fn graph_settings_out_of_range_are_refused_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_threshold();
+    cfg.hnsw.m = 256;
+    let c = EmbeddedCollection::create_or_open(dir.path(), "widest", &cfg).unwrap();
+    let vectors = random_vectors(50, DIM, 3);
+    fill(&c, &vectors, 0);
+    assert_eq!(c.count(None).unwrap(), 50);
+    assert_eq!(top_ids(&c, &vectors[7], SearchMode::Auto)[0], "id-7");
+    drop(c);
+    for (field, set, value) in [
+        ("hnsw.m", 0, 257),
+        ("hnsw.m", 0, 1),
+        ("hnsw.ef_construction", 1, 3),
+        ("hnsw.ef_construction", 1, 4097),
+        ("hnsw.ef_search", 2, 0),
+        ("hnsw.exact_threshold", 3, 100_000_001),
+    ] {
+        let mut cfg = config(DIM);
+        match set {
+            0 => cfg.hnsw.m = value,
+            1 => cfg.hnsw.ef_construction = value,
+            2 => cfg.hnsw.ef_search = value,
+            _ => cfg.hnsw.exact_threshold = value,
+        }
+        let err = EmbeddedCollection::create_or_open(dir.path(), "bad", &cfg)
+            .err()
+            .unwrap_or_else(|| panic!("{field} {value} was accepted"));
+        assert!(matches!(err, IndexError::InvalidRequest(_)), "{err}");
+        assert!(
+            err.to_string().contains(field) && err.to_string().contains(&value.to_string()),
+            "{err}"
+        );
+    }
+    let mut cfg = config(DIM);
+    cfg.shard_number = Some(65);
+    let err = EmbeddedCollection::create_or_open(dir.path(), "bad", &cfg)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("shard_number must be 1–64"),
+        "{err}"
+    );
+    // A manifest edited by hand is refused on open, before any graph is built from it.
+    let manifest = dir.path().join("widest/manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"m\": 256", "\"m\": 1000")).unwrap();
+    let err = EmbeddedCollection::open(dir.path(), "widest")
+        .err()
+        .unwrap();
+    assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("hnsw.m must be 2–256 (got 1000)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn unknown_format_versions_and_missing_collections_are_refused() {
     let dir = tempfile::tempdir().unwrap();
