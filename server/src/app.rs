@@ -13,13 +13,12 @@ use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as Spec, Ref, ResponseBuilder};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorKind, InternalCause, Problem, PROBLEM_JSON};
+use crate::openapi::{finish_spec, Contract};
 use crate::routes::{audit, classify, collections, embeddings, media, ops, search};
 use crate::state::AppState;
 
@@ -64,95 +63,33 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
 }
 
-/// Status codes every `/v1` operation can answer with a problem, besides its own.
-const PROBLEM_STATUSES: [(&str, &str); 11] = [
-    ("400", "Malformed JSON or multipart body"),
-    ("401", "Missing or unknown API key"),
-    ("403", "The key's scope does not allow this route"),
-    ("404", "Unknown collection, model or route"),
-    (
-        "409",
-        "Collection built with another model, or the bundle lacks a text bank",
-    ),
-    ("413", "Body above max_body_bytes"),
-    ("415", "Content-Type or image encoding not supported"),
-    (
-        "422",
-        "Invalid request: wrong types, values out of range, undecodable image",
-    ),
-    (
-        "429",
-        "Inference queue full; retry after Retry-After seconds",
-    ),
-    (
-        "502",
-        "The Qdrant store refused the request or this server's credentials",
-    ),
-    (
-        "503",
-        "Not ready, draining, timed out, or the Qdrant store is unreachable; retry after Retry-After seconds",
-    ),
-];
-
-fn finish_spec(mut api: Spec) -> Spec {
-    let problem = |desc: &str| {
-        ResponseBuilder::new()
-            .description(desc)
-            .content(
-                PROBLEM_JSON,
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
-    for (path, item) in api.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
-            continue;
-        }
-        for op in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            for (code, desc) in PROBLEM_STATUSES {
-                op.responses
-                    .responses
-                    .entry(code.to_owned())
-                    .or_insert_with(|| problem(desc).into());
-            }
-            op.responses
-                .responses
-                .entry("500".to_owned())
-                .or_insert_with(|| problem("Server error; details are in its log").into());
-        }
-    }
-    let components = api.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-    );
-    components.add_security_scheme(
-        "api_key",
-        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
-    );
-    api
+/// The OpenAPI document for the default configuration (what `mirage openapi` prints).
+pub fn openapi() -> serde_json::Value {
+    let (_, api) = routes().split_for_parts();
+    crate::openapi::document(&finish_spec(api), &Contract::default())
 }
 
-/// The OpenAPI document of the API (what `mirage openapi` prints and `/openapi.json` serves).
-pub fn openapi() -> Spec {
-    let (_, api) = routes().split_for_parts();
-    finish_spec(api)
+/// The contract of the server `state` describes: its limits, model, stores and keys.
+fn contract(state: &AppState) -> Contract {
+    let mut stores = vec![crate::state::store_kind(&state.store)];
+    if let Some(q) = &state.qdrant {
+        let kind = crate::state::store_kind(q);
+        if !stores.contains(&kind) {
+            stores.push(kind);
+        }
+    }
+    Contract {
+        max_inputs_per_request: state.settings.max_inputs_per_request,
+        embed_dim: Some(state.encoder.model().dim()),
+        stores,
+        auth: state.settings.auth_enabled(),
+    }
 }
 
 /// The service: routes plus every layer. Pure: binds nothing, spawns nothing.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes().split_for_parts();
-    let spec = finish_spec(api);
+    let spec = crate::openapi::document(&finish_spec(api), &contract(&state));
     let settings = &state.settings;
     let router = router
         .route(

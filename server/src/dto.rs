@@ -8,13 +8,34 @@ use utoipa::ToSchema;
 /// In a multipart request, a file part carries it instead.
 pub type ImageData = String;
 
+/// The schema of [`ImageData`]: the custom format `image-data` says what no JSON Schema keyword
+/// can (the bytes must decode as PNG, JPEG or DICOM).
+#[derive(ToSchema)]
+#[schema(format = "image-data")]
+pub struct Image(pub String);
+
+/// A text with at least one non-whitespace character.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(pattern = r"\S")]
+pub struct NonBlank(pub String);
+
+/// A collection name: 1–128 letters, digits, `-`, `_` or `.`, not starting with `.`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", example = "reports")]
+pub struct CollectionName(pub String);
+
+/// A prompt template: `{}` marks where the label goes.
+#[derive(ToSchema)]
+#[schema(pattern = r"\{\}", example = "a chest x-ray showing {}")]
+pub struct Template(pub String);
+
 /// OpenAI-style `input`: one string, or a list whose items are strings (texts) or objects
 /// with exactly one of `text` / `image`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
     /// One text.
-    Text(String),
+    Text(NonBlank),
     /// Several inputs.
     Many(Vec<EmbeddingItem>),
 }
@@ -24,7 +45,7 @@ pub enum EmbeddingInput {
 #[serde(untagged)]
 pub enum EmbeddingItem {
     /// A text.
-    Text(String),
+    Text(NonBlank),
     /// `{"text": …}` or `{"image": …}`.
     Object(InputObject),
 }
@@ -35,9 +56,11 @@ pub enum EmbeddingItem {
 pub struct InputObject {
     /// Text to embed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<NonBlank>)]
     pub text: Option<String>,
     /// Image to embed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Image>)]
     pub image: Option<ImageData>,
 }
 
@@ -65,15 +88,17 @@ pub struct EmbeddingsRequest {
     /// Output encoding.
     #[serde(default)]
     pub encoding_format: EncodingFormat,
-    /// Must equal the model's dimension when given (no truncation).
+    /// Must equal the model's dimension when given (no truncation): `embed_dim` of `GET /info`.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
     /// Ignored (OpenAI compatibility).
     #[serde(default)]
     pub user: Option<String>,
     /// Frame of multi-frame DICOM images.
     #[serde(default)]
-    pub frame: u32,
+    #[schema(maximum = 65535)]
+    pub frame: u16,
 }
 
 /// One embedding.
@@ -124,24 +149,32 @@ pub struct EmbeddingsResponse {
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
     /// The image.
+    #[schema(value_type = Image)]
     pub image: ImageData,
-    /// Candidate labels (plain words, e.g. "pneumonia").
+    /// Candidate labels (plain words, e.g. "pneumonia"), distinct; at most
+    /// `max_inputs_per_request` (`GET /info`).
+    #[schema(value_type = Vec<NonBlank>, min_items = 1, max_items = 256)]
     pub labels: Vec<String>,
-    /// Prompt templates with `{}` for the label; default: the bundle's, else the built-in set.
+    /// Prompt templates, each with one `{}` for the label; default: the bundle's, else the
+    /// built-in set.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Template>>, min_items = 1, max_items = 64)]
     pub templates: Option<Vec<String>>,
-    /// Negation templates for multi-label mode.
+    /// Negation templates for multi-label mode, each with one `{}`.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Template>>, min_items = 1, max_items = 64)]
     pub negative_templates: Option<Vec<String>>,
     /// Score each label on its own against its negation (sigmoid) instead of a softmax.
     #[serde(default)]
     pub multi_label: bool,
     /// Divide logits by this; default: the bundle's calibration temperature, else 1.
     #[serde(default)]
+    #[schema(minimum = 0.001, maximum = 1000)]
     pub temperature: Option<f32>,
     /// Frame of a multi-frame DICOM image.
     #[serde(default)]
-    pub frame: u32,
+    #[schema(maximum = 65535)]
+    pub frame: u16,
 }
 
 /// One label's result.
@@ -176,13 +209,16 @@ pub struct ClassifyResponse {
 pub struct Query {
     /// Text query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<NonBlank>)]
     pub text: Option<String>,
     /// Image query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Image>)]
     pub image: Option<ImageData>,
-    /// A vector in the model's joint space (normalised by the server).
+    /// A vector in the model's joint space, `embed_dim` (`GET /info`) numbers, not all zero
+    /// (normalised by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vector: Option<Vec<f32>>,
+    pub vector: Option<Vec<f64>>,
 }
 
 /// Which vectors of the items to search.
@@ -205,17 +241,21 @@ fn default_limit() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// Collection to search.
+    #[schema(value_type = CollectionName)]
     pub collection: String,
     /// The query.
     pub query: Query,
     /// Vectors to search (default text).
     #[serde(default)]
     pub target: Target,
-    /// Hits to return (1–1000).
+    /// Hits to return. Ranks end at 1000: hits past rank 1000 (`offset + limit > 1000`) are
+    /// not returned.
     #[serde(default = "default_limit")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: usize,
     /// Hits to skip (pagination).
     #[serde(default)]
+    #[schema(maximum = 999)]
     pub offset: usize,
     /// Payload filter (Qdrant syntax: must / should / must_not with match / range).
     #[serde(default)]
@@ -223,16 +263,19 @@ pub struct SearchRequest {
     pub filter: Option<Value>,
     /// Drop hits scoring below this cosine.
     #[serde(default)]
+    #[schema(minimum = -1, maximum = 1)]
     pub score_threshold: Option<f32>,
     /// HNSW beam width for this query.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     pub ef: Option<usize>,
     /// Exact (brute-force) search.
     #[serde(default)]
     pub exact: bool,
     /// Frame of a multi-frame DICOM query image.
     #[serde(default)]
-    pub frame: u32,
+    #[schema(maximum = 65535)]
+    pub frame: u16,
 }
 
 /// Where a hit comes from, enough to cite and reproduce it.
@@ -307,15 +350,19 @@ fn default_dedup() -> f32 {
 #[serde(deny_unknown_fields)]
 pub struct RagRequest {
     /// Collection of reports/captions.
+    #[schema(value_type = CollectionName)]
     pub collection: String,
     /// A question (embedded as text).
     #[serde(default)]
+    #[schema(value_type = Option<NonBlank>)]
     pub question: Option<String>,
     /// An image (embedded as image); with a question, the two result lists are merged.
     #[serde(default)]
+    #[schema(value_type = Option<Image>)]
     pub image: Option<ImageData>,
     /// Passages to return at most.
     #[serde(default = "default_k")]
+    #[schema(minimum = 1, maximum = 100)]
     pub k: usize,
     /// Vectors to search (default text).
     #[serde(default)]
@@ -326,16 +373,20 @@ pub struct RagRequest {
     pub filter: Option<Value>,
     /// Abstain when the best score is below this (default: the collection's, else the server's).
     #[serde(default)]
+    #[schema(minimum = -1, maximum = 1)]
     pub min_score: Option<f32>,
     /// Character budget of `context`.
     #[serde(default = "default_max_chars")]
+    #[schema(minimum = 100, maximum = 1000000)]
     pub max_chars: usize,
     /// Passages whose word overlap (Jaccard) with a better one is at least this are dropped.
     #[serde(default = "default_dedup")]
+    #[schema(minimum = 0, maximum = 1)]
     pub dedup_threshold: f32,
     /// Frame of a multi-frame DICOM image.
     #[serde(default)]
-    pub frame: u32,
+    #[schema(maximum = 65535)]
+    pub frame: u16,
 }
 
 /// An OpenAI chat content part.
@@ -379,8 +430,10 @@ pub struct AuditPair {
     #[serde(default)]
     pub id: Option<String>,
     /// The image.
+    #[schema(value_type = Image)]
     pub image: ImageData,
     /// Its caption.
+    #[schema(value_type = NonBlank)]
     pub caption: String,
 }
 
@@ -388,14 +441,17 @@ pub struct AuditPair {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRequest {
-    /// Pairs to score.
+    /// Pairs to score; at most `max_inputs_per_request` (`GET /info`).
+    #[schema(min_items = 1, max_items = 256)]
     pub pairs: Vec<AuditPair>,
     /// Flag pairs whose s is below this (default: the server's audit_threshold).
     #[serde(default)]
+    #[schema(minimum = -1, maximum = 1)]
     pub threshold: Option<f32>,
     /// Frame of multi-frame DICOM images.
     #[serde(default)]
-    pub frame: u32,
+    #[schema(maximum = 65535)]
+    pub frame: u16,
 }
 
 /// One pair's audit.
@@ -437,33 +493,61 @@ pub struct AuditResponse {
 #[serde(deny_unknown_fields)]
 pub struct HnswSettings {
     /// Links per node.
+    #[schema(minimum = 2, maximum = 256)]
     pub m: Option<usize>,
     /// Build beam width.
+    #[schema(minimum = 4, maximum = 4096)]
     pub ef_construction: Option<usize>,
     /// Default search beam width.
+    #[schema(minimum = 1, maximum = 4096)]
     pub ef_search: Option<usize>,
     /// Below this many candidates, search is exact.
+    #[schema(maximum = 100000000)]
     pub exact_threshold: Option<usize>,
+}
+
+/// A store of collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded store (HNSW graph + SQLite on the server's disk).
+    Embedded,
+    /// The Qdrant server given by `--qdrant-url` or `--store qdrant:URL`.
+    Qdrant,
+}
+
+impl StoreKind {
+    /// Its name in store specs and responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Qdrant => "qdrant",
+        }
+    }
 }
 
 /// `PUT /v1/collections/{name}`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollectionRequest {
-    /// `embedded` or `qdrant` (default: the server's default store).
+    /// Store of the new collection (default: the server's default store); this server's
+    /// `/openapi.json` lists the stores it offers (`GET /info`: `store`, `qdrant`).
     #[serde(default)]
-    pub store: Option<String>,
+    pub store: Option<StoreKind>,
     /// Graph settings.
     #[serde(default)]
     pub hnsw: Option<HnswSettings>,
-    /// Qdrant shards.
+    /// Qdrant shards (the embedded store ignores it).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     pub shard_number: Option<u32>,
-    /// Qdrant replicas.
+    /// Qdrant replicas of each shard (the embedded store ignores it).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 16)]
     pub replication_factor: Option<u32>,
     /// RAG abstention bound for this collection.
     #[serde(default)]
+    #[schema(minimum = -1, maximum = 1)]
     pub rag_min_score: Option<f32>,
 }
 
@@ -494,8 +578,10 @@ pub struct CollectionList {
 #[into_params(parameter_in = Query)]
 pub struct MediaQuery {
     /// The image reference of a hit (`hits[].image`), relative to the server's media root.
-    pub path: Option<String>,
-    /// Longest side of the returned PNG thumbnail, 16–1024 (default 256).
+    #[param(value_type = NonBlank)]
+    pub path: String,
+    /// Longest side of the returned PNG thumbnail (default 256).
+    #[param(minimum = 16, maximum = 1024)]
     pub max_side: Option<u32>,
 }
 
@@ -535,12 +621,15 @@ pub struct CollectionResponse {
 #[serde(deny_unknown_fields)]
 pub struct UpsertItem {
     /// Unique id (replaces an existing item with this id).
+    #[schema(min_length = 1, max_length = 512)]
     pub id: String,
     /// Text (caption or report) to embed and store.
     #[serde(default)]
+    #[schema(value_type = Option<NonBlank>)]
     pub text: Option<String>,
     /// Image to embed (not stored; see `image_uri`).
     #[serde(default)]
+    #[schema(value_type = Option<Image>)]
     pub image: Option<ImageData>,
     /// Reference stored with the item and returned in hits (path or URL of the image).
     #[serde(default)]
@@ -555,11 +644,13 @@ pub struct UpsertItem {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertRequest {
-    /// Items.
+    /// Items, with distinct ids; at most `max_inputs_per_request` (`GET /info`).
+    #[schema(min_items = 1, max_items = 256)]
     pub items: Vec<UpsertItem>,
     /// Frame of multi-frame DICOM images.
     #[serde(default)]
-    pub frame: u32,
+    #[schema(maximum = 65535)]
+    pub frame: u16,
 }
 
 /// Response of an upsert (sent once the write is durable).
@@ -577,6 +668,7 @@ pub struct UpsertResponse {
 pub struct DeleteItemsRequest {
     /// Ids to delete.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 10000)]
     pub ids: Option<Vec<String>>,
     /// Delete every item matching this filter.
     #[serde(default)]

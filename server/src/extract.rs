@@ -1,9 +1,9 @@
 //! Request bodies: JSON, or `multipart/form-data` for file uploads. Both end up as the same
-//! request type, so every route takes images either way. In a multipart body, a part named
-//! `request` holds the JSON object; every file part is added to it under its field name as a
-//! base64 string (a repeated name becomes a list); other text parts are added as JSON when they
-//! parse as JSON, else as strings. A dotted field name reaches into the object: `query.image`
-//! sets `{"query": {"image": …}}`, `items.0.image` sets the image of the first item.
+//! request type, so every route takes images either way. In a multipart body, a text part named
+//! `request` holds the JSON object, and every file part is put into it, as a base64 string, at
+//! the place its name gives: a dotted name reaches into the object (`query.image` sets
+//! `{"query": {"image": …}}`, `items.0.image` the image of the first item). Nothing else is
+//! accepted, so the OpenAPI document can describe the body exactly.
 
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -120,11 +120,9 @@ async fn multipart_object(mut mp: Multipart) -> Result<Value, ApiError> {
             let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
             fields.push((name, Value::String(b64)));
         } else {
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                ApiError::invalid(format!("multipart part {name:?} is not UTF-8 text"))
-            })?;
-            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            fields.push((name, value));
+            return Err(ApiError::invalid(format!(
+                "multipart part {name:?} is a text part: put fields in the JSON part \"request\"; other parts must be files (with a filename)"
+            )));
         }
     }
     // Parts go onto the `request` object wherever it came in the body.
@@ -132,6 +130,25 @@ async fn multipart_object(mut mp: Multipart) -> Result<Value, ApiError> {
         insert(&mut base, &name, value)?;
     }
     Ok(Value::Object(base))
+}
+
+/// JSON Schema's `integer` includes `6.0`; serde's integer types refuse it. Every float with no
+/// fractional part becomes the integer it equals, so each integer field takes what the schema
+/// calls an integer (and `match.value` of a filter compares `1.0` as the integer 1, as the schema
+/// says it is).
+fn integral_floats_to_integers(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Beyond ±2^63 an f64 is an integer with no exact i64/u64 twin; leave it a float.
+            if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiBody<T> {
@@ -148,7 +165,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiBody<T> {
             let mp = Multipart::from_request(req, state)
                 .await
                 .map_err(|e| rejection(e.status(), e.body_text()))?;
-            let value = multipart_object(mp).await?;
+            let mut value = multipart_object(mp).await?;
+            integral_floats_to_integers(&mut value);
             let t = serde_json::from_value(value)
                 .map_err(|e| ApiError::invalid(format!("request: {e}")))?;
             Ok(Self(t))
@@ -156,7 +174,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiBody<T> {
             let bytes = axum::body::Bytes::from_request(req, state)
                 .await
                 .map_err(|e| rejection(e.status(), e.body_text()))?;
-            Ok(Self(parse_json(&bytes)?))
+            let mut value: Value = parse_json(&bytes)?;
+            // serde reads a struct from a JSON array too; the API takes objects only.
+            if !value.is_object() {
+                return Err(ApiError::invalid("the request body must be a JSON object"));
+            }
+            integral_floats_to_integers(&mut value);
+            let t = serde_json::from_value(value)
+                .map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+            Ok(Self(t))
         } else {
             Err(ApiError::new(
                 ErrorKind::UnsupportedMediaType,

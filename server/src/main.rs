@@ -246,7 +246,10 @@ fn run(command: Command) -> Result<()> {
         Command::Eval(args) => eval_cmd::run_eval(args),
         Command::StudyReport(args) => eval_cmd::run_study_report(args),
         Command::Openapi => {
-            println!("{}", mirage_server::app::openapi().to_pretty_json()?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&mirage_server::app::openapi())?
+            );
             Ok(())
         }
         Command::Model(ModelCommand::ImportHf(args)) => import(args),

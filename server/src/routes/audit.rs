@@ -31,10 +31,8 @@ pub async fn audit(
         ));
     }
     check_input_count(&state, req.pairs.len(), "pairs")?;
+    crate::routes::search::check_score("threshold", req.threshold)?;
     let threshold = req.threshold.unwrap_or(state.settings.audit_threshold);
-    if !(-1.0..=1.0).contains(&threshold) {
-        return Err(ApiError::invalid("threshold must be in [-1, 1]"));
-    }
     let mut captions = Vec::with_capacity(req.pairs.len());
     let mut images = Vec::with_capacity(req.pairs.len());
     let mut ids = Vec::with_capacity(req.pairs.len());
@@ -47,7 +45,7 @@ pub async fn audit(
         ids.push(p.id);
     }
     let n = captions.len();
-    let pixels: Vec<f32> = prepare_images(&state, images, req.frame)
+    let pixels: Vec<f32> = prepare_images(&state, images, req.frame.into())
         .await?
         .into_iter()
         .flat_map(|(p, _)| p)

@@ -42,13 +42,21 @@ pub async fn classify(
         ClassifyMode::SingleLabel
     };
     let calibration = model.config().calibration.as_ref().map(|c| c.temperature);
+    if let Some(t) = req.temperature {
+        // Below 0.001 the logits overflow to infinity and the probabilities to NaN.
+        if !(0.001..=1000.0).contains(&t) {
+            return Err(ApiError::invalid(format!(
+                "temperature must be 0.001–1000 (got {t})"
+            )));
+        }
+    }
     let temperature = req.temperature.or(calibration).unwrap_or(1.0);
     if !(temperature.is_finite() && temperature > 0.0) {
         return Err(ApiError::invalid(format!(
-            "temperature {temperature} must be a positive number"
+            "the bundle's calibration temperature {temperature} is not a positive number"
         )));
     }
-    let (pixels, _) = prepare_images(&state, vec![("image".into(), req.image)], req.frame)
+    let (pixels, _) = prepare_images(&state, vec![("image".into(), req.image)], req.frame.into())
         .await?
         .pop()
         .expect("one image in, one out — this is a bug");

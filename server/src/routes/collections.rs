@@ -6,8 +6,8 @@ use axum::Json;
 use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
 
 use crate::dto::{
-    CollectionList, CollectionResponse, CollectionSummary, CreateCollectionRequest,
-    DeleteItemsRequest, DeleteResponse, HnswSettings, UpsertRequest, UpsertResponse,
+    CollectionList, CollectionName, CollectionResponse, CollectionSummary, CreateCollectionRequest,
+    DeleteItemsRequest, DeleteResponse, HnswSettings, StoreKind, UpsertRequest, UpsertResponse,
 };
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::extract::ApiBody;
@@ -51,7 +51,7 @@ async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse 
     put,
     path = "/v1/collections/{name}",
     tag = "collections",
-    params(("name" = String, Path, description = "Collection name: letters, digits, '-', '_', '.'")),
+    params(("name" = CollectionName, Path, description = "Collection name")),
     request_body(content = CreateCollectionRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = CollectionResponse),
@@ -64,12 +64,21 @@ pub async fn create_collection(
     ApiBody(req): ApiBody<CreateCollectionRequest>,
 ) -> ApiResult<(StatusCode, Json<CollectionResponse>)> {
     mirage_index::embedded::validate_collection_name(&name)?;
-    if let Some(m) = req.rag_min_score {
-        if !(-1.0..=1.0).contains(&m) {
-            return Err(ApiError::invalid("rag_min_score must be in [-1, 1]"));
-        }
-    }
-    let spec = state.store_for(req.store.as_deref())?;
+    crate::routes::search::check_score("rag_min_score", req.rag_min_score)?;
+    let mut config = CollectionConfig::new(state.encoder.model().dim(), state.model_ref.clone());
+    let defaults = HnswParams::default();
+    let h = req.hnsw.unwrap_or_default();
+    config.hnsw = HnswParams {
+        m: h.m.unwrap_or(defaults.m),
+        ef_construction: h.ef_construction.unwrap_or(defaults.ef_construction),
+        ef_search: h.ef_search.unwrap_or(defaults.ef_search),
+        exact_threshold: h.exact_threshold.unwrap_or(defaults.exact_threshold),
+    };
+    config.shard_number = req.shard_number;
+    config.replication_factor = req.replication_factor;
+    // Checked whether or not the collection exists, so a request is valid or not by itself.
+    config.validate()?;
+    let spec = state.store_for(req.store.map(StoreKind::as_str))?;
     // A Qdrant collection may have been dropped behind this server's back; look it up afresh.
     // (An embedded one cannot: it is locked to this process while open.)
     state.forget_remote(&name).await;
@@ -90,17 +99,6 @@ pub async fn create_collection(
         Err(e) if e.kind == ErrorKind::NotFound => false,
         Err(e) => return Err(e),
     };
-    let mut config = CollectionConfig::new(state.encoder.model().dim(), state.model_ref.clone());
-    let defaults = HnswParams::default();
-    let h = req.hnsw.unwrap_or_default();
-    config.hnsw = HnswParams {
-        m: h.m.unwrap_or(defaults.m),
-        ef_construction: h.ef_construction.unwrap_or(defaults.ef_construction),
-        ef_search: h.ef_search.unwrap_or(defaults.ef_search),
-        exact_threshold: h.exact_threshold.unwrap_or(defaults.exact_threshold),
-    };
-    config.shard_number = req.shard_number;
-    config.replication_factor = req.replication_factor;
     let collection = if existed {
         state.collection(&name).await?
     } else {
@@ -170,7 +168,7 @@ pub async fn list_collections(State(state): State<AppState>) -> ApiResult<Json<C
     get,
     path = "/v1/collections/{name}",
     tag = "collections",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = CollectionName, Path, description = "Collection name")),
     responses((status = 200, description = "The collection", body = CollectionResponse))
 )]
 pub async fn get_collection(
@@ -187,7 +185,7 @@ pub async fn get_collection(
     delete,
     path = "/v1/collections/{name}",
     tag = "collections",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = CollectionName, Path, description = "Collection name")),
     responses((status = 200, description = "Deleted", body = DeleteResponse))
 )]
 pub async fn delete_collection(
@@ -210,7 +208,7 @@ pub async fn delete_collection(
     post,
     path = "/v1/collections/{name}/items",
     tag = "collections",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = CollectionName, Path, description = "Collection name")),
     request_body(content((UpsertRequest = "application/json"), (UpsertRequest = "multipart/form-data"))),
     responses((status = 200, description = "Written", body = UpsertResponse))
 )]
@@ -243,7 +241,7 @@ pub async fn upsert_items(
             images.push((format!("items[{i}].image"), d.clone()));
         }
     }
-    let prepared = prepare_images(&state, images, req.frame).await?;
+    let prepared = prepare_images(&state, images, req.frame.into()).await?;
     let mut dicom = Vec::new();
     for ((i, _), (pixels, tags)) in req
         .items
@@ -296,7 +294,7 @@ pub async fn upsert_items(
     delete,
     path = "/v1/collections/{name}/items",
     tag = "collections",
-    params(("name" = String, Path, description = "Collection name")),
+    params(("name" = CollectionName, Path, description = "Collection name")),
     request_body(content = DeleteItemsRequest, content_type = "application/json"),
     responses((status = 200, description = "Deleted", body = DeleteResponse))
 )]

@@ -35,8 +35,9 @@ fn parse_input(input: Value) -> ApiResult<Vec<Item>> {
         .map(|(i, v)| match v {
             Value::String(s) => Ok(Item::Text(s)),
             Value::Object(mut m) => {
-                let text = m.remove("text");
-                let image = m.remove("image");
+                // null is "not given", as for every optional field.
+                let text = m.remove("text").filter(|v| !v.is_null());
+                let image = m.remove("image").filter(|v| !v.is_null());
                 if let Some(k) = m.keys().next() {
                     return Err(ApiError::invalid(format!(
                         "input[{i}]: unknown field {k:?}; an object has either \"text\" or \"image\""
@@ -119,7 +120,9 @@ pub async fn embeddings(
             Item::Image(d) => images.push((format!("input[{i}]"), d.clone())),
         }
     }
-    let mut pixels = prepare_images(&state, images, req.frame).await?.into_iter();
+    let mut pixels = prepare_images(&state, images, req.frame.into())
+        .await?
+        .into_iter();
     let inputs = items
         .into_iter()
         .map(|item| match item {

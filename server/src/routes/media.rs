@@ -5,6 +5,7 @@
 
 use std::io::Cursor;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -25,15 +26,16 @@ const DEFAULT_SIDE: u32 = 256;
 )]
 pub async fn media(
     State(state): State<AppState>,
-    Query(q): Query<MediaQuery>,
+    q: Result<Query<MediaQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
+    // A missing or mistyped parameter is an invalid request (422), as in every JSON body.
+    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query string: {}", e.body_text())))?;
     let root = state.settings.media_root.clone().ok_or_else(|| {
         ApiError::not_found(
             "this server serves no images: start it with --media-root DIR (the image root the collections were indexed from)",
         )
     })?;
-    let reference = q
-        .path
+    let reference = Some(q.path)
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("give the image reference of a hit as ?path=…"))?;
     let side = q.max_side.unwrap_or(DEFAULT_SIDE);

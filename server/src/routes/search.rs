@@ -18,6 +18,18 @@ use crate::state::AppState;
 
 /// Most hits one request may ask for (limit + offset).
 pub const MAX_DEPTH: usize = 1000;
+/// Largest character budget of a RAG context.
+pub const MAX_CONTEXT_CHARS: usize = 1_000_000;
+
+/// A cosine bound given in a request: within [-1, 1] (beyond, it would keep or drop everything).
+pub fn check_score(field: &str, value: Option<f32>) -> ApiResult<()> {
+    match value {
+        Some(v) if !(-1.0..=1.0).contains(&v) => Err(ApiError::invalid(format!(
+            "{field} must be in [-1, 1] (got {v})"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 fn vector_name(t: Target) -> VectorName {
     match t {
@@ -56,7 +68,9 @@ async fn embed_image(
         .expect("one image in, one vector out — this is a bug"))
 }
 
-fn check_vector(v: &[f32], dim: usize) -> ApiResult<Vec<f32>> {
+/// The query vector at unit length. Read and scaled in f64, so any JSON numbers that are not
+/// all zero give a direction, however small or large (1e-300 or 1e300 alike).
+fn check_vector(v: &[f64], dim: usize) -> ApiResult<Vec<f32>> {
     if v.len() != dim {
         return Err(ApiError::invalid(format!(
             "query.vector has {} dimensions; the model's joint space has {dim}",
@@ -68,11 +82,12 @@ fn check_vector(v: &[f32], dim: usize) -> ApiResult<Vec<f32>> {
             "query.vector[{i}] is not a finite number"
         )));
     }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm == 0.0 {
+    let scale = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    if scale == 0.0 {
         return Err(ApiError::invalid("query.vector is all zeros"));
     }
-    Ok(v.iter().map(|x| x / norm).collect())
+    let norm = v.iter().map(|x| (x / scale).powi(2)).sum::<f64>().sqrt();
+    Ok(v.iter().map(|x| (x / scale / norm) as f32).collect())
 }
 
 struct Searched {
@@ -147,12 +162,17 @@ pub async fn search(
     State(state): State<AppState>,
     ApiBody(req): ApiBody<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
-    if req.limit == 0 || req.limit + req.offset > MAX_DEPTH {
+    if req.limit == 0 || req.limit > MAX_DEPTH || req.offset >= MAX_DEPTH {
         return Err(ApiError::invalid(format!(
-            "limit must be at least 1 and limit + offset at most {MAX_DEPTH} (got limit {} offset {})",
-            req.limit, req.offset
+            "limit must be 1–{MAX_DEPTH} and offset 0–{} (got limit {} offset {})",
+            MAX_DEPTH - 1,
+            req.limit,
+            req.offset
         )));
     }
+    check_score("score_threshold", req.score_threshold)?;
+    // Ranks end at MAX_DEPTH: a page reaching past it is cut there (the schema says so).
+    let limit = req.limit.min(MAX_DEPTH - req.offset);
     let filter = parse_filter(req.filter)?;
     let collection = state.collection(&req.collection).await?;
     let q = req.query;
@@ -160,7 +180,7 @@ pub async fn search(
         (Some(t), None, None) => ("text", embed_text(&state, t, "query.text").await?),
         (None, Some(i), None) => (
             "image",
-            embed_image(&state, i, "query.image", req.frame).await?,
+            embed_image(&state, i, "query.image", req.frame.into()).await?,
         ),
         (None, None, Some(v)) => ("vector", check_vector(&v, state.encoder.model().dim())?),
         _ => {
@@ -174,7 +194,7 @@ pub async fn search(
         &collection,
         vector,
         req.target,
-        req.limit,
+        limit,
         req.offset,
         filter,
         req.score_threshold,
@@ -225,15 +245,16 @@ pub async fn rag_context(
             req.k
         )));
     }
-    if req.max_chars < 100 {
+    if !(100..=MAX_CONTEXT_CHARS).contains(&req.max_chars) {
         return Err(ApiError::invalid(format!(
-            "max_chars {} is too small to hold one citation; give at least 100",
+            "max_chars must be 100–{MAX_CONTEXT_CHARS} (got {}): at least one citation, at most a long prompt",
             req.max_chars
         )));
     }
     if !(0.0..=1.0).contains(&req.dedup_threshold) {
         return Err(ApiError::invalid("dedup_threshold must be in [0, 1]"));
     }
+    check_score("min_score", req.min_score)?;
     if req.question.is_none() && req.image.is_none() {
         return Err(ApiError::invalid(
             "give a \"question\", an \"image\", or both",
@@ -242,9 +263,6 @@ pub async fn rag_context(
     let filter = parse_filter(req.filter)?;
     let collection = state.collection(&req.collection).await?;
     let min_score = match req.min_score {
-        Some(m) if !(-1.0..=1.0).contains(&m) => {
-            return Err(ApiError::invalid("min_score must be in [-1, 1]"))
-        }
         Some(m) => m,
         None => state
             .collection_settings(&req.collection)
@@ -257,7 +275,7 @@ pub async fn rag_context(
         queries.push(embed_text(&state, q, "question").await?);
     }
     if let Some(i) = req.image {
-        queries.push(embed_image(&state, i, "image", req.frame).await?);
+        queries.push(embed_image(&state, i, "image", req.frame.into()).await?);
     }
     // Over-fetch so near-duplicate removal still leaves k passages.
     let fetch = (req.k * 3).min(MAX_DEPTH);

@@ -206,8 +206,10 @@ async fn product_path(qdrant: Option<&str>) {
 
     // image → image (multipart upload of the query image).
     let form = Form::new()
-        .text("collection", name.to_owned())
-        .text("target", "image")
+        .text(
+            "request",
+            json!({"collection": name, "target": "image", "query": {}}).to_string(),
+        )
         .part("query.image", Part::bytes(png_b.clone()).file_name("q.png"));
     let r = api.post_multipart(s, s, form).await.expect(200);
     assert_eq!(r.body["hits"][0]["id"], "img-b");
@@ -320,13 +322,15 @@ async fn product_path(qdrant: Option<&str>) {
         .map(|l| l["probability"].as_f64().unwrap())
         .sum();
     assert!((probs - 1.0).abs() < 1e-4);
-    let form = Form::new().text("labels", labels.to_string()).part(
-        "image",
-        Part::bytes(png_a.clone())
-            .file_name("a.png")
-            .mime_str("image/png")
-            .unwrap(),
-    );
+    let form = Form::new()
+        .text("request", json!({"labels": labels}).to_string())
+        .part(
+            "image",
+            Part::bytes(png_a.clone())
+                .file_name("a.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
     let m = api.post_multipart(cl, cl, form).await.expect(200);
     assert_eq!(m.body["labels"][0]["label"], r.body["labels"][0]["label"]);
     assert!(
@@ -346,7 +350,7 @@ async fn product_path(qdrant: Option<&str>) {
     assert_eq!(ml.body["multi_label"], true);
     if let Some(bytes) = &dicom {
         let form = Form::new()
-            .text("labels", labels.to_string())
+            .text("request", json!({"labels": labels}).to_string())
             .part("image", Part::bytes(bytes.clone()).file_name("ct.dcm"));
         api.post_multipart(cl, cl, form).await.expect(200);
     }

@@ -93,7 +93,7 @@ async fn keys_scopes_body_limit_queue_and_cors() {
             "image",
             reqwest::multipart::Part::bytes(vec![7u8; 300_000]).file_name("big.png"),
         )
-        .text("labels", "[\"a\"]");
+        .text("request", r#"{"labels": ["a"]}"#);
     reader
         .post_multipart("/v1/classify", "/v1/classify", form)
         .await

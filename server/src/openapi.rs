@@ -1,0 +1,422 @@
+//! The OpenAPI document: what utoipa derives from the handlers and DTOs, plus what derive
+//! attributes cannot say, added here from the same code: the problem responses every `/v1`
+//! operation can give, "exactly one of" / "at least one of" field groups, multipart bodies as the
+//! server reads them, and the values a running server's configuration fixes (input limits, the
+//! model's dimension, the stores offered, whether keys are required). `mirage openapi` prints the
+//! document for the default configuration; `GET /openapi.json` serves it for the running one.
+
+use serde_json::{json, Map, Value};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Spec, Ref, ResponseBuilder};
+
+use crate::config::Settings;
+use crate::error::PROBLEM_JSON;
+
+/// Status codes every `/v1` operation can answer with a problem, besides its own.
+const PROBLEM_STATUSES: [(&str, &str); 11] = [
+    ("400", "Malformed JSON or multipart body"),
+    ("401", "Missing or unknown API key"),
+    ("403", "The key's scope does not allow this route"),
+    ("404", "Unknown collection, model or route"),
+    (
+        "409",
+        "Collection built with another model, a name in both stores, or the bundle lacks a text bank",
+    ),
+    ("413", "Body above max_body_bytes"),
+    ("415", "Content-Type or image encoding not supported"),
+    (
+        "422",
+        "Invalid request: a value the schema cannot describe (an image that does not decode, a DICOM frame out of range)",
+    ),
+    (
+        "429",
+        "Inference queue full; retry after Retry-After seconds",
+    ),
+    (
+        "502",
+        "The Qdrant store refused the request or this server's credentials",
+    ),
+    (
+        "503",
+        "Not ready, draining, timed out, or the Qdrant store is unreachable; retry after Retry-After seconds",
+    ),
+];
+
+/// What a running server's configuration fixes in its document.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Most inputs (texts, images, items, pairs, labels, ids) per request.
+    pub max_inputs_per_request: usize,
+    /// The model's joint dimension; `None` in the configuration-free document.
+    pub embed_dim: Option<usize>,
+    /// Stores a collection may be created in.
+    pub stores: Vec<&'static str>,
+    /// Whether requests need an API key.
+    pub auth: bool,
+}
+
+impl Default for Contract {
+    fn default() -> Self {
+        Self {
+            max_inputs_per_request: Settings::default().max_inputs_per_request,
+            embed_dim: None,
+            stores: vec!["embedded", "qdrant"],
+            auth: false,
+        }
+    }
+}
+
+/// Problem responses, security schemes: the parts that are the same for every configuration.
+pub(crate) fn finish_spec(mut api: Spec) -> Spec {
+    let problem = |desc: &str| {
+        ResponseBuilder::new()
+            .description(desc)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (code, desc) in PROBLEM_STATUSES {
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| problem(desc).into());
+            }
+            op.responses
+                .responses
+                .entry("500".to_owned())
+                .or_insert_with(|| problem("Server error; details are in its log").into());
+        }
+    }
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+    );
+    api
+}
+
+/// `{"required": [f], "properties": {f: not null}}`: the branch where `f` is given.
+fn given(field: &str) -> Value {
+    json!({"required": [field], "properties": {field: {"not": {"type": "null"}}}})
+}
+
+/// Exactly one of `fields` is given (present and not null).
+fn exactly_one(schema: &mut Value, fields: &[&str]) {
+    let branches: Vec<Value> = fields
+        .iter()
+        .map(|f| {
+            let mut b = given(f);
+            for other in fields.iter().filter(|o| *o != f) {
+                b["properties"][*other] = json!({"type": "null"});
+            }
+            b
+        })
+        .collect();
+    schema["oneOf"] = Value::Array(branches);
+}
+
+/// At least one of `fields` is given.
+fn at_least_one(schema: &mut Value, fields: &[&str]) {
+    schema["anyOf"] = Value::Array(fields.iter().map(|f| given(f)).collect());
+}
+
+/// Sets `key` of the schema at `pointer` (which must exist: a renamed field fails loudly).
+fn set(doc: &mut Value, pointer: &str, key: &str, value: Value) {
+    let node = doc
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("OpenAPI document has no {pointer}"));
+    // An optional field's schema is `oneOf [null, X]` (or `type: [X, null]`): the bound goes on X.
+    let target = match node.get_mut("oneOf") {
+        Some(Value::Array(branches)) => branches
+            .iter_mut()
+            .find(|b| b.get("type") != Some(&json!("null")))
+            .unwrap_or_else(|| panic!("{pointer}: no non-null branch")),
+        _ => node,
+    };
+    target[key] = value;
+}
+
+/// A multipart body as [`crate::extract::ApiBody`] reads it: a `request` part holding the JSON
+/// request, plus file parts that fill image fields by their JSON path.
+fn multipart_body(request_ref: &Value, image_paths: &str) -> Value {
+    json!({
+        "schema": {
+            "type": "object",
+            "required": ["request"],
+            "properties": {"request": request_ref},
+            "additionalProperties": false,
+            "description": format!(
+                "The part `request` holds the JSON request (as in application/json). File parts \
+                 may add images: a part named by the JSON path of an image field ({image_paths}) \
+                 sets that field to the file's bytes, in place of base64 in `request`."
+            )
+        },
+        "encoding": {"request": {"contentType": "application/json"}}
+    })
+}
+
+/// The payload filter language of `mirage_index::filter`, as JSON Schema: what its parser and
+/// `Filter::validate` accept, no more and no less.
+fn filter_schemas() -> [(&'static str, Value); 6] {
+    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let nullable = |schema: Value| json!({"oneOf": [{"type": "null"}, schema]});
+    let conditions = json!({"type": "array", "items": r("FilterCondition")});
+    let integer = json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX});
+    let no = json!({"type": "null"});
+    [
+        (
+            "Filter",
+            json!({
+                "type": "object",
+                "description": "Payload filter (Qdrant's syntax): every `must` condition holds, at least one `should` condition holds when any are given, no `must_not` condition holds. A key reaches nested objects with dots; a key holding a list is satisfied by any element; a missing key satisfies no condition.",
+                "additionalProperties": false,
+                "properties": {"must": conditions, "should": conditions, "must_not": conditions}
+            }),
+        ),
+        (
+            "FilterCondition",
+            json!({"oneOf": [r("FieldCondition"), r("NestedFilter")]}),
+        ),
+        (
+            "FieldCondition",
+            json!({
+                "type": "object",
+                "description": "A test of the values at `key`: `match` or `range`.",
+                "additionalProperties": false,
+                "required": ["key"],
+                "properties": {
+                    "key": {"type": "string", "minLength": 1},
+                    "match": nullable(r("FilterMatch")),
+                    "range": nullable(r("FilterRange")),
+                    "must": no, "should": no, "must_not": no
+                },
+                "oneOf": [
+                    {"required": ["match"], "properties": {"match": {"not": no}, "range": no}},
+                    {"required": ["range"], "properties": {"range": {"not": no}, "match": no}}
+                ]
+            }),
+        ),
+        (
+            "NestedFilter",
+            json!({
+                "type": "object",
+                "description": "A nested filter: at least one of `must`, `should`, `must_not`.",
+                "additionalProperties": false,
+                "properties": {
+                    "key": no, "match": no, "range": no,
+                    "must": nullable(conditions.clone()),
+                    "should": nullable(conditions.clone()),
+                    "must_not": nullable(conditions)
+                },
+                "anyOf": [given("must"), given("should"), given("must_not")]
+            }),
+        ),
+        (
+            "FilterMatch",
+            json!({
+                "type": "object",
+                "description": "`value`: equal to a string, integer or boolean; `any`: equal to one of a non-empty list of strings or of integers. Floats are matched with a range.",
+                "additionalProperties": false,
+                "properties": {
+                    "value": nullable(json!({"oneOf": [{"type": "string"}, integer, {"type": "boolean"}]})),
+                    "any": nullable(json!({
+                        "type": "array",
+                        "minItems": 1,
+                        "oneOf": [
+                            {"items": {"type": "string"}},
+                            {"items": integer}
+                        ]
+                    }))
+                },
+                "oneOf": [
+                    {"required": ["value"], "properties": {"value": {"not": no}, "any": no}},
+                    {"required": ["any"], "properties": {"any": {"not": no}, "value": no}}
+                ]
+            }),
+        ),
+        (
+            "FilterRange",
+            json!({
+                "type": "object",
+                "description": "Numeric bounds, at least one; integer and float values match.",
+                "additionalProperties": false,
+                "properties": {
+                    "gt": nullable(json!({"type": "number"})),
+                    "gte": nullable(json!({"type": "number"})),
+                    "lt": nullable(json!({"type": "number"})),
+                    "lte": nullable(json!({"type": "number"}))
+                },
+                "anyOf": [given("gt"), given("gte"), given("lt"), given("lte")]
+            }),
+        ),
+    ]
+}
+
+/// The document for a server configured as `contract` says.
+pub fn document(api: &Spec, contract: &Contract) -> Value {
+    let mut doc = serde_json::to_value(api).expect("the OpenAPI document serialises");
+    let schemas = "/components/schemas";
+    let max = json!(contract.max_inputs_per_request);
+
+    // The filter language, wherever a filter is taken.
+    if let Some(Value::Object(components)) = doc.pointer_mut(schemas) {
+        for (name, schema) in filter_schemas() {
+            components.insert(name.into(), schema);
+        }
+    }
+    for owner in ["SearchRequest", "RagRequest", "DeleteItemsRequest"] {
+        let field = doc
+            .pointer_mut(&format!("{schemas}/{owner}/properties/filter"))
+            .unwrap_or_else(|| panic!("{owner} has no filter"));
+        let description = field.get("description").cloned();
+        *field = json!({"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Filter"}]});
+        if let Some(d) = description {
+            field["description"] = d;
+        }
+    }
+
+    // Field groups the derive cannot state.
+    let s = |doc: &mut Value, name: &str| -> Value {
+        doc.pointer(&format!("{schemas}/{name}"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no schema {name}"))
+    };
+    for (name, fields, exactly) in [
+        ("Query", &["text", "image", "vector"][..], true),
+        ("InputObject", &["text", "image"][..], true),
+        ("DeleteItemsRequest", &["ids", "filter"][..], true),
+        ("RagRequest", &["question", "image"][..], false),
+        ("UpsertItem", &["text", "image"][..], false),
+    ] {
+        let mut schema = s(&mut doc, name);
+        if exactly {
+            exactly_one(&mut schema, fields);
+        } else {
+            at_least_one(&mut schema, fields);
+        }
+        *doc.pointer_mut(&format!("{schemas}/{name}")).unwrap() = schema;
+    }
+    set(
+        &mut doc,
+        &format!("{schemas}/UpsertItem/properties/payload"),
+        "propertyNames",
+        json!({"not": {"const": mirage_index::types::RESERVED_PAYLOAD_KEY}}),
+    );
+    set(
+        &mut doc,
+        &format!("{schemas}/ClassifyRequest/properties/labels"),
+        "uniqueItems",
+        json!(true),
+    );
+
+    // Limits of this configuration.
+    for pointer in [
+        "ClassifyRequest/properties/labels",
+        "AuditRequest/properties/pairs",
+        "UpsertRequest/properties/items",
+        "DeleteItemsRequest/properties/ids",
+    ] {
+        set(
+            &mut doc,
+            &format!("{schemas}/{pointer}"),
+            "maxItems",
+            max.clone(),
+        );
+    }
+    let many = doc
+        .pointer_mut(&format!("{schemas}/EmbeddingInput/oneOf/1"))
+        .expect("EmbeddingInput is one text or a list");
+    many["minItems"] = json!(1);
+    many["maxItems"] = max;
+    let vector = format!("{schemas}/Query/properties/vector");
+    set(&mut doc, &vector, "contains", json!({"not": {"const": 0}}));
+    if let Some(dim) = contract.embed_dim {
+        set(&mut doc, &vector, "minItems", json!(dim));
+        set(&mut doc, &vector, "maxItems", json!(dim));
+        set(
+            &mut doc,
+            &format!("{schemas}/EmbeddingsRequest/properties/dimensions"),
+            "enum",
+            json!([dim]),
+        );
+    }
+    set(
+        &mut doc,
+        &format!("{schemas}/CreateCollectionRequest/properties/store"),
+        "enum",
+        json!(contract.stores),
+    );
+    if let Some(Value::Object(store)) = doc.pointer_mut(&format!("{schemas}/StoreKind")) {
+        store.insert("enum".into(), json!(contract.stores));
+    }
+
+    // Multipart bodies as they are read.
+    let multipart: [(&str, &str, &str); 6] = [
+        ("/v1/embeddings", "EmbeddingsRequest", "`input.0.image`, …"),
+        ("/v1/classify", "ClassifyRequest", "`image`"),
+        ("/v1/search", "SearchRequest", "`query.image`"),
+        ("/v1/rag/context", "RagRequest", "`image`"),
+        ("/v1/audit", "AuditRequest", "`pairs.0.image`, …"),
+        (
+            "/v1/collections/{name}/items",
+            "UpsertRequest",
+            "`items.0.image`, …",
+        ),
+    ];
+    for (path, schema, images) in multipart {
+        let pointer = format!(
+            "/paths/{}/post/requestBody/content",
+            path.replace('/', "~1")
+        );
+        let content = doc
+            .pointer_mut(&pointer)
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("no request body at {pointer}"));
+        content.insert(
+            "multipart/form-data".into(),
+            multipart_body(
+                &json!({"$ref": format!("#/components/schemas/{schema}")}),
+                images,
+            ),
+        );
+    }
+
+    // Keys: required by every /v1 operation when configured; the document without a
+    // configuration says both.
+    let mut schemes = vec![json!({"bearer": []}), json!({"api_key": []})];
+    if !contract.auth {
+        schemes.push(json!({}));
+    }
+    if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+        for (path, item) in paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for op in item.as_object_mut().into_iter().flat_map(Map::values_mut) {
+                op["security"] = json!(schemes);
+            }
+        }
+    }
+    doc
+}
