@@ -17,6 +17,9 @@ scripts/fetch-assets.sh
 scripts/reference-data.sh
 # The trainer links libtorch from the pip torch venv; its PyTorch parity tests use that python.
 source scripts/torch-env.sh
+# The HTTP suite's schema fuzzing runs schemathesis (server/tests/http/fuzz.rs).
+fuzz_python="$(scripts/venv.sh fuzz "about 30 s" schemathesis==4.32.5 | tail -n1)"
+export MIRAGE_SCHEMATHESIS="${MIRAGE_SCHEMATHESIS:-$(dirname "$fuzz_python")/st}"
 profile=default
 [[ -n "${CI:-}" ]] && profile=ci
 # Built with the Qdrant store, so its suites run against MIRAGE_QDRANT_URL.

@@ -26,17 +26,22 @@ pub(crate) fn fail(out: Output) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// The asset directory (`MIRAGE_ASSETS`, default `$MIRAGE_CACHE/assets`, default cache
-/// `~/.cache/mirage`), filled by `scripts/fetch-assets.sh`.
-pub(crate) fn assets_dir() -> std::path::PathBuf {
-    let cache = std::env::var_os("MIRAGE_CACHE").map_or_else(
+/// The cache (`MIRAGE_CACHE`, default `~/.cache/mirage`) where scripts keep assets and venvs.
+pub(crate) fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("MIRAGE_CACHE").map_or_else(
         || {
             std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
                 .join(".cache/mirage")
         },
         std::path::PathBuf::from,
-    );
-    std::env::var_os("MIRAGE_ASSETS").map_or_else(|| cache.join("assets"), std::path::PathBuf::from)
+    )
+}
+
+/// The asset directory (`MIRAGE_ASSETS`, default `$MIRAGE_CACHE/assets`), filled by
+/// `scripts/fetch-assets.sh`.
+pub(crate) fn assets_dir() -> std::path::PathBuf {
+    std::env::var_os("MIRAGE_ASSETS")
+        .map_or_else(|| cache_dir().join("assets"), std::path::PathBuf::from)
 }
 
 /// `path` if it exists; otherwise a failure under CI and a printed skip (`None`) elsewhere.

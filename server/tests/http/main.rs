@@ -6,6 +6,7 @@
 mod common;
 mod e2e;
 mod errors;
+mod fuzz;
 mod harness;
 mod openapi_drift;
 mod protection;
