@@ -3,7 +3,7 @@
 //! the two stores; credentials are checked; a 3-node cluster serves through the loss of a node.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mirage_index::testing::{qdrant_tools, QdrantNode};
@@ -120,15 +120,22 @@ fn store_status<'a>(ready: &'a Resp, store: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {store} in {}", ready.body))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_qdrant_outage_answers_503_and_heals_without_restarting_mirage() {
-    let Some(tools) = qdrant_tools("the Qdrant outage test") else {
-        return;
-    };
+/// A test's own single Qdrant node and a tiny bundle, in a fresh folder; `None` (skipped, or a
+/// failure under CI) without the Qdrant tools.
+fn one_node(suite: &str) -> Option<(tempfile::TempDir, QdrantNode, PathBuf)> {
+    let tools = qdrant_tools(suite)?;
     let dir = tempfile::tempdir().unwrap();
     let node = QdrantNode::start(&tools, &dir.path().join("qdrant"), false, None, None).unwrap();
     let bundle = dir.path().join("bundle");
     crate::bundle_with_bank(&bundle);
+    Some((dir, node, bundle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qdrant_outage_answers_503_and_heals_without_restarting_mirage() {
+    let Some((dir, node, bundle)) = one_node("the Qdrant outage test") else {
+        return;
+    };
     let work = dir.path().join("work");
     let url = node.grpc_url();
     let server = Server::start(&bundle, &work, &["--qdrant-url", &url]);
@@ -340,13 +347,9 @@ async fn qdrant_down_at_start_or_refusing_the_key_leaves_the_embedded_store_serv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_name_is_one_collection_across_the_two_stores() {
-    let Some(tools) = qdrant_tools("the one-name-one-collection test") else {
+    let Some((dir, node, bundle)) = one_node("the one-name-one-collection test") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let node = QdrantNode::start(&tools, &dir.path().join("qdrant"), false, None, None).unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
     let work = dir.path().join("work");
     let qdrant = format!("qdrant:{}", node.grpc_url());
     let embedded = format!("embedded:{}", work.join("indexes").display());
