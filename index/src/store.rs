@@ -13,8 +13,8 @@ use crate::types::{
 };
 
 /// Where collections live: `embedded:DIR` or `qdrant:URL` (the gRPC URL, e.g.
-/// `qdrant:http://localhost:6334`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `qdrant:http://localhost:6334`). Its `Debug` shows whether an API key is set, never the key.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// Embedded collections, one directory each under this root.
     Embedded(PathBuf),
@@ -25,6 +25,19 @@ pub enum StoreSpec {
         /// API key, if the server wants one.
         api_key: Option<String>,
     },
+}
+
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded(root) => f.debug_tuple("Embedded").field(root).finish(),
+            Self::Qdrant { url, api_key } => f
+                .debug_struct("Qdrant")
+                .field("url", url)
+                .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
 }
 
 impl std::str::FromStr for StoreSpec {
@@ -395,5 +408,24 @@ pub async fn probe(spec: &StoreSpec) -> Result<String> {
         StoreSpec::Qdrant { url, api_key } => crate::qdrant::probe(url, api_key.as_deref()).await,
         #[cfg(not(feature = "qdrant"))]
         StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_api_key() {
+        let spec = StoreSpec::Qdrant {
+            url: "http://q:6334".into(),
+            api_key: Some("s3cret-key".into()),
+        };
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("http://q:6334"),
+            "{shown}"
+        );
     }
 }
