@@ -108,22 +108,22 @@ pub(crate) struct BuildArgs {
     /// at most this many (every acknowledged item is durable regardless).
     #[arg(long, default_value_t = PipelineOptions::default().flush_every)]
     flush_every: usize,
-    /// HNSW links per node (new collections).
+    /// HNSW links per node (new collections), 2–256.
     #[arg(long, default_value_t = HnswParams::default().m)]
     m: usize,
-    /// HNSW build beam width (new collections).
+    /// HNSW build beam width (new collections), 4–4096.
     #[arg(long, default_value_t = HnswParams::default().ef_construction)]
     ef_construction: usize,
-    /// HNSW default search beam width (new collections).
+    /// HNSW default search beam width (new collections), 1–4096.
     #[arg(long, default_value_t = HnswParams::default().ef_search)]
     ef_search: usize,
-    /// Below this many candidates, search is exact (new collections).
+    /// Below this many candidates, search is exact (new collections), 0–100000000.
     #[arg(long, default_value_t = HnswParams::default().exact_threshold)]
     exact_threshold: usize,
-    /// Qdrant: shard number (new collections).
+    /// Qdrant: shard number (new collections), 1–64.
     #[arg(long)]
     shards: Option<u32>,
-    /// Qdrant: replication factor (new collections).
+    /// Qdrant: replication factor (new collections), 1–16.
     #[arg(long)]
     replicas: Option<u32>,
     /// Other stores a server offers beside --store (e.g. `embedded:./indexes` when building into
@@ -165,7 +165,7 @@ pub(crate) struct SearchArgs {
     /// Which item vectors to search: text (reports, captions) or image.
     #[arg(long, value_enum, default_value = "text")]
     target: TargetArg,
-    /// Number of hits.
+    /// Number of hits, at least 1 (k + offset at most 10000).
     #[arg(long, default_value_t = 10)]
     k: usize,
     /// Hits to skip (pagination).
@@ -177,7 +177,7 @@ pub(crate) struct SearchArgs {
     /// Drop hits scoring below this cosine.
     #[arg(long)]
     score_threshold: Option<f32>,
-    /// HNSW beam width for this query.
+    /// HNSW beam width for this query, 1–4096.
     #[arg(long)]
     ef: Option<usize>,
     /// Brute-force search: exact, slower on large collections.
