@@ -27,6 +27,16 @@ pub enum StoreSpec {
     },
 }
 
+impl StoreSpec {
+    /// `embedded` or `qdrant`: the name [`Collection::kind`] gives its collections.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::Qdrant { .. } => "qdrant",
+        }
+    }
+}
+
 impl std::fmt::Debug for StoreSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -71,9 +71,9 @@ pub fn openapi() -> serde_json::Value {
 
 /// The contract of the server `state` describes: its limits, model, stores and keys.
 fn contract(state: &AppState) -> Contract {
-    let mut stores = vec![crate::state::store_kind(&state.store)];
+    let mut stores = vec![state.store.kind()];
     if let Some(q) = &state.qdrant {
-        let kind = crate::state::store_kind(q);
+        let kind = q.kind();
         if !stores.contains(&kind) {
             stores.push(kind);
         }

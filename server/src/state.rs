@@ -113,7 +113,7 @@ impl AppState {
 
     /// The store named by `kind` (`embedded`, `qdrant`, or the default when `None`).
     pub fn store_for(&self, kind: Option<&str>) -> ApiResult<StoreSpec> {
-        let default_kind = store_kind(&self.store);
+        let default_kind = self.store.kind();
         match kind {
             None => Ok(self.store.clone()),
             Some(k) if k == default_kind => Ok(self.store.clone()),
@@ -220,13 +220,5 @@ impl AppState {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
-    }
-}
-
-/// `embedded` or `qdrant`.
-pub(crate) fn store_kind(spec: &StoreSpec) -> &'static str {
-    match spec {
-        StoreSpec::Embedded(_) => "embedded",
-        StoreSpec::Qdrant { .. } => "qdrant",
     }
 }

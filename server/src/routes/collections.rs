@@ -84,7 +84,7 @@ pub async fn create_collection(
     state.forget_remote(&name).await;
     let existed = match state.collection(&name).await {
         Ok(c) => {
-            let wanted = crate::state::store_kind(&spec);
+            let wanted = spec.kind();
             if req.store.is_some() && c.kind() != wanted {
                 return Err(ApiError::new(
                     ErrorKind::Conflict,
@@ -134,7 +134,7 @@ pub async fn list_collections(State(state): State<AppState>) -> ApiResult<Json<C
     let mut collections: Vec<CollectionSummary> = Vec::new();
     let mut unavailable = Vec::new();
     for spec in state.stores() {
-        let store = crate::state::store_kind(&spec);
+        let store = spec.kind();
         let names = match mirage_index::list_collections(&spec).await {
             Ok(names) => names,
             // One store down must not hide the other's collections: list what answers and

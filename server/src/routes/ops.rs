@@ -39,7 +39,7 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<HealthRespon
     let mut stores = Vec::new();
     let mut status = "pass";
     for (i, spec) in state.stores().iter().enumerate() {
-        let kind = crate::state::store_kind(spec);
+        let kind = spec.kind();
         let outcome = tokio::time::timeout(PROBE_TIMEOUT, mirage_index::probe(spec)).await;
         let detail = match outcome {
             Ok(Ok(what)) => Ok(what),
