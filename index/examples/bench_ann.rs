@@ -1,12 +1,14 @@
 //! Rust half of the ANN benchmark (`scripts/bench-index.sh` runs both halves and prints the
-//! table). Builds our embedded store on seeded vectors (or on real embeddings read from a file),
-//! measures Recall@10 and single-thread QPS over an ef sweep, and writes the vectors, the exact
-//! ground truth and our figures for `scripts/bench/ann_peers.py`, which measures hnswlib and
-//! faiss on the very same files.
+//! table). Builds the bare graph engine and our embedded store (one per quantisation) on seeded
+//! vectors (or on real embeddings read from a file), measures Recall@10, single-thread QPS over
+//! an ef sweep and bytes per vector, runs filtered queries (filters keeping 50 %, 5 %, 0.5 %)
+//! against filtered brute force, and writes the vectors, the exact ground truth and our figures
+//! for `scripts/bench/ann_peers.py`, which measures hnswlib and faiss on the very same files.
 //!
 //! ```text
 //! bench_ann OUT_DIR [--n 100000] [--dim 384] [--queries 1000] [--m 16] [--ef-construction 200]
-//!           [--ef 16,32,64,128,256] [--threads 2] [--embeddings FILE.f32 --dim D --holdout Q]
+//!           [--ef 16,32,64,128,256] [--threads 2] [--quantizations f32,f16,i8]
+//!           [--embeddings FILE.f32 --dim D --holdout Q]
 //! ```
 
 use std::io::Write;
@@ -15,8 +17,8 @@ use std::time::Instant;
 
 use mirage_index::testing::embedding_like_vectors;
 use mirage_index::{
-    dot, BareGraph, CollectionConfig, EmbeddedCollection, HnswParams, Item, ModelRef,
-    SearchRequest, VectorName,
+    dot, BareGraph, CollectionConfig, EmbeddedCollection, Filter, HnswParams, Item, ModelRef,
+    Quantization, SearchRequest, VectorName,
 };
 
 struct Args {
@@ -30,6 +32,7 @@ struct Args {
     threads: usize,
     embeddings: Option<PathBuf>,
     dataset: String,
+    quantizations: Vec<Quantization>,
 }
 
 fn parse() -> Args {
@@ -45,6 +48,7 @@ fn parse() -> Args {
         threads: 2,
         embeddings: None,
         dataset: String::new(),
+        quantizations: Quantization::ALL.to_vec(),
     };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -68,6 +72,12 @@ fn parse() -> Args {
             }
             "--embeddings" => a.embeddings = Some(PathBuf::from(&value)),
             "--dataset" => a.dataset = value,
+            "--quantizations" => {
+                a.quantizations = value
+                    .split(',')
+                    .map(|q| q.parse().expect("--quantizations: f32, f16, i8"))
+                    .collect()
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -83,12 +93,13 @@ fn write_f32(path: &std::path::Path, rows: &[Vec<f32>]) {
     }
 }
 
-/// Exact top-k by inner product, on `threads` threads.
+/// Exact top-k by inner product over the rows `keep` admits, on `threads` threads.
 fn ground_truth(
     base: &[Vec<f32>],
     queries: &[Vec<f32>],
     k: usize,
     threads: usize,
+    keep: &(dyn Fn(usize) -> bool + Sync),
 ) -> Vec<Vec<u32>> {
     let per = queries.len().div_ceil(threads);
     std::thread::scope(|s| {
@@ -102,10 +113,13 @@ fn ground_truth(
                             let mut scored: Vec<(f32, u32)> = base
                                 .iter()
                                 .enumerate()
+                                .filter(|&(i, _)| keep(i))
                                 .map(|(i, v)| (dot(q, v), i as u32))
                                 .collect();
-                            scored.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
-                            scored.truncate(k);
+                            if scored.len() > k {
+                                scored.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
+                                scored.truncate(k);
+                            }
                             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
                             scored.into_iter().map(|(_, i)| i).collect::<Vec<u32>>()
                         })
@@ -126,7 +140,8 @@ fn recall(found: &[Vec<u32>], truth: &[Vec<u32>]) -> f64 {
         .zip(truth)
         .map(|(f, t)| f.iter().filter(|id| t.contains(id)).count())
         .sum();
-    hits as f64 / (truth.len() * truth[0].len()) as f64
+    let wanted: usize = truth.iter().map(Vec::len).sum();
+    hits as f64 / wanted.max(1) as f64
 }
 
 /// One query at a time on this thread, after an untimed warm-up pass (as the Python side does).
@@ -193,7 +208,7 @@ fn main() {
     write_f32(&a.out.join("base.f32"), &base);
     write_f32(&a.out.join("queries.f32"), &queries);
     eprintln!("exact ground truth…");
-    let truth = ground_truth(&base, &queries, k, a.threads);
+    let truth = ground_truth(&base, &queries, k, a.threads, &|_| true);
     let mut gt = std::io::BufWriter::new(std::fs::File::create(a.out.join("gt.u32")).unwrap());
     for row in &truth {
         for id in row {
@@ -202,83 +217,150 @@ fn main() {
     }
     drop(gt);
 
-    // hnsw_rs builds on rayon's global pool; the script sizes it with RAYON_NUM_THREADS.
     let params = HnswParams {
         m: a.m,
         ef_construction: a.ef_construction,
         ef_search: a.ef[0],
         exact_threshold: 0,
+        quantization: Quantization::F32,
     };
 
-    eprintln!("hnsw_rs graph alone…");
+    eprintln!("usearch graph alone (f32)…");
     let t = Instant::now();
-    let graph = BareGraph::build(&base, &params);
+    let graph = BareGraph::build(&base, &params, Quantization::F32).unwrap();
     let graph_build_s = t.elapsed().as_secs_f64();
-    eprintln!("  built in {graph_build_s:.1} s");
+    let graph_bytes = graph.memory_bytes() as f64 / n as f64;
+    eprintln!("  built in {graph_build_s:.1} s, {graph_bytes:.0} bytes/vector");
     let graph_points = sweep(&a.ef, &queries, &truth, |q, ef| {
         graph
-            .search(q, k, ef)
+            .search(&base, q, k, ef)
             .into_iter()
             .map(|i| i as u32)
             .collect()
     });
     drop(graph);
 
-    eprintln!("embedded store (graph + SQLite, durable upserts of 1000)…");
-    let dir = tempfile::tempdir_in(&a.out).unwrap();
-    let config = CollectionConfig {
-        hnsw: params,
-        ..CollectionConfig::new(
-            a.dim,
-            ModelRef {
-                model_id: "bench".into(),
-                sha256: "0".repeat(64),
+    let mut stores = Vec::new();
+    let mut filtered = Vec::new();
+    for &quantization in &a.quantizations {
+        eprintln!("embedded store, {quantization} (graph + SQLite, durable upserts of 1000)…");
+        let dir = tempfile::tempdir_in(&a.out).unwrap();
+        let config = CollectionConfig {
+            hnsw: HnswParams {
+                quantization,
+                ..params
             },
-        )
-    };
-    let store = EmbeddedCollection::create_or_open(dir.path(), "bench", &config).unwrap();
-    let t = Instant::now();
-    for (c, chunk) in base.chunks(1000).enumerate() {
-        let items = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Item {
-                id: (c * 1000 + i).to_string(),
-                text: None,
-                image: None,
-                payload: Default::default(),
-                text_vector: Some(v.clone()),
-                image_vector: None,
-            })
-            .collect();
-        store.upsert(items).unwrap();
+            ..CollectionConfig::new(
+                a.dim,
+                ModelRef {
+                    model_id: "bench".into(),
+                    sha256: "0".repeat(64),
+                },
+            )
+        };
+        let store = EmbeddedCollection::create_or_open(dir.path(), "bench", &config).unwrap();
+        let t = Instant::now();
+        for (c, chunk) in base.chunks(1000).enumerate() {
+            let items = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let id = c * 1000 + i;
+                    Item {
+                        id: id.to_string(),
+                        text: None,
+                        image: None,
+                        payload: serde_json::json!({"bucket": bucket(id)})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                        text_vector: Some(v.clone()),
+                        image_vector: None,
+                    }
+                })
+                .collect();
+            store.upsert(items).unwrap();
+        }
+        store.flush().unwrap();
+        let build_s = t.elapsed().as_secs_f64();
+        let bytes = store.memory_bytes() as f64 / n as f64;
+        eprintln!("  built in {build_s:.1} s, {bytes:.0} bytes/vector of state in memory");
+        let points = sweep(&a.ef, &queries, &truth, |q, ef| {
+            let mut req = SearchRequest::new(q.to_vec(), VectorName::Text, k);
+            req.ef = Some(ef);
+            store
+                .search(&req)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.id.parse().unwrap())
+                .collect()
+        });
+        stores.push(serde_json::json!({
+            "name": format!("mirage embedded store (usearch {quantization} + SQLite)"),
+            "quantization": quantization.as_str(),
+            "build_s": build_s, "graph_build_s": graph_build_s, "bytes_per_vector": bytes,
+            "points": points,
+        }));
+        if quantization == Quantization::F32 {
+            filtered = filtered_queries(&store, &base, &queries, k, a.threads, &a.ef);
+        }
     }
-    store.flush().unwrap();
-    let build_s = t.elapsed().as_secs_f64();
-    eprintln!("  built in {build_s:.1} s");
-    let store_points = sweep(&a.ef, &queries, &truth, |q, ef| {
-        let mut req = SearchRequest::new(q.to_vec(), VectorName::Text, k);
-        req.ef = Some(ef);
-        store
-            .search(&req)
-            .unwrap()
-            .into_iter()
-            .map(|h| h.id.parse().unwrap())
-            .collect()
-    });
 
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "n": n, "dim": a.dim, "queries": queries.len(), "k": k, "m": a.m,
         "ef_construction": a.ef_construction, "ef_search": a.ef, "threads": a.threads,
         "dataset": dataset,
-        "ours": {"name": "mirage embedded store (hnsw_rs + SQLite)", "build_s": build_s,
-                 "graph_build_s": graph_build_s, "points": store_points},
-        "ours_graph": {"name": "mirage: hnsw_rs graph alone", "build_s": graph_build_s,
-                       "points": graph_points},
+        "ours_graph": {"name": "mirage: usearch graph alone (f32)", "build_s": graph_build_s,
+                       "bytes_per_vector": graph_bytes, "points": graph_points},
+        "ours_quantized": stores.get(1..).unwrap_or_default(),
+        "filtered": filtered,
     });
+    if let Some(first) = stores.first() {
+        meta["ours"] = first.clone();
+    }
     std::fs::write(
         a.out.join("meta.json"),
         serde_json::to_string_pretty(&meta).unwrap(),
     )
     .unwrap();
+}
+
+/// Payload field the filtered queries test: 200 buckets, item `i` in bucket `i % 200`.
+fn bucket(id: usize) -> usize {
+    id % 200
+}
+
+/// Filters keeping 50 %, 5 % and 0.5 % of the points: recall against filtered brute force and
+/// QPS at the store's default search path (its selectivity estimate picks graph or scan).
+fn filtered_queries(
+    store: &EmbeddedCollection,
+    base: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    k: usize,
+    threads: usize,
+    efs: &[usize],
+) -> Vec<serde_json::Value> {
+    [(100, "50 %"), (10, "5 %"), (1, "0.5 %")]
+        .into_iter()
+        .map(|(below, share)| {
+            let filter: Filter = serde_json::from_value(
+                serde_json::json!({"must": [{"key": "bucket", "range": {"lt": below}}]}),
+            )
+            .unwrap();
+            let truth = ground_truth(base, queries, k, threads, &|i| bucket(i) < below);
+            eprintln!("filter keeping {share}:");
+            let points = sweep(efs, queries, &truth, |q, ef| {
+                let mut req = SearchRequest::new(q.to_vec(), VectorName::Text, k);
+                req.ef = Some(ef);
+                req.filter = Some(filter.clone());
+                store
+                    .search(&req)
+                    .unwrap()
+                    .into_iter()
+                    .map(|h| h.id.parse().unwrap())
+                    .collect()
+            });
+            serde_json::json!({"keeps": share, "points": points})
+        })
+        .collect()
 }

@@ -4,8 +4,8 @@
 //! <root>/<collection>/
 //!   manifest.json            format version, dim, metric, model id + sha256, graph parameters
 //!   items.sqlite (+ -wal)    items (id, text, image, payload) and every live vector: the truth
-//!   graph-<seq>-text.hnsw.*  hnsw_rs dumps of the graphs, covering points up to <seq>
-//!   graph-<seq>-image.hnsw.*
+//!   graph-<seq>-<nonce>-text.usearch   graph dumps (the engine named in the manifest),
+//!   graph-<seq>-<nonce>-image.usearch  covering points up to <seq>
 //!   LOCK                     held (flock) while a process has the collection open
 //! ```
 //!
@@ -27,13 +27,12 @@ use serde_json::{Map, Value};
 
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
-use crate::graph::{
-    dot, dump_graph, insert_into_graph, load_graph, new_graph, FlatVectors, Graph, TopK,
-};
+use crate::flat::{dot, FlatVectors, Scored, TopK};
+use crate::graph::{GraphEngine, UsearchGraph, ENGINE};
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
-    SearchMode, SearchRequest, StoredItem, VectorName,
+    Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
 };
 
 const DB_FILE: &str = "items.sqlite";
@@ -47,7 +46,7 @@ struct ItemEntry {
 }
 
 struct Space {
-    graph: Graph,
+    graph: Box<dyn GraphEngine>,
     flat: FlatVectors,
 }
 
@@ -257,6 +256,7 @@ impl EmbeddedCollection {
                 metric: "cosine".into(),
                 model: config.model.clone(),
                 hnsw: config.hnsw,
+                engine: ENGINE.into(),
                 created_unix: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -296,6 +296,7 @@ impl EmbeddedCollection {
             });
         }
         let manifest = Manifest::read(&dir)?;
+        manifest.check_engine(&dir)?;
         let lock = lock_collection(&dir)?;
         let writer = open_db(&dir)?;
         writer.execute_batch(SCHEMA)?;
@@ -313,6 +314,42 @@ impl EmbeddedCollection {
         };
         collection.remove_stray_dumps()?;
         Ok(collection)
+    }
+
+    /// Opens a collection whose graph dumps this build cannot use (another engine wrote them),
+    /// rebuilding its graphs from the vectors in its database: the database is the truth, the
+    /// dumps only a cache. The manifest then names this build's engine.
+    pub fn rebuild_graphs(root: &Path, name: &str) -> Result<Self> {
+        validate_collection_name(name)?;
+        let dir = Self::path(root, name);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Err(IndexError::CollectionNotFound {
+                name: name.into(),
+                location: root.display().to_string(),
+            });
+        }
+        {
+            let _lock = lock_collection(&dir)?;
+            let mut manifest = Manifest::read(&dir)?;
+            let conn = open_db(&dir)?;
+            conn.execute("DELETE FROM meta WHERE key LIKE 'graph.%'", [])?;
+            manifest.engine = ENGINE.into();
+            manifest.write(&dir)?;
+        }
+        let collection = Self::open(root, name)?;
+        collection.flush()?;
+        Ok(collection)
+    }
+
+    /// Bytes of vector state in memory: the graphs (links and their copy of the vectors) and the
+    /// flat f32 copy that exact scans and rescoring read.
+    pub fn memory_bytes(&self) -> usize {
+        let state = self.read_state();
+        state
+            .spaces
+            .iter()
+            .map(|s| s.graph.memory_bytes() + s.flat.memory_bytes())
+            .sum()
     }
 
     /// The collection's manifest.
@@ -409,15 +446,16 @@ impl EmbeddedCollection {
         // flat store learns of the points, so a concurrent search that meets them in the graph
         // skips them as not-yet-live instead of returning half-written items.
         for name in VectorName::ALL {
-            let batch: Vec<(&[f32], usize)> = prepared
+            let batch: Vec<(u64, &[f32])> = prepared
                 .iter()
                 .zip(&new_points)
                 .filter_map(|((_, vectors), points)| {
-                    let v = vectors[name.index()].as_deref()?;
-                    Some((v, points[name.index()]? as usize))
+                    Some((points[name.index()]?, vectors[name.index()].as_deref()?))
                 })
                 .collect();
-            insert_into_graph(&self.read_state().spaces[name.index()].graph, &batch);
+            // A graph that refuses a point leaves it durable but unsearchable until the next
+            // open replays it; the caller hears of it instead of an acknowledgement.
+            self.read_state().spaces[name.index()].graph.add(&batch)?;
         }
         let mut state = self.write_state();
         for ((item, vectors), points) in prepared.into_iter().zip(new_points) {
@@ -585,29 +623,26 @@ impl EmbeddedCollection {
         let scored = {
             let state = self.read_state();
             let space = &state.spaces[req.target.index()];
-            let candidates: Option<HashSet<u64>> =
-                req.filter.as_ref().filter(|f| !f.is_empty()).map(|f| {
-                    space
-                        .flat
-                        .rows()
-                        .filter(|&(_, _, owner)| {
-                            state.entry(owner).is_some_and(|e| f.matches(&e.payload))
-                        })
-                        .map(|(_, p, _)| p)
-                        .collect()
-                });
-            let pool = candidates.as_ref().map_or(space.flat.len(), HashSet::len);
-            let exact = req.mode == SearchMode::Exact || pool <= self.manifest.hnsw.exact_threshold;
-            let mut hits = if exact {
-                None
-            } else {
-                let ef = req.ef.unwrap_or(self.manifest.hnsw.ef_search).max(depth);
-                graph_search(space, &query, depth, ef, candidates.as_ref())
+            let filter = req.filter.as_ref().filter(|f| !f.is_empty());
+            let accepts = |owner: u32| {
+                filter.is_none_or(|f| state.entry(owner).is_some_and(|e| f.matches(&e.payload)))
             };
-            if hits.is_none() {
-                hits = Some(exact_search(space, &query, depth, candidates.as_ref()));
+            let pool = match filter {
+                None => space.flat.len(),
+                Some(f) => estimate_matches(&state, space, f),
+            };
+            let exact = req.mode == SearchMode::Exact || pool <= self.manifest.hnsw.exact_threshold;
+            let mut hits = None;
+            if !exact {
+                let ef = req.ef.unwrap_or(self.manifest.hnsw.ef_search).max(depth);
+                let found = graph_search(space, &query, depth, ef, filter.is_some(), &accepts)?;
+                // Fewer hits than the estimate promises: the walk could not reach enough
+                // matching points (a filter rarer than sampled, or a fragmented graph).
+                if found.len() >= depth.min(pool) {
+                    hits = Some(found);
+                }
             }
-            hits.unwrap_or_default()
+            hits.unwrap_or_else(|| exact_search(space, &query, depth, filter.is_some(), &accepts))
                 .into_iter()
                 .skip(req.offset)
                 .take_while(|s| req.score_threshold.is_none_or(|t| s.0 >= t))
@@ -657,7 +692,7 @@ impl EmbeddedCollection {
         let tombstones: usize = state
             .spaces
             .iter()
-            .map(|s| s.graph.get_nb_point().saturating_sub(s.flat.len()))
+            .map(|s| s.graph.len().saturating_sub(s.flat.len()))
             .sum();
         CollectionInfo {
             name: self.manifest.name.clone(),
@@ -694,7 +729,7 @@ impl EmbeddedCollection {
         let mut names = Vec::new();
         for name in VectorName::ALL {
             let graph = &state.spaces[name.index()].graph;
-            let basename = if graph.get_nb_point() == 0 {
+            let basename = if graph.len() == 0 {
                 String::new()
             } else {
                 // A fresh name every time: the dump in use must stay intact until the database
@@ -702,11 +737,10 @@ impl EmbeddedCollection {
                 let nonce = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());
-                let basename =
-                    dump_graph(graph, &self.dir, &format!("graph-{covered}-{nonce}-{name}"))?;
-                for ext in ["hnsw.graph", "hnsw.data"] {
-                    fs_err::File::open(self.dir.join(format!("{basename}.{ext}")))?.sync_all()?;
-                }
+                let basename = format!("graph-{covered}-{nonce}-{name}");
+                let path = self.dir.join(format!("{basename}.{DUMP_EXT}"));
+                graph.save(&path)?;
+                fs_err::File::open(&path)?.sync_all()?;
                 basename
             };
             names.push((name, basename));
@@ -736,7 +770,7 @@ impl EmbeddedCollection {
         let conn = self.lock_writer();
         let mut state = self.write_state();
         for space in state.spaces.iter_mut() {
-            space.graph = build_graph(&self.manifest, &space.flat);
+            space.graph = build_graph(&self.manifest, &space.flat)?;
         }
         self.checkpoint(&conn, &state)
     }
@@ -756,9 +790,10 @@ impl EmbeddedCollection {
         for entry in fs_err::read_dir(&self.dir)? {
             let entry = entry?;
             let file = entry.file_name().to_string_lossy().into_owned();
-            if let Some(base) = file
-                .strip_suffix(".hnsw.graph")
-                .or_else(|| file.strip_suffix(".hnsw.data"))
+            // Also the hnsw_rs dumps of collections made by earlier builds.
+            if let Some(base) = [DUMP_EXT, "hnsw.graph", "hnsw.data"]
+                .iter()
+                .find_map(|ext| file.strip_suffix(&format!(".{ext}")))
             {
                 if base.starts_with("graph-") && !keep.contains(base) {
                     fs_err::remove_file(entry.path())?;
@@ -820,14 +855,23 @@ fn read_graph_meta(conn: &Connection, name: VectorName) -> Result<Option<(u64, S
     }))
 }
 
-fn build_graph(manifest: &Manifest, flat: &FlatVectors) -> Graph {
-    let graph = new_graph(&manifest.hnsw, flat.len());
-    let batch: Vec<(&[f32], usize)> = flat
+fn new_graph(manifest: &Manifest, capacity: usize) -> Result<Box<dyn GraphEngine>> {
+    Ok(Box::new(UsearchGraph::new(
+        manifest.dim,
+        &manifest.hnsw,
+        manifest.hnsw.quantization,
+        capacity,
+    )?))
+}
+
+fn build_graph(manifest: &Manifest, flat: &FlatVectors) -> Result<Box<dyn GraphEngine>> {
+    let graph = new_graph(manifest, flat.len())?;
+    let batch: Vec<(u64, &[f32])> = flat
         .rows()
-        .map(|(row, point, _)| (flat.vector(row), point as usize))
+        .map(|(row, point, _)| (point, flat.vector(row)))
         .collect();
-    insert_into_graph(&graph, &batch);
-    graph
+    graph.add(&batch)?;
+    Ok(graph)
 }
 
 fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<State> {
@@ -837,11 +881,11 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
         slot_of: HashMap::new(),
         spaces: [
             Space {
-                graph: new_graph(&manifest.hnsw, 0),
+                graph: new_graph(manifest, 0)?,
                 flat: FlatVectors::new(manifest.dim),
             },
             Space {
-                graph: new_graph(&manifest.hnsw, 0),
+                graph: new_graph(manifest, 0)?,
                 flat: FlatVectors::new(manifest.dim),
             },
         ],
@@ -898,86 +942,132 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
     }
     for name in VectorName::ALL {
         let space = &mut state.spaces[name.index()];
-        let (covered, graph) = match read_graph_meta(conn, name)? {
-            Some((covered, basename)) if !basename.is_empty() => match load_graph(dir, &basename) {
-                Ok(g) => (covered, g),
-                Err(e) => {
-                    tracing::warn!(error = %e, "graph dump unreadable; rebuilding from the database");
-                    (0, new_graph(&manifest.hnsw, space.flat.len()))
+        let loaded = match read_graph_meta(conn, name)? {
+            Some((covered, basename)) if !basename.is_empty() => {
+                let path = dir.join(format!("{basename}.{DUMP_EXT}"));
+                match UsearchGraph::load(
+                    &path,
+                    manifest.dim,
+                    &manifest.hnsw,
+                    manifest.hnsw.quantization,
+                ) {
+                    Ok(g) => Some((covered, Box::new(g) as Box<dyn GraphEngine>)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "graph dump unreadable; rebuilding from the database");
+                        None
+                    }
                 }
-            },
-            Some((covered, _)) => (covered, new_graph(&manifest.hnsw, space.flat.len())),
-            None => (0, new_graph(&manifest.hnsw, space.flat.len())),
+            }
+            _ => None,
         };
-        let replay: Vec<(&[f32], usize)> = space
+        let (covered, graph) = match loaded {
+            Some(loaded) => loaded,
+            None => (0, new_graph(manifest, space.flat.len())?),
+        };
+        let replay: Vec<(u64, &[f32])> = space
             .flat
             .rows()
             .filter(|&(_, point, _)| point > covered)
-            .map(|(row, point, _)| (space.flat.vector(row), point as usize))
+            .map(|(row, point, _)| (point, space.flat.vector(row)))
             .collect();
         if !replay.is_empty() {
-            tracing::info!(space = %name, points = replay.len(), "re-inserting points newer than the graph dump");
+            tracing::info!(space = %name, points = replay.len(), "inserting points newer than the graph dump");
         }
-        insert_into_graph(&graph, &replay);
+        graph.add(&replay)?;
         space.graph = graph;
     }
     Ok(state)
 }
 
-/// Widest beam a graph search may grow to before the exact scan is the cheaper answer.
-const MAX_GRAPH_EF: usize = 4096;
+/// File extension of graph dumps.
+const DUMP_EXT: &str = "usearch";
 
-/// Graph search that skips tombstones and, with a filter, non-candidates. hnsw_rs's own filtered
-/// search never stops early (it drains its whole candidate queue), so the graph is searched
-/// unfiltered with a beam widened by the share of acceptable points, and widened again while too
-/// few acceptable hits come back. `None` when the beam would pass [`MAX_GRAPH_EF`]: the caller
-/// then scans exactly.
+/// Items sampled to estimate how many live points a filter keeps.
+const SELECTIVITY_SAMPLE: usize = 512;
+
+/// Estimated live points of `space` whose item passes `filter`, from an evenly strided sample
+/// (deterministic, so one query always takes the same path): whether the graph walk or an exact
+/// scan of the matching points is cheaper is decided on it.
+fn estimate_matches(state: &State, space: &Space, filter: &Filter) -> usize {
+    let live = space.flat.len();
+    if live <= SELECTIVITY_SAMPLE {
+        return space
+            .flat
+            .rows()
+            .filter(|&(_, _, owner)| {
+                state
+                    .entry(owner)
+                    .is_some_and(|e| filter.matches(&e.payload))
+            })
+            .count();
+    }
+    let stride = live / SELECTIVITY_SAMPLE;
+    let matched = space
+        .flat
+        .rows()
+        .step_by(stride)
+        .take(SELECTIVITY_SAMPLE)
+        .filter(|&(_, _, owner)| {
+            state
+                .entry(owner)
+                .is_some_and(|e| filter.matches(&e.payload))
+        })
+        .count();
+    matched * live / SELECTIVITY_SAMPLE
+}
+
+/// The `depth` best live points whose owner `accepts`, by a graph walk that evaluates the
+/// predicate at each step (tombstones and non-matching points are walked through, never
+/// returned). Quantised graphs' candidates are rescored in f32 from the flat copy.
 fn graph_search(
     space: &Space,
     query: &[f32],
     depth: usize,
     ef: usize,
-    candidates: Option<&HashSet<u64>>,
-) -> Option<Vec<crate::graph::Scored>> {
+    filtered: bool,
+    accepts: &dyn Fn(u32) -> bool,
+) -> Result<Vec<Scored>> {
     let flat = &space.flat;
-    let pool = candidates.map_or(flat.len(), HashSet::len);
-    let acceptable = pool as f64 / space.graph.get_nb_point().max(1) as f64;
-    let mut want = ((depth as f64 / acceptable.max(1e-9)).ceil() as usize).max(depth);
-    let mut ef = ef.max(want);
-    while ef <= MAX_GRAPH_EF {
-        let mut out: Vec<crate::graph::Scored> = space
-            .graph
-            .search(query, want, ef)
-            .into_iter()
-            .filter_map(|n| {
-                let point = n.get_origin_id() as u64;
-                if candidates.is_some_and(|c| !c.contains(&point)) {
-                    return None;
-                }
-                let owner = flat.owner_of(point)?;
-                Some(crate::graph::Scored(1.0 - n.get_distance(), owner))
-            })
-            .collect();
-        if out.len() >= depth.min(pool) {
-            out.sort_by(|a, b| b.cmp(a));
-            out.truncate(depth);
-            return Some(out);
-        }
-        want *= 2;
-        ef *= 2;
+    let live = |point: u64| flat.owner_of(point).is_some_and(accepts);
+    // Without tombstones or a filter every point passes: skip the per-step call.
+    let needs_predicate = filtered || space.graph.len() > flat.len();
+    let found = space.graph.search(
+        query,
+        depth,
+        ef,
+        needs_predicate.then_some(&live as &dyn Fn(u64) -> bool),
+    )?;
+    let quantized = space.graph.quantization() != Quantization::F32;
+    let mut hits: Vec<Scored> = found
+        .into_iter()
+        .filter_map(|(point, score)| {
+            // A point the graph already has but the flat copy not yet is mid-upsert: skip it.
+            let owner = flat.owner_of(point)?;
+            let score = if quantized {
+                dot(query, flat.vector_of(point)?)
+            } else {
+                score
+            };
+            Some(Scored(score, owner))
+        })
+        .collect();
+    if quantized {
+        hits.sort_by(|a, b| b.cmp(a));
+        hits.truncate(depth);
     }
-    None
+    Ok(hits)
 }
 
 fn exact_search(
     space: &Space,
     query: &[f32],
     k: usize,
-    candidates: Option<&HashSet<u64>>,
-) -> Vec<crate::graph::Scored> {
+    filtered: bool,
+    accepts: &dyn Fn(u32) -> bool,
+) -> Vec<Scored> {
     let mut top = TopK::new(k);
-    for (row, point, owner) in space.flat.rows() {
-        if candidates.is_some_and(|c| !c.contains(&point)) {
+    for (row, _, owner) in space.flat.rows() {
+        if filtered && !accepts(owner) {
             continue;
         }
         top.push(dot(query, space.flat.vector(row)), owner);

@@ -2,7 +2,7 @@
 //!
 //! Collections of report/caption items with text and image vectors in the joint space of one
 //! MIRAGE bundle: corpus readers, the embedding pipeline, and two stores with one semantics — the
-//! embedded store (hnsw_rs graphs + SQLite, one directory per collection) and Qdrant (feature
+//! embedded store (USearch HNSW graphs + SQLite, one directory per collection) and Qdrant (feature
 //! `qdrant`).
 #![warn(missing_docs)]
 
@@ -10,7 +10,8 @@ pub mod corpus;
 pub mod embedded;
 mod error;
 pub mod filter;
-mod graph;
+mod flat;
+pub mod graph;
 pub mod manifest;
 pub mod pipeline;
 #[cfg(feature = "qdrant")]
@@ -22,9 +23,10 @@ pub mod types;
 pub use embedded::EmbeddedCollection;
 pub use error::{IndexError, Result, StoreFailure};
 pub use filter::Filter;
-pub use graph::{dot, BareGraph, UnitDot};
+pub use flat::dot;
+pub use graph::{BareGraph, GraphEngine, UsearchGraph};
 pub use store::{drop_collection, list_collections, locate, probe, Collection, StoreSpec};
 pub use types::{
-    CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, SearchMode, SearchRequest,
-    StoredItem, VectorName,
+    CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, Quantization, SearchMode,
+    SearchRequest, StoredItem, VectorName,
 };

@@ -1,5 +1,5 @@
 //! `manifest.json`: what an embedded collection is (format version, dimension, metric, the model
-//! its vectors come from, graph parameters). Written once, atomically, when the collection is made.
+//! its vectors come from, graph parameters and engine). Written once, atomically, when the collection is made.
 
 use std::io::Write;
 use std::path::Path;
@@ -31,11 +31,36 @@ pub struct Manifest {
     pub model: ModelRef,
     /// Graph parameters.
     pub hnsw: HnswParams,
+    /// The graph engine whose dumps the collection holds (collections made before engines were
+    /// recorded hold hnsw_rs dumps).
+    #[serde(default = "engine_before_it_was_recorded")]
+    pub engine: String,
     /// Seconds since the Unix epoch at creation.
     pub created_unix: u64,
 }
 
+fn engine_before_it_was_recorded() -> String {
+    "hnsw_rs".into()
+}
+
 impl Manifest {
+    /// Refuses a collection whose graph dumps another engine wrote, naming the way out.
+    pub(crate) fn check_engine(&self, dir: &Path) -> Result<()> {
+        if self.engine == crate::graph::ENGINE {
+            return Ok(());
+        }
+        Err(IndexError::Corrupt {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "its graph was built by the {} engine, this build uses {}; rebuild the graph from \
+                 the collection's database with `mirage index compact --rebuild --collection {}`",
+                self.engine,
+                crate::graph::ENGINE,
+                self.name
+            ),
+        })
+    }
+
     pub(crate) fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
         let text = fs_err::read_to_string(&path)?;
@@ -52,8 +77,7 @@ impl Manifest {
                 ),
             });
         }
-        // Edited by hand or written by another build: its graph settings reach hnsw_rs, which
-        // ends the process on some out-of-range values.
+        // Edited by hand or written by another build: its graph settings reach the engine.
         m.hnsw.validate().map_err(|e| IndexError::Corrupt {
             path: dir.to_path_buf(),
             reason: format!("{MANIFEST_FILE}: {e}"),

@@ -7,9 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use qdrant_client::qdrant::{
     self, point_id::PointIdOptions, vectors_output::VectorsOptions, CountPointsBuilder,
-    CreateCollectionBuilder, DeletePointsBuilder, Distance, GetPointsBuilder,
-    HnswConfigDiffBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
-    SearchParamsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
+    CreateCollectionBuilder, Datatype, DeletePointsBuilder, Distance, GetPointsBuilder,
+    HnswConfigDiffBuilder, PointId, PointStruct, PointsIdsList, QuantizationType,
+    QueryPointsBuilder, ScalarQuantizationBuilder, SearchParamsBuilder, UpsertPointsBuilder,
+    VectorParamsBuilder, VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{json, Map, Value};
@@ -20,7 +21,7 @@ use crate::error::{IndexError, Result, StoreFailure};
 use crate::filter::{Condition, FieldTest, Filter, MatchValue};
 use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit,
-    HnswParams, Item, ModelRef, SearchMode, SearchRequest, StoredItem, VectorName,
+    HnswParams, Item, ModelRef, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
     RESERVED_PAYLOAD_KEY,
 };
 
@@ -241,10 +242,22 @@ impl QdrantCollection {
         if !exists {
             let mut vectors = VectorsConfigBuilder::default();
             for v in VectorName::ALL {
-                vectors.add_named_vector_params(
-                    v.as_str(),
-                    VectorParamsBuilder::new(config.dim as u64, Distance::Cosine),
-                );
+                let mut params = VectorParamsBuilder::new(config.dim as u64, Distance::Cosine);
+                // f16: Qdrant stores the vectors themselves in half precision; i8: it keeps f32
+                // vectors and an int8 scalar-quantised copy in RAM that searches use and then
+                // rescore from, as the embedded store does.
+                match config.hnsw.quantization {
+                    Quantization::F32 => {}
+                    Quantization::F16 => params = params.datatype(Datatype::Float16),
+                    Quantization::I8 => {
+                        params = params.quantization_config(
+                            ScalarQuantizationBuilder::default()
+                                .r#type(QuantizationType::Int8.into())
+                                .always_ram(true),
+                        )
+                    }
+                }
+                vectors.add_named_vector_params(v.as_str(), params);
             }
             let mut metadata = HashMap::new();
             metadata.insert(METADATA_KEY.to_string(), metadata_of(config));

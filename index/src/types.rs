@@ -192,6 +192,53 @@ impl ModelRef {
     }
 }
 
+/// How a collection's graph stores its vectors. The embedded store keeps every vector in f32
+/// besides (SQLite and the flat copy), so quantised graphs rescore their candidates exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    /// 4 bytes per dimension: exact scores straight from the graph.
+    #[default]
+    F32,
+    /// IEEE half precision, 2 bytes per dimension.
+    F16,
+    /// Signed bytes (x × 127), 1 byte per dimension.
+    I8,
+}
+
+impl Quantization {
+    /// Every setting, in the order the CLI lists them.
+    pub const ALL: [Quantization; 3] = [Quantization::F32, Quantization::F16, Quantization::I8];
+
+    /// The name used in manifests, the CLI and the HTTP API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantization::F32 => "f32",
+            Quantization::F16 => "f16",
+            Quantization::I8 => "i8",
+        }
+    }
+}
+
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = IndexError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Quantization::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| {
+                IndexError::invalid(format!("quantization must be f32, f16 or i8 (got {s:?})"))
+            })
+    }
+}
+
 /// HNSW graph parameters (both stores).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HnswParams {
@@ -204,9 +251,14 @@ pub struct HnswParams {
     /// Below this many live vectors in the target space (or candidates after filtering), search
     /// is brute force: exact and, at that size, as fast as the graph.
     pub exact_threshold: usize,
+    /// How the graph stores its vectors (embedded: the graph's copy; Qdrant: f16 vectors or
+    /// int8 scalar quantisation). Absent in collections made before it existed: f32.
+    #[serde(default)]
+    pub quantization: Quantization,
 }
 
-/// Links per node a collection accepts: hnsw_rs ends the process above 256.
+/// Links per node a collection accepts (Qdrant and hnswlib use 2–100 in practice; past 256 a
+/// node's links outgrow what a graph search can use).
 pub const M_RANGE: std::ops::RangeInclusive<usize> = 2..=256;
 /// Build beam widths a collection accepts (Qdrant refuses below 4).
 pub const EF_CONSTRUCTION_RANGE: std::ops::RangeInclusive<usize> = 4..=4096;
@@ -261,6 +313,7 @@ impl Default for HnswParams {
             ef_construction: 200,
             ef_search: 128,
             exact_threshold: 10_000,
+            quantization: Quantization::F32,
         }
     }
 }

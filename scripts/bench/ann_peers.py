@@ -23,6 +23,12 @@ import numpy as np
 TARGET_RECALL = 0.95
 
 
+def rss_bytes():
+    """Resident memory of this process, from /proc (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
 def load_bench(bench_dir):
     """Reads meta.json and the three little-endian binary arrays, checking their sizes against meta."""
     meta = json.loads((bench_dir / "meta.json").read_text())
@@ -71,10 +77,12 @@ def run_hnswlib(meta, base, queries, gt):
     import hnswlib
 
     index = hnswlib.Index(space="ip", dim=meta["dim"])
+    rss = rss_bytes()
     start = time.perf_counter()
     index.init_index(max_elements=meta["n"], ef_construction=meta["ef_construction"], M=meta["m"])
     index.add_items(base, np.arange(meta["n"]), num_threads=meta["threads"])
     build_s = time.perf_counter() - start
+    bytes_per_vector = (rss_bytes() - rss) / meta["n"]
 
     # One search thread, as on our side; knn_query would otherwise use every core.
     index.set_num_threads(1)
@@ -85,7 +93,7 @@ def run_hnswlib(meta, base, queries, gt):
 
     points = sweep(search_one, index.set_ef, queries, gt, meta["ef_search"])
     return {"name": "hnswlib", "version": getattr(hnswlib, "__version__", "0.8.0"),
-            "build_s": build_s, "points": points}
+            "build_s": build_s, "bytes_per_vector": bytes_per_vector, "points": points}
 
 
 def run_faiss(meta, base, queries, gt):
@@ -94,9 +102,11 @@ def run_faiss(meta, base, queries, gt):
     index = faiss.IndexHNSWFlat(meta["dim"], meta["m"], faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = meta["ef_construction"]
     faiss.omp_set_num_threads(meta["threads"])
+    rss = rss_bytes()
     start = time.perf_counter()
     index.add(base)
     build_s = time.perf_counter() - start
+    bytes_per_vector = (rss_bytes() - rss) / meta["n"]
 
     # Back to one OpenMP thread for search, as on our side.
     faiss.omp_set_num_threads(1)
@@ -111,7 +121,7 @@ def run_faiss(meta, base, queries, gt):
 
     points = sweep(search_one, set_ef, queries, gt, meta["ef_search"])
     return {"name": "faiss IndexHNSWFlat", "version": faiss.__version__,
-            "build_s": build_s, "points": points}
+            "build_s": build_s, "bytes_per_vector": bytes_per_vector, "points": points}
 
 
 def first_reaching(points, target=TARGET_RECALL):
@@ -149,6 +159,7 @@ def summarise(ours, peers, extra=()):
             "ef_at_target": at["ef"] if at else None,
             "recall_at_target": at["recall"] if at else None,
             "qps_at_target": at["qps"] if at else None,
+            "bytes_per_vector": engine.get("bytes_per_vector"),
             "build_ratio_ours_over_peer":
                 None if is_ours else ratio(ours.get("graph_build_s", ours["build_s"]), engine["build_s"]),
             "qps_ratio_ours_over_peer":
@@ -161,18 +172,36 @@ def print_tables(meta, ours, peers, rows, extra=()):
     print(f"dataset {meta['dataset']}, n {meta['n']}, dim {meta['dim']}, queries {meta['queries']}, "
           f"M {meta['m']}, ef_construction {meta['ef_construction']}, threads {meta['threads']}")
     print()
-    print(f"| engine | build s | ef @ R@10≥{TARGET_RECALL} | Recall@10 | QPS | build ours/peer | QPS ours/peer |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| engine | build s | ef @ R@10≥{TARGET_RECALL} | Recall@10 | QPS | bytes/vector | build ours/peer | QPS ours/peer |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         build = fmt(r["build_s"], ".2f")
         if r["graph_build_s"] != r["build_s"]:
             build += f" (graph {r['graph_build_s']:.2f})"
         print(f"| {r['engine']} | {build} | {fmt(r['ef_at_target'], 'd')} | "
               f"{fmt(r['recall_at_target'], '.4f')} | {fmt(r['qps_at_target'], '.0f')} | "
+              f"{fmt(r['bytes_per_vector'], '.0f')} | "
               f"{fmt(r['build_ratio_ours_over_peer'], '.2f')} | {fmt(r['qps_ratio_ours_over_peer'], '.2f')} |")
     print()
-    print("Build ratio uses ours' graph build time (peers have no storage step). "
-          "Search: one query per call, one thread, for every engine.")
+    print("Build ratio uses ours' graph build time (peers have no storage step); ratios > 1 on "
+          "QPS and < 1 on build favour ours. Search: one query per call, one thread, for every "
+          "engine. bytes/vector: ours = graph + flat f32 copy in memory (the store's state); "
+          "peers = growth of resident memory over the build.")
+    graph = next((e for e in extra if "graph alone" in e["name"]), None)
+    ours_at, graph_at = first_reaching(ours["points"]), graph and first_reaching(graph["points"])
+    if ours_at and graph_at:
+        print(f"Store overhead over its bare engine at R@10≥{TARGET_RECALL}: "
+              f"{100 * (1 - ours_at['qps'] / graph_at['qps']):.1f} % of QPS "
+              f"(store ef {ours_at['ef']}, graph ef {graph_at['ef']}).")
+    if meta.get("filtered"):
+        print()
+        print("Filtered queries (embedded store, f32; recall against filtered brute force):")
+        print()
+        print("| filter keeps | ef | Recall@10 | QPS |")
+        print("|---|---:|---:|---:|")
+        for f in meta["filtered"]:
+            for p in f["points"]:
+                print(f"| {f['keeps']} | {p['ef']} | {p['recall']:.4f} | {p['qps']:.0f} |")
     print()
     print("| engine | ef | Recall@10 | QPS |")
     print("|---|---:|---:|---:|")
@@ -188,7 +217,7 @@ def main():
 
     meta, base, queries, gt = load_bench(args.bench_dir)
     ours = meta["ours"]
-    extra = [meta["ours_graph"]] if "ours_graph" in meta else []
+    extra = ([meta["ours_graph"]] if "ours_graph" in meta else []) + meta.get("ours_quantized", [])
 
     peers, skipped = [], []
     for label, runner in (("hnswlib", run_hnswlib), ("faiss", run_faiss)):

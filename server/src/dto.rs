@@ -504,6 +504,41 @@ pub struct HnswSettings {
     /// Below this many candidates, search is exact.
     #[schema(maximum = 100000000)]
     pub exact_threshold: Option<usize>,
+    /// How the graph stores vectors: `f32`, `f16` (half the bytes) or `i8` (a quarter; the
+    /// embedded store rescores candidates in f32, Qdrant uses int8 scalar quantisation).
+    pub quantization: Option<QuantizationSetting>,
+}
+
+/// Vector storage of a collection's graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantizationSetting {
+    /// 4 bytes per dimension.
+    F32,
+    /// 2 bytes per dimension.
+    F16,
+    /// 1 byte per dimension.
+    I8,
+}
+
+impl From<QuantizationSetting> for mirage_index::Quantization {
+    fn from(q: QuantizationSetting) -> Self {
+        match q {
+            QuantizationSetting::F32 => Self::F32,
+            QuantizationSetting::F16 => Self::F16,
+            QuantizationSetting::I8 => Self::I8,
+        }
+    }
+}
+
+impl From<mirage_index::Quantization> for QuantizationSetting {
+    fn from(q: mirage_index::Quantization) -> Self {
+        match q {
+            mirage_index::Quantization::F32 => Self::F32,
+            mirage_index::Quantization::F16 => Self::F16,
+            mirage_index::Quantization::I8 => Self::I8,
+        }
+    }
 }
 
 /// A store of collections.

@@ -10,8 +10,8 @@ use mirage_index::pipeline::{
     estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
 };
 use mirage_index::{
-    drop_collection, locate, Collection, CollectionConfig, Filter, HnswParams, SearchMode,
-    SearchRequest, StoreSpec, VectorName,
+    drop_collection, locate, Collection, CollectionConfig, Filter, HnswParams, Quantization,
+    SearchMode, SearchRequest, StoreSpec, VectorName,
 };
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_server::config::EngineArgs;
@@ -42,9 +42,19 @@ pub(crate) enum IndexCommand {
     /// Print a collection's size, model and settings as JSON.
     Info(StoreArgs),
     /// Rebuild an embedded collection's graphs without deleted vectors.
-    Compact(StoreArgs),
+    Compact(CompactArgs),
     /// Delete items by id or by filter, or the whole collection.
     Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct CompactArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Rebuild the graphs from the collection's database even when their dumps cannot be used
+    /// (a collection built by another graph engine: opening it otherwise is refused).
+    #[arg(long)]
+    rebuild: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,6 +130,10 @@ pub(crate) struct BuildArgs {
     /// Below this many candidates, search is exact (new collections), 0–100000000.
     #[arg(long, default_value_t = HnswParams::default().exact_threshold)]
     exact_threshold: usize,
+    /// How the graph stores vectors (new collections): f32, f16 (half the bytes) or i8 (a
+    /// quarter); the embedded store rescores quantised candidates in f32.
+    #[arg(long, default_value_t = HnswParams::default().quantization)]
+    quantization: Quantization,
     /// Qdrant: shard number (new collections), 1–64.
     #[arg(long)]
     shards: Option<u32>,
@@ -213,8 +227,24 @@ pub(crate) fn run_index(command: IndexCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }
-        IndexCommand::Compact(store) => {
-            let c = rt.block_on(Collection::open(&store.spec()?, &store.collection))?;
+        IndexCommand::Compact(CompactArgs { store, rebuild }) => {
+            let spec = store.spec()?;
+            if rebuild {
+                let StoreSpec::Embedded(root) = &spec else {
+                    bail!(
+                        "--rebuild applies to embedded collections (Qdrant keeps its own graphs)"
+                    );
+                };
+                let c = mirage_index::EmbeddedCollection::rebuild_graphs(root, &store.collection)?;
+                eprintln!(
+                    "rebuilt the graphs of {} from its database ({} items, engine {})",
+                    store.collection,
+                    c.info().items,
+                    c.manifest().engine
+                );
+                return Ok(());
+            }
+            let c = rt.block_on(Collection::open(&spec, &store.collection))?;
             let before = rt.block_on(c.info())?.tombstones;
             rt.block_on(c.compact())?;
             eprintln!(
@@ -254,6 +284,7 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             ef_construction: args.ef_construction,
             ef_search: args.ef_search,
             exact_threshold: args.exact_threshold,
+            quantization: args.quantization,
         },
         shard_number: args.shards,
         replication_factor: args.replicas,

@@ -1,6 +1,7 @@
 //! Integration tests of mirage-index: one binary (link once), one module per area.
 
 mod common;
+mod engine;
 mod persistence;
 mod pipeline;
 mod recall;

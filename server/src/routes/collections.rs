@@ -42,6 +42,7 @@ async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse 
             ef_construction: Some(info.hnsw.ef_construction),
             ef_search: Some(info.hnsw.ef_search),
             exact_threshold: Some(info.hnsw.exact_threshold),
+            quantization: Some(info.hnsw.quantization.into()),
         },
     }
 }
@@ -73,6 +74,7 @@ pub async fn create_collection(
         ef_construction: h.ef_construction.unwrap_or(defaults.ef_construction),
         ef_search: h.ef_search.unwrap_or(defaults.ef_search),
         exact_threshold: h.exact_threshold.unwrap_or(defaults.exact_threshold),
+        quantization: h.quantization.map_or(defaults.quantization, Into::into),
     };
     config.shard_number = req.shard_number;
     config.replication_factor = req.replication_factor;
