@@ -16,12 +16,13 @@ target="${CARGO_TARGET_DIR:-target}"
 py=$(scripts/setup-ann-bench.sh | tail -n1)
 cargo build --release -q -p mirage-index --example bench_ann
 cargo build --release -q -p mirage-server --bin mirage
+quant="${QUANTIZATIONS:-f32,f16,i8}"
 bench="$target/release/examples/bench_ann"
 mirage="$target/release/mirage"
 
 out="$cache/bench/ann-synthetic-$n"
 rm -rf "$out"
-RAYON_NUM_THREADS=$threads "$bench" "$out" --n "$n" --threads "$threads"
+"$bench" "$out" --n "$n" --threads "$threads" --quantizations "$quant"
 echo
 "$py" scripts/bench/ann_peers.py "$out"
 
@@ -48,7 +49,7 @@ for i in range(0, len(texts), 100):
 np.asarray(rows, dtype="<f4").tofile(out)
 print(f"{len(rows)} embeddings", file=sys.stderr)
 PY
-  RAYON_NUM_THREADS=$threads "$bench" "$real" --embeddings "$real/embeddings.f32" --dim 384 \
+  "$bench" "$real" --embeddings "$real/embeddings.f32" --dim 384 \
     --holdout 100 --threads "$threads" --ef 10,16,32,64 --dataset "MiniLM-L6 radlabels reports (100 held out as queries)"
   echo
   "$py" scripts/bench/ann_peers.py "$real"

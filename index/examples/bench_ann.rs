@@ -230,7 +230,10 @@ fn main() {
     let graph = BareGraph::build(&base, &params, Quantization::F32).unwrap();
     let graph_build_s = t.elapsed().as_secs_f64();
     let graph_bytes = graph.memory_bytes() as f64 / n as f64;
-    eprintln!("  built in {graph_build_s:.1} s, {graph_bytes:.0} bytes/vector");
+    eprintln!(
+        "  built in {graph_build_s:.1} s, {graph_bytes:.0} bytes/vector, kernels: {}",
+        graph.isa()
+    );
     let graph_points = sweep(&a.ef, &queries, &truth, |q, ef| {
         graph
             .search(&base, q, k, ef)

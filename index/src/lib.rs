@@ -13,6 +13,7 @@ pub mod filter;
 mod flat;
 pub mod graph;
 pub mod manifest;
+pub mod npy;
 pub mod pipeline;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;

@@ -673,6 +673,24 @@ pub struct UpsertItem {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub payload: Map<String, Value>,
+    /// Precomputed vectors (embedded elsewhere with the served model), used instead of embedding
+    /// `text` / `image`: `vectors.text` makes `text` stored only; `vectors.image` replaces
+    /// `image`, which must then be absent.
+    #[serde(default)]
+    pub vectors: Option<ItemVectors>,
+}
+
+/// Precomputed vectors of an item: at least one of `text`, `image`, each `embed_dim`
+/// (`GET /info`) numbers, not all zero (normalised by the server).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemVectors {
+    /// Text (caption/report) vector.
+    #[serde(default)]
+    pub text: Option<Vec<f64>>,
+    /// Image vector.
+    #[serde(default)]
+    pub image: Option<Vec<f64>>,
 }
 
 /// `POST /v1/collections/{name}/items`.

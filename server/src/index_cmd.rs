@@ -67,6 +67,9 @@ enum FormatArg {
     Mimic,
     /// Plain JSONL: `id`, `text`, `image`, `metadata`.
     Jsonl,
+    /// Precomputed vectors: a 2-D float32/float64 .npy given by --vectors (rows × the bundle's
+    /// dimension), with --ids, --payload and --target; nothing is embedded.
+    Npy,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,12 +84,24 @@ pub(crate) struct BuildArgs {
     /// Bundle directory.
     #[arg(long, env = "MIRAGE_BUNDLE")]
     bundle: PathBuf,
-    /// Corpus file.
-    #[arg(long)]
-    corpus: PathBuf,
+    /// Corpus file (every format but npy).
+    #[arg(long, required_unless_present = "vectors")]
+    corpus: Option<PathBuf>,
     /// Corpus format.
     #[arg(long, value_enum)]
     format: FormatArg,
+    /// npy: the vectors, one row per item; any finite non-zero row is scaled to unit length.
+    #[arg(long, conflicts_with = "corpus")]
+    vectors: Option<PathBuf>,
+    /// npy: item ids, one per line, as many as rows (default: the row numbers 0, 1, …).
+    #[arg(long, requires = "vectors")]
+    ids: Option<PathBuf>,
+    /// npy: payloads, one JSON object per line, as many as rows.
+    #[arg(long, requires = "vectors")]
+    payload: Option<PathBuf>,
+    /// npy: the space the vectors belong to.
+    #[arg(long, value_enum, default_value = "text")]
+    target: TargetArg,
     /// Folder that image paths in the corpus are relative to; paths may not leave it.
     #[arg(long)]
     image_root: Option<PathBuf>,
@@ -171,11 +186,16 @@ pub(crate) struct SearchArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Query text.
-    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    #[arg(long, conflicts_with_all = ["image", "vectors"], required_unless_present_any = ["image", "vectors"])]
     text: Option<String>,
     /// Query image (PNG, JPEG, DICOM).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "vectors")]
     image: Option<PathBuf>,
+    /// A batch of query vectors (2-D float32/float64 .npy, one row per query): prints one JSON
+    /// line per query (`query`, `ids`, `scores`) and a summary line (`queries`, `seconds`,
+    /// `qps`) on stderr; the model is not loaded.
+    #[arg(long)]
+    vectors: Option<PathBuf>,
     /// Which item vectors to search: text (reports, captions) or image.
     #[arg(long, value_enum, default_value = "text")]
     target: TargetArg,
@@ -208,6 +228,15 @@ pub(crate) struct SearchArgs {
 enum TargetArg {
     Text,
     Image,
+}
+
+impl TargetArg {
+    fn vector_name(self) -> VectorName {
+        match self {
+            TargetArg::Text => VectorName::Text,
+            TargetArg::Image => VectorName::Image,
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -262,23 +291,79 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let spec = args.store.spec()?;
-    let model = args.engine.load(&args.bundle)?;
     let format = match args.format {
         FormatArg::Pmcoa => CorpusFormat::PmcOa,
         FormatArg::Roco => CorpusFormat::Roco,
         FormatArg::Mimic => CorpusFormat::Mimic,
         FormatArg::Jsonl => CorpusFormat::Jsonl,
+        FormatArg::Npy => return import_vectors(args, rt),
     };
+    let Some(corpus) = args.corpus.clone() else {
+        bail!("--corpus is required for --format other than npy");
+    };
+    if args.vectors.is_some() {
+        bail!("--vectors goes with --format npy");
+    }
+    let model = args.engine.load(&args.bundle)?;
     let options = CorpusOptions {
         format,
         image_root: args.image_root.clone(),
         id_column: args.id_column.clone(),
         text_column: args.text_column.clone(),
     };
-    let records = read_corpus(&args.corpus, &options)?;
+    let records = read_corpus(&corpus, &options)?;
+    let collection = open_for_build(&args, &spec, model.dim(), model_ref(&model), rt)?;
+    let progress = match args.progress {
+        ProgressArg::Bar => ProgressMode::Bar,
+        ProgressArg::Jsonl => ProgressMode::Jsonl,
+        ProgressArg::Quiet => ProgressMode::Quiet,
+    };
+    let pipeline = PipelineOptions {
+        batch_size: args.batch_size,
+        decode_threads: args
+            .decode_threads
+            .unwrap_or(PipelineOptions::default().decode_threads),
+        strict: args.strict,
+        decode: DecodeOptions { frame: args.frame },
+        progress,
+        expected_records: estimate_records(&corpus),
+        flush_every: args.flush_every.max(1),
+    };
+    let summary = index_records(&model, &collection, rt.handle(), records, &pipeline)?;
+    let info = rt.block_on(collection.info())?;
+    eprintln!(
+        "indexed {} new items into {} ({} already present, {} bad rows, {} failed) in {:.1} s, {:.1} items/s; collection now holds {} items",
+        summary.indexed,
+        args.store.collection,
+        summary.already_present,
+        summary.bad_rows.len(),
+        summary.failed.len(),
+        summary.seconds,
+        summary.items_per_second,
+        info.items
+    );
+    let mut out = serde_json::to_value(&summary)?;
+    if let Some(o) = out.as_object_mut() {
+        o.insert("event".into(), json!("summary"));
+        o.insert("collection".into(), json!(args.store.collection));
+        o.insert("items".into(), json!(info.items));
+    }
+    println!("{out}");
+    Ok(())
+}
+
+/// Creates or opens the collection a build writes into, after the settings and the one-name-one-
+/// collection rule across `--check-store` are checked.
+fn open_for_build(
+    args: &BuildArgs,
+    spec: &StoreSpec,
+    dim: usize,
+    model: mirage_index::ModelRef,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Collection> {
     let config = CollectionConfig {
-        dim: model.dim(),
-        model: model_ref(&model),
+        dim,
+        model,
         hnsw: HnswParams {
             m: args.m,
             ef_construction: args.ef_construction,
@@ -310,43 +395,79 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             }
         }
     }
-    let collection = rt.block_on(Collection::create_or_open(&spec, name, &config))?;
-    let progress = match args.progress {
-        ProgressArg::Bar => ProgressMode::Bar,
-        ProgressArg::Jsonl => ProgressMode::Jsonl,
-        ProgressArg::Quiet => ProgressMode::Quiet,
+    Ok(rt.block_on(Collection::create_or_open(spec, name, &config))?)
+}
+
+/// `mirage index build --format npy`: upserts precomputed vectors in batches, without loading
+/// the model (the bundle names the collection's model and dimension).
+fn import_vectors(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
+    let Some(path) = args.vectors.clone() else {
+        bail!("--format npy needs --vectors FILE.npy");
     };
-    let pipeline = PipelineOptions {
-        batch_size: args.batch_size,
-        decode_threads: args
-            .decode_threads
-            .unwrap_or(PipelineOptions::default().decode_threads),
-        strict: args.strict,
-        decode: DecodeOptions { frame: args.frame },
-        progress,
-        expected_records: estimate_records(&args.corpus),
-        flush_every: args.flush_every.max(1),
+    let spec = args.store.spec()?;
+    let bundle = mirage_model::bundle::Bundle::open(&args.bundle)?;
+    let dim = bundle.config().architecture.embed_dim;
+    let vectors = mirage_index::npy::read_matrix(&path)?;
+    if vectors.cols != dim {
+        bail!(
+            "{}: {} columns, but the bundle's model embeds in {dim} dimensions",
+            path.display(),
+            vectors.cols
+        );
+    }
+    let ids = args
+        .ids
+        .as_ref()
+        .map(|p| -> Result<Vec<String>> {
+            Ok(fs_err::read_to_string(p)?
+                .lines()
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .collect())
+        })
+        .transpose()?;
+    let payloads = args
+        .payload
+        .as_ref()
+        .map(
+            |p| -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+                fs_err::read_to_string(p)?
+                    .lines()
+                    .enumerate()
+                    .map(|(i, line)| match serde_json::from_str(line) {
+                        Ok(serde_json::Value::Object(m)) => Ok(m),
+                        Ok(_) => bail!("{} line {}: not a JSON object", p.display(), i + 1),
+                        Err(e) => bail!("{} line {}: {e}", p.display(), i + 1),
+                    })
+                    .collect()
+            },
+        )
+        .transpose()?;
+    let target = args.target.vector_name();
+    let items = mirage_index::npy::vector_items(&vectors, ids, payloads, target)?;
+    let model = mirage_index::ModelRef {
+        model_id: bundle.config().model_id.clone(),
+        sha256: bundle.sha256().to_string(),
     };
-    let summary = index_records(&model, &collection, rt.handle(), records, &pipeline)?;
+    let collection = open_for_build(&args, &spec, dim, model, rt)?;
+    let started = std::time::Instant::now();
+    let total = items.len();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let batch: Vec<_> = items.by_ref().take(args.batch_size).collect();
+        rt.block_on(collection.upsert(batch))?;
+    }
+    rt.block_on(collection.flush())?;
+    let seconds = started.elapsed().as_secs_f64();
     let info = rt.block_on(collection.info())?;
     eprintln!(
-        "indexed {} new items into {} ({} already present, {} bad rows, {} failed) in {:.1} s, {:.1} items/s; collection now holds {} items",
-        summary.indexed,
-        args.store.collection,
-        summary.already_present,
-        summary.bad_rows.len(),
-        summary.failed.len(),
-        summary.seconds,
-        summary.items_per_second,
-        info.items
+        "imported {total} {target} vectors into {} in {seconds:.1} s; collection now holds {} items",
+        args.store.collection, info.items
     );
-    let mut out = serde_json::to_value(&summary)?;
-    if let Some(o) = out.as_object_mut() {
-        o.insert("event".into(), json!("summary"));
-        o.insert("collection".into(), json!(args.store.collection));
-        o.insert("items".into(), json!(info.items));
-    }
-    println!("{out}");
+    println!(
+        "{}",
+        json!({"event": "summary", "collection": args.store.collection, "imported": total,
+               "seconds": seconds, "items": info.items})
+    );
     Ok(())
 }
 
@@ -374,11 +495,14 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
         bail!("--k must be at least 1");
     }
     let rt = runtime()?;
-    let model = args.engine.load(&args.bundle)?;
     let c = rt.block_on(Collection::open(
         &args.store.spec()?,
         &args.store.collection,
     ))?;
+    if let Some(path) = &args.vectors {
+        return search_vectors(&args, path, &c, &rt);
+    }
+    let model = args.engine.load(&args.bundle)?;
     c.check_model(&model_ref(&model))?;
     let vector = match (&args.text, &args.image) {
         (Some(t), _) => model.embed_texts(&[t.as_str()])?.remove(0),
@@ -391,10 +515,7 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
     let req = SearchRequest {
         vector,
-        target: match args.target {
-            TargetArg::Text => VectorName::Text,
-            TargetArg::Image => VectorName::Image,
-        },
+        target: args.target.vector_name(),
         limit: args.k,
         offset: args.offset,
         score_threshold: args.score_threshold,
@@ -422,5 +543,62 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
         });
         writeln!(out, "{row}")?;
     }
+    Ok(())
+}
+
+/// `mirage search --vectors`: one query per row, one at a time (as a client would send them).
+fn search_vectors(
+    args: &SearchArgs,
+    path: &std::path::Path,
+    c: &Collection,
+    rt: &tokio::runtime::Runtime,
+) -> Result<()> {
+    use std::io::Write;
+    let bundle = mirage_model::bundle::Bundle::open(&args.bundle)?;
+    c.check_model(&mirage_index::ModelRef {
+        model_id: bundle.config().model_id.clone(),
+        sha256: bundle.sha256().to_string(),
+    })?;
+    let queries = mirage_index::npy::read_matrix(path)?;
+    let dim = bundle.config().architecture.embed_dim;
+    if queries.cols != dim {
+        bail!(
+            "{}: {} columns, but the collection holds {dim}-dimensional vectors",
+            path.display(),
+            queries.cols
+        );
+    }
+    let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let started = std::time::Instant::now();
+    for (i, q) in queries.iter_rows().enumerate() {
+        let req = SearchRequest {
+            vector: q.to_vec(),
+            target: args.target.vector_name(),
+            limit: args.k,
+            offset: args.offset,
+            score_threshold: args.score_threshold,
+            filter: filter.clone(),
+            ef: args.ef,
+            mode: if args.exact {
+                SearchMode::Exact
+            } else {
+                SearchMode::Auto
+            },
+        };
+        let hits = rt
+            .block_on(c.search(req))
+            .map_err(|e| anyhow::anyhow!("query {i} (row {i} of {}): {e}", path.display()))?;
+        let (ids, scores): (Vec<String>, Vec<f32>) =
+            hits.into_iter().map(|h| (h.id, h.score)).unzip();
+        writeln!(out, "{}", json!({"query": i, "ids": ids, "scores": scores}))?;
+    }
+    out.flush()?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{}",
+        json!({"queries": queries.rows, "seconds": seconds,
+               "qps": queries.rows as f64 / seconds.max(1e-9)})
+    );
     Ok(())
 }

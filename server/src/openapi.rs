@@ -307,7 +307,8 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
         ("InputObject", &["text", "image"][..], true),
         ("DeleteItemsRequest", &["ids", "filter"][..], true),
         ("RagRequest", &["question", "image"][..], false),
-        ("UpsertItem", &["text", "image"][..], false),
+        ("UpsertItem", &["text", "image", "vectors"][..], false),
+        ("ItemVectors", &["text", "image"][..], false),
     ] {
         let mut schema = s(&mut doc, name);
         if exactly {
@@ -317,6 +318,18 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
         }
         *doc.pointer_mut(&format!("{schemas}/{name}")).unwrap() = schema;
     }
+    // An image to embed and a precomputed image vector are two answers to one question.
+    let item = doc
+        .pointer_mut(&format!("{schemas}/UpsertItem"))
+        .expect("UpsertItem schema");
+    item["not"] = json!({
+        "required": ["image", "vectors"],
+        "properties": {
+            "image": {"not": {"type": "null"}},
+            "vectors": {"type": "object", "required": ["image"],
+                        "properties": {"image": {"not": {"type": "null"}}}},
+        },
+    });
     set(
         &mut doc,
         &format!("{schemas}/UpsertItem/properties/payload"),
@@ -349,11 +362,19 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
         .expect("EmbeddingInput is one text or a list");
     many["minItems"] = json!(1);
     many["maxItems"] = max;
-    let vector = format!("{schemas}/Query/properties/vector");
-    set(&mut doc, &vector, "contains", json!({"not": {"const": 0}}));
+    let vectors = [
+        format!("{schemas}/Query/properties/vector"),
+        format!("{schemas}/ItemVectors/properties/text"),
+        format!("{schemas}/ItemVectors/properties/image"),
+    ];
+    for vector in &vectors {
+        set(&mut doc, vector, "contains", json!({"not": {"const": 0}}));
+    }
     if let Some(dim) = contract.embed_dim {
-        set(&mut doc, &vector, "minItems", json!(dim));
-        set(&mut doc, &vector, "maxItems", json!(dim));
+        for vector in &vectors {
+            set(&mut doc, vector, "minItems", json!(dim));
+            set(&mut doc, vector, "maxItems", json!(dim));
+        }
         set(
             &mut doc,
             &format!("{schemas}/EmbeddingsRequest/properties/dimensions"),

@@ -378,3 +378,233 @@ fn sigkill_mid_indexing_loses_nothing_acknowledged_and_resumes_to_a_clean_result
         }
     }
 }
+
+/// Vectors embedded elsewhere go in through `index build --format npy` (ids, payloads, target
+/// space, quantisation) and batches of query vectors through `search --vectors`; every bad file
+/// is refused by name.
+#[test]
+fn precomputed_vectors_in_and_query_vectors_out_through_npy() {
+    use mirage_index::npy::{write_matrix, Matrix};
+    let f = fixture(0);
+    let store = f.store();
+    let dim = 16;
+    let rows = 60;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let data: Vec<f32> = (0..rows * dim)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let vectors = Matrix {
+        rows,
+        cols: dim,
+        data,
+    };
+    let file = |name: &str| f.root.join(name).display().to_string();
+    write_matrix(Path::new(&file("vectors.npy")), &vectors).unwrap();
+    let ids: Vec<String> = (0..rows).map(|i| format!("img-{i}")).collect();
+    std::fs::write(file("ids.txt"), ids.join("\n") + "\n").unwrap();
+    let payloads: Vec<String> = (0..rows)
+        .map(|i| serde_json::json!({"site": if i % 2 == 0 { "a" } else { "b" }}).to_string())
+        .collect();
+    std::fs::write(file("payload.jsonl"), payloads.join("\n") + "\n").unwrap();
+    let (vectors_npy, ids_txt, payload_jsonl) =
+        (file("vectors.npy"), file("ids.txt"), file("payload.jsonl"));
+    let build = |vectors: &str, ids: &str, payload: &str, extra: &[&str]| {
+        let mut args = vec![
+            "index",
+            "build",
+            "--bundle",
+            &f.bundle,
+            "--format",
+            "npy",
+            "--vectors",
+            vectors,
+            "--ids",
+            ids,
+            "--payload",
+            payload,
+            "--target",
+            "image",
+            "--store",
+            &store,
+            "--collection",
+            "scans",
+            "--quantization",
+            "f16",
+            "--batch-size",
+            "25",
+        ];
+        args.extend_from_slice(extra);
+        mirage(&args)
+    };
+    let summary = ok(build(&vectors_npy, &ids_txt, &payload_jsonl, &[]));
+    assert!(summary.contains("\"imported\":60"), "{summary}");
+    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
+        "index",
+        "info",
+        "--store",
+        &store,
+        "--collection",
+        "scans",
+    ])))
+    .unwrap();
+    assert_eq!(info["items"], 60);
+    assert_eq!(info["image_vectors"], 60);
+    assert_eq!(info["text_vectors"], 0);
+    assert_eq!(info["hnsw"]["quantization"], "f16");
+
+    // Rows 3 and 8 as queries: each finds itself first with cosine 1.
+    let queries = Matrix {
+        rows: 2,
+        cols: dim,
+        data: [vectors.row(3), vectors.row(8)].concat(),
+    };
+    write_matrix(Path::new(&file("queries.npy")), &queries).unwrap();
+    let search = |queries: &str, extra: &[&str]| {
+        let mut args = vec![
+            "search",
+            "--bundle",
+            &f.bundle,
+            "--store",
+            &store,
+            "--collection",
+            "scans",
+            "--target",
+            "image",
+            "--vectors",
+            queries,
+            "--k",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        mirage(&args)
+    };
+    let out = search(&file("queries.npy"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<serde_json::Value> = ok(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, row) in lines.iter().zip([3, 8]) {
+        assert_eq!(line["ids"][0], format!("img-{row}"));
+        assert_eq!(line["ids"].as_array().unwrap().len(), 5);
+        assert!(
+            (line["scores"][0].as_f64().unwrap() - 1.0).abs() < 1e-4,
+            "{line}"
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["queries"], 2);
+    assert!(summary["qps"].as_f64().unwrap() > 0.0);
+    let filtered = ok(search(
+        &file("queries.npy"),
+        &[
+            "--filter",
+            r#"{"must": [{"key": "site", "match": {"value": "b"}}]}"#,
+        ],
+    ));
+    let first: serde_json::Value = serde_json::from_str(filtered.lines().next().unwrap()).unwrap();
+    assert!(first["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|id| id.as_str().unwrap()["img-".len()..]
+            .parse::<usize>()
+            .unwrap()
+            % 2
+            == 1));
+
+    // Bad files and mismatched counts are refused before anything is written.
+    let wide = Matrix {
+        rows: 2,
+        cols: 17,
+        data: vec![0.5; 34],
+    };
+    write_matrix(Path::new(&file("wide.npy")), &wide).unwrap();
+    let err = fail(build(&file("wide.npy"), &ids_txt, &payload_jsonl, &[]));
+    assert!(
+        err.contains("17 columns") && err.contains("16 dimensions"),
+        "{err}"
+    );
+    let err = fail(search(&file("wide.npy"), &[]));
+    assert!(err.contains("17 columns"), "{err}");
+    std::fs::write(file("not.npy"), b"id,vector\n").unwrap();
+    let err = fail(build(&file("not.npy"), &ids_txt, &payload_jsonl, &[]));
+    assert!(err.contains("not a usable .npy matrix"), "{err}");
+    let err = fail(search(&file("not.npy"), &[]));
+    assert!(err.contains("not a usable .npy matrix"), "{err}");
+    std::fs::write(file("short-ids.txt"), "a\nb\n").unwrap();
+    let err = fail(build(
+        &vectors_npy,
+        &file("short-ids.txt"),
+        &payload_jsonl,
+        &[],
+    ));
+    assert!(err.contains("2 ids for 60 vectors"), "{err}");
+    let mut bad_payload = payloads.clone();
+    bad_payload[4] = "[1, 2]".into();
+    std::fs::write(file("bad.jsonl"), bad_payload.join("\n")).unwrap();
+    let err = fail(build(&vectors_npy, &ids_txt, &file("bad.jsonl"), &[]));
+    assert!(err.contains("line 5: not a JSON object"), "{err}");
+    let mut zero = vectors.clone();
+    zero.data[dim * 7..dim * 8].fill(0.0);
+    write_matrix(Path::new(&file("zero.npy")), &zero).unwrap();
+    let err = fail(build(&file("zero.npy"), &ids_txt, &payload_jsonl, &[]));
+    assert!(err.contains("zero vector"), "{err}");
+    let err = fail(mirage(&[
+        "index",
+        "build",
+        "--bundle",
+        &f.bundle,
+        "--format",
+        "npy",
+        "--vectors",
+        &vectors_npy,
+        "--store",
+        &store,
+        "--collection",
+        "x",
+        "--quantization",
+        "f8",
+    ]));
+    assert!(err.contains("f32, f16 or i8"), "{err}");
+    let err = fail(mirage(&[
+        "index",
+        "build",
+        "--bundle",
+        &f.bundle,
+        "--format",
+        "jsonl",
+        "--vectors",
+        &vectors_npy,
+        "--store",
+        &store,
+        "--collection",
+        "x",
+    ]));
+    assert!(err.contains("--corpus is required"), "{err}");
+    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
+        "index",
+        "info",
+        "--store",
+        &store,
+        "--collection",
+        "scans",
+    ])))
+    .unwrap();
+    assert_eq!(info["items"], 60);
+
+    // A rebuild from the database keeps every item and answer.
+    ok(mirage(&[
+        "index",
+        "compact",
+        "--rebuild",
+        "--store",
+        &store,
+        "--collection",
+        "scans",
+    ]));
+    let again = ok(search(&file("queries.npy"), &[]));
+    let again: serde_json::Value = serde_json::from_str(again.lines().next().unwrap()).unwrap();
+    assert_eq!(again["ids"][0], "img-3");
+}

@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
 
+use crate::routes::search::check_vector;
+
 use crate::dto::{
     CollectionList, CollectionName, CollectionResponse, CollectionSummary, CreateCollectionRequest,
     DeleteItemsRequest, DeleteResponse, HnswSettings, StoreKind, UpsertRequest, UpsertResponse,
@@ -225,10 +227,33 @@ pub async fn upsert_items(
     let mut images = Vec::new();
     // (item index, is_image) of each embedding, in input order.
     let mut slots = Vec::new();
+    let dim = state.encoder.model().dim();
+    // Vectors the caller computed, checked before anything is embedded.
+    let mut given = Vec::with_capacity(req.items.len());
     for (i, it) in req.items.iter().enumerate() {
-        if it.text.is_none() && it.image.is_none() {
+        let v = it.vectors.as_ref();
+        let check = |space: &str, v: Option<&Vec<f64>>| {
+            v.map(|v| check_vector(&format!("items[{i}].vectors.{space}"), v, dim))
+                .transpose()
+        };
+        let text_vector = check("text", v.and_then(|v| v.text.as_ref()))?;
+        let image_vector = check("image", v.and_then(|v| v.image.as_ref()))?;
+        if v.is_some() && text_vector.is_none() && image_vector.is_none() {
             return Err(ApiError::invalid(format!(
-                "items[{i}] ({:?}) has neither text nor image: nothing to embed",
+                "items[{i}].vectors has neither text nor image"
+            )));
+        }
+        if image_vector.is_some() && it.image.is_some() {
+            return Err(ApiError::invalid(format!(
+                "items[{i}] gives both image and vectors.image: give one (image_uri stores a reference)"
+            )));
+        }
+        given.push((text_vector, image_vector));
+    }
+    for (i, it) in req.items.iter().enumerate() {
+        if it.text.is_none() && it.image.is_none() && it.vectors.is_none() {
+            return Err(ApiError::invalid(format!(
+                "items[{i}] ({:?}) has neither text, image nor vectors: nothing to index",
                 it.id
             )));
         }
@@ -236,8 +261,10 @@ pub async fn upsert_items(
             if t.trim().is_empty() {
                 return Err(ApiError::invalid(format!("items[{i}].text is empty")));
             }
-            inputs.push(Input::Text(t.clone()));
-            slots.push((i, false));
+            if given[i].0.is_none() {
+                inputs.push(Input::Text(t.clone()));
+                slots.push((i, false));
+            }
         }
         if let Some(d) = &it.image {
             images.push((format!("items[{i}].image"), d.clone()));
@@ -260,13 +287,14 @@ pub async fn upsert_items(
     let mut items: Vec<Item> = req
         .items
         .into_iter()
-        .map(|it| Item {
+        .zip(given)
+        .map(|(it, (text_vector, image_vector))| Item {
             id: it.id,
             text: it.text,
             image: it.image_uri,
             payload: it.payload,
-            text_vector: None,
-            image_vector: None,
+            text_vector,
+            image_vector,
         })
         .collect();
     for ((i, is_image), v) in slots.into_iter().zip(vectors) {

@@ -68,23 +68,24 @@ async fn embed_image(
         .expect("one image in, one vector out — this is a bug"))
 }
 
-/// The query vector at unit length. Read and scaled in f64, so any JSON numbers that are not
-/// all zero give a direction, however small or large (1e-300 or 1e300 alike).
-fn check_vector(v: &[f64], dim: usize) -> ApiResult<Vec<f32>> {
+/// A vector given in a request (`field` names it in errors), at unit length. Read and scaled in
+/// f64, so any JSON numbers that are not all zero give a direction, however small or large
+/// (1e-300 or 1e300 alike).
+pub(crate) fn check_vector(field: &str, v: &[f64], dim: usize) -> ApiResult<Vec<f32>> {
     if v.len() != dim {
         return Err(ApiError::invalid(format!(
-            "query.vector has {} dimensions; the model's joint space has {dim}",
+            "{field} has {} dimensions; the model's joint space has {dim}",
             v.len()
         )));
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
         return Err(ApiError::invalid(format!(
-            "query.vector[{i}] is not a finite number"
+            "{field}[{i}] is not a finite number"
         )));
     }
     let scale = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     if scale == 0.0 {
-        return Err(ApiError::invalid("query.vector is all zeros"));
+        return Err(ApiError::invalid(format!("{field} is all zeros")));
     }
     let norm = v.iter().map(|x| (x / scale).powi(2)).sum::<f64>().sqrt();
     Ok(v.iter().map(|x| (x / scale / norm) as f32).collect())
@@ -182,7 +183,10 @@ pub async fn search(
             "image",
             embed_image(&state, i, "query.image", req.frame.into()).await?,
         ),
-        (None, None, Some(v)) => ("vector", check_vector(&v, state.encoder.model().dim())?),
+        (None, None, Some(v)) => (
+            "vector",
+            check_vector("query.vector", &v, state.encoder.model().dim())?,
+        ),
         _ => {
             return Err(ApiError::invalid(
                 "query needs exactly one of \"text\", \"image\" or \"vector\"",

@@ -486,3 +486,127 @@ async fn product_path(qdrant: Option<&str>) {
     api.get(c, &path).await.expect_problem(404, "not-found");
     api.get("/health", "/health").await.expect(200);
 }
+
+/// Items may carry vectors embedded elsewhere instead of content to embed: stored as given
+/// (normalised), searchable at cosine 1 by the same vector, beside embedded items; a quantised
+/// collection answers exact scores; every bad vector is a 422 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precomputed_item_vectors_are_indexed_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    crate::bundle_with_bank(&bundle);
+    let model = MirageModel::open_cpu(&bundle).unwrap();
+    let dim = model.dim();
+    let work = dir.path().join("work");
+    let server = Server::start(&bundle, &work, &[]);
+    let api = &server.api;
+    let c = "/v1/collections/{name}";
+    let items = "/v1/collections/{name}/items";
+    let r = api
+        .put(
+            c,
+            "/v1/collections/byo",
+            &json!({"hnsw": {"quantization": "i8"}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.body["hnsw"]["quantization"], "i8");
+    let vector = |seed: usize| -> Vec<f64> {
+        (0..dim)
+            .map(|i| ((i * 7 + seed * 13) % 11) as f64 - 5.0)
+            .collect()
+    };
+    let body = json!({"items": [
+        {"id": "v1", "text": "stored, not embedded", "vectors": {"text": vector(1)}},
+        {"id": "v2", "image_uri": "scans/2.png", "vectors": {"image": vector(2)},
+         "payload": {"site": "b"}},
+        {"id": "v3", "vectors": {"text": vector(3), "image": vector(4)}},
+        {"id": "e1", "text": "chest x-ray with pneumonia"},
+    ]});
+    api.post(items, "/v1/collections/byo/items", &body)
+        .await
+        .expect(200);
+    let s = "/v1/search";
+    for (target, seed, id) in [
+        ("text", 1, "v1"),
+        ("image", 2, "v2"),
+        ("text", 3, "v3"),
+        ("image", 4, "v3"),
+    ] {
+        let r = api
+            .post(
+                s,
+                s,
+                &json!({"collection": "byo", "query": {"vector": vector(seed)}, "target": target, "limit": 2}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(r.body["hits"][0]["id"], id, "{target} {seed}: {}", r.body);
+        assert!((r.body["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+    }
+    // The stored text is returned, and the embedded item's text vector is the model's.
+    let r = api
+        .post(s, s, &json!({"collection": "byo", "query": {"text": "chest x-ray with pneumonia"}, "limit": 4}))
+        .await
+        .expect(200);
+    assert_eq!(r.body["hits"][0]["id"], "e1");
+    let v1 = r.body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "v1")
+        .unwrap();
+    assert_eq!(v1["text"], "stored, not embedded");
+
+    let bad = |item: Value| json!({"items": [item]});
+    let mut wide = vector(1);
+    wide.push(1.0);
+    let zeros = vec![0.0; dim];
+    for (item, says) in [
+        (
+            json!({"id": "x", "vectors": {"text": wide}}),
+            format!("items[0].vectors.text has {} dimensions", dim + 1),
+        ),
+        (
+            json!({"id": "x", "vectors": {"image": zeros}}),
+            "items[0].vectors.image is all zeros".to_string(),
+        ),
+        (
+            json!({"id": "x", "vectors": {}}),
+            "items[0].vectors has neither text nor image".to_string(),
+        ),
+        (
+            json!({"id": "x", "image": b64(&png(1, 8)), "vectors": {"image": vector(1)}}),
+            "gives both image and vectors.image".to_string(),
+        ),
+        (
+            json!({"id": "x", "vectors": {"text": vector(1), "audio": vector(1)}}),
+            "unknown field `audio`".to_string(),
+        ),
+    ] {
+        let r = api
+            .post(items, "/v1/collections/byo/items", &bad(item))
+            .await
+            .expect_problem(422, "invalid-request");
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(detail.contains(&says), "{detail}");
+    }
+    let r = api
+        .put(
+            c,
+            "/v1/collections/other",
+            &json!({"hnsw": {"quantization": "f8"}}),
+        )
+        .await
+        .expect_problem(422, "invalid-request");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `f8`, expected one of `f32`, `f16`, `i8`"),
+        "{}",
+        r.body
+    );
+    let r = api.get(c, "/v1/collections/byo").await.expect(200);
+    assert_eq!(r.body["items"], 4);
+}
