@@ -729,7 +729,7 @@ impl EmbeddedCollection {
         let mut names = Vec::new();
         for name in VectorName::ALL {
             let graph = &state.spaces[name.index()].graph;
-            let basename = if graph.len() == 0 {
+            let basename = if graph.is_empty() {
                 String::new()
             } else {
                 // A fresh name every time: the dump in use must stay intact until the database

@@ -48,6 +48,10 @@ pub trait GraphEngine: Send + Sync {
     fn save(&self, path: &Path) -> Result<()>;
     /// Points in the graph, tombstones included.
     fn len(&self) -> usize;
+    /// Whether the graph holds no point at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Bytes the graph holds in memory (links and its copy of the vectors).
     fn memory_bytes(&self) -> usize;
     /// How the graph stores vectors; anything but f32 gives approximate scores, and `search`

@@ -196,7 +196,7 @@ pub fn write_matrix(path: &Path, matrix: &Matrix) -> Result<()> {
         matrix.rows, matrix.cols
     );
     // The data starts 64-byte aligned, as NumPy writes it.
-    while (MAGIC.len() + 4 + header.len() + 1) % 64 != 0 {
+    while !(MAGIC.len() + 4 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -225,11 +225,7 @@ fn main() -> std::process::ExitCode {
 fn serve(args: mirage_server::config::ServeArgs, log: &str) -> Result<()> {
     let settings = args.resolve()?;
     // Serving logs lifecycle events at info unless the user asked for something else.
-    let filter = if log == "warn" {
-        "info,hnsw_rs=warn"
-    } else {
-        log
-    };
+    let filter = if log == "warn" { "info" } else { log };
     mirage_server::serve::init_logging(filter, settings.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(mirage_server::serve::run(settings, |addr| {

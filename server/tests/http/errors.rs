@@ -275,7 +275,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         .expect_problem(422, "invalid-request");
 
     // Settings that reach a library with its own limits: the largest accepted value works, one
-    // more is a 422 naming the field, its range and the value (hnsw_rs used to end the process).
+    // more is a 422 naming the field, its range and the value.
     let r = api
         .put(c, "/v1/collections/widest", &json!({"hnsw": {"m": 256}}))
         .await
