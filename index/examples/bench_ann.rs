@@ -289,14 +289,7 @@ fn main() {
         let bytes = store.memory_bytes() as f64 / n as f64;
         eprintln!("  built in {build_s:.1} s, {bytes:.0} bytes/vector of state in memory");
         let points = sweep(&a.ef, &queries, &truth, |q, ef| {
-            let mut req = SearchRequest::new(q.to_vec(), VectorName::Text, k);
-            req.ef = Some(ef);
-            store
-                .search(&req)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.id.parse().unwrap())
-                .collect()
+            top_ids(&store, q, k, ef, None)
         });
         stores.push(serde_json::json!({
             "name": format!("mirage embedded store (usearch {quantization} + SQLite)"),
@@ -328,6 +321,25 @@ fn main() {
     .unwrap();
 }
 
+/// Ids (the row numbers) of the store's top `k` for `q` at beam `ef`.
+fn top_ids(
+    store: &EmbeddedCollection,
+    q: &[f32],
+    k: usize,
+    ef: usize,
+    filter: Option<&Filter>,
+) -> Vec<u32> {
+    let mut req = SearchRequest::new(q.to_vec(), VectorName::Text, k);
+    req.ef = Some(ef);
+    req.filter = filter.cloned();
+    store
+        .search(&req)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id.parse().unwrap())
+        .collect()
+}
+
 /// Payload field the filtered queries test: 200 buckets, item `i` in bucket `i % 200`.
 fn bucket(id: usize) -> usize {
     id % 200
@@ -353,15 +365,7 @@ fn filtered_queries(
             let truth = ground_truth(base, queries, k, threads, &|i| bucket(i) < below);
             eprintln!("filter keeping {share}:");
             let points = sweep(efs, queries, &truth, |q, ef| {
-                let mut req = SearchRequest::new(q.to_vec(), VectorName::Text, k);
-                req.ef = Some(ef);
-                req.filter = Some(filter.clone());
-                store
-                    .search(&req)
-                    .unwrap()
-                    .into_iter()
-                    .map(|h| h.id.parse().unwrap())
-                    .collect()
+                top_ids(store, q, k, ef, Some(&filter))
             });
             serde_json::json!({"keeps": share, "points": points})
         })

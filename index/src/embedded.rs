@@ -287,14 +287,7 @@ impl EmbeddedCollection {
 
     /// Opens an existing collection.
     pub fn open(root: &Path, name: &str) -> Result<Self> {
-        validate_collection_name(name)?;
-        let dir = Self::path(root, name);
-        if !dir.join(MANIFEST_FILE).is_file() {
-            return Err(IndexError::CollectionNotFound {
-                name: name.into(),
-                location: root.display().to_string(),
-            });
-        }
+        let dir = existing_dir(root, name)?;
         let manifest = Manifest::read(&dir)?;
         manifest.check_engine(&dir)?;
         let lock = lock_collection(&dir)?;
@@ -320,14 +313,7 @@ impl EmbeddedCollection {
     /// rebuilding its graphs from the vectors in its database: the database is the truth, the
     /// dumps only a cache. The manifest then names this build's engine.
     pub fn rebuild_graphs(root: &Path, name: &str) -> Result<Self> {
-        validate_collection_name(name)?;
-        let dir = Self::path(root, name);
-        if !dir.join(MANIFEST_FILE).is_file() {
-            return Err(IndexError::CollectionNotFound {
-                name: name.into(),
-                location: root.display().to_string(),
-            });
-        }
+        let dir = existing_dir(root, name)?;
         {
             let _lock = lock_collection(&dir)?;
             let mut manifest = Manifest::read(&dir)?;
@@ -804,8 +790,8 @@ impl EmbeddedCollection {
     }
 }
 
-/// Removes a collection directory. The caller must not have it open.
-pub fn drop_collection(root: &Path, name: &str) -> Result<()> {
+/// Directory of existing collection `name` under `root`, or why there is none.
+fn existing_dir(root: &Path, name: &str) -> Result<PathBuf> {
     validate_collection_name(name)?;
     let dir = EmbeddedCollection::path(root, name);
     if !dir.join(MANIFEST_FILE).is_file() {
@@ -814,6 +800,12 @@ pub fn drop_collection(root: &Path, name: &str) -> Result<()> {
             location: root.display().to_string(),
         });
     }
+    Ok(dir)
+}
+
+/// Removes a collection directory. The caller must not have it open.
+pub fn drop_collection(root: &Path, name: &str) -> Result<()> {
+    let dir = existing_dir(root, name)?;
     // Taking the lock proves no other process serves it; removing the manifest first makes a
     // crash mid-removal leave a directory that no longer claims to be a collection.
     let lock = lock_collection(&dir)?;

@@ -29,6 +29,18 @@ pub fn model_ref(model: &MirageModel) -> ModelRef {
     }
 }
 
+/// The same identity read from a bundle without loading its weights (for vectors embedded
+/// elsewhere), with the dimension of its joint space.
+pub fn bundle_ref(bundle: &mirage_model::bundle::Bundle) -> (ModelRef, usize) {
+    (
+        ModelRef {
+            model_id: bundle.config().model_id.clone(),
+            sha256: bundle.sha256().to_string(),
+        },
+        bundle.config().architecture.embed_dim,
+    )
+}
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {

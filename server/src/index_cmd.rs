@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use mirage_index::corpus::{read_corpus, CorpusFormat, CorpusOptions};
 use mirage_index::pipeline::{
-    estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
+    bundle_ref, estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
 };
 use mirage_index::{
     drop_collection, locate, Collection, CollectionConfig, Filter, HnswParams, Quantization,
@@ -224,6 +224,26 @@ pub(crate) struct SearchArgs {
     engine: EngineArgs,
 }
 
+impl SearchArgs {
+    /// The search these flags ask for, with `vector` as the query.
+    fn request(&self, vector: Vec<f32>, filter: Option<Filter>) -> SearchRequest {
+        SearchRequest {
+            vector,
+            target: self.target.vector_name(),
+            limit: self.k,
+            offset: self.offset,
+            score_threshold: self.score_threshold,
+            filter,
+            ef: self.ef,
+            mode: if self.exact {
+                SearchMode::Exact
+            } else {
+                SearchMode::Auto
+            },
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum TargetArg {
     Text,
@@ -405,8 +425,7 @@ fn import_vectors(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         bail!("--format npy needs --vectors FILE.npy");
     };
     let spec = args.store.spec()?;
-    let bundle = mirage_model::bundle::Bundle::open(&args.bundle)?;
-    let dim = bundle.config().architecture.embed_dim;
+    let (model, dim) = bundle_ref(&mirage_model::bundle::Bundle::open(&args.bundle)?);
     let vectors = mirage_index::npy::read_matrix(&path)?;
     if vectors.cols != dim {
         bail!(
@@ -444,10 +463,6 @@ fn import_vectors(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         .transpose()?;
     let target = args.target.vector_name();
     let items = mirage_index::npy::vector_items(&vectors, ids, payloads, target)?;
-    let model = mirage_index::ModelRef {
-        model_id: bundle.config().model_id.clone(),
-        sha256: bundle.sha256().to_string(),
-    };
     let collection = open_for_build(&args, &spec, dim, model, rt)?;
     let started = std::time::Instant::now();
     let total = items.len();
@@ -513,21 +528,7 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
         (None, None) => bail!("give --text or --image"),
     };
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
-    let req = SearchRequest {
-        vector,
-        target: args.target.vector_name(),
-        limit: args.k,
-        offset: args.offset,
-        score_threshold: args.score_threshold,
-        filter,
-        ef: args.ef,
-        mode: if args.exact {
-            SearchMode::Exact
-        } else {
-            SearchMode::Auto
-        },
-    };
-    let hits = rt.block_on(c.search(req))?;
+    let hits = rt.block_on(c.search(args.request(vector, filter)))?;
     let mut out = std::io::stdout().lock();
     for (rank, h) in hits.into_iter().enumerate() {
         use std::io::Write;
@@ -554,13 +555,9 @@ fn search_vectors(
     rt: &tokio::runtime::Runtime,
 ) -> Result<()> {
     use std::io::Write;
-    let bundle = mirage_model::bundle::Bundle::open(&args.bundle)?;
-    c.check_model(&mirage_index::ModelRef {
-        model_id: bundle.config().model_id.clone(),
-        sha256: bundle.sha256().to_string(),
-    })?;
+    let (model, dim) = bundle_ref(&mirage_model::bundle::Bundle::open(&args.bundle)?);
+    c.check_model(&model)?;
     let queries = mirage_index::npy::read_matrix(path)?;
-    let dim = bundle.config().architecture.embed_dim;
     if queries.cols != dim {
         bail!(
             "{}: {} columns, but the collection holds {dim}-dimensional vectors",
@@ -572,22 +569,8 @@ fn search_vectors(
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let started = std::time::Instant::now();
     for (i, q) in queries.iter_rows().enumerate() {
-        let req = SearchRequest {
-            vector: q.to_vec(),
-            target: args.target.vector_name(),
-            limit: args.k,
-            offset: args.offset,
-            score_threshold: args.score_threshold,
-            filter: filter.clone(),
-            ef: args.ef,
-            mode: if args.exact {
-                SearchMode::Exact
-            } else {
-                SearchMode::Auto
-            },
-        };
         let hits = rt
-            .block_on(c.search(req))
+            .block_on(c.search(args.request(q.to_vec(), filter.clone())))
             .map_err(|e| anyhow::anyhow!("query {i} (row {i} of {}): {e}", path.display()))?;
         let (ids, scores): (Vec<String>, Vec<f32>) =
             hits.into_iter().map(|h| (h.id, h.score)).unzip();
