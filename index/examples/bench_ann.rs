@@ -225,7 +225,7 @@ fn main() {
         quantization: Quantization::F32,
     };
 
-    eprintln!("usearch graph alone (f32)…");
+    eprintln!("graph alone (f32)…");
     let t = Instant::now();
     let graph = BareGraph::build(&base, &params, Quantization::F32).unwrap();
     let graph_build_s = t.elapsed().as_secs_f64();
@@ -292,7 +292,7 @@ fn main() {
             top_ids(&store, q, k, ef, None)
         });
         stores.push(serde_json::json!({
-            "name": format!("mirage embedded store (usearch {quantization} + SQLite)"),
+            "name": format!("mirage embedded store ({quantization} + SQLite)"),
             "quantization": quantization.as_str(),
             "build_s": build_s, "graph_build_s": graph_build_s, "bytes_per_vector": bytes,
             "points": points,
@@ -306,7 +306,7 @@ fn main() {
         "n": n, "dim": a.dim, "queries": queries.len(), "k": k, "m": a.m,
         "ef_construction": a.ef_construction, "ef_search": a.ef, "threads": a.threads,
         "dataset": dataset,
-        "ours_graph": {"name": "mirage: usearch graph alone (f32)", "build_s": graph_build_s,
+        "ours_graph": {"name": "mirage: graph alone (f32)", "build_s": graph_build_s,
                        "bytes_per_vector": graph_bytes, "points": graph_points},
         "ours_quantized": stores.get(1..).unwrap_or_default(),
         "filtered": filtered,

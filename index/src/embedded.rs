@@ -4,8 +4,8 @@
 //! <root>/<collection>/
 //!   manifest.json            format version, dim, metric, model id + sha256, graph parameters
 //!   items.sqlite (+ -wal)    items (id, text, image, payload) and every live vector: the truth
-//!   graph-<seq>-<nonce>-text.usearch   graph dumps (the engine named in the manifest),
-//!   graph-<seq>-<nonce>-image.usearch  covering points up to <seq>
+//!   graph-<seq>-<nonce>-text.hnsw      graph dumps (the engine named in the manifest),
+//!   graph-<seq>-<nonce>-image.hnsw     covering points up to <seq>
 //!   LOCK                     held (flock) while a process has the collection open
 //! ```
 //!
@@ -27,8 +27,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
-use crate::flat::{dot, FlatVectors, Scored, TopK};
-use crate::graph::{GraphEngine, UsearchGraph, ENGINE};
+use crate::flat::{FlatVectors, Scored, TopK};
+use crate::graph::{GraphEngine, ENGINE};
+use crate::hnsw::HnswGraph;
+use crate::kernels::dot;
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
@@ -776,8 +778,8 @@ impl EmbeddedCollection {
         for entry in fs_err::read_dir(&self.dir)? {
             let entry = entry?;
             let file = entry.file_name().to_string_lossy().into_owned();
-            // Also the hnsw_rs dumps of collections made by earlier builds.
-            if let Some(base) = [DUMP_EXT, "hnsw.graph", "hnsw.data"]
+            // Also the hnsw_rs and USearch dumps of collections made by earlier builds.
+            if let Some(base) = [DUMP_EXT, "hnsw.graph", "hnsw.data", "usearch"]
                 .iter()
                 .find_map(|ext| file.strip_suffix(&format!(".{ext}")))
             {
@@ -848,12 +850,12 @@ fn read_graph_meta(conn: &Connection, name: VectorName) -> Result<Option<(u64, S
 }
 
 fn new_graph(manifest: &Manifest, capacity: usize) -> Result<Box<dyn GraphEngine>> {
-    Ok(Box::new(UsearchGraph::new(
+    Ok(Box::new(HnswGraph::new(
         manifest.dim,
         &manifest.hnsw,
         manifest.hnsw.quantization,
         capacity,
-    )?))
+    )))
 }
 
 fn build_graph(manifest: &Manifest, flat: &FlatVectors) -> Result<Box<dyn GraphEngine>> {
@@ -937,7 +939,7 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
         let loaded = match read_graph_meta(conn, name)? {
             Some((covered, basename)) if !basename.is_empty() => {
                 let path = dir.join(format!("{basename}.{DUMP_EXT}"));
-                match UsearchGraph::load(
+                match HnswGraph::load(
                     &path,
                     manifest.dim,
                     &manifest.hnsw,
@@ -972,7 +974,7 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
 }
 
 /// File extension of graph dumps.
-const DUMP_EXT: &str = "usearch";
+const DUMP_EXT: &str = "hnsw";
 
 /// Items sampled to estimate how many live points a filter keeps.
 const SELECTIVITY_SAMPLE: usize = 512;

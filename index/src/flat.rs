@@ -1,56 +1,6 @@
 //! The flat copy of one space's live vectors: liveness and owners of graph points, exact scans,
 //! and the f32 rescoring of quantised graphs. Rows are contiguous so a scan streams memory.
 
-/// Inner product of two equally long slices, with AVX2/FMA where the CPU has it.
-// The one unsafe call in the crate: a function compiled for AVX2/FMA, entered only after the
-// CPU is seen to have both (exact scans and rescoring run twice as fast as with SSE2).
-#[allow(unsafe_code)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports both features, checked just above.
-            return unsafe { dot_avx2_fma(a, b) };
-        }
-    }
-    dot_portable(a, b)
-}
-
-/// Sixteen accumulators: the compiler may not reorder one running sum, but it vectorises
-/// independent lanes (two AVX registers, or four SSE ones).
-#[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32], fma: bool) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let chunks_a = a.chunks_exact(16);
-    let chunks_b = b.chunks_exact(16);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for i in 0..16 {
-            acc[i] = if fma {
-                ca[i].mul_add(cb[i], acc[i])
-            } else {
-                acc[i] + ca[i] * cb[i]
-            };
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b, false)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b, true)
-}
-
 /// Marks a point id without a row.
 const NO_ROW: u32 = u32::MAX;
 
@@ -201,21 +151,6 @@ impl TopK {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_matches_the_plain_sum_at_every_length() {
-        for n in [0, 1, 7, 16, 17, 33, 384] {
-            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let plain: f64 = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (*x as f64) * (*y as f64))
-                .sum();
-            assert!((dot(&a, &b) as f64 - plain).abs() < 1e-4, "n {n}");
-            assert!((dot_portable(&a, &b) as f64 - plain).abs() < 1e-4, "n {n}");
-        }
-    }
 
     #[test]
     fn rows_follow_removals() {

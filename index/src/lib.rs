@@ -2,7 +2,7 @@
 //!
 //! Collections of report/caption items with text and image vectors in the joint space of one
 //! MIRAGE bundle: corpus readers, the embedding pipeline, and two stores with one semantics — the
-//! embedded store (USearch HNSW graphs + SQLite, one directory per collection) and Qdrant (feature
+//! embedded store (HNSW graphs + SQLite, one directory per collection) and Qdrant (feature
 //! `qdrant`).
 #![warn(missing_docs)]
 
@@ -12,6 +12,8 @@ mod error;
 pub mod filter;
 mod flat;
 pub mod graph;
+mod hnsw;
+mod kernels;
 pub mod manifest;
 pub mod npy;
 pub mod pipeline;
@@ -24,8 +26,9 @@ pub mod types;
 pub use embedded::EmbeddedCollection;
 pub use error::{IndexError, Result, StoreFailure};
 pub use filter::Filter;
-pub use flat::dot;
-pub use graph::{BareGraph, GraphEngine, UsearchGraph};
+pub use graph::{BareGraph, GraphEngine};
+pub use hnsw::HnswGraph;
+pub use kernels::dot;
 pub use store::{drop_collection, list_collections, locate, probe, Collection, StoreSpec};
 pub use types::{
     CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, Quantization, SearchMode,

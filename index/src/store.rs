@@ -92,7 +92,7 @@ impl std::fmt::Display for StoreSpec {
 /// An open collection in either store.
 #[derive(Clone)]
 pub enum Collection {
-    /// Embedded (USearch graphs + SQLite).
+    /// Embedded (HNSW graphs + SQLite).
     Embedded(Arc<EmbeddedCollection>),
     /// Qdrant.
     #[cfg(feature = "qdrant")]

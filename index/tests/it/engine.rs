@@ -1,6 +1,7 @@
 //! The graph engine behind the embedded store: quantised storage, the filter inside the graph
 //! walk, and collections whose dumps another engine wrote.
 
+use mirage_index::graph::ENGINE;
 use mirage_index::testing::embedding_like_vectors;
 use mirage_index::{
     EmbeddedCollection, Filter, IndexError, Quantization, SearchMode, SearchRequest, VectorName,
@@ -164,14 +165,14 @@ fn a_collection_of_another_engine_is_refused_then_rebuilt() {
     let err = EmbeddedCollection::open(dir.path(), "old").err().unwrap();
     assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("hnsw_rs") && msg.contains("usearch"), "{msg}");
+    assert!(msg.contains("hnsw_rs") && msg.contains(ENGINE), "{msg}");
     assert!(
         msg.contains("mirage index compact --rebuild --collection old"),
         "{msg}"
     );
 
     let c = EmbeddedCollection::rebuild_graphs(dir.path(), "old").unwrap();
-    assert_eq!(c.manifest().engine, "usearch");
+    assert_eq!(c.manifest().engine, ENGINE);
     assert_eq!(c.info().items, 200);
     assert_eq!(search(&c, &vectors[5], None, SearchMode::Auto)[0].0, "id-5");
     assert_eq!(search(&c, &vectors[5], None, SearchMode::Exact), expected);
@@ -186,4 +187,21 @@ fn a_collection_of_another_engine_is_refused_then_rebuilt() {
         matches!(err, IndexError::CollectionNotFound { .. }),
         "{err}"
     );
+    drop(c);
+
+    // A USearch-era collection: the same way out, and its dump goes too.
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    value["engine"] = json!("usearch");
+    std::fs::write(&manifest, value.to_string()).unwrap();
+    let stale = dir.path().join("old/graph-200-2-text.usearch");
+    std::fs::write(&stale, b"usearch").unwrap();
+    let err = EmbeddedCollection::open(dir.path(), "old").err().unwrap();
+    assert!(
+        err.to_string().contains("built by the usearch engine"),
+        "{err}"
+    );
+    let c = EmbeddedCollection::rebuild_graphs(dir.path(), "old").unwrap();
+    assert_eq!(search(&c, &vectors[5], None, SearchMode::Exact), expected);
+    assert!(!stale.exists());
 }

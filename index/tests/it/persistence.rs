@@ -104,7 +104,7 @@ fn damaged_graph_dump_is_rebuilt_from_the_database() {
     let dump = std::fs::read_dir(&coll)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".usearch"))
+        .find(|p| p.to_string_lossy().ends_with(".hnsw"))
         .expect("a graph dump");
     let whole = std::fs::read(&dump).unwrap();
     let damages: [(&str, Vec<u8>); 4] = [
