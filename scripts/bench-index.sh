@@ -5,7 +5,9 @@
 # ratios ours / peer (> 1: we are faster). Datasets: seeded embedding-like vectors (N x 384), and
 # real MiniLM embeddings of the radlabels reports when the assets are present.
 #
-#   scripts/bench-index.sh [N]      (default 100000; THREADS=… to change the build threads)
+#   scripts/bench-index.sh [N]      (default 100000; THREADS=… to change the build threads,
+#                                    QUANTIZATIONS=f32 to build one store, FILTERED=false to skip
+#                                    the filtered sweep, EF=64,128,256 for another ef sweep)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
@@ -22,7 +24,8 @@ mirage="$target/release/mirage"
 
 out="$cache/bench/ann-synthetic-$n"
 rm -rf "$out"
-"$bench" "$out" --n "$n" --threads "$threads" --quantizations "$quant"
+"$bench" "$out" --n "$n" --threads "$threads" --quantizations "$quant" \
+  --filtered "${FILTERED:-true}" --ef "${EF:-16,32,64,128,256}"
 echo
 "$py" scripts/bench/ann_peers.py "$out"
 

@@ -8,7 +8,7 @@
 //! ```text
 //! bench_ann OUT_DIR [--n 100000] [--dim 384] [--queries 1000] [--m 16] [--ef-construction 200]
 //!           [--ef 16,32,64,128,256] [--threads 2] [--quantizations f32,f16,i8]
-//!           [--embeddings FILE.f32 --dim D --holdout Q]
+//!           [--filtered true|false] [--embeddings FILE.f32 --dim D --holdout Q]
 //! ```
 
 use std::io::Write;
@@ -33,6 +33,7 @@ struct Args {
     embeddings: Option<PathBuf>,
     dataset: String,
     quantizations: Vec<Quantization>,
+    filtered: bool,
 }
 
 fn parse() -> Args {
@@ -49,6 +50,7 @@ fn parse() -> Args {
         embeddings: None,
         dataset: String::new(),
         quantizations: Quantization::ALL.to_vec(),
+        filtered: true,
     };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -70,6 +72,7 @@ fn parse() -> Args {
                     .map(|v| v.parse().expect("--ef: numbers"))
                     .collect()
             }
+            "--filtered" => a.filtered = value.parse().expect("--filtered: true or false"),
             "--embeddings" => a.embeddings = Some(PathBuf::from(&value)),
             "--dataset" => a.dataset = value,
             "--quantizations" => {
@@ -297,7 +300,7 @@ fn main() {
             "build_s": build_s, "graph_build_s": graph_build_s, "bytes_per_vector": bytes,
             "points": points,
         }));
-        if quantization == Quantization::F32 {
+        if quantization == Quantization::F32 && a.filtered {
             filtered = filtered_queries(&store, &base, &queries, k, a.threads, &a.ef);
         }
     }
