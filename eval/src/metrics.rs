@@ -52,6 +52,26 @@ pub fn retrieval_recall(sims: &[f32], n: usize) -> (Recall, Recall) {
     (i2t, t2i)
 }
 
+/// Pairs that share a caption (augmented copies, boilerplate) count as one answer: returns
+/// `(columns, text_of)`, where `columns` holds the first pair of each distinct caption in
+/// first-seen order and `text_of[i]` is the column of pair i's caption, as [`grouped_ranks`]
+/// takes it. The trainer's validation and `mirage eval` group this one way.
+pub fn caption_columns<S: AsRef<str>>(captions: &[S]) -> (Vec<usize>, Vec<usize>) {
+    let mut first_of = std::collections::HashMap::new();
+    let mut columns = Vec::new();
+    let text_of = captions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            *first_of.entry(c.as_ref()).or_insert_with(|| {
+                columns.push(i);
+                columns.len() - 1
+            })
+        })
+        .collect();
+    (columns, text_of)
+}
+
 /// 0-based ranks both ways when several images may share one caption (augmented copies, repeated
 /// report phrasing): `sims` is images × texts, row-major with `n_texts` columns, and `text_of[i]`
 /// is the column of image i's caption. Image→text: how many other captions score at least as

@@ -605,9 +605,9 @@ impl EmbeddedCollection {
 
     /// k-nearest-neighbour search.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
-        validate_search(req)?;
+        let limit = validate_search(req)?;
         let query = unit_vector("query", &req.vector, self.manifest.dim)?;
-        let depth = req.limit + req.offset;
+        let depth = limit + req.offset;
         let scored = {
             let state = self.read_state();
             let space = &state.spaces[req.target.index()];

@@ -43,8 +43,8 @@ pub enum IndexError {
         /// sha256 of the bundle given.
         given_sha256: String,
     },
-    /// A vector has the wrong length for this collection.
-    #[error("{what}: vector has {got} dimensions, the collection has {expected}")]
+    /// A vector has the wrong length for this collection (or model).
+    #[error("{what} has {got} dimensions; the space has {expected}")]
     Dimension {
         /// Which vector.
         what: String,

@@ -386,28 +386,18 @@ fn embed_batch(model: &MirageModel, batch: Vec<Prepared>) -> Result<Vec<Item>> {
     let mut image_vecs = model.embed_preprocessed(pixels, n_images)?.into_iter();
     let mut items = Vec::with_capacity(batch.len());
     for p in batch {
-        let mut payload: Map<String, Value> = p.record.payload;
-        if !p.dicom.is_empty() {
-            payload.insert(
-                "dicom".into(),
-                Value::Object(
-                    p.dicom
-                        .into_iter()
-                        .map(|(k, v)| (k, Value::String(v)))
-                        .collect(),
-                ),
-            );
-        }
         let text_vector = p.record.text.as_ref().and_then(|_| text_vecs.next());
         let image_vector = p.pixels.as_ref().and_then(|_| image_vecs.next());
-        items.push(Item {
+        let mut item = Item {
             id: p.record.id,
             text: p.record.text,
             image: p.record.image_ref,
-            payload,
+            payload: p.record.payload,
             text_vector,
             image_vector,
-        });
+        };
+        item.add_dicom_tags(p.dicom);
+        items.push(item);
     }
     Ok(items)
 }

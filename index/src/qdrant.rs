@@ -522,7 +522,7 @@ impl QdrantCollection {
 
     /// k-nearest-neighbour search on the named vector.
     pub async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
-        validate_search(req)?;
+        let limit = validate_search(req)?;
         let query = unit_vector("query", &req.vector, self.dim)?;
         let mut params =
             SearchParamsBuilder::default().hnsw_ef(req.ef.unwrap_or(self.hnsw.ef_search) as u64);
@@ -532,7 +532,7 @@ impl QdrantCollection {
         let mut q = QueryPointsBuilder::new(&self.name)
             .query(query)
             .using(req.target.as_str())
-            .limit(req.limit as u64)
+            .limit(limit as u64)
             .offset(req.offset as u64)
             .with_payload(true)
             .params(params);

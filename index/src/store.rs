@@ -13,7 +13,8 @@ use crate::types::{
 };
 
 /// Where collections live: `embedded:DIR` or `qdrant:URL` (the gRPC URL, e.g.
-/// `qdrant:http://localhost:6334`). Its `Debug` shows whether an API key is set, never the key.
+/// `qdrant:http://localhost:6334`; parsing gives no API key, [`StoreSpec::with_api_key`] adds
+/// one). Its `Debug` shows whether an API key is set, never the key.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// Embedded collections, one directory each under this root.
@@ -28,6 +29,18 @@ pub enum StoreSpec {
 }
 
 impl StoreSpec {
+    /// The same store reached with `key` (a Qdrant API key; embedded stores have none). The
+    /// caller finds the key: a library does not read the environment.
+    pub fn with_api_key(self, key: Option<&str>) -> Self {
+        match self {
+            Self::Qdrant { url, .. } => Self::Qdrant {
+                url,
+                api_key: key.filter(|k| !k.is_empty()).map(str::to_owned),
+            },
+            embedded => embedded,
+        }
+    }
+
     /// `embedded` or `qdrant`: the name [`Collection::kind`] gives its collections.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -68,9 +81,7 @@ impl std::str::FromStr for StoreSpec {
             }
             Ok(Self::Qdrant {
                 url: url.to_string(),
-                api_key: std::env::var("MIRAGE_QDRANT_API_KEY")
-                    .ok()
-                    .filter(|k| !k.is_empty()),
+                api_key: None,
             })
         } else {
             Err(IndexError::invalid(format!(

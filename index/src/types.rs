@@ -59,7 +59,7 @@ impl std::fmt::Display for VectorName {
 /// One item of a collection as written by an upsert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
-    /// The caller's id, unique in the collection (any non-empty string up to 512 bytes).
+    /// The caller's id, unique in the collection (any non-empty string up to 512 characters).
     pub id: String,
     /// The report or caption text, returned with hits.
     pub text: Option<String>,
@@ -73,7 +73,21 @@ pub struct Item {
     pub image_vector: Option<Vec<f32>>,
 }
 
+/// The payload key under which an item's DICOM tags are stored.
+pub const DICOM_PAYLOAD_KEY: &str = "dicom";
+
 impl Item {
+    /// Adds the DICOM tags of the item's image to its payload under [`DICOM_PAYLOAD_KEY`],
+    /// unless the payload already has that key: the caller's own value wins. Both ingestion paths
+    /// (the corpus pipeline and the HTTP upsert) build items through this.
+    pub fn add_dicom_tags(&mut self, tags: std::collections::BTreeMap<String, String>) {
+        if !tags.is_empty() && !self.payload.contains_key(DICOM_PAYLOAD_KEY) {
+            let tags = tags.into_iter().map(|(k, v)| (k, Value::String(v)));
+            self.payload
+                .insert(DICOM_PAYLOAD_KEY.into(), Value::Object(tags.collect()));
+        }
+    }
+
     /// The vector of one space, if present.
     pub fn vector(&self, name: VectorName) -> Option<&[f32]> {
         match name {
@@ -164,8 +178,21 @@ impl SearchRequest {
     }
 }
 
-/// Largest `limit + offset` of one search: deeper pages are a scan, not a search.
-pub const MAX_SEARCH_DEPTH: usize = 10_000;
+/// Ranks one search reaches: hits past rank 1,000 are never returned (deeper pages are a scan,
+/// not a search). The HTTP API, the CLI and both stores share this bound.
+pub const MAX_SEARCH_DEPTH: usize = 1_000;
+
+/// The number of hits a page of `limit` after `offset` returns: `limit` must be
+/// 1–[`MAX_SEARCH_DEPTH`] and `offset` below it; a page reaching past the last rank is cut there.
+pub fn page_limit(limit: usize, offset: usize) -> Result<usize> {
+    if limit == 0 || limit > MAX_SEARCH_DEPTH || offset >= MAX_SEARCH_DEPTH {
+        return Err(IndexError::invalid(format!(
+            "limit must be 1–{MAX_SEARCH_DEPTH} and offset 0–{} (got limit {limit} offset {offset})",
+            MAX_SEARCH_DEPTH - 1
+        )));
+    }
+    Ok(limit.min(MAX_SEARCH_DEPTH - offset))
+}
 
 /// The model a collection was built with: vectors of another model live in another space.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -431,9 +458,11 @@ fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks the length and finiteness of a vector and returns it scaled to unit length, so that
-/// the inner product the graph uses is the cosine similarity.
-pub(crate) fn unit_vector(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
+/// `v` at unit length (the graph's inner product is then the cosine), or why it has no direction: the one vector check of both stores, the
+/// vector imports and the HTTP API (`what` names the vector in errors). Computed in f64 after
+/// scaling by the largest magnitude, so any finite numbers not all zero give a direction, however
+/// small or large (1e-300 and 1e300 alike; JSON numbers arrive as f64).
+pub fn unit_vector<T: Copy + Into<f64>>(what: &str, v: &[T], dim: usize) -> Result<Vec<f32>> {
     if v.len() != dim {
         return Err(IndexError::Dimension {
             what: what.to_string(),
@@ -441,29 +470,28 @@ pub(crate) fn unit_vector(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>>
             got: v.len(),
         });
     }
-    if v.iter().any(|x| !x.is_finite()) {
+    if let Some(i) = v.iter().position(|x| !(*x).into().is_finite()) {
         return Err(IndexError::invalid(format!(
-            "{what}: vector contains NaN or infinity"
+            "{what}[{i}] is not a finite number (NaN or infinity)"
         )));
     }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm == 0.0 {
+    let scale = v.iter().fold(0.0f64, |m, x| m.max((*x).into().abs()));
+    if scale == 0.0 {
         return Err(IndexError::invalid(format!(
-            "{what}: zero vector has no direction"
+            "{what} is all zeros: a zero vector has no direction"
         )));
     }
-    Ok(v.iter().map(|x| x / norm).collect())
+    let norm = v
+        .iter()
+        .map(|x| ((*x).into() / scale).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    Ok(v.iter().map(|x| ((*x).into() / scale / norm) as f32).collect())
 }
 
-pub(crate) fn validate_search(req: &SearchRequest) -> Result<()> {
-    if req.limit == 0 {
-        return Err(IndexError::invalid("limit must be at least 1"));
-    }
-    if req.limit.saturating_add(req.offset) > MAX_SEARCH_DEPTH {
-        return Err(IndexError::invalid(format!(
-            "limit + offset must be at most {MAX_SEARCH_DEPTH}"
-        )));
-    }
+/// Checks a search and returns how many hits its page holds ([`page_limit`]).
+pub(crate) fn validate_search(req: &SearchRequest) -> Result<usize> {
+    let limit = page_limit(req.limit, req.offset)?;
     if let Some(t) = req.score_threshold {
         if !t.is_finite() {
             return Err(IndexError::invalid(
@@ -477,5 +505,49 @@ pub(crate) fn validate_search(req: &SearchRequest) -> Result<()> {
     if let Some(f) = &req.filter {
         f.validate()?;
     }
-    Ok(())
+    Ok(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dicom_tags_join_the_payload_without_replacing_the_callers_key() {
+        let tags = std::collections::BTreeMap::from([("Modality".to_owned(), "CT".to_owned())]);
+        let mut item = Item {
+            id: "a".into(),
+            text: None,
+            image: Some("a.dcm".into()),
+            payload: Map::new(),
+            text_vector: None,
+            image_vector: Some(vec![1.0]),
+        };
+        item.add_dicom_tags(tags.clone());
+        assert_eq!(item.payload["dicom"]["Modality"], "CT");
+        item.payload.insert("dicom".into(), Value::from("mine"));
+        item.add_dicom_tags(tags);
+        assert_eq!(item.payload["dicom"], "mine");
+    }
+
+    #[test]
+    fn any_finite_nonzero_vector_has_a_direction_and_pages_end_at_the_last_rank() {
+        let v = unit_vector("v", &[1e-300f64, 0.0, 1e-300], 3).unwrap();
+        assert!((v[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        let v = unit_vector("v", &[3e38f32, 3e38], 2).unwrap();
+        assert!(v.iter().all(|x| x.is_finite()));
+        let e = unit_vector("q", &[0.0f32, 0.0], 2).unwrap_err().to_string();
+        assert!(e.contains("q is all zeros"), "{e}");
+        let e = unit_vector("q", &[1.0, f64::NAN], 2).unwrap_err().to_string();
+        assert!(e.contains("q[1] is not a finite number"), "{e}");
+        assert!(matches!(
+            unit_vector("q", &[1.0f32], 2),
+            Err(IndexError::Dimension { expected: 2, got: 1, .. })
+        ));
+        assert_eq!(page_limit(10, 0).unwrap(), 10);
+        assert_eq!(page_limit(1_000, 995).unwrap(), 5);
+        for (limit, offset) in [(0, 0), (1_001, 0), (1, 1_000)] {
+            assert!(page_limit(limit, offset).is_err(), "{limit} {offset}");
+        }
+    }
 }

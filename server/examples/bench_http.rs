@@ -162,7 +162,7 @@ async fn main() -> Result<()> {
     eprintln!("{} reports, {} queries", reports.len(), queries.len());
 
     let max_c = concurrency.iter().copied().max().unwrap_or(1);
-    let settings = Settings {
+    let mut settings = Settings {
         bundle: bundle.clone(),
         port: 0,
         store,
@@ -170,14 +170,12 @@ async fn main() -> Result<()> {
         // Large enough that the benchmark measures latency, not admission control.
         max_queue_items: 64 * max_c,
         max_inputs_per_request: 64,
-        // MIRAGE_ENGINE=candle measures the pure-Rust engine instead.
-        engine: std::env::var("MIRAGE_ENGINE")
-            .ok()
-            .map(|e| e.parse())
-            .transpose()?
-            .unwrap_or_default(),
         ..Settings::default()
     };
+    // MIRAGE_ENGINE=candle measures the pure-Rust engine instead.
+    if let Ok(engine) = std::env::var("MIRAGE_ENGINE") {
+        settings.engine.engine = engine.parse()?;
+    }
     let state: AppState = mirage_server::serve::build_state(settings).await?;
     eprintln!("engine: {}", state.encoder.model().engine_description());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

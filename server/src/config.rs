@@ -1,11 +1,12 @@
-//! Settings of `mirage serve`. Precedence, lowest to highest: built-in defaults → the TOML file
-//! given by `--config` → `MIRAGE_*` environment variables → command-line flags. Every setting
-//! has all three forms; `mirage serve --help` lists them.
+//! Command-line settings: the engine choice every model command shares, and `mirage serve`'s
+//! settings. Those have one type ([`Settings`]) and four layers, lowest to highest: built-in
+//! defaults → the TOML file given by `--config` → `MIRAGE_*` environment variables →
+//! command-line flags. Every setting has all three forms; `mirage serve --help` lists them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 use mirage_model::{DeviceChoice, EngineChoice, EngineOptions};
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +18,15 @@ fn parse_device(s: &str) -> Result<DeviceChoice, mirage_model::Error> {
     s.parse()
 }
 
+/// A path as given. Unlike clap's own path parser it takes an empty value (what compose passes
+/// for an unset variable), which means "not set".
+fn any_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
+}
+
 /// Engine selection shared by every command that runs the model (`embed`, `classify`,
 /// `index build`, `search`, `eval`); `mirage serve` has the same settings in [`Settings`].
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Serialize)]
 pub struct EngineArgs {
     /// Inference engine: auto (ONNX Runtime when its library loads, else candle), ort, candle.
     #[arg(long, env = "MIRAGE_ENGINE", default_value = "auto", value_parser = parse_engine)]
@@ -32,7 +39,7 @@ pub struct EngineArgs {
     pub threads: usize,
     /// libonnxruntime.so to load (default: ORT_DYLIB_PATH, the asset cache, lib/ beside the
     /// binary, system folders).
-    #[arg(long, env = "ORT_DYLIB_PATH")]
+    #[arg(long, env = "ORT_DYLIB_PATH", value_parser = any_path)]
     pub ort_library: Option<PathBuf>,
 }
 
@@ -58,9 +65,15 @@ impl EngineArgs {
 }
 
 /// A secret whose `Debug` and `Serialize` never show it.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,93 +98,146 @@ pub enum LogFormat {
     Json,
 }
 
-/// The effective settings of the server.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+/// The settings of `mirage serve`, one type for the flags, the `MIRAGE_*` variables and the
+/// TOML file (its keys are the field names). The defaults are the ones written on the fields;
+/// a config file's values are installed as the arguments' defaults ([`FileLayer`]), so clap
+/// applies the whole precedence and `--help` shows the values in effect.
+#[derive(Args, Debug, Clone, Serialize)]
 pub struct Settings {
+    /// TOML file with any of the settings below (snake_case keys); unknown keys are errors.
+    #[arg(long, env = "MIRAGE_CONFIG", value_parser = any_path)]
+    pub config: Option<PathBuf>,
     /// Address to bind.
+    #[arg(long, env = "MIRAGE_HOST", default_value = "127.0.0.1")]
     pub host: String,
-    /// Port to bind (0 = any free port; the chosen one is logged and printed).
+    /// Port to bind (0 picks a free one; the chosen one is logged and printed).
+    #[arg(long, env = "MIRAGE_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Model bundle directory.
+    /// Model bundle directory (required).
+    #[arg(
+        long,
+        env = "MIRAGE_BUNDLE",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = any_path
+    )]
     pub bundle: PathBuf,
-    /// Default store for collections: `embedded:DIR` or `qdrant:URL`.
+    /// Default store for collections: `embedded:DIR` or `qdrant:URL` (gRPC).
+    #[arg(long, env = "MIRAGE_STORE", default_value = "embedded:./indexes")]
     pub store: String,
     /// A Qdrant gRPC URL that `PUT /v1/collections/{name}` may choose with `"store": "qdrant"`
     /// when the default store is embedded.
+    #[arg(long, env = "MIRAGE_QDRANT_URL")]
     pub qdrant_url: Option<String>,
+    /// API key of the Qdrant store(s), if the server wants one.
+    #[arg(long, env = "MIRAGE_QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<Secret>,
     /// Where the server keeps its own per-collection settings (`collections.json`).
+    #[arg(
+        long,
+        env = "MIRAGE_DATA_DIR",
+        default_value = "./mirage-data",
+        value_parser = any_path
+    )]
     pub data_dir: PathBuf,
     /// Largest request body, bytes (413 above).
+    #[arg(long, env = "MIRAGE_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     pub max_body_bytes: usize,
     /// Most texts/images one request may carry (422 above).
+    #[arg(long, env = "MIRAGE_MAX_INPUTS_PER_REQUEST", default_value_t = 256)]
     pub max_inputs_per_request: usize,
     /// Items waiting for or in inference across all requests (429 above).
+    #[arg(long, env = "MIRAGE_MAX_QUEUE_ITEMS", default_value_t = 1024)]
     pub max_queue_items: usize,
     /// Most items in one forward pass; concurrent requests are batched together up to this.
+    #[arg(long, env = "MIRAGE_BATCH_SIZE", default_value_t = 32)]
     pub batch_size: usize,
     /// Requests running longer are answered 503.
+    #[arg(long, env = "MIRAGE_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
-    /// How long shutdown waits for in-flight requests.
+    /// How long shutdown waits for in-flight requests, seconds.
+    #[arg(long, env = "MIRAGE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
-    /// API keys with read scope (embed, classify, search, rag, audit, collection info).
+    /// API keys with read scope (embed, classify, search, rag, audit, collection info),
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "MIRAGE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<Secret>,
-    /// API keys with admin scope (everything, including collection and item writes).
+    /// API keys with admin scope (everything, including collection and item writes),
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "MIRAGE_ADMIN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub admin_keys: Vec<Secret>,
-    /// Origins allowed by CORS (`*` for any); none = no CORS headers.
+    /// Origins allowed by CORS, comma-separated (`*` for any); none = no CORS headers.
+    #[arg(long, env = "MIRAGE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Default RAG abstention bound: below this best score `/v1/rag/context` abstains. A
     /// collection (at creation) or a request can set its own.
+    #[arg(
+        long,
+        env = "MIRAGE_RAG_MIN_SCORE",
+        default_value_t = 0.2,
+        allow_hyphen_values = true
+    )]
     pub rag_min_score: f32,
     /// Default audit flag bound: pairs whose matching score s is below it are flagged.
+    #[arg(
+        long,
+        env = "MIRAGE_AUDIT_THRESHOLD",
+        default_value_t = 0.5,
+        allow_hyphen_values = true
+    )]
     pub audit_threshold: f32,
     /// Log format.
+    #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Folder the indexed image references resolve under, for `GET /v1/media` thumbnails (the
     /// web page's result images); none serves no images.
+    #[arg(long, env = "MIRAGE_MEDIA_ROOT", value_parser = any_path)]
     pub media_root: Option<PathBuf>,
-    /// Inference engine: `auto` (ONNX Runtime when its library loads, else candle), `ort`,
-    /// `candle`.
-    pub engine: EngineChoice,
-    /// `cpu`, or `cuda` (ONNX Runtime's CUDA execution provider).
-    pub device: DeviceChoice,
-    /// Threads per forward pass (0 = all cores).
-    pub threads: usize,
-    /// libonnxruntime.so to load (default: searched, see `mirage serve --help`).
-    pub ort_library: Option<PathBuf>,
+    /// Inference engine, device, threads and ONNX Runtime library (file keys `engine`,
+    /// `device`, `threads`, `ort_library`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub engine: EngineArgs,
 }
 
 impl Default for Settings {
+    /// The defaults written on the fields, without the environment.
     fn default() -> Self {
-        Self {
-            host: "127.0.0.1".into(),
-            port: 8080,
-            bundle: PathBuf::new(),
-            store: "embedded:./indexes".into(),
-            qdrant_url: None,
-            data_dir: PathBuf::from("./mirage-data"),
-            max_body_bytes: 32 << 20,
-            max_inputs_per_request: 256,
-            max_queue_items: 1024,
-            batch_size: 32,
-            request_timeout_secs: 60,
-            shutdown_timeout_secs: 30,
-            api_keys: Vec::new(),
-            admin_keys: Vec::new(),
-            cors_origins: Vec::new(),
-            rag_min_score: 0.2,
-            audit_threshold: 0.5,
-            log_format: LogFormat::Text,
-            media_root: None,
-            engine: EngineChoice::Auto,
-            device: DeviceChoice::Cpu,
-            threads: 0,
-            ort_library: None,
-        }
+        let cmd = Self::augment_args(clap::Command::new("defaults"))
+            .mut_args(|a| a.env(clap::builder::Resettable::Reset));
+        let matches = cmd
+            .try_get_matches_from(["defaults"])
+            .expect("the built-in defaults parse");
+        Self::from_arg_matches(&matches).expect("the built-in defaults parse")
     }
 }
 
 impl Settings {
+    /// Drops empty values (compose files pass unset options as empty variables) and checks
+    /// every setting: what `mirage serve` runs with.
+    pub fn finish(mut self) -> Result<Self> {
+        let empty = |p: &PathBuf| p.as_os_str().is_empty();
+        self.media_root = self.media_root.filter(|p| !empty(p));
+        self.engine.ort_library = self.engine.ort_library.filter(|p| !empty(p));
+        self.qdrant_url = self.qdrant_url.filter(|u| !u.is_empty());
+        self.qdrant_api_key = self.qdrant_api_key.filter(|k| !k.0.is_empty());
+        self.cors_origins.retain(|o| !o.trim().is_empty());
+        self.api_keys.retain(|k| !k.0.is_empty());
+        self.admin_keys.retain(|k| !k.0.is_empty());
+        self.validate()?;
+        Ok(self)
+    }
+
     /// Every problem at once.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
@@ -180,6 +246,9 @@ impl Settings {
                 "bundle is required (--bundle, MIRAGE_BUNDLE or `bundle` in the config file)"
                     .to_owned(),
             );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir must not be empty".to_owned());
         }
         for (name, v) in [
             ("max_body_bytes", self.max_body_bytes),
@@ -197,10 +266,10 @@ impl Settings {
                 self.max_inputs_per_request, self.max_queue_items
             ));
         }
-        if self.threads > mirage_model::engine::MAX_THREADS {
+        if self.engine.threads > mirage_model::engine::MAX_THREADS {
             problems.push(format!(
                 "threads {} is out of range 0..={} (0 = all cores)",
-                self.threads,
+                self.engine.threads,
                 mirage_model::engine::MAX_THREADS
             ));
         }
@@ -247,197 +316,149 @@ impl Settings {
         }
     }
 
-    /// The model crate's engine options.
-    pub fn engine_options(&self) -> EngineOptions {
-        EngineOptions {
-            engine: self.engine,
-            device: self.device,
-            threads: self.threads,
-            ort_library: self.ort_library.clone(),
-        }
-    }
-
     /// Whether any key is configured (otherwise the API is open).
     pub fn auth_enabled(&self) -> bool {
         !(self.api_keys.is_empty() && self.admin_keys.is_empty())
     }
 }
 
-/// `mirage serve` flags; each also reads a `MIRAGE_*` variable. Unset flags leave the file's (or
-/// the default) value.
-#[derive(Args, Debug, Default)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (snake_case keys); unknown keys are errors.
-    #[arg(long, env = "MIRAGE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to bind [default: 127.0.0.1].
-    #[arg(long, env = "MIRAGE_HOST")]
-    pub host: Option<String>,
-    /// Port [default: 8080; 0 picks a free one].
-    #[arg(long, env = "MIRAGE_PORT")]
-    pub port: Option<u16>,
-    /// Model bundle directory.
-    #[arg(long, env = "MIRAGE_BUNDLE")]
-    pub bundle: Option<PathBuf>,
-    /// Default store: embedded:DIR or qdrant:URL [default: embedded:./indexes].
-    #[arg(long, env = "MIRAGE_STORE")]
-    pub store: Option<String>,
-    /// Qdrant gRPC URL offered as a second store to collection creation.
-    #[arg(long, env = "MIRAGE_QDRANT_URL")]
-    pub qdrant_url: Option<String>,
-    /// Directory for the server's own per-collection settings [default: ./mirage-data].
-    #[arg(long, env = "MIRAGE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Largest request body in bytes [default: 33554432].
-    #[arg(long, env = "MIRAGE_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Most inputs per request [default: 256].
-    #[arg(long, env = "MIRAGE_MAX_INPUTS_PER_REQUEST")]
-    pub max_inputs_per_request: Option<usize>,
-    /// Inference queue capacity in items; above it requests get 429 [default: 1024].
-    #[arg(long, env = "MIRAGE_MAX_QUEUE_ITEMS")]
-    pub max_queue_items: Option<usize>,
-    /// Most items per forward pass [default: 32].
-    #[arg(long, env = "MIRAGE_BATCH_SIZE")]
-    pub batch_size: Option<usize>,
-    /// Request timeout in seconds [default: 60].
-    #[arg(long, env = "MIRAGE_REQUEST_TIMEOUT_SECS")]
-    pub request_timeout_secs: Option<u64>,
-    /// Seconds shutdown waits for in-flight requests [default: 30].
-    #[arg(long, env = "MIRAGE_SHUTDOWN_TIMEOUT_SECS")]
-    pub shutdown_timeout_secs: Option<u64>,
-    /// Read-scope API keys, comma-separated.
-    #[arg(
-        long,
-        env = "MIRAGE_API_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub api_keys: Option<Vec<String>>,
-    /// Admin-scope API keys, comma-separated.
-    #[arg(
-        long,
-        env = "MIRAGE_ADMIN_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub admin_keys: Option<Vec<String>>,
-    /// CORS origins, comma-separated (`*` for any).
-    #[arg(long, env = "MIRAGE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Default RAG abstention bound on the best score [default: 0.2].
-    #[arg(long, env = "MIRAGE_RAG_MIN_SCORE", allow_hyphen_values = true)]
-    pub rag_min_score: Option<f32>,
-    /// Default audit flag bound on the matching score s [default: 0.5].
-    #[arg(long, env = "MIRAGE_AUDIT_THRESHOLD", allow_hyphen_values = true)]
-    pub audit_threshold: Option<f32>,
-    /// Log format [default: text].
-    #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Image root of the indexed corpora, for result thumbnails (`GET /v1/media`).
-    #[arg(long, env = "MIRAGE_MEDIA_ROOT")]
-    pub media_root: Option<PathBuf>,
-    /// Inference engine: auto, ort, candle [default: auto].
-    #[arg(long, env = "MIRAGE_ENGINE", value_parser = parse_engine)]
-    pub engine: Option<EngineChoice>,
-    /// Device: cpu, cuda [default: cpu].
-    #[arg(long, env = "MIRAGE_DEVICE", value_parser = parse_device)]
-    pub device: Option<DeviceChoice>,
-    /// Threads per forward pass, 0..=1024 [default: 0 = all cores].
-    #[arg(long, env = "MIRAGE_THREADS")]
-    pub threads: Option<usize>,
-    /// libonnxruntime.so to load [default: ORT_DYLIB_PATH, the asset cache, lib/ beside the
-    /// binary, system folders].
-    #[arg(long, env = "ORT_DYLIB_PATH")]
-    pub ort_library: Option<PathBuf>,
+/// A settings file, as defaults of the settings' arguments: under the variables and flags,
+/// over the built-in defaults.
+pub struct FileLayer {
+    values: Vec<(String, Vec<String>)>,
 }
 
-impl ServeArgs {
-    /// Defaults, then the file, then env and flags (clap has already put env under flags).
-    pub fn resolve(self) -> Result<Settings> {
-        let mut s = match &self.config {
-            Some(path) => {
-                let text = fs_err::read_to_string(path)?;
-                toml::from_str::<Settings>(&text)
-                    .with_context(|| format!("config file {}", path.display()))?
+impl FileLayer {
+    /// Reads `path`; unknown keys, nested tables and values the setting cannot take are errors
+    /// naming the file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs_err::read_to_string(path)?;
+        let context = || format!("config file {}", path.display());
+        let table: toml::Table = toml::from_str(&text).with_context(context)?;
+        let cmd = Settings::augment_args(clap::Command::new("settings"));
+        let known: Vec<&str> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| *id != "config")
+            .collect();
+        let delimited: Vec<&str> = cmd
+            .get_arguments()
+            .filter(|a| a.get_value_delimiter().is_some())
+            .map(|a| a.get_id().as_str())
+            .collect();
+        let mut values = Vec::new();
+        for (key, value) in table {
+            if !known.contains(&key.as_str()) {
+                bail!(
+                    "{}: unknown field `{key}`, expected one of {}",
+                    context(),
+                    known.join(", ")
+                );
             }
-            None => Settings::default(),
-        };
-        macro_rules! over {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { s.$f = v; } )* };
+            let scalar = |v: &toml::Value| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    Ok(v.to_string())
+                }
+                _ => Err(anyhow::anyhow!(
+                    "{}: `{key}` must be a string, number or list of them",
+                    context()
+                )),
+            };
+            let list: Vec<String> = match &value {
+                toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<_>>()?,
+                v => vec![scalar(v)?],
+            };
+            // Defaults are split like flag values: a comma would cut an entry in two.
+            if delimited.contains(&key.as_str()) && list.iter().any(|v| v.contains(',')) {
+                bail!("{}: `{key}` entries cannot contain ','", context());
+            }
+            values.push((key, list));
         }
-        over!(
-            host,
-            port,
-            bundle,
-            store,
-            data_dir,
-            max_body_bytes,
-            max_inputs_per_request,
-            max_queue_items,
-            batch_size,
-            request_timeout_secs,
-            shutdown_timeout_secs,
-            cors_origins,
-            rag_min_score,
-            audit_threshold,
-            log_format,
-            engine,
-            device,
-            threads
+        let layer = Self { values };
+        // The file alone (built-in defaults under it, no variables, no flags) must parse: a bad
+        // value is reported against the file even when a flag would override it.
+        let alone = layer.apply(
+            Settings::augment_args(clap::Command::new("serve"))
+                .mut_args(|a| a.env(clap::builder::Resettable::Reset)),
         );
-        // An empty variable (as compose files pass unset options) means "not set".
-        if let Some(root) = self.media_root.filter(|r| !r.as_os_str().is_empty()) {
-            s.media_root = Some(root);
-        }
-        if let Some(lib) = self.ort_library.filter(|p| !p.as_os_str().is_empty()) {
-            s.ort_library = Some(lib);
-        }
-        if let Some(url) = self.qdrant_url.filter(|u| !u.is_empty()) {
-            s.qdrant_url = Some(url);
-        }
-        s.cors_origins.retain(|o| !o.trim().is_empty());
-        let keys = |v: Vec<String>| {
-            v.into_iter()
-                .filter(|k| !k.is_empty())
-                .map(Secret)
-                .collect()
-        };
-        if let Some(k) = self.api_keys {
-            s.api_keys = keys(k);
-        }
-        if let Some(k) = self.admin_keys {
-            s.admin_keys = keys(k);
-        }
-        s.validate()?;
-        Ok(s)
+        alone
+            .try_get_matches_from(["serve"])
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|m| Ok(Settings::from_arg_matches(&m)?))
+            .with_context(context)?;
+        Ok(layer)
+    }
+
+    /// `cmd` (the serve command) with the file's values as its arguments' defaults.
+    pub fn apply(&self, cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|arg| {
+            match self.values.iter().find(|(k, _)| k == arg.get_id().as_str()) {
+                Some((_, v)) => arg.default_values(v.clone()),
+                None => arg,
+            }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, Parser};
+
     use super::*;
 
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// The command line `args` (after `serve`), with `file` layered as `mirage` does, and a
+    /// private variable for the port (tests share the process environment).
+    fn parse(args: &[&str], file: Option<&Path>) -> Result<Settings> {
+        let mut cmd = Serve::command()
+            .mut_arg("port", |a| a.env("MIRAGE_CONFIG_TEST_PORT"))
+            .mut_arg("qdrant_url", |a| a.env(clap::builder::Resettable::Reset));
+        if let Some(file) = file {
+            cmd = FileLayer::read(file)?.apply(cmd);
+        }
+        let m = cmd.try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        Settings::from_arg_matches(&m)?.finish()
+    }
+
     #[test]
-    fn flags_override_the_file_and_secrets_are_redacted() {
+    fn defaults_file_variables_and_flags_layer_in_that_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("mirage.toml");
         std::fs::write(
             &file,
-            "bundle = \"/b\"\nport = 9000\nbatch_size = 8\napi_keys = [\"s3cret\"]\n",
+            "bundle = \"/b\"\nport = 9000\nbatch_size = 8\nthreads = 3\n\
+             api_keys = [\"s3cret\", \"other\"]\ncors_origins = \"*\"\n",
         )
         .unwrap();
-        let s = ServeArgs {
-            config: Some(file),
-            port: Some(9100),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        assert_eq!((s.port, s.batch_size), (9100, 8));
+        let defaults = Settings::default();
+        assert_eq!((defaults.port, defaults.batch_size), (8080, 32));
+        assert!(defaults.api_keys.is_empty() && defaults.engine.threads == 0);
+
+        let s = parse(&["--port", "9100"], Some(&file)).unwrap();
+        assert_eq!((s.port, s.batch_size, s.engine.threads), (9100, 8, 3));
         assert_eq!(s.bundle, PathBuf::from("/b"));
+        assert_eq!(s.max_queue_items, 1024, "untouched settings keep the default");
+        assert_eq!(s.api_keys.len(), 2);
+        assert_eq!(s.cors_origins, ["*"]);
         assert!(!format!("{s:?}").contains("s3cret"));
         assert!(!serde_json::to_string(&s).unwrap().contains("s3cret"));
+
+        let s = parse(&["--batch-size", "4"], Some(&file)).unwrap();
+        assert_eq!((s.port, s.batch_size), (9000, 4), "the file under a flag");
+        // A variable sits between the file and the flags.
+        std::env::set_var("MIRAGE_CONFIG_TEST_PORT", "9200");
+        assert_eq!(parse(&[], Some(&file)).unwrap().port, 9200);
+        assert_eq!(parse(&["--port", "9300"], Some(&file)).unwrap().port, 9300);
+        std::env::remove_var("MIRAGE_CONFIG_TEST_PORT");
+        // Empty values (compose passes unset options so) mean "not set".
+        let s = parse(&["--bundle", "/b", "--media-root", "", "--api-keys", ""], None).unwrap();
+        assert!(s.media_root.is_none() && s.api_keys.is_empty());
     }
 
     #[test]
@@ -445,22 +466,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "bundel = \"/b\"\n").unwrap();
-        let e = ServeArgs {
-            config: Some(file),
-            ..Default::default()
+        let e = format!("{:#}", parse(&[], Some(&file)).unwrap_err());
+        assert!(e.contains("unknown field `bundel`") && e.contains("bad.toml"), "{e}");
+        for (text, what) in [
+            ("port = \"eighty\"\n", "eighty"),
+            ("port = 70000\n", "70000"),
+            ("log_format = \"xml\"\n", "xml"),
+            ("config = \"other.toml\"\n", "unknown field `config`"),
+            ("[engine]\nthreads = 2\n", "must be a string, number or list"),
+            ("api_keys = [\"a,b\"]\n", "cannot contain ','"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            // Reported against the file even where a flag would override the value.
+            let e = format!("{:#}", parse(&["--port", "1"], Some(&file)).unwrap_err());
+            assert!(e.contains(what) && e.contains("bad.toml"), "{text}: {e}");
         }
-        .resolve()
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("unknown field `bundel`"), "{e:#}");
-        let e = ServeArgs {
-            bundle: Some("/b".into()),
-            batch_size: Some(0),
-            store: Some("s3:bucket".into()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap_err()
-        .to_string();
+        let e = parse(&["--bundle", "/b", "--batch-size", "0", "--store", "s3:bucket"], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch_size") && e.contains("store"), "{e}");
+        let e = parse(&["--store", "embedded:x"], None).unwrap_err().to_string();
+        assert!(e.contains("bundle is required"), "{e}");
     }
 }

@@ -251,11 +251,10 @@ pub struct SearchRequest {
     /// Hits to return. Ranks end at 1000: hits past rank 1000 (`offset + limit > 1000`) are
     /// not returned.
     #[serde(default = "default_limit")]
-    #[schema(minimum = 1, maximum = 1000)]
+    #[schema(minimum = 1)]
     pub limit: usize,
     /// Hits to skip (pagination).
     #[serde(default)]
-    #[schema(maximum = 999)]
     pub offset: usize,
     /// Payload filter (Qdrant syntax: must / should / must_not with match / range).
     #[serde(default)]

@@ -286,7 +286,9 @@ impl From<mirage_index::IndexError> for ApiError {
             E::CollectionExists { .. } | E::ModelMismatch { .. } => {
                 Self::new(ErrorKind::Conflict, e.to_string())
             }
-            E::Dimension { .. } | E::InvalidRequest(_) => Self::invalid(e.to_string()),
+            // The problem's title already says "Invalid request".
+            E::InvalidRequest(detail) => Self::invalid(detail),
+            E::Dimension { .. } => Self::invalid(e.to_string()),
             E::Qdrant { failure, .. } => {
                 use mirage_index::StoreFailure as F;
                 let (kind, detail, retry_after) = match failure {

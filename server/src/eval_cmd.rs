@@ -30,8 +30,6 @@ use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::matching::matching_scores;
 use mirage_model::zeroshot::{classify, prototypes, ClassifyMode};
 use mirage_model::{Bundle, MirageModel};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -200,32 +198,16 @@ fn embed_texts(model: &MirageModel, texts: &[String], batch: usize) -> Result<Te
 
 /// Distinct captions in first-seen order and, per pair, the index of its caption.
 fn distinct(captions: &[String]) -> (Vec<String>, Vec<usize>) {
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut unique = Vec::new();
-    let text_of = captions
-        .iter()
-        .map(|c| {
-            *index.entry(c.as_str()).or_insert_with(|| {
-                unique.push(c.clone());
-                unique.len() - 1
-            })
-        })
-        .collect();
-    (unique, text_of)
+    let (columns, text_of) = mirage_eval::metrics::caption_columns(captions);
+    (columns.iter().map(|&i| captions[i].clone()).collect(), text_of)
 }
 
-/// Gives a seeded `rate` share of the pairs another chosen pair's caption (a cyclic shift of
-/// the chosen ones, so none keeps its own); a pair is noisy when its caption text changed.
+/// Gives a seeded `rate` share of the pairs another chosen pair's caption (the trainer's plan,
+/// [`mirage_eval::noise::swapped_pairs`]); a pair is noisy when its caption text changed.
 pub(crate) fn inject_noise(captions: &[String], rate: f64, seed: u64) -> (Vec<String>, Vec<bool>) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut chosen: Vec<usize> = (0..captions.len()).collect();
-    chosen.shuffle(&mut rng);
-    chosen.truncate((rate * captions.len() as f64).floor() as usize);
     let mut noisy_captions = captions.to_vec();
-    if chosen.len() >= 2 {
-        for (k, &i) in chosen.iter().enumerate() {
-            noisy_captions[i] = captions[chosen[(k + 1) % chosen.len()]].clone();
-        }
+    for (i, from) in mirage_eval::noise::swapped_pairs(captions.len(), rate, seed) {
+        noisy_captions[i] = captions[from].clone();
     }
     let noisy = noisy_captions
         .iter()

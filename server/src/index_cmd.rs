@@ -14,16 +14,19 @@ use mirage_index::{
     SearchMode, SearchRequest, StoreSpec, VectorName,
 };
 use mirage_model::image_input::{load_image, DecodeOptions};
-use mirage_server::config::EngineArgs;
+use mirage_server::config::{EngineArgs, Secret};
 use serde_json::json;
 
 /// Where collections live.
 #[derive(Args, Clone)]
 pub(crate) struct StoreArgs {
     /// Store: `embedded:DIR` (one directory per collection under DIR) or `qdrant:URL` (gRPC,
-    /// e.g. qdrant:http://localhost:6334; API key from MIRAGE_QDRANT_API_KEY).
+    /// e.g. qdrant:http://localhost:6334).
     #[arg(long, env = "MIRAGE_STORE", default_value = "embedded:./indexes")]
     store: String,
+    /// API key of the Qdrant store(s), if the server wants one.
+    #[arg(long, env = "MIRAGE_QDRANT_API_KEY", hide_env_values = true)]
+    qdrant_api_key: Option<Secret>,
     /// Collection name.
     #[arg(long, env = "MIRAGE_COLLECTION")]
     collection: String,
@@ -31,7 +34,13 @@ pub(crate) struct StoreArgs {
 
 impl StoreArgs {
     fn spec(&self) -> Result<StoreSpec> {
-        Ok(self.store.parse()?)
+        self.parse(&self.store)
+    }
+
+    /// `store` (this command's or another one it checks) with the API key.
+    fn parse(&self, store: &str) -> Result<StoreSpec> {
+        let key = self.qdrant_api_key.as_ref().map(|k| k.0.as_str());
+        Ok(store.parse::<StoreSpec>()?.with_api_key(key))
     }
 }
 
@@ -199,10 +208,10 @@ pub(crate) struct SearchArgs {
     /// Which item vectors to search: text (reports, captions) or image.
     #[arg(long, value_enum, default_value = "text")]
     target: TargetArg,
-    /// Number of hits, at least 1 (k + offset at most 10000).
+    /// Number of hits, 1–1000 (ranks end at 1000: a page past it is cut there).
     #[arg(long, default_value_t = 10)]
     k: usize,
-    /// Hits to skip (pagination).
+    /// Hits to skip (pagination), 0–999.
     #[arg(long, default_value_t = 0)]
     offset: usize,
     /// Payload filter (JSON).
@@ -400,7 +409,7 @@ fn open_for_build(
     let name = &args.store.collection;
     let mut stores = vec![spec.clone()];
     for other in &args.check_stores {
-        let other: StoreSpec = other.parse()?;
+        let other = args.store.parse(other)?;
         if !stores.contains(&other) {
             stores.push(other);
         }

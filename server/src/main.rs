@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use mirage_model::config::{ResNetConfig, TextPooling, VisionPooling, VisionTower, VitConfig};
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::import::{import_hf, ImportOptions};
@@ -56,7 +56,7 @@ enum Command {
     /// Tabulate and plot a noise-robustness study (scripts/noise-study.sh) from its runs' reports.
     StudyReport(eval_cmd::StudyReportArgs),
     /// Serve the HTTP API.
-    Serve(mirage_server::config::ServeArgs),
+    Serve(Box<mirage_server::config::Settings>),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
     /// Exit 0 when GET URL answers 200 (the container healthcheck; the image has no curl).
@@ -205,14 +205,13 @@ struct ClassifyArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args, &cli.log),
+    let result = parse_cli().and_then(|cli| match cli.command {
+        Command::Serve(settings) => serve(*settings, &cli.log),
         command => {
             mirage_server::serve::init_logging(&cli.log, Default::default());
             run(command)
         }
-    };
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -222,8 +221,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(args: mirage_server::config::ServeArgs, log: &str) -> Result<()> {
-    let settings = args.resolve()?;
+/// The command line; for `serve --config FILE`, parsed again with the file's settings under the
+/// variables and flags.
+fn parse_cli() -> Result<Cli> {
+    let cli = Cli::parse();
+    let Command::Serve(settings) = &cli.command else {
+        return Ok(cli);
+    };
+    let Some(file) = &settings.config else {
+        return Ok(cli);
+    };
+    let layer = mirage_server::config::FileLayer::read(file)?;
+    let matches = Cli::command()
+        .mut_subcommand("serve", |serve| layer.apply(serve))
+        .get_matches();
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+fn serve(settings: mirage_server::config::Settings, log: &str) -> Result<()> {
+    let settings = settings.finish()?;
     // Serving logs lifecycle events at info unless the user asked for something else.
     let filter = if log == "warn" { "info" } else { log };
     mirage_server::serve::init_logging(filter, settings.log_format);

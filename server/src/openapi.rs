@@ -370,6 +370,11 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
     for vector in &vectors {
         set(&mut doc, vector, "contains", json!({"not": {"const": 0}}));
     }
+    // The depth bound the stores enforce, stated where they keep it.
+    let depth = mirage_index::types::MAX_SEARCH_DEPTH;
+    let page = format!("{schemas}/SearchRequest/properties");
+    set(&mut doc, &format!("{page}/limit"), "maximum", json!(depth));
+    set(&mut doc, &format!("{page}/offset"), "maximum", json!(depth - 1));
     if let Some(dim) = contract.embed_dim {
         for vector in &vectors {
             set(&mut doc, vector, "minItems", json!(dim));

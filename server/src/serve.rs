@@ -29,7 +29,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 /// Loads everything and returns the state, ready to serve.
 pub async fn build_state(settings: Settings) -> Result<AppState> {
     let dir = settings.bundle.clone();
-    let options = settings.engine_options();
+    let options = settings.engine.options();
     let (model, bank) = tokio::task::spawn_blocking(move || -> Result<_> {
         let bundle =
             Bundle::open(&dir).with_context(|| format!("opening bundle {}", dir.display()))?;

@@ -68,9 +68,10 @@ impl AppState {
         text_bank: Option<TextBank>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let store: StoreSpec = settings.store.parse()?;
+        let key = settings.qdrant_api_key.as_ref().map(|k| k.0.as_str());
+        let store = settings.store.parse::<StoreSpec>()?.with_api_key(key);
         let qdrant = match &settings.qdrant_url {
-            Some(url) => Some(format!("qdrant:{url}").parse()?),
+            Some(url) => Some(format!("qdrant:{url}").parse::<StoreSpec>()?.with_api_key(key)),
             None => None,
         };
         fs_err::create_dir_all(&settings.data_dir)?;

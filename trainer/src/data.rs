@@ -146,18 +146,14 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 impl NoisePlan {
     /// The plan for `len` samples.
     pub fn new(c: &NoiseConfig, len: usize, seed: u64) -> Self {
-        let mut fixed = HashMap::new();
-        if c.mode == NoiseMode::Fixed && c.fp_rate > 0.0 && len >= 2 {
-            let m = ((c.fp_rate * len as f64).floor() as usize).max(2).min(len);
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0xF1, 0));
-            let mut idx: Vec<usize> = (0..len).collect();
-            idx.shuffle(&mut rng);
-            idx.truncate(m);
-            // A rotation of the chosen set: every chosen sample carries another's caption.
-            for k in 0..m {
-                fixed.insert(idx[k], idx[(k + 1) % m]);
+        let fixed = match c.mode {
+            NoiseMode::Fixed => {
+                mirage_eval::noise::swapped_pairs(len, c.fp_rate, mix(seed, 0xF1, 0))
+                    .into_iter()
+                    .collect()
             }
-        }
+            NoiseMode::Dynamic => HashMap::new(),
+        };
         Self {
             rate: c.fp_rate,
             mode: c.mode,

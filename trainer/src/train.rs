@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mirage_eval::metrics::{auc, grouped_ranks, recall_from_ranks};
+use mirage_eval::metrics::{auc, caption_columns, grouped_ranks, recall_from_ranks};
 use mirage_eval::plot::{line_chart, Series};
 use mirage_model::config::BundleConfig;
 use mirage_model::names;
@@ -751,21 +751,9 @@ impl Trainer {
         let t = Tensor::cat(&texts, 0);
         let all: Vec<f32> =
             Vec::<f32>::try_from(v.matmul(&t.tr()).to_device(Device::Cpu).view(-1))?;
-        // Pairs that share a caption (augmented copies, boilerplate) count as one answer, as in
-        // `mirage eval`: columns are the first pair of each distinct caption.
-        let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
-        let mut columns = Vec::new();
-        let text_of: Vec<usize> = valid
-            .pairs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                *first_of.entry(p.caption.as_str()).or_insert_with(|| {
-                    columns.push(i);
-                    columns.len() - 1
-                })
-            })
-            .collect();
+        // Pairs that share a caption count as one answer, as in `mirage eval`.
+        let captions: Vec<&str> = valid.pairs.iter().map(|p| p.caption.as_str()).collect();
+        let (columns, text_of) = caption_columns(&captions);
         let sims: Vec<f32> = (0..m)
             .flat_map(|i| columns.iter().map(move |&j| (i, j)))
             .map(|(i, j)| all[i * m + j])

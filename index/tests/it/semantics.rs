@@ -233,13 +233,19 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
         .to_string()
         .contains("limit"));
     let mut deep = exact(query.clone(), 10);
-    deep.offset = 10_000;
+    deep.offset = 1_000;
     assert!(c
         .search(deep)
         .await
         .unwrap_err()
         .to_string()
         .contains("offset"));
+    assert!(c
+        .search(exact(query.clone(), 1_001))
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("limit"));
     assert!(matches!(
         c.search(exact(vec![1.0; DIM + 1], 1)).await.unwrap_err(),
         IndexError::Dimension { .. }
@@ -332,6 +338,10 @@ async fn large_batches(spec: StoreSpec, name: &str) {
     let got = c.get(all_ids.clone()).await.unwrap();
     assert_eq!(got.len(), N);
     assert!(got.iter().zip(&all_ids).all(|(g, id)| &g.id == id));
+    // Ranks end at 1,000 in both stores: a page reaching past it is cut there.
+    let mut deep = exact(random_vectors(1, DIM, 6).remove(0), 1_000);
+    deep.offset = 990;
+    assert_eq!(c.search(deep).await.unwrap().len(), 10);
     let odd = Filter::from_json(r#"{"must": [{"key": "half", "match": {"value": 1}}]}"#).unwrap();
     assert_eq!(c.delete_by_filter(odd).await.unwrap(), (N / 2) as u64);
     assert_eq!(c.delete(all_ids).await.unwrap(), (N / 2) as u64);

@@ -3,9 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use mirage_index::types::unit_vector;
 use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
-
-use crate::routes::search::check_vector;
 
 use crate::dto::{
     CollectionList, CollectionName, CollectionResponse, CollectionSummary, CreateCollectionRequest,
@@ -233,7 +232,7 @@ pub async fn upsert_items(
     for (i, it) in req.items.iter().enumerate() {
         let v = it.vectors.as_ref();
         let check = |space: &str, v: Option<&Vec<f64>>| {
-            v.map(|v| check_vector(&format!("items[{i}].vectors.{space}"), v, dim))
+            v.map(|v| unit_vector(&format!("items[{i}].vectors.{space}"), v, dim))
                 .transpose()
         };
         let text_vector = check("text", v.and_then(|v| v.text.as_ref()))?;
@@ -305,11 +304,7 @@ pub async fn upsert_items(
         }
     }
     for (i, tags) in dicom {
-        if !tags.is_empty() && !items[i].payload.contains_key("dicom") {
-            items[i]
-                .payload
-                .insert("dicom".into(), serde_json::json!(tags));
-        }
+        items[i].add_dicom_tags(tags);
     }
     let n = items.len();
     collection.upsert(items).await?;

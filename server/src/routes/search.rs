@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::extract::State;
 use axum::Json;
+use mirage_index::types::{page_limit, unit_vector, MAX_SEARCH_DEPTH};
 use mirage_index::{Collection, Filter, Hit, SearchMode, VectorName};
 
 use crate::dto::{
@@ -16,8 +17,6 @@ use crate::infer::Input;
 use crate::routes::{parse_filter, prepare_images};
 use crate::state::AppState;
 
-/// Most hits one request may ask for (limit + offset).
-pub const MAX_DEPTH: usize = 1000;
 /// Largest character budget of a RAG context.
 pub const MAX_CONTEXT_CHARS: usize = 1_000_000;
 
@@ -66,29 +65,6 @@ async fn embed_image(
         .await?
         .pop()
         .expect("one image in, one vector out — this is a bug"))
-}
-
-/// A vector given in a request (`field` names it in errors), at unit length. Read and scaled in
-/// f64, so any JSON numbers that are not all zero give a direction, however small or large
-/// (1e-300 or 1e300 alike).
-pub(crate) fn check_vector(field: &str, v: &[f64], dim: usize) -> ApiResult<Vec<f32>> {
-    if v.len() != dim {
-        return Err(ApiError::invalid(format!(
-            "{field} has {} dimensions; the model's joint space has {dim}",
-            v.len()
-        )));
-    }
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(ApiError::invalid(format!(
-            "{field}[{i}] is not a finite number"
-        )));
-    }
-    let scale = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    if scale == 0.0 {
-        return Err(ApiError::invalid(format!("{field} is all zeros")));
-    }
-    let norm = v.iter().map(|x| (x / scale).powi(2)).sum::<f64>().sqrt();
-    Ok(v.iter().map(|x| (x / scale / norm) as f32).collect())
 }
 
 struct Searched {
@@ -163,17 +139,9 @@ pub async fn search(
     State(state): State<AppState>,
     ApiBody(req): ApiBody<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
-    if req.limit == 0 || req.limit > MAX_DEPTH || req.offset >= MAX_DEPTH {
-        return Err(ApiError::invalid(format!(
-            "limit must be 1–{MAX_DEPTH} and offset 0–{} (got limit {} offset {})",
-            MAX_DEPTH - 1,
-            req.limit,
-            req.offset
-        )));
-    }
+    // Checked before the query is embedded; the store cuts a page reaching past the last rank.
+    page_limit(req.limit, req.offset).map_err(|e| ApiError::invalid(e.to_string()))?;
     check_score("score_threshold", req.score_threshold)?;
-    // Ranks end at MAX_DEPTH: a page reaching past it is cut there (the schema says so).
-    let limit = req.limit.min(MAX_DEPTH - req.offset);
     let filter = parse_filter(req.filter)?;
     let collection = state.collection(&req.collection).await?;
     let q = req.query;
@@ -185,7 +153,7 @@ pub async fn search(
         ),
         (None, None, Some(v)) => (
             "vector",
-            check_vector("query.vector", &v, state.encoder.model().dim())?,
+            unit_vector("query.vector", &v, state.encoder.model().dim())?,
         ),
         _ => {
             return Err(ApiError::invalid(
@@ -198,7 +166,7 @@ pub async fn search(
         &collection,
         vector,
         req.target,
-        limit,
+        req.limit,
         req.offset,
         filter,
         req.score_threshold,
@@ -282,7 +250,7 @@ pub async fn rag_context(
         queries.push(embed_image(&state, i, "image", req.frame.into()).await?);
     }
     // Over-fetch so near-duplicate removal still leaves k passages.
-    let fetch = (req.k * 3).min(MAX_DEPTH);
+    let fetch = (req.k * 3).min(MAX_SEARCH_DEPTH);
     let mut best: HashMap<String, Hit> = HashMap::new();
     for v in queries {
         let s = run_search(

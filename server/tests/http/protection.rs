@@ -241,3 +241,47 @@ async fn shutdown_finishes_the_request_in_flight() {
         .await
         .is_err());
 }
+
+/// `mirage serve` layers its settings: the config file over the defaults, a variable over the
+/// file, a flag over both; a bad file stops it at start with a message naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_layer_defaults_file_variables_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    crate::bundle_with_bank(&bundle);
+    let file = dir.path().join("mirage.toml");
+    std::fs::write(
+        &file,
+        "max_inputs_per_request = 5\nbatch_size = 4\nrag_min_score = 0.3\n\
+         api_keys = [\"file-key\"]\nmax_queue_items = 64\n",
+    )
+    .unwrap();
+    let server = Server::start_with_env(
+        &bundle,
+        &dir.path().join("work"),
+        &["--config", file.to_str().unwrap(), "--max-inputs-per-request", "7"],
+        &[("MIRAGE_BATCH_SIZE", "6")],
+    );
+    server.api.get("/info", "/info").await.expect(401);
+    let info = server.api.with_key("file-key").get("/info", "/info").await.expect(200);
+    let limits = &info.body["limits"];
+    assert_eq!(limits["max_inputs_per_request"], 7, "flag over file");
+    assert_eq!(limits["batch_size"], 6, "variable over file");
+    assert_eq!(limits["max_queue_items"], 64, "file over default");
+    assert_eq!(limits["request_timeout_secs"], 60, "default");
+    assert!((info.body["rag_min_score"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+    drop(server);
+
+    std::fs::write(&file, "batch_size = \"many\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(["serve", "--bundle"])
+        .arg(&bundle)
+        .arg("--config")
+        .arg(&file)
+        .env_remove("MIRAGE_QDRANT_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mirage.toml") && err.contains("many"), "{err}");
+}
