@@ -36,8 +36,15 @@ mod tests {
         let mut to: Vec<usize> = swaps.iter().map(|s| s.0).collect();
         from.sort_unstable();
         to.sort_unstable();
-        assert_eq!(from, to, "every chosen caption lands on another chosen pair");
-        assert_eq!(swapped_pairs(10, 0.01, 1).len(), 2, "a positive rate swaps something");
+        assert_eq!(
+            from, to,
+            "every chosen caption lands on another chosen pair"
+        );
+        assert_eq!(
+            swapped_pairs(10, 0.01, 1).len(),
+            2,
+            "a positive rate swaps something"
+        );
         assert!(swapped_pairs(10, 0.0, 1).is_empty());
         assert!(swapped_pairs(1, 0.5, 1).is_empty());
         assert_eq!(swapped_pairs(10, 1.0, 1).len(), 10);

@@ -14,7 +14,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mirage_model::image_input::{load_image, preprocess, DecodeOptions};
 use mirage_model::MirageModel;
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::corpus::{BadRow, CorpusRecord};
 use crate::error::{IndexError, Result};

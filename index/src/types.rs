@@ -486,7 +486,9 @@ pub fn unit_vector<T: Copy + Into<f64>>(what: &str, v: &[T], dim: usize) -> Resu
         .map(|x| ((*x).into() / scale).powi(2))
         .sum::<f64>()
         .sqrt();
-    Ok(v.iter().map(|x| ((*x).into() / scale / norm) as f32).collect())
+    Ok(v.iter()
+        .map(|x| ((*x).into() / scale / norm) as f32)
+        .collect())
 }
 
 /// Checks a search and returns how many hits its page holds ([`page_limit`]).
@@ -538,11 +540,17 @@ mod tests {
         assert!(v.iter().all(|x| x.is_finite()));
         let e = unit_vector("q", &[0.0f32, 0.0], 2).unwrap_err().to_string();
         assert!(e.contains("q is all zeros"), "{e}");
-        let e = unit_vector("q", &[1.0, f64::NAN], 2).unwrap_err().to_string();
+        let e = unit_vector("q", &[1.0, f64::NAN], 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("q[1] is not a finite number"), "{e}");
         assert!(matches!(
             unit_vector("q", &[1.0f32], 2),
-            Err(IndexError::Dimension { expected: 2, got: 1, .. })
+            Err(IndexError::Dimension {
+                expected: 2,
+                got: 1,
+                ..
+            })
         ));
         assert_eq!(page_limit(10, 0).unwrap(), 10);
         assert_eq!(page_limit(1_000, 995).unwrap(), 5);

@@ -265,7 +265,9 @@ async fn to_problem(res: Response, path: &str, id: &str) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
-fn public_path(path: &str) -> bool {
+/// Paths that answer without a key even when keys are configured (probes, metrics, the
+/// document, the web page); every other path needs one.
+pub(crate) fn public_path(path: &str) -> bool {
     matches!(
         path,
         "/health" | "/livez" | "/ready" | "/readyz" | "/metrics" | "/openapi.json" | "/"

@@ -392,12 +392,12 @@ impl FileLayer {
 
     /// `cmd` (the serve command) with the file's values as its arguments' defaults.
     pub fn apply(&self, cmd: clap::Command) -> clap::Command {
-        cmd.mut_args(|arg| {
-            match self.values.iter().find(|(k, _)| k == arg.get_id().as_str()) {
+        cmd.mut_args(
+            |arg| match self.values.iter().find(|(k, _)| k == arg.get_id().as_str()) {
                 Some((_, v)) => arg.default_values(v.clone()),
                 None => arg,
-            }
-        })
+            },
+        )
     }
 }
 
@@ -443,7 +443,10 @@ mod tests {
         let s = parse(&["--port", "9100"], Some(&file)).unwrap();
         assert_eq!((s.port, s.batch_size, s.engine.threads), (9100, 8, 3));
         assert_eq!(s.bundle, PathBuf::from("/b"));
-        assert_eq!(s.max_queue_items, 1024, "untouched settings keep the default");
+        assert_eq!(
+            s.max_queue_items, 1024,
+            "untouched settings keep the default"
+        );
         assert_eq!(s.api_keys.len(), 2);
         assert_eq!(s.cors_origins, ["*"]);
         assert!(!format!("{s:?}").contains("s3cret"));
@@ -457,7 +460,11 @@ mod tests {
         assert_eq!(parse(&["--port", "9300"], Some(&file)).unwrap().port, 9300);
         std::env::remove_var("MIRAGE_CONFIG_TEST_PORT");
         // Empty values (compose passes unset options so) mean "not set".
-        let s = parse(&["--bundle", "/b", "--media-root", "", "--api-keys", ""], None).unwrap();
+        let s = parse(
+            &["--bundle", "/b", "--media-root", "", "--api-keys", ""],
+            None,
+        )
+        .unwrap();
         assert!(s.media_root.is_none() && s.api_keys.is_empty());
     }
 
@@ -467,13 +474,19 @@ mod tests {
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "bundel = \"/b\"\n").unwrap();
         let e = format!("{:#}", parse(&[], Some(&file)).unwrap_err());
-        assert!(e.contains("unknown field `bundel`") && e.contains("bad.toml"), "{e}");
+        assert!(
+            e.contains("unknown field `bundel`") && e.contains("bad.toml"),
+            "{e}"
+        );
         for (text, what) in [
             ("port = \"eighty\"\n", "eighty"),
             ("port = 70000\n", "70000"),
             ("log_format = \"xml\"\n", "xml"),
             ("config = \"other.toml\"\n", "unknown field `config`"),
-            ("[engine]\nthreads = 2\n", "must be a string, number or list"),
+            (
+                "[engine]\nthreads = 2\n",
+                "must be a string, number or list",
+            ),
             ("api_keys = [\"a,b\"]\n", "cannot contain ','"),
         ] {
             std::fs::write(&file, text).unwrap();
@@ -481,11 +494,23 @@ mod tests {
             let e = format!("{:#}", parse(&["--port", "1"], Some(&file)).unwrap_err());
             assert!(e.contains(what) && e.contains("bad.toml"), "{text}: {e}");
         }
-        let e = parse(&["--bundle", "/b", "--batch-size", "0", "--store", "s3:bucket"], None)
+        let e = parse(
+            &[
+                "--bundle",
+                "/b",
+                "--batch-size",
+                "0",
+                "--store",
+                "s3:bucket",
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("batch_size") && e.contains("store"), "{e}");
+        let e = parse(&["--store", "embedded:x"], None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("batch_size") && e.contains("store"), "{e}");
-        let e = parse(&["--store", "embedded:x"], None).unwrap_err().to_string();
         assert!(e.contains("bundle is required"), "{e}");
     }
 }

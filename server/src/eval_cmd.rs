@@ -199,7 +199,10 @@ fn embed_texts(model: &MirageModel, texts: &[String], batch: usize) -> Result<Te
 /// Distinct captions in first-seen order and, per pair, the index of its caption.
 fn distinct(captions: &[String]) -> (Vec<String>, Vec<usize>) {
     let (columns, text_of) = mirage_eval::metrics::caption_columns(captions);
-    (columns.iter().map(|&i| captions[i].clone()).collect(), text_of)
+    (
+        columns.iter().map(|&i| captions[i].clone()).collect(),
+        text_of,
+    )
 }
 
 /// Gives a seeded `rate` share of the pairs another chosen pair's caption (the trainer's plan,

@@ -80,9 +80,14 @@ pub(crate) fn finish_spec(mut api: Spec) -> Spec {
             .build()
     };
     for (path, item) in api.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
+        if crate::app::public_path(path) {
             continue;
         }
+        // Outside /v1 (`/info`) the only problem a client can cause is a missing key.
+        let v1 = path.starts_with("/v1/");
+        let statuses = PROBLEM_STATUSES
+            .iter()
+            .filter(|(code, _)| v1 || *code == "401");
         for op in [
             &mut item.get,
             &mut item.put,
@@ -92,10 +97,10 @@ pub(crate) fn finish_spec(mut api: Spec) -> Spec {
         .into_iter()
         .flatten()
         {
-            for (code, desc) in PROBLEM_STATUSES {
+            for (code, desc) in statuses.clone() {
                 op.responses
                     .responses
-                    .entry(code.to_owned())
+                    .entry((*code).to_owned())
                     .or_insert_with(|| problem(desc).into());
             }
             op.responses
@@ -374,7 +379,12 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
     let depth = mirage_index::types::MAX_SEARCH_DEPTH;
     let page = format!("{schemas}/SearchRequest/properties");
     set(&mut doc, &format!("{page}/limit"), "maximum", json!(depth));
-    set(&mut doc, &format!("{page}/offset"), "maximum", json!(depth - 1));
+    set(
+        &mut doc,
+        &format!("{page}/offset"),
+        "maximum",
+        json!(depth - 1),
+    );
     if let Some(dim) = contract.embed_dim {
         for vector in &vectors {
             set(&mut doc, vector, "minItems", json!(dim));
@@ -428,15 +438,15 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
         );
     }
 
-    // Keys: required by every /v1 operation when configured; the document without a
-    // configuration says both.
+    // Keys: required by every operation but the public ones when configured; the document
+    // without a configuration says both.
     let mut schemes = vec![json!({"bearer": []}), json!({"api_key": []})];
     if !contract.auth {
         schemes.push(json!({}));
     }
     if let Some(Value::Object(paths)) = doc.get_mut("paths") {
         for (path, item) in paths.iter_mut() {
-            if !path.starts_with("/v1/") {
+            if crate::app::public_path(path) {
                 continue;
             }
             for op in item.as_object_mut().into_iter().flat_map(Map::values_mut) {

@@ -71,7 +71,11 @@ impl AppState {
         let key = settings.qdrant_api_key.as_ref().map(|k| k.0.as_str());
         let store = settings.store.parse::<StoreSpec>()?.with_api_key(key);
         let qdrant = match &settings.qdrant_url {
-            Some(url) => Some(format!("qdrant:{url}").parse::<StoreSpec>()?.with_api_key(key)),
+            Some(url) => Some(
+                format!("qdrant:{url}")
+                    .parse::<StoreSpec>()?
+                    .with_api_key(key),
+            ),
             None => None,
         };
         fs_err::create_dir_all(&settings.data_dir)?;

@@ -232,8 +232,10 @@ pub async fn upsert_items(
     for (i, it) in req.items.iter().enumerate() {
         let v = it.vectors.as_ref();
         let check = |space: &str, v: Option<&Vec<f64>>| {
-            v.map(|v| unit_vector(&format!("items[{i}].vectors.{space}"), v, dim))
-                .transpose()
+            v.map(|v| {
+                unit_vector(&format!("items[{i}].vectors.{space}"), v, dim).map_err(ApiError::from)
+            })
+            .transpose()
         };
         let text_vector = check("text", v.and_then(|v| v.text.as_ref()))?;
         let image_vector = check("image", v.and_then(|v| v.image.as_ref()))?;

@@ -259,11 +259,21 @@ async fn settings_layer_defaults_file_variables_and_flags() {
     let server = Server::start_with_env(
         &bundle,
         &dir.path().join("work"),
-        &["--config", file.to_str().unwrap(), "--max-inputs-per-request", "7"],
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--max-inputs-per-request",
+            "7",
+        ],
         &[("MIRAGE_BATCH_SIZE", "6")],
     );
     server.api.get("/info", "/info").await.expect(401);
-    let info = server.api.with_key("file-key").get("/info", "/info").await.expect(200);
+    let info = server
+        .api
+        .with_key("file-key")
+        .get("/info", "/info")
+        .await
+        .expect(200);
     let limits = &info.body["limits"];
     assert_eq!(limits["max_inputs_per_request"], 7, "flag over file");
     assert_eq!(limits["batch_size"], 6, "variable over file");
