@@ -70,29 +70,18 @@ dispatch! {
 
 #[inline(always)]
 fn dot_lanes(a: &[f32], b: &[f32], fma: bool) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks_a = a.chunks_exact(LANES);
-    let chunks_b = b.chunks_exact(LANES);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for i in 0..LANES {
-            acc[i] = if fma {
-                ca[i].mul_add(cb[i], acc[i])
-            } else {
-                acc[i] + ca[i] * cb[i]
-            };
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    widened_dot_lanes(a, b, fma, |y| y)
 }
 
 #[inline(always)]
 fn dot_f16_lanes(a: &[f32], b: &[u16], fma: bool) -> f32 {
+    widened_dot_lanes(a, b, fma, f16_to_f32)
+}
+
+/// The f32 lane kernel, with `b`'s elements widened to f32 by `widen` as they are read (the
+/// identity for f32 rows; inlined, so each element type compiles to its own loop).
+#[inline(always)]
+fn widened_dot_lanes<B: Copy>(a: &[f32], b: &[B], fma: bool, widen: impl Fn(B) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let chunks_a = a.chunks_exact(LANES);
     let chunks_b = b.chunks_exact(LANES);
@@ -100,11 +89,11 @@ fn dot_f16_lanes(a: &[f32], b: &[u16], fma: bool) -> f32 {
         .remainder()
         .iter()
         .zip(chunks_b.remainder())
-        .map(|(x, &y)| x * f16_to_f32(y))
+        .map(|(x, &y)| x * widen(y))
         .sum();
     for (ca, cb) in chunks_a.zip(chunks_b) {
         for i in 0..LANES {
-            let y = f16_to_f32(cb[i]);
+            let y = widen(cb[i]);
             acc[i] = if fma {
                 ca[i].mul_add(y, acc[i])
             } else {
