@@ -1,9 +1,9 @@
 //! Metric functions over plain score arrays.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Recall@K of a square similarity matrix whose correct answer for row i is column i.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Recall {
     /// Share of rows whose match ranks first.
     pub r1: f64,

@@ -1,12 +1,11 @@
 //! # mirage-index
 //!
 //! Collections of report/caption items with text and image vectors in the joint space of one
-//! MIRAGE bundle: corpus readers, the embedding pipeline, and two stores with one semantics — the
+//! MIRAGE bundle: the embedding pipeline (over `mirage-data`'s corpus reader), and two stores with one semantics — the
 //! embedded store (HNSW graphs + SQLite, one directory per collection) and Qdrant (feature
 //! `qdrant`).
 #![warn(missing_docs)]
 
-pub mod corpus;
 pub mod embedded;
 mod error;
 pub mod filter;
@@ -19,6 +18,7 @@ pub mod npy;
 pub mod pipeline;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
+pub mod rag;
 pub mod store;
 pub mod testing;
 pub mod types;

@@ -15,10 +15,10 @@ use mirage_model::image_input::{load_image, preprocess, DecodeOptions};
 use mirage_model::MirageModel;
 use serde::Serialize;
 
-use crate::corpus::{BadRow, CorpusRecord};
 use crate::error::{IndexError, Result};
 use crate::store::Collection;
 use crate::types::{Item, ModelRef};
+use mirage_data::corpus::{BadRow, CorpusRecord};
 
 /// The identity of a loaded model as collections record it.
 pub fn model_ref(model: &MirageModel) -> ModelRef {

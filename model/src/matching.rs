@@ -9,7 +9,7 @@ use candle_core::{Tensor, D};
 use crate::bundle::TextBank;
 use crate::config::Matching;
 use crate::towers::text::l2_normalize;
-use crate::{Error, Result};
+use crate::{Error, MirageModel, Result};
 
 /// One pair's score.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +58,52 @@ pub fn matching_scores(
             s,
             nearest: k as usize,
             nearest_weight: w[k as usize],
+        })
+        .collect())
+}
+
+/// Default flag bound of an audit: pairs whose s is below it are flagged.
+pub const DEFAULT_AUDIT_THRESHOLD: f32 = 0.5;
+
+/// One pair's audit: its matching score, its direct cosine and the image's nearest bank caption.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairAudit {
+    /// Matching score s against the bank (low: likely a mismatched pair).
+    pub s: f32,
+    /// Plain cosine of the image and caption embeddings.
+    pub image_caption_similarity: f32,
+    /// Bank row nearest to the image.
+    pub nearest: usize,
+    /// Its softmax weight.
+    pub nearest_weight: f32,
+}
+
+/// Audits (image, caption) pairs, as `POST /v1/audit` and `mirage audit` do: embeds the
+/// preprocessed images `pixels` [B, 3, S, S] and the `captions` with `model`, and scores each pair
+/// against `bank` with the bundle's matching settings.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when the batch sizes differ or the bank is empty; model failures.
+pub fn audit_pairs(
+    model: &MirageModel,
+    bank: &TextBank,
+    pixels: &Tensor,
+    captions: &[&str],
+) -> Result<Vec<PairAudit>> {
+    let images = model.embed_pixels(pixels)?;
+    let texts = model.embed_texts_tensor(captions)?;
+    let matching = model.config().matching.unwrap_or_default();
+    let scores = matching_scores(bank, matching, &images, &texts)?;
+    let direct: Vec<f32> = (images * texts)?.sum(D::Minus1)?.to_vec1()?;
+    Ok(scores
+        .into_iter()
+        .zip(direct)
+        .map(|(m, direct)| PairAudit {
+            s: m.s,
+            image_caption_similarity: direct,
+            nearest: m.nearest,
+            nearest_weight: m.nearest_weight,
         })
         .collect())
 }

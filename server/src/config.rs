@@ -184,7 +184,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "MIRAGE_RAG_MIN_SCORE",
-        default_value_t = 0.2,
+        default_value_t = mirage_index::rag::RagOptions::default().min_score,
         allow_hyphen_values = true
     )]
     pub rag_min_score: f32,
@@ -192,7 +192,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "MIRAGE_AUDIT_THRESHOLD",
-        default_value_t = 0.5,
+        default_value_t = mirage_model::matching::DEFAULT_AUDIT_THRESHOLD,
         allow_hyphen_values = true
     )]
     pub audit_threshold: f32,

@@ -1,5 +1,6 @@
 //! Request and response bodies of the HTTP API (they are the OpenAPI schemas).
 
+use mirage_index::rag::RagOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -335,13 +336,13 @@ pub struct SearchResponse {
 }
 
 fn default_k() -> usize {
-    5
+    RagOptions::default().k
 }
 fn default_max_chars() -> usize {
-    4000
+    RagOptions::default().max_chars
 }
 fn default_dedup() -> f32 {
-    0.9
+    RagOptions::default().dedup_threshold
 }
 
 /// `POST /v1/rag/context`.
@@ -360,8 +361,8 @@ pub struct RagRequest {
     #[schema(value_type = Option<Image>)]
     pub image: Option<ImageData>,
     /// Passages to return at most.
+    // The bounds of `k` and `max_chars` come from `mirage_index::rag` (set in openapi.rs).
     #[serde(default = "default_k")]
-    #[schema(minimum = 1, maximum = 100)]
     pub k: usize,
     /// Vectors to search (default text).
     #[serde(default)]
@@ -376,7 +377,6 @@ pub struct RagRequest {
     pub min_score: Option<f32>,
     /// Character budget of `context`.
     #[serde(default = "default_max_chars")]
-    #[schema(minimum = 100, maximum = 1000000)]
     pub max_chars: usize,
     /// Passages whose word overlap (Jaccard) with a better one is at least this are dropped.
     #[serde(default = "default_dedup")]

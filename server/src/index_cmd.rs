@@ -1,14 +1,15 @@
-//! `mirage index …` and `mirage search`: build, inspect, compact and prune collections, and
-//! query them from the shell.
+//! `mirage index …`, `mirage search` and `mirage rag`: build, inspect, compact and prune
+//! collections, and query them from the shell.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use mirage_index::corpus::{read_corpus, CorpusFormat, CorpusOptions};
+use mirage_data::corpus::{read_corpus, CorpusFormat, CorpusOptions};
 use mirage_index::pipeline::{
     bundle_ref, estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
 };
+use mirage_index::rag::{self, RagOptions};
 use mirage_index::{
     drop_collection, locate, Collection, CollectionConfig, Filter, HnswParams, Quantization,
     SearchMode, SearchRequest, StoreSpec, VectorName,
@@ -592,5 +593,108 @@ fn search_vectors(
         json!({"queries": queries.rows, "seconds": seconds,
                "qps": queries.rows as f64 / seconds.max(1e-9)})
     );
+    Ok(())
+}
+
+#[derive(Args)]
+pub(crate) struct RagArgs {
+    /// Bundle directory (must be the one the collection was built with).
+    #[arg(long, env = "MIRAGE_BUNDLE")]
+    bundle: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A question (embedded as text).
+    #[arg(long, required_unless_present = "image")]
+    question: Option<String>,
+    /// An image (PNG, JPEG, DICOM; embedded as image); with a question, the two result lists
+    /// are merged.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Which item vectors to search: text (reports, captions) or image.
+    #[arg(long, value_enum, default_value = "text")]
+    target: TargetArg,
+    /// Passages to cite at most, 1–100.
+    #[arg(long, default_value_t = RagOptions::default().k)]
+    k: usize,
+    /// Payload filter (JSON).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Abstain when the best score is below this cosine (the server's default bound).
+    #[arg(long, default_value_t = RagOptions::default().min_score, allow_hyphen_values = true)]
+    min_score: f32,
+    /// Character budget of the context, 100–1,000,000.
+    #[arg(long, default_value_t = RagOptions::default().max_chars)]
+    max_chars: usize,
+    /// Passages whose word overlap (Jaccard) with a better one is at least this are dropped.
+    #[arg(long, default_value_t = RagOptions::default().dedup_threshold)]
+    dedup_threshold: f32,
+    /// Frame of a multi-frame DICOM image.
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// `mirage rag`: the context `POST /v1/rag/context` would return, as one JSON object.
+pub(crate) fn rag(args: RagArgs) -> Result<()> {
+    let options = RagOptions {
+        k: args.k,
+        max_chars: args.max_chars,
+        dedup_threshold: args.dedup_threshold,
+        min_score: args.min_score,
+    };
+    options.validate()?;
+    let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
+    let rt = runtime()?;
+    let c = rt.block_on(Collection::open(
+        &args.store.spec()?,
+        &args.store.collection,
+    ))?;
+    let model = args.engine.load(&args.bundle)?;
+    c.check_model(&model_ref(&model))?;
+    let mut queries = Vec::new();
+    if let Some(q) = &args.question {
+        if q.trim().is_empty() {
+            bail!("--question is empty");
+        }
+        queries.push(model.embed_texts(&[q.as_str()])?.remove(0));
+    }
+    if let Some(p) = &args.image {
+        let img = load_image(p, DecodeOptions { frame: args.frame })?;
+        queries.push(model.embed_images(&[img])?.remove(0));
+    }
+    let name = &args.store.collection;
+    let r = rt.block_on(rag::rag_context(
+        &c,
+        name,
+        queries,
+        args.target.vector_name(),
+        filter,
+        &options,
+    ))?;
+    let citations: Vec<_> = r
+        .citations
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            json!({"rank": i + 1, "id": h.id, "score": h.score, "text": h.text,
+                   "image": h.image, "payload": h.payload})
+        })
+        .collect();
+    let prompt = (!r.abstained).then(|| r.prompt_text());
+    let out = json!({
+        "collection": name,
+        "model_id": model.model_id(),
+        "context": r.context,
+        "prompt": prompt,
+        "citations": citations,
+        "abstained": r.abstained,
+        "reason": r.reason,
+        "best_score": r.best_score,
+        "min_score": r.min_score,
+        "duplicates_removed": r.duplicates_removed,
+        "truncated": r.truncated,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

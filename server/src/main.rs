@@ -1,10 +1,10 @@
 //! `mirage`: the command line of MIRAGE-RS: model bundles (import, info), embedding and
 //! zero-shot classification, indexing corpora into collections and searching them.
 
+mod audit_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod index_cmd;
-mod mri_atlas;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,6 +47,11 @@ enum Command {
     Index(index_cmd::IndexCommand),
     /// Search a collection by text or image; prints one JSON object per hit.
     Search(index_cmd::SearchArgs),
+    /// Build an MLLM-ready context from a collection (what `POST /v1/rag/context` returns).
+    Rag(Box<index_cmd::RagArgs>),
+    /// Score every (image, caption) pair of a pair file with the matching score s (what
+    /// `POST /v1/audit` computes); one JSON line per pair.
+    Audit(Box<audit_cmd::AuditArgs>),
     /// Build the offline demo and benchmark corpora.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -290,6 +295,8 @@ fn run(command: Command) -> Result<()> {
         Command::Classify(args) => classify_cmd(args),
         Command::Index(cmd) => index_cmd::run_index(cmd),
         Command::Search(args) => index_cmd::search(args),
+        Command::Rag(args) => index_cmd::rag(*args),
+        Command::Audit(args) => audit_cmd::audit(*args),
     }
 }
 

@@ -385,6 +385,29 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
         "maximum",
         json!(depth - 1),
     );
+    // The RAG bounds, stated where the assembly keeps them.
+    let rag_props = format!("{schemas}/RagRequest/properties");
+    for (field, minimum, maximum) in [
+        ("k", 1, mirage_index::rag::MAX_PASSAGES),
+        (
+            "max_chars",
+            mirage_index::rag::MIN_CONTEXT_CHARS,
+            mirage_index::rag::MAX_CONTEXT_CHARS,
+        ),
+    ] {
+        set(
+            &mut doc,
+            &format!("{rag_props}/{field}"),
+            "minimum",
+            json!(minimum),
+        );
+        set(
+            &mut doc,
+            &format!("{rag_props}/{field}"),
+            "maximum",
+            json!(maximum),
+        );
+    }
     if let Some(dim) = contract.embed_dim {
         for vector in &vectors {
             set(&mut doc, vector, "minItems", json!(dim));

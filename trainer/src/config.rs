@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use mirage_data::corpus::CorpusFormat;
 use mirage_model::config::{ResNetConfig, TextPooling, VisionPooling, VisionTower, VitConfig};
 use serde::{Deserialize, Serialize};
 
@@ -124,19 +125,6 @@ impl VisionSpec {
     }
 }
 
-/// Input formats of the training data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DataFormat {
-    /// PMC-OA jsonl: `image` (relative to `image_root`) and `caption`; other fields ignored.
-    #[default]
-    Pmcoa,
-    /// Plain JSONL: `image` and `text` (or `caption`).
-    Jsonl,
-    /// CSV with a header: `image` and `caption` (or `text`) columns.
-    Csv,
-}
-
 /// Training and validation data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -145,8 +133,9 @@ pub struct DataConfig {
     pub train: Option<PathBuf>,
     /// Validation pairs (Recall@K and noise AUC each epoch); none means no validation.
     pub valid: Option<PathBuf>,
-    /// File format of both.
-    pub format: DataFormat,
+    /// File format of both, as `mirage index build --format` reads it (`pmcoa`, `roco`,
+    /// `jsonl`; every row needs an image inside `image_root`).
+    pub format: CorpusFormat,
     /// Images are resolved against this folder (default: the data file's folder).
     pub image_root: Option<PathBuf>,
     /// Keep only the first ⌊rate·len⌋ training rows (the reference's prefix subset).
@@ -168,7 +157,7 @@ impl Default for DataConfig {
         Self {
             train: None,
             valid: None,
-            format: DataFormat::Pmcoa,
+            format: CorpusFormat::PmcOa,
             image_root: None,
             rate: 1.0,
             valid_limit: None,

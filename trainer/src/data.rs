@@ -1,4 +1,4 @@
-//! Training data: PMC-OA jsonl, plain JSONL and CSV pair files; synthetic false-positive noise
+//! Training data over `mirage-data`'s pair reader: synthetic false-positive noise
 //! (dynamic, as the reference, or a fixed seeded set); the train transform (resize, random affine
 //! ±5°, horizontal flip, CLIP mean/std from the bundle's preprocessing); and a multi-threaded
 //! loader that decodes batches ahead of the training step.
@@ -7,12 +7,12 @@
 //! so a batch is the same whichever thread decodes it and a resumed run sees the same data.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use crossbeam_channel::{Receiver, Sender};
+use mirage_data::pairs::Pair;
 use mirage_model::config::ImagePreprocess;
 use mirage_model::image_input::{load_image, preprocess, DecodeOptions};
 use mirage_model::tokenize::{TextTokenizer, TokenIds};
@@ -21,98 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::config::{DataFormat, NoiseConfig, NoiseMode};
-
-/// One image–caption pair.
-#[derive(Debug, Clone)]
-pub struct Pair {
-    /// Resolved image path.
-    pub image: PathBuf,
-    /// Caption as given.
-    pub caption: String,
-}
-
-/// What reading a pair file skipped.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct ReadReport {
-    /// Rows read.
-    pub rows: usize,
-    /// Rows dropped for an empty or missing caption.
-    pub empty_captions: usize,
-}
-
-fn field<'a>(v: &'a serde_json::Value, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|n| v.get(*n).and_then(|x| x.as_str()))
-}
-
-/// Reads pairs from `path`; images resolve against `image_root` or the file's folder.
-pub fn read_pairs(
-    path: &Path,
-    format: DataFormat,
-    image_root: Option<&Path>,
-) -> Result<(Vec<Pair>, ReadReport)> {
-    let root = image_root
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut report = ReadReport::default();
-    let mut pairs = Vec::new();
-    let mut push = |image: &str, caption: Option<&str>, report: &mut ReadReport| {
-        report.rows += 1;
-        match caption.map(str::trim) {
-            Some(c) if !c.is_empty() => pairs.push(Pair {
-                image: root.join(image),
-                caption: c.to_owned(),
-            }),
-            _ => report.empty_captions += 1,
-        }
-    };
-    match format {
-        DataFormat::Pmcoa | DataFormat::Jsonl => {
-            let captions: &[&str] = if format == DataFormat::Pmcoa {
-                &["caption"]
-            } else {
-                &["text", "caption"]
-            };
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.with_context(|| format!("reading {}", path.display()))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_str(&line)
-                    .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
-                let image = field(&v, &["image"]).with_context(|| {
-                    format!("{}:{}: no string field `image`", path.display(), i + 1)
-                })?;
-                push(image, field(&v, captions), &mut report);
-            }
-        }
-        DataFormat::Csv => {
-            let mut rdr = csv::Reader::from_reader(file);
-            let headers = rdr.headers()?.clone();
-            let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h));
-            let image_col = col(&["image"])
-                .with_context(|| format!("{}: no `image` column", path.display()))?;
-            let caption_col = col(&["caption", "text"])
-                .with_context(|| format!("{}: no `caption` or `text` column", path.display()))?;
-            for (i, rec) in rdr.records().enumerate() {
-                let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
-                let image = rec.get(image_col).unwrap_or_default().to_owned();
-                push(&image, rec.get(caption_col), &mut report);
-            }
-        }
-    }
-    if pairs.is_empty() {
-        bail!(
-            "{}: no usable pairs ({} rows read)",
-            path.display(),
-            report.rows
-        );
-    }
-    Ok((pairs, report))
-}
+use crate::config::{NoiseConfig, NoiseMode};
 
 /// Which caption each sample gets under synthetic false-positive noise.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mirage_data::pairs::read_pairs;
 use mirage_eval::metrics::{auc, caption_columns, grouped_ranks, recall_from_ranks};
 use mirage_eval::plot::{line_chart, Series};
 use mirage_model::config::BundleConfig;
@@ -18,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 use crate::bank::MemoryQueue;
 use crate::checkpoint::{self, QueueMeta, RunState};
 use crate::config::{NoiseConfig, NoiseMode, QueueFill, TrainConfig};
-use crate::data::{epoch_batches, read_pairs, Batch, Dataset, Loader, NoisePlan};
+use crate::data::{epoch_batches, Batch, Dataset, Loader, NoisePlan};
 use crate::device::{check_available, compute_kind, parse_device};
 use crate::loss::{mirage_loss, nearest_text, Lambdas, LogScales};
 use crate::optim::{lr_at, AdamW};

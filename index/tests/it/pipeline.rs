@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mirage_index::corpus::{read_corpus, CorpusFormat, CorpusOptions};
+use mirage_data::corpus::{read_corpus, CorpusFormat, CorpusOptions};
 use mirage_index::pipeline::{index_records, model_ref, PipelineOptions, ProgressMode};
 use mirage_index::{
     Collection, CollectionConfig, SearchMode, SearchRequest, StoreSpec, VectorName,

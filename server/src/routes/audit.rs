@@ -3,8 +3,8 @@
 
 use axum::extract::State;
 use axum::Json;
-use candle_core::{Tensor, D};
-use mirage_model::matching::matching_scores;
+use candle_core::Tensor;
+use mirage_model::matching::audit_pairs;
 
 use crate::dto::{AuditRequest, AuditResponse, AuditResult};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -51,7 +51,7 @@ pub async fn audit(
         .flat_map(|(p, _)| p)
         .collect();
     let worker_state = state.clone();
-    let (scores, direct) = state
+    let audits = state
         .encoder
         .run(2 * n, move |m| {
             let bank = worker_state
@@ -61,35 +61,26 @@ pub async fn audit(
             let s = m.config().preprocess.image_size;
             let img = Tensor::from_vec(pixels, (n, 3, s, s), m.device())
                 .map_err(mirage_model::Error::from)?;
-            let v = m.embed_pixels(&img)?;
             let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
-            let t = m.embed_texts_tensor(&refs)?;
-            let matching = m.config().matching.unwrap_or_default();
-            let scores = matching_scores(bank, matching, &v, &t)?;
-            let direct: Vec<f32> = (v * t)
-                .and_then(|p| p.sum(D::Minus1))
-                .and_then(|p| p.to_vec1())
-                .map_err(mirage_model::Error::from)?;
-            Ok((scores, direct))
+            Ok(audit_pairs(m, bank, &img, &refs)?)
         })
         .await?;
     let bank = state
         .text_bank
         .as_ref()
         .expect("checked above — this is a bug");
-    let results: Vec<AuditResult> = scores
+    let results: Vec<AuditResult> = audits
         .into_iter()
-        .zip(direct)
         .zip(ids)
         .enumerate()
-        .map(|(index, ((m, direct), id))| AuditResult {
+        .map(|(index, (a, id))| AuditResult {
             index,
             id,
-            s: m.s,
-            flagged: m.s < threshold,
-            image_caption_similarity: direct,
-            nearest_bank_caption: bank.captions[m.nearest].clone(),
-            nearest_bank_weight: m.nearest_weight,
+            s: a.s,
+            flagged: a.s < threshold,
+            image_caption_similarity: a.image_caption_similarity,
+            nearest_bank_caption: bank.captions[a.nearest].clone(),
+            nearest_bank_weight: a.nearest_weight,
         })
         .collect();
     Ok(Json(AuditResponse {

@@ -45,7 +45,7 @@ pub async fn media(
         )));
     }
     let path =
-        mirage_index::corpus::resolve_under_root(&root, &reference).map_err(ApiError::invalid)?;
+        mirage_data::corpus::resolve_under_root(&root, &reference).map_err(ApiError::invalid)?;
     let png = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {

@@ -1,10 +1,9 @@
 //! `POST /v1/search` and `POST /v1/rag/context`.
 
-use std::collections::{HashMap, HashSet};
-
 use axum::extract::State;
 use axum::Json;
-use mirage_index::types::{page_limit, unit_vector, MAX_SEARCH_DEPTH};
+use mirage_index::rag::{self, RagOptions};
+use mirage_index::types::{page_limit, unit_vector};
 use mirage_index::{Collection, Filter, Hit, SearchMode, VectorName};
 
 use crate::dto::{
@@ -16,9 +15,6 @@ use crate::extract::ApiBody;
 use crate::infer::Input;
 use crate::routes::{parse_filter, prepare_images};
 use crate::state::AppState;
-
-/// Largest character budget of a RAG context.
-pub const MAX_CONTEXT_CHARS: usize = 1_000_000;
 
 /// A cosine bound given in a request: within [-1, 1] (beyond, it would keep or drop everything).
 pub fn check_score(field: &str, value: Option<f32>) -> ApiResult<()> {
@@ -184,21 +180,6 @@ pub async fn search(
     }))
 }
 
-fn words(text: &str) -> HashSet<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
-fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
-    let union = a.union(b).count();
-    if union == 0 {
-        return 1.0;
-    }
-    a.intersection(b).count() as f32 / union as f32
-}
-
 /// Builds an MLLM-ready context from the best passages of a collection.
 #[utoipa::path(
     post,
@@ -211,22 +192,13 @@ pub async fn rag_context(
     State(state): State<AppState>,
     ApiBody(req): ApiBody<RagRequest>,
 ) -> ApiResult<Json<RagResponse>> {
-    if req.k == 0 || req.k > 100 {
-        return Err(ApiError::invalid(format!(
-            "k must be 1–100 (got {})",
-            req.k
-        )));
-    }
-    if !(100..=MAX_CONTEXT_CHARS).contains(&req.max_chars) {
-        return Err(ApiError::invalid(format!(
-            "max_chars must be 100–{MAX_CONTEXT_CHARS} (got {}): at least one citation, at most a long prompt",
-            req.max_chars
-        )));
-    }
-    if !(0.0..=1.0).contains(&req.dedup_threshold) {
-        return Err(ApiError::invalid("dedup_threshold must be in [0, 1]"));
-    }
-    check_score("min_score", req.min_score)?;
+    let mut options = RagOptions {
+        k: req.k,
+        max_chars: req.max_chars,
+        dedup_threshold: req.dedup_threshold,
+        min_score: req.min_score.unwrap_or(0.0),
+    };
+    options.validate()?;
     if req.question.is_none() && req.image.is_none() {
         return Err(ApiError::invalid(
             "give a \"question\", an \"image\", or both",
@@ -234,7 +206,7 @@ pub async fn rag_context(
     }
     let filter = parse_filter(req.filter)?;
     let collection = state.collection(&req.collection).await?;
-    let min_score = match req.min_score {
+    options.min_score = match req.min_score {
         Some(m) => m,
         None => state
             .collection_settings(&req.collection)
@@ -249,124 +221,40 @@ pub async fn rag_context(
     if let Some(i) = req.image {
         queries.push(embed_image(&state, i, "image", req.frame.into()).await?);
     }
-    // Over-fetch so near-duplicate removal still leaves k passages.
-    let fetch = (req.k * 3).min(MAX_SEARCH_DEPTH);
-    let mut best: HashMap<String, Hit> = HashMap::new();
-    for v in queries {
-        let s = run_search(
-            &collection,
-            v,
-            req.target,
-            fetch,
-            0,
-            filter.clone(),
-            None,
-            None,
-            false,
-        )
-        .await?;
-        for h in s.hits {
-            match best.get(&h.id) {
-                Some(prev) if prev.score >= h.score => {}
-                _ => {
-                    best.insert(h.id.clone(), h);
-                }
-            }
-        }
-    }
-    let mut hits: Vec<Hit> = best.into_values().collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-    let best_score = hits.first().map(|h| h.score);
-    let abstain_reason = match best_score {
-        None => Some("the collection has no item that matches the query and filter".to_owned()),
-        Some(s) if s < min_score => Some(format!(
-            "the best match scores {s:.3}, below the abstention bound {min_score:.3}: the collection holds nothing close enough to cite"
-        )),
-        _ => None,
-    };
-    if let Some(reason) = abstain_reason {
+    let rag = rag::rag_context(
+        &collection,
+        &req.collection,
+        queries,
+        vector_name(req.target),
+        filter,
+        &options,
+    )
+    .await?;
+    if rag.abstained {
         state.metrics.abstained(&req.collection);
-        return Ok(Json(RagResponse {
-            context: String::new(),
-            content_parts: Vec::new(),
-            citations: Vec::new(),
-            abstained: true,
-            reason: Some(reason),
-            best_score,
-            min_score,
-            duplicates_removed: 0,
-            truncated: false,
-        }));
     }
-    let mut kept: Vec<(Hit, HashSet<String>)> = Vec::new();
-    let mut duplicates_removed = 0;
-    for h in hits.into_iter().filter(|h| h.score >= min_score) {
-        let w = words(h.text.as_deref().unwrap_or(""));
-        if kept
-            .iter()
-            .any(|(_, k)| jaccard(k, &w) >= req.dedup_threshold)
-        {
-            duplicates_removed += 1;
-            continue;
-        }
-        kept.push((h, w));
-        if kept.len() == req.k {
-            break;
-        }
-    }
-    let mut context = String::new();
-    let mut cited = Vec::new();
-    let mut truncated = false;
-    for (h, _) in kept {
-        let n = cited.len() + 1;
-        let body = h
-            .text
-            .clone()
-            .unwrap_or_else(|| format!("(image {})", h.image.clone().unwrap_or_default()));
-        let entry = format!(
-            "[{n}] {} (source: {}/{}, score {:.3})\n",
-            body.trim(),
-            req.collection,
-            h.id,
-            h.score
-        );
-        if context.chars().count() + entry.chars().count() > req.max_chars {
-            truncated = true;
-            if cited.is_empty() {
-                // Cut the best passage to fit rather than return nothing.
-                let room = req.max_chars.saturating_sub(1);
-                context = entry
-                    .chars()
-                    .take(room.saturating_sub(1))
-                    .collect::<String>()
-                    + "…\n";
-                cited.push(h);
-            }
-            break;
-        }
-        context.push_str(&entry);
-        cited.push(h);
-    }
+    let content_parts = if rag.abstained {
+        Vec::new()
+    } else {
+        vec![ContentPart {
+            kind: "text".into(),
+            text: rag.prompt_text(),
+        }]
+    };
     let searched = Searched {
-        hits: cited,
+        hits: rag.citations,
         index_version: collection.index_version(),
         store: collection.kind(),
     };
-    let citations = to_hits(&state, &req.collection, searched, 1);
     Ok(Json(RagResponse {
-        content_parts: vec![ContentPart {
-            kind: "text".into(),
-            text: format!(
-                "Reference passages retrieved for this case (cite them by number):\n{context}"
-            ),
-        }],
-        context,
-        citations,
-        abstained: false,
-        reason: None,
-        best_score,
-        min_score,
-        duplicates_removed,
-        truncated,
+        citations: to_hits(&state, &req.collection, searched, 1),
+        content_parts,
+        context: rag.context,
+        abstained: rag.abstained,
+        reason: rag.reason,
+        best_score: rag.best_score,
+        min_score: rag.min_score,
+        duplicates_removed: rag.duplicates_removed,
+        truncated: rag.truncated,
     }))
 }

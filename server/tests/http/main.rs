@@ -2,6 +2,7 @@
 //! HTTP, real images, every response checked against the committed OpenAPI document.
 #![allow(unreachable_pub)]
 
+mod cli_parity;
 #[path = "../common/mod.rs"]
 mod common;
 mod e2e;

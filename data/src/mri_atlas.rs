@@ -1,4 +1,4 @@
-//! `mirage data mri-atlas`: a PMC-OA-format image–caption dataset from real anatomy with exact
+//! The MRI-atlas dataset behind `mirage data mri-atlas`: a PMC-OA-format image–caption dataset from real anatomy with exact
 //! labels — the Colin-27 T1 MRI and the AAL atlas (116 named regions, same voxel grid) shipped in
 //! Debian's `mricron-data` (DATA.md (c)). Every slice of the three planes that shows enough brain
 //! becomes a PNG plus augmented copies (intensity, crop/scale, small rotation), captioned in plain
@@ -217,15 +217,23 @@ pub(crate) const STRUCTURES: [(&str, &[&str]); 7] = [
     ("amygdala", &["Amygdala"]),
 ];
 
-/// Options of the builder.
-pub(crate) struct AtlasOptions {
-    pub(crate) templates: PathBuf,
-    pub(crate) out: PathBuf,
-    pub(crate) size: u32,
-    pub(crate) augment: usize,
-    pub(crate) gap: usize,
-    pub(crate) step: usize,
-    pub(crate) seed: u64,
+/// Options of the builder ([`build`]).
+#[derive(Debug, Clone)]
+pub struct AtlasOptions {
+    /// mricron-data's templates folder (`ch2.nii.gz`, `aal.nii.gz`, `aal.nii.txt`).
+    pub templates: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Side of the square PNGs (at least 16).
+    pub size: u32,
+    /// Augmented copies per slice besides the plain one.
+    pub augment: usize,
+    /// Slices between held-out and training slices of a plane (1 mm each; at least 1).
+    pub gap: usize,
+    /// Use every `step`-th slice (at least 1).
+    pub step: usize,
+    /// Seed of the augmentations.
+    pub seed: u64,
 }
 
 /// What a region contributes to a slice's caption.
@@ -323,7 +331,11 @@ fn augment(img: &GrayImage, size: u32, rng: &mut ChaCha8Rng) -> GrayImage {
 }
 
 /// Builds the dataset; returns the number of images per split.
-pub(crate) fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
+///
+/// # Errors
+///
+/// Options out of range, a missing or malformed template file, or a write error.
+pub fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
     if o.size < 16 || o.gap == 0 || o.step == 0 {
         bail!("--size must be at least 16, --gap and --step at least 1");
     }

@@ -1,0 +1,17 @@
+//! # mirage-data
+//!
+//! Everything that turns files on disk into image–caption pairs and report corpora, in one place
+//! for the indexer, the trainer and the evaluator:
+//!
+//! - [`corpus`]: the corpus reader (PMC-OA, ROCO, MIMIC, JSONL) that streams records and keeps
+//!   image references inside the image root;
+//! - [`pairs`]: image–caption pairs for training and evaluation, read through [`corpus`] so they
+//!   obey the same formats and the same containment check;
+//! - [`mri_atlas`] and [`radlabels`]: the offline datasets behind `mirage data …` (brain-MRI
+//!   slices with atlas captions; chest-radiograph reports with finding labels).
+#![warn(missing_docs)]
+
+pub mod corpus;
+pub mod mri_atlas;
+pub mod pairs;
+pub mod radlabels;

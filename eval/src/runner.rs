@@ -1,0 +1,658 @@
+//! The evaluation behind `mirage eval`: measures a loaded bundle on a labelled image–caption
+//! dataset through the code that serves it (the same decoder, preprocessing, towers, prompt
+//! ensembles and matching score as the HTTP API), so what is measured is what is served.
+//!
+//! The dataset is a folder in PMC-OA layout (`{split}.jsonl` rows with `image` and `caption`,
+//! images under `images/`, read by [`mirage_data::pairs`]), as `mirage data mri-atlas` writes it;
+//! `labels.jsonl` (per image) and `dataset.json` (`tasks`) add the zero-shot and kNN tasks.
+//! Metrics ([`EvalReport`]):
+//! - Recall@1/5/10 both ways on the split, with images that share a caption counted as one
+//!   answer (augmented copies of a slice share their caption; without grouping a model would be
+//!   charged for ties between identical texts);
+//! - per single-label task: zero-shot accuracy with the prompt ensemble, its expected
+//!   calibration error, and similarity-weighted kNN accuracy (labelled set = the reference
+//!   split's images);
+//! - per presence label: zero-shot AUC of the image's similarity to the label's prompts;
+//! - injected-noise detection: a seeded share of the split's pairs get another pair's caption
+//!   ([`crate::noise::swapped_pairs`], the trainer's plan), and the AUC of the matching score s
+//!   (and of plain cosine) for telling clean from noisy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::Tensor;
+use mirage_data::corpus::CorpusFormat;
+use mirage_data::pairs::read_pairs;
+use mirage_model::bundle::TextBank;
+use mirage_model::config::{Matching, PromptTemplates};
+use mirage_model::image_input::{load_image, DecodeOptions};
+use mirage_model::matching::matching_scores;
+use mirage_model::zeroshot::{classify, prototypes, ClassifyMode};
+use mirage_model::{Bundle, MirageModel};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::metrics::{
+    self, auc, caption_columns, expected_calibration_error, grouped_ranks, knn_vote, Recall,
+};
+use crate::plot::{line_chart, Series};
+
+/// What to evaluate and how.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Dataset folder (`{split}.jsonl`, `images/`, optional `labels.jsonl` and `dataset.json`).
+    pub data: PathBuf,
+    /// Split to evaluate.
+    pub split: String,
+    /// Labelled split for kNN, and the text bank of bundles exported without one.
+    pub reference_split: String,
+    /// Share of the split's pairs given another pair's caption, in [0, 1).
+    pub noise: f64,
+    /// Seed of the injected noise.
+    pub seed: u64,
+    /// Neighbours in the kNN vote (at least 1).
+    pub k: usize,
+    /// Items per forward pass.
+    pub batch_size: usize,
+    /// Bins of the expected calibration error (at least 1).
+    pub ece_bins: usize,
+}
+
+/// The bundle an evaluation measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleInfo {
+    /// Bundle directory.
+    pub dir: PathBuf,
+    /// The model's id.
+    pub model_id: String,
+    /// The bundle's checksum.
+    pub sha256: String,
+}
+
+/// The data an evaluation read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// Dataset folder.
+    pub dir: PathBuf,
+    /// Split evaluated.
+    pub split: String,
+    /// Reference split (kNN, fallback bank).
+    pub reference_split: String,
+}
+
+/// Recall@K both ways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retrieval {
+    /// Image → text.
+    pub image_to_text: Recall,
+    /// Text → image.
+    pub text_to_image: Recall,
+    /// Images in the split.
+    pub images: usize,
+    /// Distinct captions (the text side's candidates).
+    pub distinct_captions: usize,
+}
+
+/// Zero-shot result of one single-label task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZeroShotTask {
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Prompt templates.
+    pub prompts: Vec<String>,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Expected calibration error of the top-1 probability.
+    pub ece: f64,
+    /// Images scored.
+    pub images: usize,
+}
+
+/// kNN result of one single-label task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnnTask {
+    /// Neighbours voting.
+    pub k: usize,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Labelled images voting.
+    pub reference_images: usize,
+}
+
+/// Zero-shot result of one presence task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceTask {
+    /// Prompt templates.
+    pub prompts: Vec<String>,
+    /// AUC per label (none when the split has only one class of it).
+    pub auc: BTreeMap<String, Option<f64>>,
+    /// Mean of the defined AUCs.
+    pub mean_auc: Option<f64>,
+}
+
+/// Injected-noise detection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoiseDetection {
+    /// Share of pairs corrupted.
+    pub rate: f64,
+    /// Seed of the corruption.
+    pub seed: u64,
+    /// Pairs whose caption changed.
+    pub noisy_pairs: usize,
+    /// AUC of the matching score s for clean vs noisy.
+    pub auc_s: Option<f64>,
+    /// AUC of plain image–caption cosine.
+    pub auc_cosine: Option<f64>,
+    /// Where the text bank came from.
+    pub bank: String,
+    /// Rows of the text bank.
+    pub bank_rows: usize,
+    /// Softmax scale of the nearest-neighbour step.
+    pub nn_scale: f32,
+}
+
+/// What `mirage eval` prints and saves as `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The bundle measured.
+    pub bundle: BundleInfo,
+    /// The data read.
+    pub data: DataInfo,
+    /// Recall@K both ways.
+    pub retrieval: Retrieval,
+    /// Per single-label task.
+    pub zero_shot: BTreeMap<String, ZeroShotTask>,
+    /// Per single-label task.
+    pub knn: BTreeMap<String, KnnTask>,
+    /// Per presence task.
+    pub presence: BTreeMap<String, PresenceTask>,
+    /// `None` when no pair was corrupted.
+    pub noise_detection: Option<NoiseDetection>,
+    /// Wall time of the evaluation.
+    pub seconds: f64,
+}
+
+/// An evaluation: the report and what its plots draw.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The report.
+    pub report: EvalReport,
+    /// Per image, the rank of its caption (image → text), 1-based.
+    pub image_to_text_ranks: Vec<usize>,
+    /// Per caption, the rank of its best image (text → image), 1-based.
+    pub text_to_image_ranks: Vec<usize>,
+    /// Zero-shot reliability curve per single-label task.
+    pub reliability: Vec<Series>,
+}
+
+/// A task from `dataset.json`: `classes` for single-label, `labels` for presence.
+#[derive(Deserialize)]
+struct TaskSpec {
+    #[serde(default)]
+    classes: Vec<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+    prompts: Vec<String>,
+}
+
+/// The image references and captions of a split.
+struct Split {
+    images: Vec<String>,
+    captions: Vec<String>,
+}
+
+fn read_split(data: &Path, split: &str) -> Result<Split> {
+    let path = data.join(format!("{split}.jsonl"));
+    let (pairs, report) = read_pairs(&path, CorpusFormat::PmcOa, Some(&data.join("images")))
+        .with_context(|| format!("reading split {split:?}"))?;
+    // Every pair of a split is measured: a row dropped silently would change the benchmark.
+    if let Some(line) = report.first_empty_caption {
+        bail!(
+            "{}:{line}: no caption ({} rows without one); every evaluated pair needs one",
+            path.display(),
+            report.empty_captions
+        );
+    }
+    ensure!(
+        pairs.len() >= 2,
+        "{} has {} pairs; evaluation needs at least 2",
+        path.display(),
+        pairs.len()
+    );
+    Ok(Split {
+        images: pairs.iter().map(|p| p.image_ref.clone()).collect(),
+        captions: pairs.into_iter().map(|p| p.caption).collect(),
+    })
+}
+
+/// Per-image labels from `labels.jsonl`, keyed by image file name.
+fn read_labels(data: &Path) -> Result<HashMap<String, Value>> {
+    let path = data.join("labels.jsonl");
+    if !path.exists() {
+        return Ok(HashMap::new());
+    }
+    let text = fs_err::read_to_string(&path)?;
+    let mut out = HashMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let row: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        let image = row["image"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"image\"", path.display(), n + 1))?
+            .to_owned();
+        out.insert(image, row);
+    }
+    Ok(out)
+}
+
+fn read_tasks(data: &Path) -> Result<BTreeMap<String, TaskSpec>> {
+    let path = data.join("dataset.json");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let meta: Value = serde_json::from_slice(&fs_err::read(&path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let Some(tasks) = meta.get("tasks") else {
+        return Ok(BTreeMap::new());
+    };
+    serde_json::from_value(tasks.clone()).with_context(|| {
+        format!(
+            "{}: each task needs \"prompts\" and \"classes\" or \"labels\"",
+            path.display()
+        )
+    })
+}
+
+/// Unit embeddings [N, D] of the images, decoded as the server decodes uploads.
+fn embed_image_files(
+    model: &MirageModel,
+    root: &Path,
+    files: &[String],
+    batch: usize,
+) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for chunk in files.chunks(batch.max(1)) {
+        let decoded = chunk
+            .iter()
+            .map(|f| {
+                let path = root.join(f);
+                load_image(&path, DecodeOptions::default())
+                    .with_context(|| format!("decoding {}", path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pixels = model.image_batch(&decoded)?;
+        parts.push(model.embed_pixels(&pixels)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+fn embed_texts(model: &MirageModel, texts: &[String], batch: usize) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for chunk in texts.chunks(batch.max(1)) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        parts.push(model.embed_texts_tensor(&refs)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Distinct captions in first-seen order and, per pair, the index of its caption.
+fn distinct(captions: &[String]) -> (Vec<String>, Vec<usize>) {
+    let (columns, text_of) = caption_columns(captions);
+    (
+        columns.iter().map(|&i| captions[i].clone()).collect(),
+        text_of,
+    )
+}
+
+/// Gives a seeded `rate` share of the pairs another chosen pair's caption (the trainer's plan,
+/// [`crate::noise::swapped_pairs`]); a pair is noisy when its caption text changed.
+fn inject_noise(captions: &[String], rate: f64, seed: u64) -> (Vec<String>, Vec<bool>) {
+    let mut noisy_captions = captions.to_vec();
+    for (i, from) in crate::noise::swapped_pairs(captions.len(), rate, seed) {
+        noisy_captions[i] = captions[from].clone();
+    }
+    let noisy = noisy_captions
+        .iter()
+        .zip(captions)
+        .map(|(a, b)| a != b)
+        .collect();
+    (noisy_captions, noisy)
+}
+
+fn rows(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1()?)
+}
+
+fn mean(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let v: Vec<f64> = xs.into_iter().collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn class_index(value: &Value, classes: &[String], image: &str) -> Result<usize> {
+    let Some(label) = value.as_str() else {
+        bail!("label of {image} is {value}, not a class name");
+    };
+    classes
+        .iter()
+        .position(|c| c == label)
+        .with_context(|| format!("label {label:?} of {image} is not one of {classes:?}"))
+}
+
+/// Evaluates `model` (loaded from `bundle`, whose directory is `bundle_dir`) on `o.data`.
+///
+/// # Errors
+///
+/// Options out of range, an unreadable dataset or image, labels that do not match the tasks,
+/// or a model failure.
+pub fn evaluate(
+    model: &MirageModel,
+    bundle: &Bundle,
+    bundle_dir: &Path,
+    o: &EvalOptions,
+) -> Result<Evaluation> {
+    ensure!(
+        (0.0..1.0).contains(&o.noise),
+        "--noise {} must be in [0, 1)",
+        o.noise
+    );
+    ensure!(o.k >= 1, "--k must be at least 1");
+    ensure!(o.ece_bins >= 1, "--ece-bins must be at least 1");
+    let started = Instant::now();
+    let images_root = o.data.join("images");
+    let split = read_split(&o.data, &o.split)?;
+    let labels = read_labels(&o.data)?;
+    let tasks = read_tasks(&o.data)?;
+
+    let image_emb = embed_image_files(model, &images_root, &split.images, o.batch_size)?;
+    let (unique, text_of) = distinct(&split.captions);
+    let text_emb = embed_texts(model, &unique, o.batch_size)?;
+    let sims = rows(&image_emb.matmul(&text_emb.t()?)?)?;
+    let (i2t, t2i) = grouped_ranks(&sims, unique.len(), &text_of);
+    let retrieval = Retrieval {
+        image_to_text: metrics::recall_from_ranks(&i2t),
+        text_to_image: metrics::recall_from_ranks(&t2i),
+        images: split.images.len(),
+        distinct_captions: unique.len(),
+    };
+
+    let needs_reference = tasks.values().any(|t| !t.classes.is_empty());
+    // Read once: it decides whether the reference split is needed and scores the noisy pairs.
+    let bundled_bank = bundle.text_bank(&candle_core::Device::Cpu)?;
+    let reference = if needs_reference || bundled_bank.is_none() {
+        Some(read_split(&o.data, &o.reference_split)?)
+    } else {
+        None
+    };
+    let label_of = |image: &str, task: &str| -> Result<&Value> {
+        labels
+            .get(image)
+            .and_then(|row| row.get(task))
+            .with_context(|| format!("labels.jsonl has no {task:?} for {image}"))
+    };
+    let mut zero_shot = BTreeMap::new();
+    let mut knn = BTreeMap::new();
+    let mut presence = BTreeMap::new();
+    let mut reliability: Vec<Series> = Vec::new();
+    let mut reference_emb: Option<Tensor> = None;
+    for (name, task) in &tasks {
+        let templates = PromptTemplates {
+            positive: task.prompts.clone(),
+            negative: model.prompt_templates().negative,
+        };
+        if !task.classes.is_empty() {
+            let truth = split
+                .images
+                .iter()
+                .map(|img| class_index(label_of(img, name)?, &task.classes, img))
+                .collect::<Result<Vec<_>>>()?;
+            let scores = classify(
+                model,
+                &image_emb,
+                &task.classes,
+                Some(&templates),
+                ClassifyMode::SingleLabel,
+                None,
+            )?;
+            let (mut predicted, mut confidence) = (Vec::new(), Vec::new());
+            for per_image in &scores {
+                let (best, top) = per_image
+                    .iter()
+                    .enumerate()
+                    .max_by(|x, y| x.1.probability.total_cmp(&y.1.probability))
+                    .expect("at least one class");
+                predicted.push(best);
+                confidence.push(f64::from(top.probability));
+            }
+            let correct: Vec<bool> = predicted.iter().zip(&truth).map(|(p, t)| p == t).collect();
+            reliability.push(Series {
+                name: format!("{name} (zero-shot)"),
+                points: metrics::reliability(&confidence, &correct, o.ece_bins)
+                    .iter()
+                    .map(|b| (b.confidence, b.accuracy))
+                    .collect(),
+            });
+            zero_shot.insert(
+                name.clone(),
+                ZeroShotTask {
+                    classes: task.classes.clone(),
+                    prompts: task.prompts.clone(),
+                    accuracy: metrics::accuracy(&predicted, &truth),
+                    ece: expected_calibration_error(&confidence, &correct, o.ece_bins),
+                    images: truth.len(),
+                },
+            );
+            let reference = reference.as_ref().expect("read when a task has classes");
+            if reference_emb.is_none() {
+                reference_emb = Some(embed_image_files(
+                    model,
+                    &images_root,
+                    &reference.images,
+                    o.batch_size,
+                )?);
+            }
+            let ref_emb = reference_emb.as_ref().expect("just embedded");
+            let ref_truth = reference
+                .images
+                .iter()
+                .map(|img| class_index(label_of(img, name)?, &task.classes, img))
+                .collect::<Result<Vec<_>>>()?;
+            let n_ref = ref_truth.len();
+            let sims = rows(&image_emb.matmul(&ref_emb.t()?)?)?;
+            let knn_pred: Vec<usize> = sims
+                .chunks(n_ref)
+                .map(|row| knn_vote(row, &ref_truth, task.classes.len(), o.k, 0.07))
+                .collect();
+            knn.insert(
+                name.clone(),
+                KnnTask {
+                    k: o.k,
+                    accuracy: metrics::accuracy(&knn_pred, &truth),
+                    reference_images: n_ref,
+                },
+            );
+        }
+        if !task.labels.is_empty() {
+            let protos = prototypes(model, &task.labels, &task.prompts)?;
+            let cos: Vec<Vec<f32>> = image_emb.matmul(&protos.t()?)?.to_vec2()?;
+            let mut per_label = BTreeMap::new();
+            for (j, label) in task.labels.iter().enumerate() {
+                let present = split
+                    .images
+                    .iter()
+                    .map(|img| {
+                        label_of(img, name)?
+                            .get(label)
+                            .and_then(Value::as_bool)
+                            .with_context(|| {
+                                format!("labels.jsonl: {name}.{label} of {img} is not true/false")
+                            })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let scores: Vec<f64> = cos.iter().map(|r| f64::from(r[j])).collect();
+                per_label.insert(label.clone(), auc(&scores, &present));
+            }
+            let mean_auc = mean(per_label.values().filter_map(|a| *a));
+            presence.insert(
+                name.clone(),
+                PresenceTask {
+                    prompts: task.prompts.clone(),
+                    auc: per_label,
+                    mean_auc,
+                },
+            );
+        }
+    }
+
+    let (noisy_captions, noisy) = inject_noise(&split.captions, o.noise, o.seed);
+    let noise_detection = if noisy.iter().any(|&n| n) {
+        let (bank, matching, bank_source) = match bundled_bank {
+            Some(bank) => (
+                bank,
+                model.config().matching.unwrap_or_default(),
+                "the bundle's text bank",
+            ),
+            None => {
+                // CLIP-style bundles carry no bank: use the reference split's captions, with the
+                // model's own logit scale as the NN softmax scale.
+                let (captions, _) =
+                    distinct(&reference.as_ref().expect("read without a bank").captions);
+                let embeddings = embed_texts(model, &captions, o.batch_size)?;
+                let matching = Matching {
+                    nn_scale: model.logit_scale(),
+                    hard: false,
+                };
+                (
+                    TextBank {
+                        embeddings,
+                        captions,
+                    },
+                    matching,
+                    "reference-split captions",
+                )
+            }
+        };
+        let noisy_text_emb = embed_texts(model, &noisy_captions, o.batch_size)?;
+        let s: Vec<f64> = matching_scores(&bank, matching, &image_emb, &noisy_text_emb)?
+            .iter()
+            .map(|m| f64::from(m.s))
+            .collect();
+        let cosine: Vec<f64> = rows(&(&image_emb * &noisy_text_emb)?.sum(1)?)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let clean: Vec<bool> = noisy.iter().map(|n| !n).collect();
+        Some(NoiseDetection {
+            rate: o.noise,
+            seed: o.seed,
+            noisy_pairs: noisy.iter().filter(|&&n| n).count(),
+            auc_s: auc(&s, &clean),
+            auc_cosine: auc(&cosine, &clean),
+            bank: bank_source.to_owned(),
+            bank_rows: bank.captions.len(),
+            nn_scale: matching.nn_scale,
+        })
+    } else {
+        None
+    };
+
+    let report = EvalReport {
+        bundle: BundleInfo {
+            dir: bundle_dir.to_path_buf(),
+            model_id: model.model_id().to_owned(),
+            sha256: model.bundle_sha256().to_owned(),
+        },
+        data: DataInfo {
+            dir: o.data.clone(),
+            split: o.split.clone(),
+            reference_split: o.reference_split.clone(),
+        },
+        retrieval,
+        zero_shot,
+        knn,
+        presence,
+        noise_detection,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(Evaluation {
+        report,
+        image_to_text_ranks: i2t,
+        text_to_image_ranks: t2i,
+        reliability,
+    })
+}
+
+impl Evaluation {
+    /// Writes `report.json`, `recall.png` and (with single-label tasks) `reliability.png` into
+    /// `out`, creating it.
+    ///
+    /// # Errors
+    ///
+    /// The folder or a file cannot be written.
+    pub fn save(&self, out: &Path) -> Result<()> {
+        fs_err::create_dir_all(out)?;
+        fs_err::write(
+            out.join("report.json"),
+            serde_json::to_vec_pretty(&self.report)?,
+        )?;
+        let curve = |name: &str, ranks: &[usize]| Series {
+            name: name.to_owned(),
+            points: (1..=10)
+                .map(|k| (k as f64, metrics::recall_at(ranks, k)))
+                .collect(),
+        };
+        line_chart(
+            &out.join("recall.png"),
+            &format!(
+                "Recall@K on {} ({})",
+                self.report.data.split, self.report.bundle.model_id
+            ),
+            "K",
+            "recall",
+            &[
+                curve("image → text", &self.image_to_text_ranks),
+                curve("text → image", &self.text_to_image_ranks),
+            ],
+        )?;
+        if !self.reliability.is_empty() {
+            let mut reliability = self.reliability.clone();
+            reliability.push(Series {
+                name: "perfect calibration".into(),
+                points: vec![(0.0, 0.0), (1.0, 1.0)],
+            });
+            line_chart(
+                &out.join("reliability.png"),
+                "Zero-shot reliability",
+                "confidence",
+                "accuracy",
+                &reliability,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injected_noise_changes_exactly_the_flagged_captions() {
+        let captions: Vec<String> = (0..20).map(|i| format!("caption {i}")).collect();
+        let (noisy, flags) = inject_noise(&captions, 0.4, 3);
+        assert_eq!(flags.iter().filter(|&&f| f).count(), 8);
+        for ((n, c), f) in noisy.iter().zip(&captions).zip(&flags) {
+            assert_eq!(n != c, *f);
+        }
+        let (again, _) = inject_noise(&captions, 0.4, 3);
+        assert_eq!(noisy, again, "seeded");
+        let (none, flags) = inject_noise(&captions, 0.0, 3);
+        assert_eq!(none, captions);
+        assert!(flags.iter().all(|f| !f));
+    }
+}
