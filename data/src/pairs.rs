@@ -124,7 +124,11 @@ mod tests {
         .unwrap();
         assert_eq!(pairs.len(), 2);
         assert_eq!((report.rows, report.empty_captions), (3, 1));
-        assert_eq!(report.first_empty_caption, Some(3), "blank lines keep their number");
+        assert_eq!(
+            report.first_empty_caption,
+            Some(3),
+            "blank lines keep their number"
+        );
         assert_eq!(pairs[0].image, d.join("imgs/a.png"));
         assert_eq!(
             (pairs[0].id.as_str(), pairs[0].image_ref.as_str()),

@@ -24,12 +24,22 @@ const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
 ];
 
-/// Registers a system font once; false when none was found.
+/// A font chosen by the front end (`MIRAGE_PLOT_FONT`), tried before the system's.
+static FONT_CHOICE: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+/// Makes plots try the TrueType font at `path` first (front ends pass `MIRAGE_PLOT_FONT`).
+/// Only the first call counts, and only before the first plot.
+pub fn prefer_font(path: impl Into<std::path::PathBuf>) {
+    let _ = FONT_CHOICE.set(path.into());
+}
+
+/// Registers a font once; false when none was found.
 fn font_available() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
-        let candidates = std::env::var("MIRAGE_PLOT_FONT")
-            .ok()
+        let candidates = FONT_CHOICE
+            .get()
+            .map(|p| p.display().to_string())
             .into_iter()
             .chain(FONT_PATHS.iter().map(|s| (*s).to_owned()));
         for path in candidates {

@@ -68,6 +68,13 @@ fn main() -> anyhow::Result<()> {
         let options = EngineOptions {
             engine,
             threads,
+            ort_library: std::env::var_os("ORT_DYLIB_PATH").map(Into::into),
+            assets: std::env::var_os("MIRAGE_ASSETS")
+                .map(Into::into)
+                .or_else(|| {
+                    std::env::var_os("MIRAGE_CACHE")
+                        .map(|c| std::path::PathBuf::from(c).join("assets"))
+                }),
             ..EngineOptions::default()
         };
         let model = MirageModel::open(&bundle, &options)?;

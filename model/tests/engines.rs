@@ -27,6 +27,7 @@ fn options(engine: EngineChoice, library: Option<PathBuf>) -> EngineOptions {
         device: DeviceChoice::Cpu,
         threads: 2,
         ort_library: library,
+        assets: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn engines() -> Vec<EngineOptions> {
             device: DeviceChoice::Cpu,
             threads: 0,
             ort_library: Some(lib),
+            assets: None,
         });
     }
     out

@@ -41,6 +41,19 @@ pub struct EngineArgs {
     /// binary, system folders).
     #[arg(long, env = "ORT_DYLIB_PATH", value_parser = any_path)]
     pub ort_library: Option<PathBuf>,
+    /// The asset cache scripts/fetch-assets.sh fills (ONNX Runtime is looked for in its
+    /// onnxruntime/; default: $MIRAGE_CACHE/assets, else ~/.cache/mirage/assets).
+    #[arg(long, env = "MIRAGE_ASSETS", value_parser = any_path)]
+    pub assets: Option<PathBuf>,
+}
+
+/// The asset cache when `--assets`/`MIRAGE_ASSETS` is not given: `$MIRAGE_CACHE/assets`, else
+/// `~/.cache/mirage/assets` (where scripts/fetch-assets.sh puts the ONNX Runtime library and
+/// the radlabels package).
+pub fn default_assets_dir() -> Option<PathBuf> {
+    std::env::var_os("MIRAGE_CACHE")
+        .map(|c| PathBuf::from(c).join("assets"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mirage/assets")))
 }
 
 impl EngineArgs {
@@ -54,6 +67,11 @@ impl EngineArgs {
                 .ort_library
                 .clone()
                 .filter(|p| !p.as_os_str().is_empty()),
+            assets: self
+                .assets
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty())
+                .or_else(default_assets_dir),
         }
     }
 

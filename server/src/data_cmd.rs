@@ -54,14 +54,13 @@ pub(crate) struct RadlabelsArgs {
     out: PathBuf,
 }
 
+/// The radlabels package in the asset cache.
 fn default_radlabels() -> PathBuf {
-    let cache = std::env::var_os("MIRAGE_CACHE").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mirage"),
-        PathBuf::from,
-    );
-    std::env::var_os("MIRAGE_ASSETS")
-        .map_or_else(|| cache.join("assets"), PathBuf::from)
-        .join("radlabels")
+    let assets = std::env::var_os("MIRAGE_ASSETS")
+        .map(PathBuf::from)
+        .or_else(mirage_server::config::default_assets_dir)
+        .unwrap_or_default();
+    assets.join("radlabels")
 }
 
 pub(crate) fn run_data(cmd: DataCommand) -> Result<()> {

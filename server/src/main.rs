@@ -29,6 +29,10 @@ struct Cli {
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "MIRAGE_LOG", default_value = "warn", global = true)]
     log: String,
+    /// TrueType font for the PNG plots of `eval` and `study-report` (default: DejaVu Sans or
+    /// Liberation Sans from the system).
+    #[arg(long, env = "MIRAGE_PLOT_FONT", global = true)]
+    plot_font: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -210,11 +214,16 @@ struct ClassifyArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let result = parse_cli().and_then(|cli| match cli.command {
-        Command::Serve(settings) => serve(*settings, &cli.log),
-        command => {
-            mirage_server::serve::init_logging(&cli.log, Default::default());
-            run(command)
+    let result = parse_cli().and_then(|cli| {
+        if let Some(font) = &cli.plot_font {
+            mirage_eval::plot::prefer_font(font);
+        }
+        match cli.command {
+            Command::Serve(settings) => serve(*settings, &cli.log),
+            command => {
+                mirage_server::serve::init_logging(&cli.log, Default::default());
+                run(command)
+            }
         }
     });
     match result {

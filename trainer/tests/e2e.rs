@@ -48,6 +48,7 @@ fn assert_parity(trainer: &Trainer, bundle_dir: &Path, images: &[std::path::Path
     for engine in engines {
         let options = EngineOptions {
             engine,
+            assets: Some(common::assets_dir()),
             ..EngineOptions::default()
         };
         let model = MirageModel::open(bundle_dir, &options).unwrap();

@@ -11,7 +11,7 @@ use crate::names;
 use crate::tokenize::TokenIds;
 use crate::towers::text::{l2_normalize, BertEncoder};
 use crate::towers::vision::VisionEncoder;
-use crate::Result;
+use crate::{Error, Result};
 
 pub(crate) struct CandleEngine {
     text: BertEncoder,
@@ -20,6 +20,9 @@ pub(crate) struct CandleEngine {
     vision_proj: Linear,
     image_size: usize,
     threads: usize,
+    /// Forward passes run in this pool, so `threads` bounds them without touching the
+    /// process's environment or rayon's global pool.
+    pool: rayon::ThreadPool,
 }
 
 impl CandleEngine {
@@ -30,11 +33,11 @@ impl CandleEngine {
     ) -> Result<Self> {
         let device = Device::Cpu;
         let threads = options.resolved_threads();
-        // candle's CPU kernels size their rayon pool from this variable when they first run;
-        // an explicit one from the user wins.
-        if options.threads != 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("candle-{i}"))
+            .build()
+            .map_err(|e| Error::Engine(format!("cannot start {threads} candle threads: {e}")))?;
         let config = bundle.config();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let arch = &config.architecture;
@@ -54,6 +57,7 @@ impl CandleEngine {
             vision,
             image_size: config.preprocess.image_size,
             threads,
+            pool,
         })
     }
 }
@@ -68,20 +72,24 @@ impl Engine for CandleEngine {
     }
 
     fn embed_tokens(&self, t: &TokenIds) -> Result<Vec<f32>> {
-        let shape = (t.batch, t.seq_len);
-        let ids = Tensor::from_slice(&t.ids, shape, &Device::Cpu)?;
-        let type_ids = Tensor::from_slice(&t.type_ids, shape, &Device::Cpu)?;
-        let mask = Tensor::from_slice(&t.mask, shape, &Device::Cpu)?;
-        let f = self.text.forward(&ids, &type_ids, &mask)?;
-        let e = l2_normalize(&self.text_proj.forward(&f)?)?;
-        Ok(e.flatten_all()?.to_vec1()?)
+        self.pool.install(|| {
+            let shape = (t.batch, t.seq_len);
+            let ids = Tensor::from_slice(&t.ids, shape, &Device::Cpu)?;
+            let type_ids = Tensor::from_slice(&t.type_ids, shape, &Device::Cpu)?;
+            let mask = Tensor::from_slice(&t.mask, shape, &Device::Cpu)?;
+            let f = self.text.forward(&ids, &type_ids, &mask)?;
+            let e = l2_normalize(&self.text_proj.forward(&f)?)?;
+            Ok(e.flatten_all()?.to_vec1()?)
+        })
     }
 
     fn embed_pixels(&self, pixels: &[f32], count: usize) -> Result<Vec<f32>> {
-        let s = self.image_size;
-        let x = Tensor::from_slice(pixels, (count, 3, s, s), &Device::Cpu)?;
-        let f = self.vision.forward(&x)?;
-        let e = l2_normalize(&self.vision_proj.forward(&f)?)?;
-        Ok(e.flatten_all()?.to_vec1()?)
+        self.pool.install(|| {
+            let s = self.image_size;
+            let x = Tensor::from_slice(pixels, (count, 3, s, s), &Device::Cpu)?;
+            let f = self.vision.forward(&x)?;
+            let e = l2_normalize(&self.vision_proj.forward(&f)?)?;
+            Ok(e.flatten_all()?.to_vec1()?)
+        })
     }
 }

@@ -117,6 +117,9 @@ pub struct EngineOptions {
     pub threads: usize,
     /// `libonnxruntime.so` to load; when unset, [`find_library`] looks in the usual places.
     pub ort_library: Option<PathBuf>,
+    /// The asset cache `scripts/fetch-assets.sh` fills; [`find_library`] looks in its
+    /// `onnxruntime/`.
+    pub assets: Option<PathBuf>,
 }
 
 impl EngineOptions {

@@ -25,25 +25,16 @@ pub struct OrtLibrary {
     pub version: String,
 }
 
-/// Where `libonnxruntime.so` is looked for, in order: `explicit`, `$ORT_DYLIB_PATH`, the asset
-/// cache (`$MIRAGE_ASSETS/onnxruntime`, else `$MIRAGE_CACHE/assets/onnxruntime`, else
-/// `~/.cache/mirage/assets/onnxruntime`), `lib/` beside or above the executable (the Docker
-/// image), then the system library folders.
-fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+/// Where `libonnxruntime.so` is looked for, in order: `explicit`, `onnxruntime/` under the asset
+/// cache `assets` (what `scripts/fetch-assets.sh` fills; the front end resolves it, this crate
+/// reads no environment), `lib/` beside or above the executable (the Docker image), then the
+/// system library folders.
+fn library_candidates(explicit: Option<&Path>, assets: Option<&Path>) -> Vec<PathBuf> {
     const NAME: &str = "libonnxruntime.so";
     let mut out = Vec::new();
     if let Some(p) = explicit {
         out.push(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        out.push(PathBuf::from(p));
-    }
-    let assets = std::env::var_os("MIRAGE_ASSETS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("MIRAGE_CACHE").map(|c| PathBuf::from(c).join("assets")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mirage/assets"))
-        });
     if let Some(a) = assets {
         out.push(a.join("onnxruntime").join(NAME));
     }
@@ -61,8 +52,8 @@ fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
 
 /// The first existing candidate of [`library_candidates`], or an error listing where it looked
 /// and how to get the library.
-pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
-    let candidates = library_candidates(explicit);
+pub fn find_library(explicit: Option<&Path>, assets: Option<&Path>) -> Result<PathBuf> {
+    let candidates = library_candidates(explicit, assets);
     if let Some(p) = explicit {
         // An explicit path is used or refused, never silently replaced by another library.
         return if p.is_file() {
@@ -83,7 +74,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
             Error::Engine(format!(
                 "ONNX Runtime library libonnxruntime.so not found; looked in: {}. Run \
              scripts/fetch-assets.sh (it unpacks the library from the onnxruntime wheel on PyPI), \
-             or set ORT_DYLIB_PATH / --ort-library, or choose --engine candle",
+             or set ORT_DYLIB_PATH / --ort-library (or MIRAGE_ASSETS / --assets), or choose --engine candle",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())
@@ -94,14 +85,14 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Loads the library once per process; later calls get the same outcome.
-fn load_library(explicit: Option<&Path>) -> Result<OrtLibrary> {
+fn load_library(explicit: Option<&Path>, assets: Option<&Path>) -> Result<OrtLibrary> {
     if let Some(p) = explicit {
         // Checked on every call: the library may already be loaded from elsewhere.
-        find_library(Some(p))?;
+        find_library(Some(p), None)?;
     }
     static LOADED: OnceLock<std::result::Result<OrtLibrary, String>> = OnceLock::new();
     let outcome = LOADED.get_or_init(|| {
-        let path = find_library(explicit).map_err(|e| e.to_string())?;
+        let path = find_library(explicit, assets).map_err(|e| e.to_string())?;
         let builder = ort::init_from(&path).map_err(|e| {
             format!(
                 "ONNX Runtime library {} could not be loaded: {e}",
@@ -191,7 +182,7 @@ impl OrtEngine {
         tensors: &HashMap<String, candle_core::Tensor>,
         options: &EngineOptions,
     ) -> Result<Self> {
-        let library = load_library(options.ort_library.as_deref())?;
+        let library = load_library(options.ort_library.as_deref(), options.assets.as_deref())?;
         let config = bundle.config();
         let (graphs, source) = match bundle.onnx_graphs()? {
             Some(g) => (g, "bundle"),

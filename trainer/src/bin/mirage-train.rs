@@ -24,6 +24,9 @@ use mirage_trainer::train::Trainer;
                   is re-seeded every step, so no random-generator state needs saving."
 )]
 struct Cli {
+    /// TrueType font for the PNG plots (default: DejaVu Sans or Liberation Sans from the system).
+    #[arg(long, env = "MIRAGE_PLOT_FONT", global = true)]
+    plot_font: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -172,7 +175,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Some(font) = &cli.plot_font {
+        mirage_eval::plot::prefer_font(font);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

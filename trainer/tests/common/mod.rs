@@ -150,15 +150,19 @@ pub fn setup(n: usize, seed: u64, vision: TinyVision) -> Setup {
     }
 }
 
-/// Whether ONNX Runtime's library was fetched (`scripts/fetch-assets.sh`); under CI it must be.
-pub fn ort_library_present() -> bool {
-    let assets = std::env::var_os("MIRAGE_ASSETS")
+/// The asset cache (`MIRAGE_ASSETS`, else `$MIRAGE_CACHE/assets`, else `~/.cache/mirage/assets`).
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("MIRAGE_ASSETS")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("MIRAGE_CACHE").map(|c| PathBuf::from(c).join("assets")))
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mirage/assets")
-        });
-    let lib = assets.join("onnxruntime/libonnxruntime.so");
+        })
+}
+
+/// Whether ONNX Runtime's library was fetched (`scripts/fetch-assets.sh`); under CI it must be.
+pub fn ort_library_present() -> bool {
+    let lib = assets_dir().join("onnxruntime/libonnxruntime.so");
     if lib.exists() {
         return true;
     }
