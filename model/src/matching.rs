@@ -8,7 +8,7 @@ use candle_core::{Tensor, D};
 
 use crate::bundle::TextBank;
 use crate::config::Matching;
-use crate::towers::text::l2_normalize;
+use crate::towers::layers::l2_normalize;
 use crate::{Error, MirageModel, Result};
 
 /// One pair's score.

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::PromptTemplates;
 use crate::model::MirageModel;
-use crate::towers::text::l2_normalize;
+use crate::towers::layers::l2_normalize;
 use crate::{Error, Result};
 
 /// Single- or multi-label.

@@ -9,7 +9,8 @@ use super::{Engine, EngineKind, EngineOptions};
 use crate::bundle::Bundle;
 use crate::names;
 use crate::tokenize::TokenIds;
-use crate::towers::text::{l2_normalize, BertEncoder};
+use crate::towers::bert::BertEncoder;
+use crate::towers::layers::l2_normalize;
 use crate::towers::vision::VisionEncoder;
 use crate::{Error, Result};
 

@@ -1,6 +1,6 @@
 //! The text tower as an ONNX graph: BERT (Hugging Face names under `text.`) with mask-weighted
 //! mean or `[CLS]` pooling, the projection and L2 normalisation — the same arithmetic as
-//! `towers::text` plus `MirageModel`'s projection.
+//! `towers::bert` plus `MirageModel`'s projection.
 //!
 //! The transformer layers use ONNX Runtime's fused contrib operators (`Attention` with the
 //! 0/1 attention mask, `SkipLayerNormalization`, `BiasGelu`/`FastGelu`): they are what ONNX

@@ -1,5 +1,5 @@
 //! The vision tower as an ONNX graph: torchvision ResNet (BatchNorm folded into the
-//! convolutions, as `towers::vision` does) with CLIP attention pooling or mean pooling, or
+//! convolutions, as `towers::resnet` does) with CLIP attention pooling or mean pooling, or
 //! torchvision's ViT; then the projection and L2 normalisation.
 //!
 //! Convolutions stay plain `Conv`/`Relu`/`Add` so ONNX Runtime's own optimiser can move them to

@@ -7,27 +7,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::e2e::REPORTS;
 use crate::harness::*;
-
-const REPORTS: &[(&str, &str, &str)] = &[
-    (
-        "r1",
-        "chest x-ray with pneumonia in the right lower lobe",
-        "pneumonia",
-    ),
-    ("r2", "normal chest radiograph without effusion", "normal"),
-    (
-        "r3",
-        "pleural effusion on the left with atelectasis",
-        "effusion",
-    ),
-    ("r4", "axial brain mri with a small lesion", "lesion"),
-    (
-        "r5",
-        "chest x-ray with pneumonia in the right lower lobe.",
-        "pneumonia",
-    ),
-];
 
 /// Runs the CLI; panics with its stderr unless it succeeds; returns stdout.
 fn cli(args: &[&str]) -> String {

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-const REPORTS: &[(&str, &str, &str)] = &[
+/// Reports with a finding each; r5 is a near-duplicate of r1 (for RAG de-duplication).
+pub const REPORTS: &[(&str, &str, &str)] = &[
     (
         "r1",
         "chest x-ray with pneumonia in the right lower lobe",

@@ -1,10 +1,13 @@
-//! A linear layer that multiplies every leading dimension at once.
+//! Layers every tower shares: a linear layer that multiplies every leading dimension at once
+//! ([`Dense`]), loaders of linear and layer-norm weights in PyTorch layout, and L2
+//! normalisation.
 //!
 //! candle-nn's `Linear` broadcasts its weight over the batch dimension of a 3-D input, which turns
 //! one large GEMM into B small ones; flattening the leading dimensions first is the same
 //! arithmetic as a single (B·L × in)·(in × out) product, and several times faster on CPU.
 
 use candle_core::{Tensor, D};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::Result;
 
@@ -38,4 +41,30 @@ impl Dense {
             .expect("input has at least one dimension — this is a bug") = self.weight_t.dim(1)?;
         Ok(y.reshape(out_dims)?)
     }
+}
+
+/// A [`Dense`] from `weight` [out, in] and `bias` [out] under `vb`.
+pub(crate) fn linear(vb: &VarBuilder<'_>, out_dim: usize, in_dim: usize) -> Result<Dense> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = vb.get(out_dim, "bias")?;
+    Dense::new(&w, Some(b))
+}
+
+/// A layer norm from `weight` and `bias` [dim] under `vb`.
+pub(crate) fn layer_norm(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        vb.get(dim, "weight")?,
+        vb.get(dim, "bias")?,
+        eps,
+    ))
+}
+
+/// L2 normalisation over the last dimension (zero vectors stay zero).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f64, f64::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
 }

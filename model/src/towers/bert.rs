@@ -1,9 +1,9 @@
 //! BERT-family text encoder (Hugging Face `BertModel` weights) with masked pooling.
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
-use super::dense::Dense;
+use super::layers::{layer_norm, linear, Dense};
 
 use crate::config::{BertConfig, HiddenAct, TextPooling};
 use crate::Result;
@@ -16,20 +16,6 @@ struct SelfAttention {
     norm: LayerNorm,
     heads: usize,
     head_dim: usize,
-}
-
-pub(crate) fn linear(vb: &VarBuilder<'_>, out_dim: usize, in_dim: usize) -> Result<Dense> {
-    let w = vb.get((out_dim, in_dim), "weight")?;
-    let b = vb.get(out_dim, "bias")?;
-    Dense::new(&w, Some(b))
-}
-
-pub(crate) fn layer_norm(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(
-        vb.get(dim, "weight")?,
-        vb.get(dim, "bias")?,
-        eps,
-    ))
 }
 
 impl SelfAttention {
@@ -180,14 +166,4 @@ impl BertEncoder {
             }
         }
     }
-}
-
-/// L2 normalisation over the last dimension (zero vectors stay zero).
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12f64, f64::MAX)?;
-    Ok(x.broadcast_div(&norm)?)
 }

@@ -1,0 +1,186 @@
+//! torchvision ResNet trunks (BatchNorm folded into the convolutions at load time) with CLIP
+//! attention pooling ([`super::attention_pool`]) or mean pooling.
+
+use candle_core::{Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::attention_pool::AttentionPool;
+use crate::config::{ResNetConfig, VisionPooling};
+use crate::Result;
+
+const BN_EPS: f64 = 1e-5;
+
+/// A convolution with its BatchNorm folded in: `conv(x, w·γ/√(var+ε)) + (β − mean·γ/√(var+ε))`.
+/// Inference only, so the fold is exact up to float rounding and saves a pass over every map.
+struct ConvBn {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvBn {
+    fn load(
+        vb: &VarBuilder<'_>,
+        conv: &str,
+        bn: &str,
+        shape: (usize, usize, usize),
+        stride: usize,
+    ) -> Result<Self> {
+        let (out_c, in_c, k) = shape;
+        let w = vb.get((out_c, in_c, k, k), &format!("{conv}.weight"))?;
+        let gamma = vb.get(out_c, &format!("{bn}.weight"))?;
+        let beta = vb.get(out_c, &format!("{bn}.bias"))?;
+        let mean = vb.get(out_c, &format!("{bn}.running_mean"))?;
+        let var = vb.get(out_c, &format!("{bn}.running_var"))?;
+        let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
+        let weight = w.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+        let bias = (beta - mean.mul(&scale)?)?.reshape((1, out_c, 1, 1))?;
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding: k / 2,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (o, c, k, _) = self.weight.dims4()?;
+        let y = if k == 1 {
+            // A 1×1 convolution is a plain (O×C)·(C×HW) product per image: skip im2col's copy.
+            let x = if self.stride == 1 {
+                x.clone()
+            } else {
+                subsample(x, self.stride)?
+            };
+            let (b, _, h, w) = x.dims4()?;
+            let flat = x.reshape((b, c, h * w))?;
+            self.weight
+                .reshape((o, c))?
+                .broadcast_left(b)?
+                .matmul(&flat)?
+                .reshape((b, o, h, w))?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
+        Ok(y.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Every `stride`-th row and column starting at 0, as a strided 1×1 convolution samples them.
+fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (ph, pw) = (h.div_ceil(stride) * stride, w.div_ceil(stride) * stride);
+    let x = if (ph, pw) == (h, w) {
+        x.clone()
+    } else {
+        x.pad_with_zeros(2, 0, ph - h)?
+            .pad_with_zeros(3, 0, pw - w)?
+    };
+    Ok(x.reshape((b, c, ph / stride, stride, pw / stride, stride))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((b, c, ph / stride, pw / stride))?)
+}
+
+struct Block {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = x.clone();
+        let last = self.convs.len() - 1;
+        for (i, c) in self.convs.iter().enumerate() {
+            y = c.forward(&y)?;
+            if i != last {
+                y = y.relu()?;
+            }
+        }
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
+        };
+        Ok((y + identity)?.relu()?)
+    }
+}
+
+/// torchvision ResNet trunk with pooling.
+pub struct ResNet {
+    stem: ConvBn,
+    blocks: Vec<Block>,
+    pool: Option<AttentionPool>,
+}
+
+impl ResNet {
+    /// Loads from a VarBuilder rooted at `vision`.
+    pub fn load(vb: &VarBuilder<'_>, c: &ResNetConfig) -> Result<Self> {
+        let expansion = if c.bottleneck { 4 } else { 1 };
+        let stem = ConvBn::load(vb, "conv1", "bn1", (c.width, 3, 7), 2)?;
+        let mut blocks = Vec::new();
+        let mut in_c = c.width;
+        for (stage, &n) in c.layers.iter().enumerate() {
+            let planes = c.width << stage;
+            let stage_stride = if stage == 0 { 1 } else { 2 };
+            for b in 0..n {
+                let p = vb.pp(format!("layer{}.{b}", stage + 1));
+                let stride = if b == 0 { stage_stride } else { 1 };
+                // torchvision (v1.5) puts the stride on the 3×3 convolution of a bottleneck.
+                let convs = if c.bottleneck {
+                    vec![
+                        ConvBn::load(&p, "conv1", "bn1", (planes, in_c, 1), 1)?,
+                        ConvBn::load(&p, "conv2", "bn2", (planes, planes, 3), stride)?,
+                        ConvBn::load(&p, "conv3", "bn3", (planes * expansion, planes, 1), 1)?,
+                    ]
+                } else {
+                    vec![
+                        ConvBn::load(&p, "conv1", "bn1", (planes, in_c, 3), stride)?,
+                        ConvBn::load(&p, "conv2", "bn2", (planes, planes, 3), 1)?,
+                    ]
+                };
+                let downsample = if b == 0 && (stride != 1 || in_c != planes * expansion) {
+                    Some(ConvBn::load(
+                        &p,
+                        "downsample.0",
+                        "downsample.1",
+                        (planes * expansion, in_c, 1),
+                        stride,
+                    )?)
+                } else {
+                    None
+                };
+                blocks.push(Block { convs, downsample });
+                in_c = planes * expansion;
+            }
+        }
+        let pool = match c.pooling {
+            VisionPooling::Attention => Some(AttentionPool::load(
+                &vb.pp("attnpool"),
+                c.feature_dim(),
+                c.grid() * c.grid() + 1,
+                c.attention_heads,
+            )?),
+            VisionPooling::Mean => None,
+        };
+        Ok(Self { stem, blocks, pool })
+    }
+
+    /// Pooled feature [B, C] for normalised images [B, 3, S, S].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.stem.forward(x)?.relu()?;
+        // Max-pool 3×3/2 with padding 1. After a ReLU every value is ≥ 0, so zero padding gives
+        // the same maxima as torch's −∞ padding.
+        let mut x = x
+            .pad_with_zeros(2, 1, 1)?
+            .pad_with_zeros(3, 1, 1)?
+            .max_pool2d_with_stride(3, 2)?;
+        for block in &self.blocks {
+            x = block.forward(&x)?;
+        }
+        match &self.pool {
+            Some(pool) => pool.forward(&x),
+            None => Ok(x.flatten_from(2)?.mean(D::Minus1)?),
+        }
+    }
+}
