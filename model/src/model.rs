@@ -245,7 +245,7 @@ impl MirageModel {
     }
 
     /// Unit-norm joint image embeddings of images already run through
-    /// [`preprocess`](crate::image_input::preprocess) (concatenated, `count` × 3 × S × S), so
+    /// [`crate::image_input::preprocess`] (concatenated, `count` × 3 × S × S), so
     /// callers can preprocess on worker threads and keep this thread on the model.
     pub fn embed_preprocessed(&self, pixels: Vec<f32>, count: usize) -> Result<Vec<Vec<f32>>> {
         if count == 0 {

@@ -131,7 +131,7 @@ struct ImportArgs {
     /// Joint embedding size (default: the text hidden size, with an identity text projection).
     #[arg(long)]
     embed_dim: Option<usize>,
-    /// Use the [CLS] token instead of mean pooling for text.
+    /// Use the `[CLS]` token instead of mean pooling for text.
     #[arg(long)]
     cls_pooling: bool,
     /// Token limit (default: sentence_bert_config.json's max_seq_length, else the position table).

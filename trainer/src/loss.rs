@@ -59,7 +59,7 @@ pub struct LossOutput {
     pub robust: Tensor,
     /// L_ot.
     pub ot: Tensor,
-    /// Matching scores s [B] (detached; zeros without a queue).
+    /// Matching scores s `[B]` (detached; zeros without a queue).
     pub s: Tensor,
     /// Normalised text embeddings t [B, D] (detached): what the FIFO enqueues.
     pub text_unit: Tensor,

@@ -1,6 +1,6 @@
 //! `mirage-train loss`: the objective on given features, for reproducing numbers against other
-//! implementations. Reads `image_features` [B,D] and `text_features` [B,D] (projected, not yet
-//! normalised), `queue` [K,D] (unit rows) and `log_scales` [4] (pair, robust, ot, queue).
+//! implementations. Reads `image_features` `[B,D]` and `text_features` `[B,D]` (projected, not yet
+//! normalised), `queue` `[K,D]` (unit rows) and `log_scales` `[4]` (pair, robust, ot, queue).
 
 use std::path::Path;
 

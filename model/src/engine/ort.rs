@@ -50,7 +50,7 @@ fn library_candidates(explicit: Option<&Path>, assets: Option<&Path>) -> Vec<Pat
     out
 }
 
-/// The first existing candidate of [`library_candidates`], or an error listing where it looked
+/// The first existing candidate of `library_candidates`, or an error listing where it looked
 /// and how to get the library.
 pub fn find_library(explicit: Option<&Path>, assets: Option<&Path>) -> Result<PathBuf> {
     let candidates = library_candidates(explicit, assets);

@@ -1,5 +1,5 @@
 //! Layers every tower shares: a linear layer that multiplies every leading dimension at once
-//! ([`Dense`]), loaders of linear and layer-norm weights in PyTorch layout, and L2
+//! (`Dense`), loaders of linear and layer-norm weights in PyTorch layout, and L2
 //! normalisation.
 //!
 //! candle-nn's `Linear` broadcasts its weight over the batch dimension of a 3-D input, which turns

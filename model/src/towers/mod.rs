@@ -1,5 +1,5 @@
 //! Inference towers in candle, one block per file (candle-transformers style: a config, `load`
-//! from a `VarBuilder`, `forward`): [`bert`] (text), [`resnet`] with [`attention_pool`], [`vit`],
+//! from a `VarBuilder`, `forward`): [`bert`] (text), [`resnet`] with `attention_pool`, [`vit`],
 //! the [`vision`] tower that picks one, and the [`layers`] they share. Tensor names follow
 //! [`crate::names`]; a test loads every architecture from exactly the names it lists.
 

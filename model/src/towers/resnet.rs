@@ -1,5 +1,5 @@
 //! torchvision ResNet trunks (BatchNorm folded into the convolutions at load time) with CLIP
-//! attention pooling ([`super::attention_pool`]) or mean pooling.
+//! attention pooling (`attention_pool`) or mean pooling.
 
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;

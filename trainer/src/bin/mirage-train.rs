@@ -74,8 +74,8 @@ enum Command {
         #[arg(long)]
         no_onnx: bool,
     },
-    /// Print the loss terms for given features: image_features, text_features [B,D], queue
-    /// [K,D], log_scales [4] (pair, robust, ot, queue) in one safetensors file.
+    /// Print the loss terms for given features: image_features, text_features `[B,D]`, queue
+    /// `[K,D]`, log_scales `[4]` (pair, robust, ot, queue) in one safetensors file.
     Loss {
         /// safetensors file with the four tensors.
         #[arg(long)]
