@@ -123,13 +123,13 @@ fn study_table(cells: &Cells, seeds: &CellSeeds) -> String {
 ///
 /// No finished run, an unreadable run, or a write failure.
 pub fn study_report(dir: &Path) -> Result<String> {
-    let (test, test_seeds) = collect_cells(&dir, "test")?;
+    let (test, test_seeds) = collect_cells(dir, "test")?;
     ensure!(
         !test.is_empty(),
         "{} holds no finished run (a folder with run.json and eval-test/report.json)",
         dir.display()
     );
-    let (valid, valid_seeds) = collect_cells(&dir, "valid")?;
+    let (valid, valid_seeds) = collect_cells(dir, "valid")?;
     let mut md = String::from(
         "# Noise-robustness study\n\nClean test split; mean ± sample standard deviation over seeds. \
          Recall counts images that share a caption as one answer; the FP-detection AUCs score the \
