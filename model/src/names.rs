@@ -24,6 +24,122 @@ pub const LOGIT_SCALE: &str = "logit_scale";
 /// Tensor name of the exported memory bank in `text_bank.safetensors`.
 pub const TEXT_BANK: &str = "bank";
 
+/// Leaf names of a parameterised layer (PyTorch's).
+pub const WEIGHT: &str = "weight";
+/// Bias of a linear, norm or convolution.
+pub const BIAS: &str = "bias";
+/// BatchNorm running mean (a buffer).
+pub const RUNNING_MEAN: &str = "running_mean";
+/// BatchNorm running variance (a buffer).
+pub const RUNNING_VAR: &str = "running_var";
+
+/// `a.b.c` from its parts.
+pub fn path(parts: &[&str]) -> String {
+    parts.join(".")
+}
+
+/// Names inside the BERT tower (Hugging Face `BertModel` without `bert.`), relative to [`TEXT`].
+pub mod bert {
+    /// The embedding block.
+    pub const EMBEDDINGS: &str = "embeddings";
+    /// Token embeddings (under [`EMBEDDINGS`]).
+    pub const WORD: &str = "word_embeddings";
+    /// Position embeddings (under [`EMBEDDINGS`]).
+    pub const POSITION: &str = "position_embeddings";
+    /// Token-type embeddings (under [`EMBEDDINGS`]).
+    pub const TOKEN_TYPE: &str = "token_type_embeddings";
+    /// Layer norm of the embeddings and of each sub-block's output.
+    pub const LAYER_NORM: &str = "LayerNorm";
+    /// Encoder layer `i`.
+    pub fn layer(i: usize) -> String {
+        format!("encoder.layer.{i}")
+    }
+    /// Self-attention block of a layer.
+    pub const ATTENTION: &str = "attention";
+    /// Query/key/value projections (under [`ATTENTION`]).
+    pub const SELF: &str = "self";
+    /// Query projection (under [`SELF`]).
+    pub const QUERY: &str = "query";
+    /// Key projection (under [`SELF`]).
+    pub const KEY: &str = "key";
+    /// Value projection (under [`SELF`]).
+    pub const VALUE: &str = "value";
+    /// Output of the attention block or of the layer (`dense` + [`LAYER_NORM`]).
+    pub const OUTPUT: &str = "output";
+    /// Feed-forward up-projection (`intermediate.dense`).
+    pub const INTERMEDIATE: &str = "intermediate";
+    /// The linear layer of [`OUTPUT`] and [`INTERMEDIATE`].
+    pub const DENSE: &str = "dense";
+}
+
+/// Names inside a torchvision ResNet trunk with CLIP attention pooling, relative to [`VISION`].
+pub mod resnet {
+    /// Stem convolution.
+    pub const STEM_CONV: &str = "conv1";
+    /// Stem BatchNorm.
+    pub const STEM_BN: &str = "bn1";
+    /// Block `b` (0-based) of stage `stage` (0-based): torchvision's `layer{stage+1}.{b}`.
+    pub fn block(stage: usize, b: usize) -> String {
+        format!("layer{}.{b}", stage + 1)
+    }
+    /// Convolution `j` (1-based) of a block.
+    pub fn conv(j: usize) -> String {
+        format!("conv{j}")
+    }
+    /// BatchNorm `j` (1-based) of a block.
+    pub fn bn(j: usize) -> String {
+        format!("bn{j}")
+    }
+    /// Shortcut convolution of a block's first unit.
+    pub const DOWNSAMPLE_CONV: &str = "downsample.0";
+    /// Shortcut BatchNorm.
+    pub const DOWNSAMPLE_BN: &str = "downsample.1";
+    /// CLIP attention pooling.
+    pub const ATTNPOOL: &str = "attnpool";
+    /// Learned positions of the pooled sequence (under [`ATTNPOOL`]).
+    pub const POSITIONAL: &str = "positional_embedding";
+    /// Query projection (under [`ATTNPOOL`]).
+    pub const Q_PROJ: &str = "q_proj";
+    /// Key projection.
+    pub const K_PROJ: &str = "k_proj";
+    /// Value projection.
+    pub const V_PROJ: &str = "v_proj";
+    /// Output projection.
+    pub const C_PROJ: &str = "c_proj";
+}
+
+/// Names inside torchvision's `VisionTransformer`, relative to [`VISION`].
+pub mod vit {
+    /// Patch embedding convolution.
+    pub const CONV_PROJ: &str = "conv_proj";
+    /// The class token.
+    pub const CLASS_TOKEN: &str = "class_token";
+    /// Learned positions.
+    pub const POS_EMBEDDING: &str = "encoder.pos_embedding";
+    /// Encoder layer `i`.
+    pub fn layer(i: usize) -> String {
+        format!("encoder.layers.encoder_layer_{i}")
+    }
+    /// Norm before attention.
+    pub const LN_1: &str = "ln_1";
+    /// The attention block.
+    pub const SELF_ATTENTION: &str = "self_attention";
+    /// Packed q/k/v weight (under [`SELF_ATTENTION`]).
+    pub const IN_PROJ_WEIGHT: &str = "in_proj_weight";
+    /// Packed q/k/v bias.
+    pub const IN_PROJ_BIAS: &str = "in_proj_bias";
+    /// Attention output projection.
+    pub const OUT_PROJ: &str = "out_proj";
+    /// Norm before the MLP.
+    pub const LN_2: &str = "ln_2";
+    /// MLP up-projection.
+    pub const MLP_IN: &str = "mlp.0";
+    /// MLP down-projection.
+    pub const MLP_OUT: &str = "mlp.3";
+    /// Final norm.
+    pub const FINAL_LN: &str = "encoder.ln";
+}
+
 /// How a tensor is initialised when it is created from a seed rather than loaded.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
@@ -78,26 +194,26 @@ impl Specs {
     }
     fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, std: f32) {
         self.push(
-            &format!("{name}.weight"),
+            &path(&[name, WEIGHT]),
             &[out_dim, in_dim],
             Init::Normal(std),
         );
-        self.push(&format!("{name}.bias"), &[out_dim], Init::Zeros);
+        self.push(&path(&[name, BIAS]), &[out_dim], Init::Zeros);
     }
     fn layer_norm(&mut self, name: &str, dim: usize) {
-        self.push(&format!("{name}.weight"), &[dim], Init::Ones);
-        self.push(&format!("{name}.bias"), &[dim], Init::Zeros);
+        self.push(&path(&[name, WEIGHT]), &[dim], Init::Ones);
+        self.push(&path(&[name, BIAS]), &[dim], Init::Zeros);
     }
     fn batch_norm(&mut self, name: &str, dim: usize, zero_gamma: bool) {
         let gamma = if zero_gamma { Init::Zeros } else { Init::Ones };
-        self.push(&format!("{name}.weight"), &[dim], gamma);
-        self.push(&format!("{name}.bias"), &[dim], Init::Zeros);
-        self.push(&format!("{name}.running_mean"), &[dim], Init::Zeros);
-        self.push(&format!("{name}.running_var"), &[dim], Init::Ones);
+        self.push(&path(&[name, WEIGHT]), &[dim], gamma);
+        self.push(&path(&[name, BIAS]), &[dim], Init::Zeros);
+        self.push(&path(&[name, RUNNING_MEAN]), &[dim], Init::Zeros);
+        self.push(&path(&[name, RUNNING_VAR]), &[dim], Init::Ones);
     }
     fn conv(&mut self, name: &str, out_c: usize, in_c: usize, k: usize) {
         self.push(
-            &format!("{name}.weight"),
+            &path(&[name, WEIGHT]),
             &[out_c, in_c, k, k],
             Init::KaimingFanOut,
         );
@@ -106,69 +222,68 @@ impl Specs {
 
 /// Tensors of the BERT text tower, under `text.`.
 pub fn text_tensors(c: &BertConfig) -> Vec<TensorSpec> {
+    use bert::*;
     let h = c.hidden_size;
     let mut s = Specs::new(TEXT);
-    s.push(
-        "embeddings.word_embeddings.weight",
-        &[c.vocab_size, h],
-        Init::Normal(0.02),
-    );
-    s.push(
-        "embeddings.position_embeddings.weight",
-        &[c.max_position_embeddings, h],
-        Init::Normal(0.02),
-    );
-    s.push(
-        "embeddings.token_type_embeddings.weight",
-        &[c.type_vocab_size, h],
-        Init::Normal(0.02),
-    );
-    s.layer_norm("embeddings.LayerNorm", h);
+    for (table, rows) in [
+        (WORD, c.vocab_size),
+        (POSITION, c.max_position_embeddings),
+        (TOKEN_TYPE, c.type_vocab_size),
+    ] {
+        s.push(
+            &path(&[EMBEDDINGS, table, WEIGHT]),
+            &[rows, h],
+            Init::Normal(0.02),
+        );
+    }
+    s.layer_norm(&path(&[EMBEDDINGS, LAYER_NORM]), h);
     for i in 0..c.num_hidden_layers {
-        let l = format!("encoder.layer.{i}");
-        for p in ["query", "key", "value"] {
-            s.linear(&format!("{l}.attention.self.{p}"), h, h, 0.02);
+        let l = layer(i);
+        for p in [QUERY, KEY, VALUE] {
+            s.linear(&path(&[&l, ATTENTION, SELF, p]), h, h, 0.02);
         }
-        s.linear(&format!("{l}.attention.output.dense"), h, h, 0.02);
-        s.layer_norm(&format!("{l}.attention.output.LayerNorm"), h);
+        s.linear(&path(&[&l, ATTENTION, OUTPUT, DENSE]), h, h, 0.02);
+        s.layer_norm(&path(&[&l, ATTENTION, OUTPUT, LAYER_NORM]), h);
         s.linear(
-            &format!("{l}.intermediate.dense"),
+            &path(&[&l, INTERMEDIATE, DENSE]),
             c.intermediate_size,
             h,
             0.02,
         );
-        s.linear(&format!("{l}.output.dense"), h, c.intermediate_size, 0.02);
-        s.layer_norm(&format!("{l}.output.LayerNorm"), h);
+        s.linear(&path(&[&l, OUTPUT, DENSE]), h, c.intermediate_size, 0.02);
+        s.layer_norm(&path(&[&l, OUTPUT, LAYER_NORM]), h);
     }
     s.out
 }
 
 fn resnet_tensors(c: &ResNetConfig, s: &mut Specs) {
+    use resnet::*;
     let expansion = if c.bottleneck { 4 } else { 1 };
-    s.conv("conv1", c.width, 3, 7);
-    s.batch_norm("bn1", c.width, false);
+    s.conv(STEM_CONV, c.width, 3, 7);
+    s.batch_norm(STEM_BN, c.width, false);
     let mut in_c = c.width;
     for (stage, &blocks) in c.layers.iter().enumerate() {
         let planes = c.width << stage;
         let stride = if stage == 0 { 1 } else { 2 };
         for b in 0..blocks {
-            let p = format!("layer{}.{b}", stage + 1);
-            if c.bottleneck {
-                s.conv(&format!("{p}.conv1"), planes, in_c, 1);
-                s.batch_norm(&format!("{p}.bn1"), planes, false);
-                s.conv(&format!("{p}.conv2"), planes, planes, 3);
-                s.batch_norm(&format!("{p}.bn2"), planes, false);
-                s.conv(&format!("{p}.conv3"), planes * expansion, planes, 1);
-                s.batch_norm(&format!("{p}.bn3"), planes * expansion, false);
+            let p = block(stage, b);
+            // (output channels, input channels, kernel) of each convolution in order.
+            let convs: Vec<(usize, usize, usize)> = if c.bottleneck {
+                vec![
+                    (planes, in_c, 1),
+                    (planes, planes, 3),
+                    (planes * expansion, planes, 1),
+                ]
             } else {
-                s.conv(&format!("{p}.conv1"), planes, in_c, 3);
-                s.batch_norm(&format!("{p}.bn1"), planes, false);
-                s.conv(&format!("{p}.conv2"), planes, planes, 3);
-                s.batch_norm(&format!("{p}.bn2"), planes, false);
+                vec![(planes, in_c, 3), (planes, planes, 3)]
+            };
+            for (j, (out_c, in_ch, k)) in convs.into_iter().enumerate() {
+                s.conv(&path(&[&p, &conv(j + 1)]), out_c, in_ch, k);
+                s.batch_norm(&path(&[&p, &bn(j + 1)]), out_c, false);
             }
             if b == 0 && (stride != 1 || in_c != planes * expansion) {
-                s.conv(&format!("{p}.downsample.0"), planes * expansion, in_c, 1);
-                s.batch_norm(&format!("{p}.downsample.1"), planes * expansion, false);
+                s.conv(&path(&[&p, DOWNSAMPLE_CONV]), planes * expansion, in_c, 1);
+                s.batch_norm(&path(&[&p, DOWNSAMPLE_BN]), planes * expansion, false);
             }
             in_c = planes * expansion;
         }
@@ -178,56 +293,53 @@ fn resnet_tensors(c: &ResNetConfig, s: &mut Specs) {
         let tokens = c.grid() * c.grid() + 1;
         let std = (d as f32).powf(-0.5);
         s.push(
-            "attnpool.positional_embedding",
+            &path(&[ATTNPOOL, POSITIONAL]),
             &[tokens, d],
             Init::Normal(std),
         );
-        for p in ["q_proj", "k_proj", "v_proj", "c_proj"] {
-            s.linear(&format!("attnpool.{p}"), d, d, std);
+        for p in [Q_PROJ, K_PROJ, V_PROJ, C_PROJ] {
+            s.linear(&path(&[ATTNPOOL, p]), d, d, std);
         }
     }
 }
 
 fn vit_tensors(c: &VitConfig, s: &mut Specs) {
+    use vit::*;
     let h = c.hidden_size;
     let fan_in = 3 * c.patch_size * c.patch_size;
     s.push(
-        "conv_proj.weight",
+        &path(&[CONV_PROJ, WEIGHT]),
         &[h, 3, c.patch_size, c.patch_size],
         Init::Normal((1.0 / fan_in as f32).sqrt()),
     );
-    s.push("conv_proj.bias", &[h], Init::Zeros);
-    s.push("class_token", &[1, 1, h], Init::Zeros);
-    s.push(
-        "encoder.pos_embedding",
-        &[1, c.seq_len(), h],
-        Init::Normal(0.02),
-    );
+    s.push(&path(&[CONV_PROJ, BIAS]), &[h], Init::Zeros);
+    s.push(CLASS_TOKEN, &[1, 1, h], Init::Zeros);
+    s.push(POS_EMBEDDING, &[1, c.seq_len(), h], Init::Normal(0.02));
     for i in 0..c.num_layers {
-        let l = format!("encoder.layers.encoder_layer_{i}");
-        s.layer_norm(&format!("{l}.ln_1"), h);
+        let l = layer(i);
+        s.layer_norm(&path(&[&l, LN_1]), h);
         let xavier = (6.0 / (4 * h) as f32).sqrt() / 3f32.sqrt();
         s.push(
-            &format!("{l}.self_attention.in_proj_weight"),
+            &path(&[&l, SELF_ATTENTION, IN_PROJ_WEIGHT]),
             &[3 * h, h],
             Init::Normal(xavier),
         );
         s.push(
-            &format!("{l}.self_attention.in_proj_bias"),
+            &path(&[&l, SELF_ATTENTION, IN_PROJ_BIAS]),
             &[3 * h],
             Init::Zeros,
         );
         s.linear(
-            &format!("{l}.self_attention.out_proj"),
+            &path(&[&l, SELF_ATTENTION, OUT_PROJ]),
             h,
             h,
             (h as f32).powf(-0.5),
         );
-        s.layer_norm(&format!("{l}.ln_2"), h);
-        s.linear(&format!("{l}.mlp.0"), c.mlp_dim, h, 0.02);
-        s.linear(&format!("{l}.mlp.3"), h, c.mlp_dim, 0.02);
+        s.layer_norm(&path(&[&l, LN_2]), h);
+        s.linear(&path(&[&l, MLP_IN]), c.mlp_dim, h, 0.02);
+        s.linear(&path(&[&l, MLP_OUT]), h, c.mlp_dim, 0.02);
     }
-    s.layer_norm("encoder.ln", h);
+    s.layer_norm(FINAL_LN, h);
 }
 
 /// Tensors of the vision tower, under `vision.`.

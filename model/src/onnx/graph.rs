@@ -1,6 +1,7 @@
 //! A small graph builder: weights become initializers, each `op` call appends one node with a
 //! fresh output name, so the tower files read like the candle forward passes they mirror.
 
+use crate::names::{path, BIAS, WEIGHT};
 use std::collections::HashMap;
 
 use candle_core::Tensor;
@@ -191,12 +192,10 @@ impl GraphBuilder {
 
     /// `x·Wᵀ + b` for a PyTorch-layout weight `[out, in]` (the bias is optional).
     pub(crate) fn linear(&mut self, x: &str, w: &Weights<'_>, prefix: &str) -> Result<String> {
-        let wt = self.tensor_t(
-            &format!("{prefix}.weight"),
-            w.get(&format!("{prefix}.weight"))?,
-        )?;
+        let weight = path(&[prefix, WEIGHT]);
+        let wt = self.tensor_t(&weight, w.get(&weight)?)?;
         let y = self.op("MatMul", &[x, &wt], Vec::new());
-        let bias_name = format!("{prefix}.bias");
+        let bias_name = path(&[prefix, BIAS]);
         match w.tensors.get(&bias_name) {
             Some(b) => {
                 let b = self.tensor(&bias_name, b)?;
@@ -214,11 +213,9 @@ impl GraphBuilder {
         prefix: &str,
         eps: f64,
     ) -> Result<String> {
-        let g = self.tensor(
-            &format!("{prefix}.weight"),
-            w.get(&format!("{prefix}.weight"))?,
-        )?;
-        let b = self.tensor(&format!("{prefix}.bias"), w.get(&format!("{prefix}.bias"))?)?;
+        let (weight, bias) = (path(&[prefix, WEIGHT]), path(&[prefix, BIAS]));
+        let g = self.tensor(&weight, w.get(&weight)?)?;
+        let b = self.tensor(&bias, w.get(&bias)?)?;
         Ok(self.op(
             "LayerNormalization",
             &[x, &g, &b],

@@ -11,7 +11,8 @@ use super::graph::{float, int, GraphBuilder, Weights};
 use super::proto::{Dim, ElemType, Model};
 use super::{TEXT_INPUTS, TEXT_OUTPUT};
 use crate::config::{Architecture, HiddenAct, TextPooling};
-use crate::names::{TEXT, TEXT_PROJ};
+use crate::names::bert::*;
+use crate::names::{path, BIAS, TEXT, TEXT_PROJ, WEIGHT};
 use crate::Result;
 
 pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result<Model> {
@@ -25,18 +26,18 @@ pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result
     let types = g.input(types_name, ElemType::Int64, dyn_2d());
 
     // Embeddings: word + position (0..L) + token type, then LayerNorm.
-    let p = format!("{TEXT}.embeddings");
+    let p = path(&[TEXT, EMBEDDINGS]);
     let word = g.tensor(
-        &format!("{p}.word_embeddings.weight"),
-        w.get(&format!("{p}.word_embeddings.weight"))?,
+        &path(&[&p, WORD, WEIGHT]),
+        w.get(&path(&[&p, WORD, WEIGHT]))?,
     )?;
     let pos = g.tensor(
-        &format!("{p}.position_embeddings.weight"),
-        w.get(&format!("{p}.position_embeddings.weight"))?,
+        &path(&[&p, POSITION, WEIGHT]),
+        w.get(&path(&[&p, POSITION, WEIGHT]))?,
     )?;
     let tt = g.tensor(
-        &format!("{p}.token_type_embeddings.weight"),
-        w.get(&format!("{p}.token_type_embeddings.weight"))?,
+        &path(&[&p, TOKEN_TYPE, WEIGHT]),
+        w.get(&path(&[&p, TOKEN_TYPE, WEIGHT]))?,
     )?;
     let x_word = g.op("Gather", &[&word, &ids], vec![int("axis", 0)]);
     let shape = g.op("Shape", &[&ids], Vec::new());
@@ -49,26 +50,27 @@ pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result
     let x_tt = g.op("Gather", &[&tt, &types], vec![int("axis", 0)]);
     let x = g.op("Add", &[&x_word, &x_pos], Vec::new());
     let x = g.op("Add", &[&x, &x_tt], Vec::new());
-    let mut x = g.layer_norm(&x, w, &format!("{p}.LayerNorm"), eps)?;
+    let mut x = g.layer_norm(&x, w, &path(&[&p, LAYER_NORM]), eps)?;
 
     let mask_i32 = g.op("Cast", &[&mask], vec![int("to", 6)]);
     for i in 0..c.num_hidden_layers {
-        let l = format!("{TEXT}.encoder.layer.{i}");
-        let a = format!("{l}.attention");
+        let l = path(&[TEXT, &layer(i)]);
+        let a = path(&[&l, ATTENTION]);
+        let qkv = |part: &str, leaf: &str| path(&[&a, SELF, part, leaf]);
         // Attention wants Q|K|V side by side as one [H, 3H] weight and one [3H] bias.
         let qkv_w = candle_core::Tensor::cat(
             &[
-                w.get(&format!("{a}.self.query.weight"))?,
-                w.get(&format!("{a}.self.key.weight"))?,
-                w.get(&format!("{a}.self.value.weight"))?,
+                w.get(&qkv(QUERY, WEIGHT))?,
+                w.get(&qkv(KEY, WEIGHT))?,
+                w.get(&qkv(VALUE, WEIGHT))?,
             ],
             0,
         )?;
         let qkv_b = candle_core::Tensor::cat(
             &[
-                w.get(&format!("{a}.self.query.bias"))?,
-                w.get(&format!("{a}.self.key.bias"))?,
-                w.get(&format!("{a}.self.value.bias"))?,
+                w.get(&qkv(QUERY, BIAS))?,
+                w.get(&qkv(KEY, BIAS))?,
+                w.get(&qkv(VALUE, BIAS))?,
             ],
             0,
         )?;
@@ -79,11 +81,12 @@ pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result
             &[&x, &qkv_w, &qkv_b, &mask_i32],
             vec![int("num_heads", c.num_attention_heads as i64)],
         );
-        let attn = skip_norm_dense(&mut g, w, &ctx, &x, &format!("{a}.output"), eps)?;
+        let attn = skip_norm_dense(&mut g, w, &ctx, &x, &path(&[&a, OUTPUT]), eps)?;
         // Feed-forward: dense → activation (bias fused in) → dense, residual + LayerNorm.
-        let ip = format!("{l}.intermediate.dense");
-        let wi = g.tensor_t(&format!("{ip}.weight"), w.get(&format!("{ip}.weight"))?)?;
-        let bi = g.tensor(&format!("{ip}.bias"), w.get(&format!("{ip}.bias"))?)?;
+        let ip = path(&[&l, INTERMEDIATE, DENSE]);
+        let (iw, ib) = (path(&[&ip, WEIGHT]), path(&[&ip, BIAS]));
+        let wi = g.tensor_t(&iw, w.get(&iw)?)?;
+        let bi = g.tensor(&ib, w.get(&ib)?)?;
         let inner = g.op("MatMul", &[&attn, &wi], Vec::new());
         let act = match c.hidden_act {
             HiddenAct::Gelu => g.ms_op("BiasGelu", &[&inner, &bi], Vec::new()),
@@ -93,7 +96,7 @@ pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result
                 g.op("Relu", &[&y], Vec::new())
             }
         };
-        x = skip_norm_dense(&mut g, w, &act, &attn, &format!("{l}.output"), eps)?;
+        x = skip_norm_dense(&mut g, w, &act, &attn, &path(&[&l, OUTPUT]), eps)?;
     }
 
     let pooled = match arch.text.pooling {
@@ -137,12 +140,13 @@ fn skip_norm_dense(
     prefix: &str,
     eps: f64,
 ) -> Result<String> {
-    let d = format!("{prefix}.dense");
-    let wt = g.tensor_t(&format!("{d}.weight"), w.get(&format!("{d}.weight"))?)?;
-    let b = g.tensor(&format!("{d}.bias"), w.get(&format!("{d}.bias"))?)?;
-    let ln = format!("{prefix}.LayerNorm");
-    let gamma = g.tensor(&format!("{ln}.weight"), w.get(&format!("{ln}.weight"))?)?;
-    let beta = g.tensor(&format!("{ln}.bias"), w.get(&format!("{ln}.bias"))?)?;
+    let name = |block: &str, leaf: &str| path(&[prefix, block, leaf]);
+    let (dw, db) = (name(DENSE, WEIGHT), name(DENSE, BIAS));
+    let wt = g.tensor_t(&dw, w.get(&dw)?)?;
+    let b = g.tensor(&db, w.get(&db)?)?;
+    let (lw, lb) = (name(LAYER_NORM, WEIGHT), name(LAYER_NORM, BIAS));
+    let gamma = g.tensor(&lw, w.get(&lw)?)?;
+    let beta = g.tensor(&lb, w.get(&lb)?)?;
     let y = g.op("MatMul", &[x, &wt], Vec::new());
     Ok(g.ms_op(
         "SkipLayerNormalization",

@@ -10,7 +10,8 @@ use super::graph::{int, ints, GraphBuilder, Weights};
 use super::proto::{Dim, ElemType, Model};
 use super::{VISION_INPUT, VISION_OUTPUT};
 use crate::config::{Architecture, ResNetConfig, VisionPooling, VisionTower, VitConfig};
-use crate::names::{VISION, VISION_PROJ};
+use crate::names::resnet::*;
+use crate::names::{path, vit, BIAS, RUNNING_MEAN, RUNNING_VAR, VISION, VISION_PROJ, WEIGHT};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-5;
@@ -55,18 +56,18 @@ fn conv_bn(
     bn: &str,
     stride: i64,
 ) -> Result<String> {
-    let p = |s: &str| format!("{prefix}.{s}");
-    let weight = w.get(&p(&format!("{conv}.weight")))?;
-    let gamma = w.get(&p(&format!("{bn}.weight")))?;
-    let beta = w.get(&p(&format!("{bn}.bias")))?;
-    let mean = w.get(&p(&format!("{bn}.running_mean")))?;
-    let var = w.get(&p(&format!("{bn}.running_var")))?;
+    let p = |layer: &str, leaf: &str| path(&[prefix, layer, leaf]);
+    let weight = w.get(&p(conv, WEIGHT))?;
+    let gamma = w.get(&p(bn, WEIGHT))?;
+    let beta = w.get(&p(bn, BIAS))?;
+    let mean = w.get(&p(bn, RUNNING_MEAN))?;
+    let var = w.get(&p(bn, RUNNING_VAR))?;
     let (out_c, _, k, _) = weight.dims4()?;
     let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
     let folded = weight.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
     let bias = (beta - mean.mul(&scale)?)?;
-    let wn = g.tensor(&p(&format!("{conv}.weight+{bn}")), &folded)?;
-    let bn_ = g.tensor(&p(&format!("{conv}.bias+{bn}")), &bias)?;
+    let wn = g.tensor(&format!("{}+{bn}", p(conv, WEIGHT)), &folded)?;
+    let bn_ = g.tensor(&format!("{}+{bn}", p(conv, BIAS)), &bias)?;
     let pad = (k / 2) as i64;
     Ok(g.op(
         "Conv",
@@ -80,7 +81,7 @@ fn conv_bn(
 }
 
 fn resnet(g: &mut GraphBuilder, w: &Weights<'_>, c: &ResNetConfig, x: &str) -> Result<String> {
-    let stem = conv_bn(g, w, x, VISION, "conv1", "bn1", 2)?;
+    let stem = conv_bn(g, w, x, VISION, STEM_CONV, STEM_BN, 2)?;
     let stem = g.op("Relu", &[&stem], Vec::new());
     let mut x = g.op(
         "MaxPool",
@@ -96,22 +97,22 @@ fn resnet(g: &mut GraphBuilder, w: &Weights<'_>, c: &ResNetConfig, x: &str) -> R
     for (stage, &n) in c.layers.iter().enumerate() {
         let planes = c.width << stage;
         for b in 0..n {
-            let p = format!("{VISION}.layer{}.{b}", stage + 1);
+            let p = path(&[VISION, &block(stage, b)]);
             let stride = if b == 0 && stage > 0 { 2 } else { 1 };
             let y = if c.bottleneck {
-                let y = conv_bn(g, w, &x, &p, "conv1", "bn1", 1)?;
+                let y = conv_bn(g, w, &x, &p, &conv(1), &bn(1), 1)?;
                 let y = g.op("Relu", &[&y], Vec::new());
                 // torchvision (v1.5) puts the stride on the 3×3 convolution of a bottleneck.
-                let y = conv_bn(g, w, &y, &p, "conv2", "bn2", stride)?;
+                let y = conv_bn(g, w, &y, &p, &conv(2), &bn(2), stride)?;
                 let y = g.op("Relu", &[&y], Vec::new());
-                conv_bn(g, w, &y, &p, "conv3", "bn3", 1)?
+                conv_bn(g, w, &y, &p, &conv(3), &bn(3), 1)?
             } else {
-                let y = conv_bn(g, w, &x, &p, "conv1", "bn1", stride)?;
+                let y = conv_bn(g, w, &x, &p, &conv(1), &bn(1), stride)?;
                 let y = g.op("Relu", &[&y], Vec::new());
-                conv_bn(g, w, &y, &p, "conv2", "bn2", 1)?
+                conv_bn(g, w, &y, &p, &conv(2), &bn(2), 1)?
             };
             let identity = if b == 0 && (stride != 1 || in_c != planes * expansion) {
-                conv_bn(g, w, &x, &p, "downsample.0", "downsample.1", stride)?
+                conv_bn(g, w, &x, &p, DOWNSAMPLE_CONV, DOWNSAMPLE_BN, stride)?
             } else {
                 x.clone()
             };
@@ -139,7 +140,7 @@ fn attention_pool(
     let dim = c.feature_dim() as i64;
     let heads = c.attention_heads as i64;
     let hd = dim / heads;
-    let p = format!("{VISION}.attnpool");
+    let p = path(&[VISION, ATTNPOOL]);
     let flat_shape = g.constant_i64("shape", &[0, dim, -1]);
     let flat = g.op("Reshape", &[x, &flat_shape], Vec::new()); // [B, C, HW]
     let tokens = g.op("Transpose", &[&flat], vec![ints("perm", &[0, 2, 1])]); // [B, HW, C]
@@ -149,7 +150,7 @@ fn attention_pool(
         vec![ints("axes", &[1]), int("keepdims", 1)],
     );
     let seq = g.op("Concat", &[&mean, &tokens], vec![int("axis", 1)]); // [B, S, C]
-    let pos_name = format!("{p}.positional_embedding");
+    let pos_name = path(&[&p, POSITIONAL]);
     let pos = g.tensor(&pos_name, w.get(&pos_name)?)?;
     let seq = g.op("Add", &[&seq, &pos], Vec::new());
     let (s0, s1, ax1) = (
@@ -158,11 +159,11 @@ fn attention_pool(
         g.constant_i64("axis", &[1]),
     );
     let first = g.op("Slice", &[&seq, &s0, &s1, &ax1], Vec::new()); // [B, 1, C]
-    let q = g.linear(&first, w, &format!("{p}.q_proj"))?;
+    let q = g.linear(&first, w, &path(&[&p, Q_PROJ]))?;
     let scale = g.constant_f32("scale", &[], vec![(hd as f32).powf(-0.5)]);
     let q = g.op("Mul", &[&q, &scale], Vec::new());
-    let k = g.linear(&seq, w, &format!("{p}.k_proj"))?;
-    let v = g.linear(&seq, w, &format!("{p}.v_proj"))?;
+    let k = g.linear(&seq, w, &path(&[&p, K_PROJ]))?;
+    let v = g.linear(&seq, w, &path(&[&p, V_PROJ]))?;
     let heads_shape = g.constant_i64("shape", &[0, 0, heads, hd]);
     let q = g.op("Reshape", &[&q, &heads_shape], Vec::new());
     let q = g.op("Transpose", &[&q], vec![ints("perm", &[0, 2, 1, 3])]); // [B, h, 1, hd]
@@ -176,20 +177,18 @@ fn attention_pool(
     let ctx = g.op("Transpose", &[&ctx], vec![ints("perm", &[0, 2, 1, 3])]);
     let out_shape = g.constant_i64("shape", &[0, dim]);
     let ctx = g.op("Reshape", &[&ctx, &out_shape], Vec::new()); // [B, C]
-    g.linear(&ctx, w, &format!("{p}.c_proj"))
+    g.linear(&ctx, w, &path(&[&p, C_PROJ]))
 }
 
 fn vit(g: &mut GraphBuilder, w: &Weights<'_>, c: &VitConfig, x: &str) -> Result<String> {
     let h = c.hidden_size as i64;
     let patch = c.patch_size as i64;
-    let cw = g.tensor(
-        &format!("{VISION}.conv_proj.weight"),
-        w.get(&format!("{VISION}.conv_proj.weight"))?,
-    )?;
-    let cb = g.tensor(
-        &format!("{VISION}.conv_proj.bias"),
-        w.get(&format!("{VISION}.conv_proj.bias"))?,
-    )?;
+    let (cw, cb) = (
+        path(&[VISION, vit::CONV_PROJ, WEIGHT]),
+        path(&[VISION, vit::CONV_PROJ, BIAS]),
+    );
+    let cw = g.tensor(&cw, w.get(&cw)?)?;
+    let cb = g.tensor(&cb, w.get(&cb)?)?;
     let y = g.op(
         "Conv",
         &[x, &cw, &cb],
@@ -211,48 +210,44 @@ fn vit(g: &mut GraphBuilder, w: &Weights<'_>, c: &VitConfig, x: &str) -> Result<
     let batch = g.op("Slice", &[&shape, &s0, &s1, &ax0], Vec::new());
     let tail = g.constant_i64("shape", &[1, h]);
     let cls_shape = g.op("Concat", &[&batch, &tail], vec![int("axis", 0)]);
-    let ct_name = format!("{VISION}.class_token");
+    let ct_name = path(&[VISION, vit::CLASS_TOKEN]);
     let ct = g.tensor(&ct_name, w.get(&ct_name)?)?;
     let cls = g.op("Expand", &[&ct, &cls_shape], Vec::new());
     let y = g.op("Concat", &[&cls, &y], vec![int("axis", 1)]);
-    let pe_name = format!("{VISION}.encoder.pos_embedding");
+    let pe_name = path(&[VISION, vit::POS_EMBEDDING]);
     let pe = g.tensor(&pe_name, w.get(&pe_name)?)?;
     let mut y = g.op("Add", &[&y, &pe], Vec::new());
     let eps = c.layer_norm_eps;
     for i in 0..c.num_layers {
-        let l = format!("{VISION}.encoder.layers.encoder_layer_{i}");
-        let a = format!("{l}.self_attention");
-        let n1 = g.layer_norm(&y, w, &format!("{l}.ln_1"), eps)?;
-        let in_w = g.tensor_t(
-            &format!("{a}.in_proj_weight"),
-            w.get(&format!("{a}.in_proj_weight"))?,
-        )?;
-        let in_b = g.tensor(
-            &format!("{a}.in_proj_bias"),
-            w.get(&format!("{a}.in_proj_bias"))?,
-        )?;
+        let l = path(&[VISION, &vit::layer(i)]);
+        let a = path(&[&l, vit::SELF_ATTENTION]);
+        let n1 = g.layer_norm(&y, w, &path(&[&l, vit::LN_1]), eps)?;
+        let (iw, ib) = (
+            path(&[&a, vit::IN_PROJ_WEIGHT]),
+            path(&[&a, vit::IN_PROJ_BIAS]),
+        );
+        let in_w = g.tensor_t(&iw, w.get(&iw)?)?;
+        let in_b = g.tensor(&ib, w.get(&ib)?)?;
         let ctx = g.ms_op(
             "Attention",
             &[&n1, &in_w, &in_b],
             vec![int("num_heads", c.num_heads as i64)],
         );
-        let attn = g.linear(&ctx, w, &format!("{a}.out_proj"))?;
+        let attn = g.linear(&ctx, w, &path(&[&a, vit::OUT_PROJ]))?;
         y = g.op("Add", &[&y, &attn], Vec::new());
-        let n2 = g.layer_norm(&y, w, &format!("{l}.ln_2"), eps)?;
-        let fc1_w = g.tensor_t(
-            &format!("{l}.mlp.0.weight"),
-            w.get(&format!("{l}.mlp.0.weight"))?,
-        )?;
-        let fc1_b = g.tensor(
-            &format!("{l}.mlp.0.bias"),
-            w.get(&format!("{l}.mlp.0.bias"))?,
-        )?;
+        let n2 = g.layer_norm(&y, w, &path(&[&l, vit::LN_2]), eps)?;
+        let (fw, fb) = (
+            path(&[&l, vit::MLP_IN, WEIGHT]),
+            path(&[&l, vit::MLP_IN, BIAS]),
+        );
+        let fc1_w = g.tensor_t(&fw, w.get(&fw)?)?;
+        let fc1_b = g.tensor(&fb, w.get(&fb)?)?;
         let m = g.op("MatMul", &[&n2, &fc1_w], Vec::new());
         let m = g.ms_op("BiasGelu", &[&m, &fc1_b], Vec::new());
-        let m = g.linear(&m, w, &format!("{l}.mlp.3"))?;
+        let m = g.linear(&m, w, &path(&[&l, vit::MLP_OUT]))?;
         y = g.op("Add", &[&y, &m], Vec::new());
     }
     let first = g.scalar_i64("cls", 0);
     let cls = g.op("Gather", &[&y, &first], vec![int("axis", 1)]);
-    g.layer_norm(&cls, w, &format!("{VISION}.encoder.ln"), eps)
+    g.layer_norm(&cls, w, &path(&[VISION, vit::FINAL_LN]), eps)
 }

@@ -5,6 +5,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::layers::{linear, Dense};
+use crate::names::resnet::{C_PROJ, K_PROJ, POSITIONAL, Q_PROJ, V_PROJ};
 use crate::Result;
 
 /// CLIP `AttentionPool2d`: the mean token, with learned positions, attends over the feature grid.
@@ -26,11 +27,11 @@ impl AttentionPool {
     ) -> Result<Self> {
         let lin = |name: &str| linear(&vb.pp(name), dim, dim);
         Ok(Self {
-            positional: vb.get((tokens, dim), "positional_embedding")?,
-            q: lin("q_proj")?,
-            k: lin("k_proj")?,
-            v: lin("v_proj")?,
-            c: lin("c_proj")?,
+            positional: vb.get((tokens, dim), POSITIONAL)?,
+            q: lin(Q_PROJ)?,
+            k: lin(K_PROJ)?,
+            v: lin(V_PROJ)?,
+            c: lin(C_PROJ)?,
             heads,
         })
     }

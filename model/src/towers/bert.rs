@@ -6,6 +6,7 @@ use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use super::layers::{layer_norm, linear, Dense};
 
 use crate::config::{BertConfig, HiddenAct, TextPooling};
+use crate::names::{self, bert::*};
 use crate::Result;
 
 struct SelfAttention {
@@ -21,13 +22,14 @@ struct SelfAttention {
 impl SelfAttention {
     fn load(vb: &VarBuilder<'_>, c: &BertConfig) -> Result<Self> {
         let h = c.hidden_size;
-        let s = vb.pp("self");
+        let s = vb.pp(SELF);
+        let out = vb.pp(OUTPUT);
         Ok(Self {
-            query: linear(&s.pp("query"), h, h)?,
-            key: linear(&s.pp("key"), h, h)?,
-            value: linear(&s.pp("value"), h, h)?,
-            output: linear(&vb.pp("output.dense"), h, h)?,
-            norm: layer_norm(&vb.pp("output.LayerNorm"), h, c.layer_norm_eps)?,
+            query: linear(&s.pp(QUERY), h, h)?,
+            key: linear(&s.pp(KEY), h, h)?,
+            value: linear(&s.pp(VALUE), h, h)?,
+            output: linear(&out.pp(DENSE), h, h)?,
+            norm: layer_norm(&out.pp(LAYER_NORM), h, c.layer_norm_eps)?,
             heads: c.num_attention_heads,
             head_dim: h / c.num_attention_heads,
         })
@@ -66,14 +68,18 @@ struct Layer {
 impl Layer {
     fn load(vb: &VarBuilder<'_>, c: &BertConfig) -> Result<Self> {
         Ok(Self {
-            attention: SelfAttention::load(&vb.pp("attention"), c)?,
+            attention: SelfAttention::load(&vb.pp(ATTENTION), c)?,
             intermediate: linear(
-                &vb.pp("intermediate.dense"),
+                &vb.pp(INTERMEDIATE).pp(DENSE),
                 c.intermediate_size,
                 c.hidden_size,
             )?,
-            output: linear(&vb.pp("output.dense"), c.hidden_size, c.intermediate_size)?,
-            norm: layer_norm(&vb.pp("output.LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
+            output: linear(&vb.pp(OUTPUT).pp(DENSE), c.hidden_size, c.intermediate_size)?,
+            norm: layer_norm(
+                &vb.pp(OUTPUT).pp(LAYER_NORM),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
             act: c.hidden_act,
         })
     }
@@ -106,21 +112,18 @@ impl BertEncoder {
     /// Loads from a VarBuilder rooted at the tower's prefix (`text`).
     pub fn load(vb: &VarBuilder<'_>, c: &BertConfig, pooling: TextPooling) -> Result<Self> {
         let h = c.hidden_size;
-        let e = vb.pp("embeddings");
+        let e = vb.pp(EMBEDDINGS);
         let layers = (0..c.num_hidden_layers)
-            .map(|i| Layer::load(&vb.pp(format!("encoder.layer.{i}")), c))
+            .map(|i| Layer::load(&vb.pp(layer(i)), c))
             .collect::<Result<Vec<_>>>()?;
+        let table = |name: &str, rows: usize| -> Result<Embedding> {
+            Ok(Embedding::new(e.pp(name).get((rows, h), names::WEIGHT)?, h))
+        };
         Ok(Self {
-            word: Embedding::new(e.get((c.vocab_size, h), "word_embeddings.weight")?, h),
-            position: Embedding::new(
-                e.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
-                h,
-            ),
-            token_type: Embedding::new(
-                e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?,
-                h,
-            ),
-            norm: layer_norm(&e.pp("LayerNorm"), h, c.layer_norm_eps)?,
+            word: table(WORD, c.vocab_size)?,
+            position: table(POSITION, c.max_position_embeddings)?,
+            token_type: table(TOKEN_TYPE, c.type_vocab_size)?,
+            norm: layer_norm(&e.pp(LAYER_NORM), h, c.layer_norm_eps)?,
             layers,
             pooling,
             hidden: h,

@@ -9,7 +9,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::Result;
+use crate::{names, Result};
 
 /// `y = x·Wᵀ + b` over the last dimension.
 pub(crate) struct Dense {
@@ -45,16 +45,16 @@ impl Dense {
 
 /// A [`Dense`] from `weight` [out, in] and `bias` [out] under `vb`.
 pub(crate) fn linear(vb: &VarBuilder<'_>, out_dim: usize, in_dim: usize) -> Result<Dense> {
-    let w = vb.get((out_dim, in_dim), "weight")?;
-    let b = vb.get(out_dim, "bias")?;
+    let w = vb.get((out_dim, in_dim), names::WEIGHT)?;
+    let b = vb.get(out_dim, names::BIAS)?;
     Dense::new(&w, Some(b))
 }
 
 /// A layer norm from `weight` and `bias` [dim] under `vb`.
 pub(crate) fn layer_norm(vb: &VarBuilder<'_>, dim: usize, eps: f64) -> Result<LayerNorm> {
     Ok(LayerNorm::new(
-        vb.get(dim, "weight")?,
-        vb.get(dim, "bias")?,
+        vb.get(dim, names::WEIGHT)?,
+        vb.get(dim, names::BIAS)?,
         eps,
     ))
 }

@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::attention_pool::AttentionPool;
 use crate::config::{ResNetConfig, VisionPooling};
+use crate::names::{self, resnet::*};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-5;
@@ -28,11 +29,12 @@ impl ConvBn {
         stride: usize,
     ) -> Result<Self> {
         let (out_c, in_c, k) = shape;
-        let w = vb.get((out_c, in_c, k, k), &format!("{conv}.weight"))?;
-        let gamma = vb.get(out_c, &format!("{bn}.weight"))?;
-        let beta = vb.get(out_c, &format!("{bn}.bias"))?;
-        let mean = vb.get(out_c, &format!("{bn}.running_mean"))?;
-        let var = vb.get(out_c, &format!("{bn}.running_var"))?;
+        let w = vb.pp(conv).get((out_c, in_c, k, k), names::WEIGHT)?;
+        let bn = vb.pp(bn);
+        let gamma = bn.get(out_c, names::WEIGHT)?;
+        let beta = bn.get(out_c, names::BIAS)?;
+        let mean = bn.get(out_c, names::RUNNING_MEAN)?;
+        let var = bn.get(out_c, names::RUNNING_VAR)?;
         let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
         let bias = (beta - mean.mul(&scale)?)?.reshape((1, out_c, 1, 1))?;
@@ -117,33 +119,36 @@ impl ResNet {
     /// Loads from a VarBuilder rooted at `vision`.
     pub fn load(vb: &VarBuilder<'_>, c: &ResNetConfig) -> Result<Self> {
         let expansion = if c.bottleneck { 4 } else { 1 };
-        let stem = ConvBn::load(vb, "conv1", "bn1", (c.width, 3, 7), 2)?;
+        let stem = ConvBn::load(vb, STEM_CONV, STEM_BN, (c.width, 3, 7), 2)?;
         let mut blocks = Vec::new();
         let mut in_c = c.width;
         for (stage, &n) in c.layers.iter().enumerate() {
             let planes = c.width << stage;
             let stage_stride = if stage == 0 { 1 } else { 2 };
             for b in 0..n {
-                let p = vb.pp(format!("layer{}.{b}", stage + 1));
+                let p = vb.pp(block(stage, b));
                 let stride = if b == 0 { stage_stride } else { 1 };
                 // torchvision (v1.5) puts the stride on the 3×3 convolution of a bottleneck.
-                let convs = if c.bottleneck {
+                // (shape, stride) of each convolution in order.
+                let specs = if c.bottleneck {
                     vec![
-                        ConvBn::load(&p, "conv1", "bn1", (planes, in_c, 1), 1)?,
-                        ConvBn::load(&p, "conv2", "bn2", (planes, planes, 3), stride)?,
-                        ConvBn::load(&p, "conv3", "bn3", (planes * expansion, planes, 1), 1)?,
+                        ((planes, in_c, 1), 1),
+                        ((planes, planes, 3), stride),
+                        ((planes * expansion, planes, 1), 1),
                     ]
                 } else {
-                    vec![
-                        ConvBn::load(&p, "conv1", "bn1", (planes, in_c, 3), stride)?,
-                        ConvBn::load(&p, "conv2", "bn2", (planes, planes, 3), 1)?,
-                    ]
+                    vec![((planes, in_c, 3), stride), ((planes, planes, 3), 1)]
                 };
+                let convs = specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (shape, s))| ConvBn::load(&p, &conv(j + 1), &bn(j + 1), shape, s))
+                    .collect::<Result<Vec<_>>>()?;
                 let downsample = if b == 0 && (stride != 1 || in_c != planes * expansion) {
                     Some(ConvBn::load(
                         &p,
-                        "downsample.0",
-                        "downsample.1",
+                        DOWNSAMPLE_CONV,
+                        DOWNSAMPLE_BN,
                         (planes * expansion, in_c, 1),
                         stride,
                     )?)
@@ -156,7 +161,7 @@ impl ResNet {
         }
         let pool = match c.pooling {
             VisionPooling::Attention => Some(AttentionPool::load(
-                &vb.pp("attnpool"),
+                &vb.pp(ATTNPOOL),
                 c.feature_dim(),
                 c.grid() * c.grid() + 1,
                 c.attention_heads,

@@ -5,6 +5,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 
 use super::layers::{layer_norm, linear, Dense};
 use crate::config::VitConfig;
+use crate::names::{self, vit::*};
 use crate::Result;
 
 struct VitLayer {
@@ -20,17 +21,17 @@ struct VitLayer {
 impl VitLayer {
     fn load(vb: &VarBuilder<'_>, c: &VitConfig) -> Result<Self> {
         let h = c.hidden_size;
-        let a = vb.pp("self_attention");
+        let a = vb.pp(SELF_ATTENTION);
         Ok(Self {
-            ln1: layer_norm(&vb.pp("ln_1"), h, c.layer_norm_eps)?,
+            ln1: layer_norm(&vb.pp(LN_1), h, c.layer_norm_eps)?,
             in_proj: Dense::new(
-                &a.get((3 * h, h), "in_proj_weight")?,
-                Some(a.get(3 * h, "in_proj_bias")?),
+                &a.get((3 * h, h), IN_PROJ_WEIGHT)?,
+                Some(a.get(3 * h, IN_PROJ_BIAS)?),
             )?,
-            out_proj: linear(&a.pp("out_proj"), h, h)?,
-            ln2: layer_norm(&vb.pp("ln_2"), h, c.layer_norm_eps)?,
-            fc1: linear(&vb.pp("mlp.0"), c.mlp_dim, h)?,
-            fc2: linear(&vb.pp("mlp.3"), h, c.mlp_dim)?,
+            out_proj: linear(&a.pp(OUT_PROJ), h, h)?,
+            ln2: layer_norm(&vb.pp(LN_2), h, c.layer_norm_eps)?,
+            fc1: linear(&vb.pp(MLP_IN), c.mlp_dim, h)?,
+            fc2: linear(&vb.pp(MLP_OUT), h, c.mlp_dim)?,
             heads: c.num_heads,
         })
     }
@@ -75,15 +76,20 @@ impl Vit {
     pub fn load(vb: &VarBuilder<'_>, c: &VitConfig) -> Result<Self> {
         let h = c.hidden_size;
         let layers = (0..c.num_layers)
-            .map(|i| VitLayer::load(&vb.pp(format!("encoder.layers.encoder_layer_{i}")), c))
+            .map(|i| VitLayer::load(&vb.pp(layer(i)), c))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            conv_proj_w: vb.get((h, 3, c.patch_size, c.patch_size), "conv_proj.weight")?,
-            conv_proj_b: vb.get(h, "conv_proj.bias")?.reshape((1, h, 1, 1))?,
-            class_token: vb.get((1, 1, h), "class_token")?,
-            pos_embedding: vb.get((1, c.seq_len(), h), "encoder.pos_embedding")?,
+            conv_proj_w: vb
+                .pp(CONV_PROJ)
+                .get((h, 3, c.patch_size, c.patch_size), names::WEIGHT)?,
+            conv_proj_b: vb
+                .pp(CONV_PROJ)
+                .get(h, names::BIAS)?
+                .reshape((1, h, 1, 1))?,
+            class_token: vb.get((1, 1, h), CLASS_TOKEN)?,
+            pos_embedding: vb.get((1, c.seq_len(), h), POS_EMBEDDING)?,
             layers,
-            ln: layer_norm(&vb.pp("encoder.ln"), h, c.layer_norm_eps)?,
+            ln: layer_norm(&vb.pp(FINAL_LN), h, c.layer_norm_eps)?,
             patch: c.patch_size,
         })
     }
