@@ -619,10 +619,14 @@ impl EmbeddedCollection {
                 None => space.flat.len(),
                 Some(f) => estimate_matches(&state, space, f),
             };
-            let exact = req.mode == SearchMode::Exact || pool <= self.manifest.hnsw.exact_threshold;
+            let ef = req.ef.unwrap_or(self.manifest.hnsw.ef_search).max(depth);
+            // A filter that keeps no more points than the beam holds makes the walk visit most
+            // of the graph to fill it; scanning the matching points is cheaper, and exact.
+            let exact = req.mode == SearchMode::Exact
+                || pool <= self.manifest.hnsw.exact_threshold
+                || (filter.is_some() && pool <= ef);
             let mut hits = None;
             if !exact {
-                let ef = req.ef.unwrap_or(self.manifest.hnsw.ef_search).max(depth);
                 let found = graph_search(space, &query, depth, ef, filter.is_some(), &accepts)?;
                 // Fewer hits than the estimate promises: the walk could not reach enough
                 // matching points (a filter rarer than sampled, or a fragmented graph).
