@@ -9,6 +9,7 @@
 //! way.
 #![warn(missing_docs)]
 
+pub mod calibration;
 pub mod metrics;
 pub mod noise;
 pub mod plot;

@@ -26,14 +26,15 @@ use candle_core::Tensor;
 use mirage_data::corpus::CorpusFormat;
 use mirage_data::pairs::read_pairs;
 use mirage_model::bundle::TextBank;
-use mirage_model::config::{Matching, PromptTemplates};
+use mirage_model::config::Matching;
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::matching::matching_scores;
-use mirage_model::zeroshot::{classify, prototypes, ClassifyMode};
+use mirage_model::zeroshot::prototypes;
 use mirage_model::{Bundle, MirageModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::calibration::{Fit, LabelledLogits};
 use crate::metrics::{
     self, auc, caption_columns, expected_calibration_error, grouped_ranks, knn_vote, Recall,
 };
@@ -104,8 +105,15 @@ pub struct ZeroShotTask {
     pub prompts: Vec<String>,
     /// Top-1 accuracy.
     pub accuracy: f64,
-    /// Expected calibration error of the top-1 probability.
+    /// Expected calibration error of the top-1 probability as served (with the bundle's
+    /// calibration temperature, if it has one).
     pub ece: f64,
+    /// Mean negative log-likelihood of the true class as served.
+    pub nll: f64,
+    /// The temperature the served probabilities use (the bundle's calibration, else 1).
+    pub temperature: f64,
+    /// ECE and NLL at temperature 1 (the raw logit scale), for comparison.
+    pub uncalibrated: Fit,
     /// Images scored.
     pub images: usize,
 }
@@ -344,6 +352,56 @@ fn class_index(value: &Value, classes: &[String], image: &str) -> Result<usize> 
         .with_context(|| format!("label {label:?} of {image} is not one of {classes:?}"))
 }
 
+/// The row of `labels.jsonl` for `task` of `image`.
+fn label_of<'a>(labels: &'a HashMap<String, Value>, image: &str, task: &str) -> Result<&'a Value> {
+    labels
+        .get(image)
+        .and_then(|row| row.get(task))
+        .with_context(|| format!("labels.jsonl has no {task:?} for {image}"))
+}
+
+/// The class index of each image for the single-label `task`.
+fn class_truth(
+    labels: &HashMap<String, Value>,
+    images: &[String],
+    task: &str,
+    classes: &[String],
+) -> Result<Vec<usize>> {
+    images
+        .iter()
+        .map(|img| class_index(label_of(labels, img, task)?, classes, img))
+        .collect()
+}
+
+/// The temperature served zero-shot probabilities use: the bundle's calibration, else 1.
+fn served_temperature(model: &MirageModel) -> f64 {
+    model
+        .config()
+        .calibration
+        .as_ref()
+        .map_or(1.0, |c| f64::from(c.temperature))
+}
+
+/// Zero-shot logits of a single-label task as `POST /v1/classify` forms them: the logit scale
+/// times the cosine of each image to each class's prompt-ensemble prototype.
+fn zero_shot_logits(
+    model: &MirageModel,
+    image_emb: &Tensor,
+    task: &TaskSpec,
+    truth: Vec<usize>,
+) -> Result<LabelledLogits> {
+    let protos = prototypes(model, &task.classes, &task.prompts)?;
+    let cos: Vec<Vec<f32>> = image_emb.matmul(&protos.t()?)?.to_vec2()?;
+    let scale = f64::from(model.logit_scale());
+    Ok(LabelledLogits {
+        logits: cos
+            .into_iter()
+            .map(|row| row.into_iter().map(|c| f64::from(c) * scale).collect())
+            .collect(),
+        truth,
+    })
+}
+
 /// Evaluates `model` (loaded from `bundle`, whose directory is `bundle_dir`) on `o.data`.
 ///
 /// # Errors
@@ -389,47 +447,18 @@ pub fn evaluate(
     } else {
         None
     };
-    let label_of = |image: &str, task: &str| -> Result<&Value> {
-        labels
-            .get(image)
-            .and_then(|row| row.get(task))
-            .with_context(|| format!("labels.jsonl has no {task:?} for {image}"))
-    };
     let mut zero_shot = BTreeMap::new();
     let mut knn = BTreeMap::new();
     let mut presence = BTreeMap::new();
     let mut reliability: Vec<Series> = Vec::new();
     let mut reference_emb: Option<Tensor> = None;
     for (name, task) in &tasks {
-        let templates = PromptTemplates {
-            positive: task.prompts.clone(),
-            negative: model.prompt_templates().negative,
-        };
         if !task.classes.is_empty() {
-            let truth = split
-                .images
-                .iter()
-                .map(|img| class_index(label_of(img, name)?, &task.classes, img))
-                .collect::<Result<Vec<_>>>()?;
-            let scores = classify(
-                model,
-                &image_emb,
-                &task.classes,
-                Some(&templates),
-                ClassifyMode::SingleLabel,
-                None,
-            )?;
-            let (mut predicted, mut confidence) = (Vec::new(), Vec::new());
-            for per_image in &scores {
-                let (best, top) = per_image
-                    .iter()
-                    .enumerate()
-                    .max_by(|x, y| x.1.probability.total_cmp(&y.1.probability))
-                    .expect("at least one class");
-                predicted.push(best);
-                confidence.push(f64::from(top.probability));
-            }
-            let correct: Vec<bool> = predicted.iter().zip(&truth).map(|(p, t)| p == t).collect();
+            let truth = class_truth(&labels, &split.images, name, &task.classes)?;
+            let logits = zero_shot_logits(model, &image_emb, task, truth)?;
+            let t = served_temperature(model);
+            let (predicted, confidence, correct) = logits.top1(t);
+            let truth = &logits.truth;
             reliability.push(Series {
                 name: format!("{name} (zero-shot)"),
                 points: metrics::reliability(&confidence, &correct, o.ece_bins)
@@ -442,8 +471,11 @@ pub fn evaluate(
                 ZeroShotTask {
                     classes: task.classes.clone(),
                     prompts: task.prompts.clone(),
-                    accuracy: metrics::accuracy(&predicted, &truth),
+                    accuracy: metrics::accuracy(&predicted, truth),
                     ece: expected_calibration_error(&confidence, &correct, o.ece_bins),
+                    nll: logits.nll(t),
+                    temperature: t,
+                    uncalibrated: logits.fit_at(1.0, o.ece_bins),
                     images: truth.len(),
                 },
             );
@@ -457,11 +489,7 @@ pub fn evaluate(
                 )?);
             }
             let ref_emb = reference_emb.as_ref().expect("just embedded");
-            let ref_truth = reference
-                .images
-                .iter()
-                .map(|img| class_index(label_of(img, name)?, &task.classes, img))
-                .collect::<Result<Vec<_>>>()?;
+            let ref_truth = class_truth(&labels, &reference.images, name, &task.classes)?;
             let n_ref = ref_truth.len();
             let sims = rows(&image_emb.matmul(&ref_emb.t()?)?)?;
             let knn_pred: Vec<usize> = sims
@@ -472,7 +500,7 @@ pub fn evaluate(
                 name.clone(),
                 KnnTask {
                     k: o.k,
-                    accuracy: metrics::accuracy(&knn_pred, &truth),
+                    accuracy: metrics::accuracy(&knn_pred, truth),
                     reference_images: n_ref,
                 },
             );
@@ -486,7 +514,7 @@ pub fn evaluate(
                     .images
                     .iter()
                     .map(|img| {
-                        label_of(img, name)?
+                        label_of(&labels, img, name)?
                             .get(label)
                             .and_then(Value::as_bool)
                             .with_context(|| {
@@ -584,6 +612,103 @@ pub fn evaluate(
         image_to_text_ranks: i2t,
         text_to_image_ranks: t2i,
         reliability,
+    })
+}
+
+/// What `mirage calibrate` fits on.
+#[derive(Debug, Clone)]
+pub struct CalibrateOptions {
+    /// Dataset folder (as for [`EvalOptions::data`]); `dataset.json` needs a single-label task.
+    pub data: PathBuf,
+    /// Held-out split the temperature is fitted on (not the test split).
+    pub split: String,
+    /// Items per forward pass.
+    pub batch_size: usize,
+    /// Bins of the expected calibration error (at least 1).
+    pub ece_bins: usize,
+}
+
+/// One task's fit before and after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCalibration {
+    /// Images of the task.
+    pub images: usize,
+    /// With the bundle's temperature before fitting.
+    pub before: Fit,
+    /// With the fitted temperature.
+    pub after: Fit,
+}
+
+/// What `mirage calibrate` prints: the fitted temperature and NLL/ECE before and after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    /// The fitted temperature (logits are divided by it).
+    pub temperature: f64,
+    /// The bundle's temperature before (1 when it had none).
+    pub previous_temperature: f64,
+    /// Dataset folder.
+    pub data: PathBuf,
+    /// Split fitted on.
+    pub split: String,
+    /// All tasks' items pooled (what the temperature minimises).
+    pub before: Fit,
+    /// Pooled, with the fitted temperature.
+    pub after: Fit,
+    /// Per single-label task.
+    pub tasks: BTreeMap<String, TaskCalibration>,
+}
+
+/// Fits the zero-shot temperature of `model` on the single-label tasks of `o.data`'s `o.split`
+/// by minimising the pooled NLL ([`LabelledLogits::fit_temperature`]).
+///
+/// # Errors
+///
+/// Options out of range, a dataset without single-label tasks, unreadable data, or a model
+/// failure.
+pub fn calibrate(model: &MirageModel, o: &CalibrateOptions) -> Result<CalibrationReport> {
+    ensure!(o.ece_bins >= 1, "--ece-bins must be at least 1");
+    let split = read_split(&o.data, &o.split)?;
+    let labels = read_labels(&o.data)?;
+    let tasks = read_tasks(&o.data)?;
+    let single: Vec<(&String, &TaskSpec)> = tasks
+        .iter()
+        .filter(|(_, t)| !t.classes.is_empty())
+        .collect();
+    ensure!(
+        !single.is_empty(),
+        "{}/dataset.json declares no single-label task (\"classes\"), so there is nothing to \
+         calibrate zero-shot probabilities on",
+        o.data.display()
+    );
+    let image_emb = embed_image_files(model, &o.data.join("images"), &split.images, o.batch_size)?;
+    let mut per_task = Vec::new();
+    let mut pooled = LabelledLogits::default();
+    for (name, task) in single {
+        let truth = class_truth(&labels, &split.images, name, &task.classes)?;
+        let logits = zero_shot_logits(model, &image_emb, task, truth)?;
+        pooled.extend(&logits);
+        per_task.push((name.clone(), logits));
+    }
+    let previous = served_temperature(model);
+    let t = pooled.fit_temperature()?;
+    Ok(CalibrationReport {
+        temperature: t,
+        previous_temperature: previous,
+        data: o.data.clone(),
+        split: o.split.clone(),
+        before: pooled.fit_at(previous, o.ece_bins),
+        after: pooled.fit_at(t, o.ece_bins),
+        tasks: per_task
+            .into_iter()
+            .map(|(name, l)| {
+                let c = TaskCalibration {
+                    images: l.truth.len(),
+                    before: l.fit_at(previous, o.ece_bins),
+                    after: l.fit_at(t, o.ece_bins),
+                };
+                (name, c)
+            })
+            .collect(),
     })
 }
 

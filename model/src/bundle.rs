@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::config::{
-    BundleConfig, BUNDLE_JSON, FORMAT_VERSION, MODEL_SAFETENSORS, TEXT_BANK_JSONL,
+    BundleConfig, Calibration, BUNDLE_JSON, FORMAT_VERSION, MODEL_SAFETENSORS, TEXT_BANK_JSONL,
     TEXT_BANK_SAFETENSORS, TOKENIZER_JSON,
 };
 use crate::names::{self, TensorSpec};
@@ -123,10 +123,12 @@ impl Bundle {
                 )));
             }
         }
-        // Indexes record the model's identity; graphs added later must not change it.
-        let sha256 = match &config.onnx {
-            Some(o) => o.model_sha256.clone(),
-            None => sha256,
+        // Indexes record the model's identity; graphs or a calibration added later must not
+        // change it.
+        let sha256 = match (&config.onnx, &config.model_sha256) {
+            (Some(o), _) => o.model_sha256.clone(),
+            (None, Some(id)) => id.clone(),
+            (None, None) => sha256,
         };
         let bundle = Self {
             dir,
@@ -226,7 +228,7 @@ impl Bundle {
     }
 
     /// The model's identity: sha256 of `bundle.json` (which pins every other file through its
-    /// checksums) as it was before ONNX graphs were added, if they were.
+    /// checksums) as it was before ONNX graphs or a fitted calibration were added, if they were.
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
@@ -387,8 +389,9 @@ pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> 
         text_bank,
     } = contents;
     config.format_version = FORMAT_VERSION;
-    // Graphs describe weights; new weights need new graphs (`add_onnx`).
+    // Graphs describe weights; new weights need new graphs (`add_onnx`) and are a new model.
     config.onnx = None;
+    config.model_sha256 = None;
     config.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
@@ -471,6 +474,39 @@ pub fn add_onnx(dir: &Path) -> Result<Bundle> {
         .files
         .insert(specs.vision.file.clone(), sha256_hex(&graphs.vision));
     config.onnx = Some(specs);
+    let json =
+        serde_json::to_vec_pretty(&config).expect("bundle config serialises — this is a bug");
+    write_file(&dir.join(BUNDLE_JSON), &json)?;
+    Bundle::open(dir)
+}
+
+/// Writes a copy of `bundle` into `dir` (a new directory) with `calibration` in `bundle.json`:
+/// every listed file is copied (and checked against its checksum on the way), the model's
+/// identity ([`Bundle::sha256`]) and id stay those of `bundle`, so collections built with it
+/// serve the calibrated copy.
+///
+/// # Errors
+///
+/// `dir` exists and is not empty, the calibration is invalid, or a file cannot be copied.
+pub fn write_calibrated(bundle: &Bundle, dir: &Path, calibration: Calibration) -> Result<Bundle> {
+    let occupied = std::fs::read_dir(dir).map_or(false, |mut d| d.next().is_some());
+    if occupied {
+        return Err(Error::InvalidInput(format!(
+            "{} is not empty; a calibrated bundle is written into a new folder",
+            dir.display()
+        )));
+    }
+    let mut config = bundle.config().clone();
+    config.calibration = Some(calibration);
+    if config.onnx.is_none() {
+        config.model_sha256 = Some(bundle.sha256().to_owned());
+    }
+    config.validate()?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, expected) in &config.files {
+        let bytes = bundle.read_checked(name, expected)?;
+        write_file(&dir.join(name), &bytes)?;
+    }
     let json =
         serde_json::to_vec_pretty(&config).expect("bundle config serialises — this is a bug");
     write_file(&dir.join(BUNDLE_JSON), &json)?;

@@ -48,6 +48,12 @@ pub struct BundleConfig {
     /// Temperature fitted on held-out data, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// The model's identity when `bundle.json` was rewritten without touching the weights (a
+    /// fitted calibration): the sha256 of the `bundle.json` they were first written with, so
+    /// collections built with the raw bundle accept the calibrated one (the vectors are the
+    /// same). Absent, the identity is the sha256 of this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     /// How the matching score s is computed against the exported text bank (METHOD.md §2.2);
     /// the training initial value σ_q = 1/0.07 with a soft NN when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -582,6 +588,11 @@ impl BundleConfig {
                     "calibration.temperature {} must be positive",
                     c.temperature
                 ));
+            }
+        }
+        if let Some(id) = &self.model_sha256 {
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problems.push(format!("model_sha256 {id:?} is not a sha256 in hex"));
             }
         }
         if let Some(m) = &self.matching {

@@ -232,6 +232,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
         },
         prompt_templates: None,
         calibration: None,
+        model_sha256: None,
         matching: None,
         onnx: None,
         provenance: json!({

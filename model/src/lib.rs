@@ -23,7 +23,7 @@ pub mod tokenize;
 pub mod towers;
 pub mod zeroshot;
 
-pub use bundle::{add_onnx, write_bundle, Bundle, BundleContents, TextBank};
+pub use bundle::{add_onnx, write_bundle, write_calibrated, Bundle, BundleContents, TextBank};
 pub use engine::{DeviceChoice, EngineChoice, EngineKind, EngineOptions};
 pub use error::{Error, Result};
 pub use model::MirageModel;

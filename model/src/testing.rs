@@ -84,6 +84,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
         },
         prompt_templates: None,
         calibration: None,
+        model_sha256: None,
         matching: None,
         onnx: None,
         provenance: json!({"created_by": "mirage_model::testing::write_tiny_bundle"}),

@@ -296,3 +296,60 @@ fn writer_refuses_foreign_tensors() {
         "no bundle.json for a refused bundle"
     );
 }
+
+/// A calibrated copy keeps the model's identity and id (collections built with the raw bundle
+/// accept it), carries the temperature, and survives ONNX export; a non-empty target, a bad
+/// temperature and a tampered source are refused.
+#[test]
+fn calibrated_copy_keeps_the_identity_and_refuses_bad_targets() {
+    use mirage_model::config::Calibration;
+    use mirage_model::write_calibrated;
+    let src = tiny();
+    let raw = Bundle::open(src.path()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dst = out.path().join("calibrated");
+    let cal = Calibration {
+        temperature: 1.7,
+        fitted_on: "valid".into(),
+    };
+    let calibrated = write_calibrated(&raw, &dst, cal.clone()).unwrap();
+    assert_eq!(calibrated.sha256(), raw.sha256());
+    assert_eq!(calibrated.config().model_id, raw.config().model_id);
+    assert_eq!(calibrated.config().calibration, Some(cal.clone()));
+    assert_ne!(
+        std::fs::read(dst.join(BUNDLE_JSON)).unwrap(),
+        std::fs::read(src.path().join(BUNDLE_JSON)).unwrap()
+    );
+    let model = MirageModel::open_cpu(&dst).unwrap();
+    assert_eq!(
+        model.embed_texts(&["effusion"]).unwrap(),
+        MirageModel::open_cpu(src.path())
+            .unwrap()
+            .embed_texts(&["effusion"])
+            .unwrap()
+    );
+    // Recalibrating the copy and exporting graphs still name the first identity.
+    let again = write_calibrated(&calibrated, &out.path().join("again"), cal.clone()).unwrap();
+    assert_eq!(again.sha256(), raw.sha256());
+    assert_eq!(mirage_model::add_onnx(&dst).unwrap().sha256(), raw.sha256());
+
+    let e = write_calibrated(&raw, &dst, cal.clone()).unwrap_err();
+    assert!(e.to_string().contains("not empty"), "{e}");
+    let e = write_calibrated(
+        &raw,
+        &out.path().join("bad"),
+        Calibration {
+            temperature: -1.0,
+            fitted_on: String::new(),
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("must be positive"), "{e}");
+    std::fs::write(src.path().join(MODEL_SAFETENSORS), b"tampered").unwrap();
+    let e = write_calibrated(&raw, &out.path().join("t"), cal).unwrap_err();
+    assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+    // An identity that is not a sha256 is refused at open.
+    edit_bundle_json(&dst, |v| v["model_sha256"] = "nope".into());
+    let e = Bundle::open(&dst).unwrap_err();
+    assert!(e.to_string().contains("not a sha256"), "{e}");
+}

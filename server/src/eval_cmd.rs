@@ -1,12 +1,13 @@
-//! `mirage eval` and `mirage study-report`: argument parsing and printing over
-//! [`mirage_eval::runner`] and [`mirage_eval::study`].
+//! `mirage eval`, `mirage calibrate` and `mirage study-report`: argument parsing and printing
+//! over [`mirage_eval::runner`] and [`mirage_eval::study`].
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mirage_eval::runner::{evaluate, EvalOptions};
-use mirage_model::{Bundle, MirageModel};
+use mirage_eval::runner::{calibrate, evaluate, CalibrateOptions, EvalOptions};
+use mirage_model::config::Calibration;
+use mirage_model::{write_calibrated, Bundle, MirageModel};
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -68,6 +69,64 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
         evaluation.save(out)?;
     }
     println!("{}", serde_json::to_string_pretty(&evaluation.report)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub(crate) struct CalibrateArgs {
+    /// Bundle directory (left as it is).
+    #[arg(long, env = "MIRAGE_BUNDLE")]
+    bundle: PathBuf,
+    /// Dataset folder as for `mirage eval`; `dataset.json` needs at least one single-label task.
+    #[arg(long)]
+    data: PathBuf,
+    /// Held-out split to fit on (never the test split you report).
+    #[arg(long, default_value = "valid")]
+    split: String,
+    /// New bundle directory: a copy with the fitted temperature (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Items per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Bins of the expected calibration error.
+    #[arg(long, default_value_t = 10)]
+    ece_bins: usize,
+    #[command(flatten)]
+    engine: mirage_server::config::EngineArgs,
+}
+
+/// Fits the temperature, writes the calibrated copy and prints the report (NLL and ECE before
+/// and after, pooled and per task).
+pub(crate) fn run_calibrate(a: CalibrateArgs) -> Result<()> {
+    let bundle = Bundle::open(&a.bundle)
+        .with_context(|| format!("opening bundle {}", a.bundle.display()))?;
+    let model = MirageModel::load(&bundle, &a.engine.options())?;
+    let report = calibrate(
+        &model,
+        &CalibrateOptions {
+            data: a.data,
+            split: a.split,
+            batch_size: a.batch_size,
+            ece_bins: a.ece_bins,
+        },
+    )?;
+    let images: usize = report.tasks.values().map(|t| t.images).sum();
+    let tasks: Vec<&str> = report.tasks.keys().map(String::as_str).collect();
+    let calibration = Calibration {
+        temperature: report.temperature as f32,
+        fitted_on: format!(
+            "{} split {:?}: {images} zero-shot predictions of {}; NLL {:.4} -> {:.4}",
+            report.data.display(),
+            report.split,
+            tasks.join(", "),
+            report.before.nll,
+            report.after.nll
+        ),
+    };
+    write_calibrated(&bundle, &a.out, calibration)
+        .with_context(|| format!("writing the calibrated bundle to {}", a.out.display()))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

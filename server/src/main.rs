@@ -62,6 +62,10 @@ enum Command {
     /// Measure a bundle on a labelled image–caption dataset (retrieval, zero-shot, kNN,
     /// noise detection, calibration) through the serving code; JSON report and PNG plots.
     Eval(eval_cmd::EvalArgs),
+    /// Fit the zero-shot temperature on a held-out split (minimum NLL over the dataset's
+    /// single-label tasks) and write a calibrated copy of the bundle; prints NLL and ECE before
+    /// and after.
+    Calibrate(Box<eval_cmd::CalibrateArgs>),
     /// Tabulate and plot a noise-robustness study (scripts/noise-study.sh) from its runs' reports.
     StudyReport(eval_cmd::StudyReportArgs),
     /// Serve the HTTP API.
@@ -270,6 +274,7 @@ fn run(command: Command) -> Result<()> {
         Command::Probe { url } => probe(&url),
         Command::Data(cmd) => data_cmd::run_data(cmd),
         Command::Eval(args) => eval_cmd::run_eval(args),
+        Command::Calibrate(args) => eval_cmd::run_calibrate(*args),
         Command::StudyReport(args) => eval_cmd::run_study_report(args),
         Command::Openapi => {
             println!(

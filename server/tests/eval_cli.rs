@@ -87,6 +87,10 @@ fn eval_reports_every_metric_on_the_atlas_through_the_serving_code() {
     let plane = &r["zero_shot"]["plane"];
     unit(&plane["accuracy"]);
     unit(&plane["ece"]);
+    // No calibration in the bundle: served = raw logit scale.
+    assert_eq!(plane["temperature"], 1.0);
+    assert_eq!(plane["uncalibrated"]["ece"], plane["ece"]);
+    assert_eq!(plane["uncalibrated"]["nll"], plane["nll"]);
     assert_eq!(plane["classes"], json!(["axial", "coronal", "sagittal"]));
     assert_eq!(plane["images"], n_test);
     assert_eq!(r["knn"]["plane"]["k"], 20);
@@ -131,6 +135,125 @@ fn eval_reports_every_metric_on_the_atlas_through_the_serving_code() {
     // Without injected noise there is nothing to detect.
     let r = eval(&plain, &data, &dir.path().join("e4"), &["--noise", "0"]);
     assert!(r["noise_detection"].is_null());
+}
+
+/// `mirage calibrate` fits T on the valid split (the NLL there cannot rise), writes a calibrated
+/// copy with the same identity, and `mirage eval` of the copy serves exactly the fitted
+/// probabilities (its NLL on the same split is the report's) and still reports the raw ones.
+#[test]
+fn calibrate_fits_the_temperature_and_eval_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = atlas(dir.path()) else {
+        return;
+    };
+    let bundle = dir.path().join("bundle");
+    write_tiny_bundle(&bundle, TinyVision::ResNetAttention, 16, 8).unwrap();
+    let out = dir.path().join("calibrated");
+    let calibrate = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "calibrate",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        mirage(&args)
+    };
+    let r: Value = serde_json::from_str(&ok(calibrate(&out, &[]))).unwrap();
+    let t = r["temperature"].as_f64().unwrap();
+    assert!(t > 0.0, "{r}");
+    assert_eq!(r["previous_temperature"], 1.0);
+    assert_eq!(r["split"], "valid");
+    let (before, after) = (&r["before"], &r["after"]);
+    assert!(
+        after["nll"].as_f64().unwrap() <= before["nll"].as_f64().unwrap() + 1e-12,
+        "{r}"
+    );
+    unit(&after["ece"]);
+    assert_eq!(
+        r["tasks"]["plane"]["images"],
+        lines(&data.join("valid.jsonl"))
+    );
+
+    let info = |b: &Path| -> Value {
+        serde_json::from_str(&ok(mirage(&[
+            "model",
+            "info",
+            "--bundle",
+            b.to_str().unwrap(),
+        ])))
+        .unwrap()
+    };
+    let (raw, cal) = (info(&bundle), info(&out));
+    assert_eq!(raw["bundle_sha256"], cal["bundle_sha256"], "same identity");
+    assert!(
+        (cal["config"]["calibration"]["temperature"]
+            .as_f64()
+            .unwrap()
+            - t)
+            .abs()
+            < 1e-5 * t
+    );
+
+    let e = eval(&out, &data, &dir.path().join("ev"), &["--split", "valid"]);
+    let plane = &e["zero_shot"]["plane"];
+    assert!((plane["temperature"].as_f64().unwrap() - t).abs() < 1e-5 * t);
+    let nll = plane["nll"].as_f64().unwrap();
+    let fitted = r["tasks"]["plane"]["after"]["nll"].as_f64().unwrap();
+    assert!((nll - fitted).abs() < 1e-4, "eval {nll} vs fit {fitted}");
+    let raw_eval = eval(
+        &bundle,
+        &data,
+        &dir.path().join("er"),
+        &["--split", "valid"],
+    );
+    assert_eq!(
+        plane["uncalibrated"],
+        raw_eval["zero_shot"]["plane"]["uncalibrated"]
+    );
+    assert_eq!(
+        plane["accuracy"],
+        raw_eval["zero_shot"]["plane"]["accuracy"]
+    );
+
+    // The target must be new; a dataset needs a single-label task.
+    let err = fail(calibrate(&out, &[]));
+    assert!(err.contains("not empty"), "{err}");
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(plain.join("images")).unwrap();
+    for name in ["a.png", "b.png"] {
+        std::fs::copy(
+            data.join("images").join(
+                std::fs::read_dir(data.join("images"))
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .file_name(),
+            ),
+            plain.join("images").join(name),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        plain.join("valid.jsonl"),
+        "{\"image\": \"a.png\", \"caption\": \"x\"}\n{\"image\": \"b.png\", \"caption\": \"y\"}\n",
+    )
+    .unwrap();
+    let err = fail(mirage(&[
+        "calibrate",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--data",
+        plain.to_str().unwrap(),
+        "--out",
+        dir.path().join("c2").to_str().unwrap(),
+    ]));
+    assert!(err.contains("no single-label task"), "{err}");
+    assert!(!dir.path().join("c2").join("bundle.json").exists());
 }
 
 #[test]
