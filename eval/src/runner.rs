@@ -187,12 +187,36 @@ pub struct EvalReport {
 pub struct Evaluation {
     /// The report.
     pub report: EvalReport,
-    /// Per image, the rank of its caption (image → text), 1-based.
+    /// Per image, the rank of its caption (image → text), 0-based.
     pub image_to_text_ranks: Vec<usize>,
-    /// Per caption, the rank of its best image (text → image), 1-based.
+    /// Per caption, the rank of its best image (text → image), 0-based.
     pub text_to_image_ranks: Vec<usize>,
     /// Zero-shot reliability curve per single-label task.
     pub reliability: Vec<Series>,
+    /// Per-query outcomes (1 hit / 0 miss) by study metric key (`i2t_r1`, `zero_shot_plane`,
+    /// …; see [`per_query_key`]), saved as `per_query.json` for the study's paired intervals.
+    pub per_query: BTreeMap<String, Vec<f64>>,
+}
+
+/// The key of a per-query outcome list: the metric (`i2t_r1`, `t2i_r5`, `zero_shot`, `knn`) and,
+/// for task metrics, the task.
+pub fn per_query_key(metric: &str, task: Option<&str>) -> String {
+    match task {
+        Some(t) => format!("{metric}_{t}"),
+        None => metric.to_owned(),
+    }
+}
+
+fn hits(ranks: &[usize], k: usize) -> Vec<f64> {
+    ranks.iter().map(|&r| f64::from(u8::from(r < k))).collect()
+}
+
+fn outcomes(predicted: &[usize], truth: &[usize]) -> Vec<f64> {
+    predicted
+        .iter()
+        .zip(truth)
+        .map(|(p, t)| f64::from(u8::from(p == t)))
+        .collect()
 }
 
 /// A task from `dataset.json`: `classes` for single-label, `labels` for presence.
@@ -451,6 +475,12 @@ pub fn evaluate(
     let mut knn = BTreeMap::new();
     let mut presence = BTreeMap::new();
     let mut reliability: Vec<Series> = Vec::new();
+    let mut per_query = BTreeMap::new();
+    for (key, ranks) in [("i2t", &i2t), ("t2i", &t2i)] {
+        for k in [1, 5] {
+            per_query.insert(format!("{key}_r{k}"), hits(ranks, k));
+        }
+    }
     let mut reference_emb: Option<Tensor> = None;
     for (name, task) in &tasks {
         if !task.classes.is_empty() {
@@ -459,6 +489,10 @@ pub fn evaluate(
             let t = served_temperature(model);
             let (predicted, confidence, correct) = logits.top1(t);
             let truth = &logits.truth;
+            per_query.insert(
+                per_query_key("zero_shot", Some(name)),
+                outcomes(&predicted, truth),
+            );
             reliability.push(Series {
                 name: format!("{name} (zero-shot)"),
                 points: metrics::reliability(&confidence, &correct, o.ece_bins)
@@ -496,6 +530,7 @@ pub fn evaluate(
                 .chunks(n_ref)
                 .map(|row| knn_vote(row, &ref_truth, task.classes.len(), o.k, 0.07))
                 .collect();
+            per_query.insert(per_query_key("knn", Some(name)), outcomes(&knn_pred, truth));
             knn.insert(
                 name.clone(),
                 KnnTask {
@@ -612,6 +647,7 @@ pub fn evaluate(
         image_to_text_ranks: i2t,
         text_to_image_ranks: t2i,
         reliability,
+        per_query,
     })
 }
 
@@ -713,8 +749,8 @@ pub fn calibrate(model: &MirageModel, o: &CalibrateOptions) -> Result<Calibratio
 }
 
 impl Evaluation {
-    /// Writes `report.json`, `recall.png` and (with single-label tasks) `reliability.png` into
-    /// `out`, creating it.
+    /// Writes `report.json`, `per_query.json`, `recall.png` and (with single-label tasks)
+    /// `reliability.png` into `out`, creating it.
     ///
     /// # Errors
     ///
@@ -724,6 +760,10 @@ impl Evaluation {
         fs_err::write(
             out.join("report.json"),
             serde_json::to_vec_pretty(&self.report)?,
+        )?;
+        fs_err::write(
+            out.join("per_query.json"),
+            serde_json::to_vec(&self.per_query)?,
         )?;
         let curve = |name: &str, ranks: &[usize]| Series {
             name: name.to_owned(),

@@ -109,6 +109,27 @@ fn eval_reports_every_metric_on_the_atlas_through_the_serving_code() {
     assert!(noisy > 0 && noisy <= n_test * 4 / 10, "{noise}");
     unit(&noise["auc_s"]);
     unit(&noise["auc_cosine"]);
+    let per_query: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("e1/per_query.json")).unwrap())
+            .unwrap();
+    for (key, len) in [
+        ("i2t_r1", n_test),
+        ("i2t_r5", n_test),
+        ("t2i_r1", distinct),
+        ("zero_shot_plane", n_test),
+        ("knn_plane", n_test),
+    ] {
+        let v = per_query[key].as_array().unwrap_or_else(|| panic!("{key}"));
+        assert_eq!(v.len(), len, "{key}");
+        assert!(v.iter().all(|x| x == 0.0 || x == 1.0), "{key}");
+    }
+    let hits = per_query["zero_shot_plane"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| *x == 1.0)
+        .count();
+    assert!((hits as f64 / n_test as f64 - plane["accuracy"].as_f64().unwrap()).abs() < 1e-9);
     for png in ["recall.png", "reliability.png"] {
         let bytes = std::fs::read(dir.path().join("e1").join(png)).unwrap();
         assert_eq!(&bytes[..4], b"\x89PNG", "{png}");
@@ -375,7 +396,33 @@ fn study_report_tabulates_mean_and_spread_per_method_and_noise_rate() {
             report(r1, auc).to_string(),
         )
         .unwrap();
+        // Per-query outcomes at η 0.2: MIRAGE hits every I→T query CLIP misses; zero-shot the
+        // same answers.
+        if eta > 0.0 {
+            let hit = if method == "mirage" { 1.0 } else { 0.0 };
+            std::fs::write(
+                run.join("eval-test/per_query.json"),
+                json!({"i2t_r1": vec![hit; 4], "zero_shot_plane": [1.0, 0.0, 1.0, 1.0]})
+                    .to_string(),
+            )
+            .unwrap();
+        }
     }
+    // A run of another dataset, whose task is not "plane", gets columns of its own.
+    let other = dir.path().join("clip-eta0.6-seed0");
+    std::fs::create_dir_all(other.join("eval-test")).unwrap();
+    std::fs::write(
+        other.join("run.json"),
+        json!({"method": "clip", "eta": 0.6, "seed": 0}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        other.join("eval-test/report.json"),
+        json!({"zero_shot": {"view": {"accuracy": 0.25, "ece": 0.1,
+                                       "uncalibrated": {"ece": 0.3, "nll": 1.0}}}})
+        .to_string(),
+    )
+    .unwrap();
     // An unfinished run (no report yet) is left out.
     std::fs::create_dir_all(dir.path().join("mirage-eta0.4-seed0")).unwrap();
     std::fs::write(
@@ -393,6 +440,33 @@ fn study_report_tabulates_mean_and_spread_per_method_and_noise_rate() {
     assert!(md.contains("| clip | 0.2 | 2 | 0.300 ± 0.000 |"), "{md}");
     assert!(md.contains("| clip | 0.0 | 1 | 0.800 ± 0.000 |"), "{md}");
     assert!(!md.contains("| mirage | 0.4 |"), "{md}");
+    assert!(
+        md.contains("zero-shot plane acc") && md.contains("zero-shot view acc"),
+        "{md}"
+    );
+    assert!(md.contains("view ECE at T = 1"), "{md}");
+    let view_row = md
+        .lines()
+        .find(|l| l.starts_with("| clip | 0.6 |"))
+        .unwrap();
+    assert!(
+        view_row.contains("0.250 ± 0.000") && view_row.contains("0.300 ± 0.000"),
+        "{view_row}"
+    );
+    // Paired differences: a constant gain of 1 is a point interval that excludes 0 (bold);
+    // equal answers give 0 (not bold).
+    let diff_row = md
+        .lines()
+        .find(|l| l.starts_with("| mirage − clip | 0.2 | 2 |"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(
+        diff_row.contains("**+1.000 [+1.000, +1.000]**"),
+        "{diff_row}"
+    );
+    assert!(
+        diff_row.contains(" +0.000 [+0.000, +0.000] |"),
+        "{diff_row}"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("study.md")).unwrap(),
         md
@@ -407,7 +481,13 @@ fn study_report_tabulates_mean_and_spread_per_method_and_noise_rate() {
         .unwrap();
     assert!((cell["test"]["auc_s"]["mean"].as_f64().unwrap() - 0.91).abs() < 1e-9);
     assert_eq!(cell["seeds"], json!([0, 1]));
-    for metric in ["i2t_r1", "auc_s", "zero_shot"] {
+    let d = &json["differences"][0];
+    assert_eq!(
+        (d["method"].as_str(), d["eta"].as_f64()),
+        (Some("mirage"), Some(0.2))
+    );
+    assert_eq!(d["test"]["i2t_r1"]["estimate"], 1.0);
+    for metric in ["i2t_r1", "auc_s", "zero_shot_plane", "zero_shot_view"] {
         let png = std::fs::read(dir.path().join(format!("study-{metric}.png"))).unwrap();
         assert_eq!(&png[..4], b"\x89PNG");
     }
