@@ -5,11 +5,14 @@
 //! as plain functions over scores ([`metrics`]), the synthetic-noise plan ([`noise`]), PNG
 //! plots ([`plot`]), temperature scaling ([`calibration`]) and paired bootstrap intervals
 //! ([`bootstrap`]); the evaluation of a bundle on a labelled dataset ([`runner`], behind
-//! `mirage eval`) and the noise study's table ([`study`], behind `mirage study-report`). The
+//! `mirage eval`, and [`runner::calibrate`] behind `mirage calibrate`), the corpus audit
+//! ([`audit`], behind `mirage audit --out`) and the noise study's tables ([`study`], behind
+//! `mirage study-report`). The
 //! trainer's validation uses the same metrics and noise plan, so both corrupt and report the same
 //! way.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod bootstrap;
 pub mod calibration;
 pub mod metrics;

@@ -20,6 +20,8 @@ pub struct MatchScore {
     pub nearest: usize,
     /// Its softmax weight.
     pub nearest_weight: f32,
+    /// Cosine of the image and that bank row.
+    pub nearest_similarity: f32,
 }
 
 /// Scores pairs of unit image embeddings `images` [B, D] and unit caption embeddings `texts`
@@ -41,7 +43,7 @@ pub fn matching_scores(
         return Err(Error::InvalidInput("the text bank is empty".into()));
     }
     let sims = images.matmul(&bank.embeddings.t()?)?; // [B, K]
-    let weights = candle_nn::ops::softmax(&(sims * f64::from(matching.nn_scale))?, D::Minus1)?;
+    let weights = candle_nn::ops::softmax(&(&sims * f64::from(matching.nn_scale))?, D::Minus1)?;
     let nearest: Vec<u32> = weights.argmax(D::Minus1)?.to_vec1()?;
     let nn = if matching.hard {
         bank.embeddings
@@ -51,13 +53,15 @@ pub fn matching_scores(
     };
     let s: Vec<f32> = (texts * nn)?.sum(D::Minus1)?.to_vec1()?;
     let w: Vec<Vec<f32>> = weights.to_vec2()?;
+    let sims: Vec<Vec<f32>> = sims.to_vec2()?;
     Ok(s.into_iter()
         .zip(nearest)
-        .zip(w)
-        .map(|((s, k), w)| MatchScore {
+        .zip(w.into_iter().zip(sims))
+        .map(|((s, k), (w, sim))| MatchScore {
             s,
             nearest: k as usize,
             nearest_weight: w[k as usize],
+            nearest_similarity: sim[k as usize],
         })
         .collect())
 }
@@ -76,6 +80,8 @@ pub struct PairAudit {
     pub nearest: usize,
     /// Its softmax weight.
     pub nearest_weight: f32,
+    /// Cosine of the image and that bank row (what the caption is compared against).
+    pub nearest_similarity: f32,
 }
 
 /// Audits (image, caption) pairs, as `POST /v1/audit` and `mirage audit` do: embeds the
@@ -104,6 +110,7 @@ pub fn audit_pairs(
             image_caption_similarity: direct,
             nearest: m.nearest,
             nearest_weight: m.nearest_weight,
+            nearest_similarity: m.nearest_similarity,
         })
         .collect())
 }
@@ -138,6 +145,9 @@ mod tests {
         };
         let scores = matching_scores(&bank, m, &images, &texts).unwrap();
         assert_eq!(scores[0].nearest, 0);
+        assert!(
+            (scores[0].nearest_similarity - images.to_vec2::<f32>().unwrap()[0][0]).abs() < 1e-6
+        );
         assert!(scores[0].s > 0.99, "{scores:?}");
         assert!(scores[1].s < 0.01, "{scores:?}");
         // Hard NN is the limit of soft NN as σ_q grows.

@@ -1,14 +1,15 @@
-//! `mirage audit`: the caption audit of `POST /v1/audit` over a whole pair file, from the shell.
+//! `mirage audit`: the caption audit of `POST /v1/audit` over a whole pair file, from the shell
+//! ([`mirage_eval::audit`]): JSON lines on stdout, or a ranked report with figures in `--out`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use mirage_data::corpus::CorpusFormat;
 use mirage_data::pairs::read_pairs;
-use mirage_model::image_input::{load_image, DecodeOptions};
-use mirage_model::matching::{audit_pairs, DEFAULT_AUDIT_THRESHOLD};
+use mirage_eval::audit::{audit_corpus, read_noise_log, AuditOptions};
+use mirage_model::matching::DEFAULT_AUDIT_THRESHOLD;
 use mirage_model::Bundle;
 use mirage_server::config::EngineArgs;
 use serde_json::json;
@@ -30,6 +31,15 @@ pub(crate) struct AuditArgs {
     /// Flag pairs whose matching score s is below this (the server's default bound).
     #[arg(long, default_value_t = DEFAULT_AUDIT_THRESHOLD, allow_hyphen_values = true)]
     threshold: f32,
+    /// Folder for the ranked report (audit.jsonl, audit.csv, most suspicious first),
+    /// summary.json and figures (hist-s.png, hist-cosine.png, scatter.png, gallery.png);
+    /// without it, one JSON line per pair in file order on stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The trainer's noise.jsonl for this corpus: audit the captions the model trained with
+    /// (its swaps applied) and report how well s and cosine find the swapped pairs.
+    #[arg(long)]
+    noise_log: Option<PathBuf>,
     /// Pairs per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -40,16 +50,21 @@ pub(crate) struct AuditArgs {
     engine: EngineArgs,
 }
 
-/// Prints one JSON line per pair in file order (the fields of `POST /v1/audit`'s results, with
-/// the row's id) and a summary line on stderr.
+/// Audits the pair file; prints the summary (stderr without `--out`, stdout with it).
 pub(crate) fn audit(a: AuditArgs) -> Result<()> {
-    ensure!(
-        (-1.0..=1.0).contains(&a.threshold),
-        "--threshold must be in [-1, 1] (got {})",
-        a.threshold
-    );
-    ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
+    let options = AuditOptions {
+        threshold: a.threshold,
+        batch_size: a.batch_size,
+        frame: a.frame,
+    };
+    // Options first: a bad flag should not wait for a model to load.
+    options.validate()?;
     let (pairs, report) = read_pairs(&a.corpus, a.format, a.image_root.as_deref())?;
+    let swaps = a
+        .noise_log
+        .as_deref()
+        .map(|p| read_noise_log(p, pairs.len()))
+        .transpose()?;
     let model = a.engine.load(&a.bundle)?;
     let Some(bank) = Bundle::open(&a.bundle)?.text_bank(model.device())? else {
         bail!(
@@ -57,44 +72,21 @@ pub(crate) fn audit(a: AuditArgs) -> Result<()> {
             a.bundle.display()
         );
     };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut flagged = 0;
-    for (b, chunk) in pairs.chunks(a.batch_size).enumerate() {
-        let images = chunk
-            .iter()
-            .map(|p| {
-                load_image(&p.image, DecodeOptions { frame: a.frame })
-                    .with_context(|| format!("pair {}: {}", p.id, p.image.display()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let pixels = model.image_batch(&images)?;
-        let captions: Vec<&str> = chunk.iter().map(|p| p.caption.as_str()).collect();
-        for (i, (p, r)) in chunk
-            .iter()
-            .zip(audit_pairs(&model, &bank, &pixels, &captions)?)
-            .enumerate()
-        {
-            flagged += usize::from(r.s < a.threshold);
-            let row = json!({
-                "index": b * a.batch_size + i,
-                "id": p.id,
-                "image": p.image_ref,
-                "caption": p.caption,
-                "s": r.s,
-                "flagged": r.s < a.threshold,
-                "image_caption_similarity": r.image_caption_similarity,
-                "nearest_bank_caption": bank.captions[r.nearest],
-                "nearest_bank_weight": r.nearest_weight,
-            });
-            writeln!(out, "{row}")?;
+    let audit = audit_corpus(&model, &bank, &pairs, swaps.as_deref(), options)?;
+    let mut summary = serde_json::to_value(&audit.summary)?;
+    summary["rows"] = report.rows.into();
+    summary["empty_captions"] = report.empty_captions.into();
+    if let Some(out) = &a.out {
+        audit.save(out)?;
+        summary["out"] = json!(out);
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        for row in &audit.rows {
+            writeln!(stdout, "{}", serde_json::to_string(row)?)?;
         }
+        stdout.flush()?;
+        eprintln!("{summary}");
     }
-    out.flush()?;
-    eprintln!(
-        "{}",
-        json!({"model_id": model.model_id(), "pairs": pairs.len(), "flagged": flagged,
-               "threshold": a.threshold, "bank_size": bank.captions.len(),
-               "rows": report.rows, "empty_captions": report.empty_captions})
-    );
     Ok(())
 }

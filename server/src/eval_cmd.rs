@@ -9,15 +9,39 @@ use mirage_eval::runner::{calibrate, evaluate, CalibrateOptions, EvalOptions};
 use mirage_model::config::Calibration;
 use mirage_model::{write_calibrated, Bundle, MirageModel};
 
+/// The bundle and dataset `mirage eval` and `mirage calibrate` measure, and how.
 #[derive(Args)]
-pub(crate) struct EvalArgs {
-    /// Bundle directory.
+struct Measured {
+    /// Bundle directory (left as it is).
     #[arg(long, env = "MIRAGE_BUNDLE")]
     bundle: PathBuf,
     /// Dataset folder: `{split}.jsonl` (PMC-OA rows: image, caption) with images in `images/`,
     /// optional `labels.jsonl` and `dataset.json` tasks (as `mirage data mri-atlas` writes).
     #[arg(long)]
     data: PathBuf,
+    /// Items per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Bins of the expected calibration error.
+    #[arg(long, default_value_t = 10)]
+    ece_bins: usize,
+    #[command(flatten)]
+    engine: mirage_server::config::EngineArgs,
+}
+
+impl Measured {
+    fn load(&self) -> Result<(Bundle, MirageModel)> {
+        let bundle = Bundle::open(&self.bundle)
+            .with_context(|| format!("opening bundle {}", self.bundle.display()))?;
+        let model = MirageModel::load(&bundle, &self.engine.options())?;
+        Ok((bundle, model))
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    #[command(flatten)]
+    measured: Measured,
     /// Split to evaluate.
     #[arg(long, default_value = "test")]
     split: String,
@@ -36,33 +60,24 @@ pub(crate) struct EvalArgs {
     /// Neighbours in the kNN vote.
     #[arg(long, default_value_t = 20)]
     k: usize,
-    /// Items per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Bins of the expected calibration error.
-    #[arg(long, default_value_t = 10)]
-    ece_bins: usize,
-    #[command(flatten)]
-    engine: mirage_server::config::EngineArgs,
 }
 
 pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
-    let bundle = Bundle::open(&a.bundle)
-        .with_context(|| format!("opening bundle {}", a.bundle.display()))?;
-    let model = MirageModel::load(&bundle, &a.engine.options())?;
+    let (bundle, model) = a.measured.load()?;
+    let m = a.measured;
     let evaluation = evaluate(
         &model,
         &bundle,
-        &a.bundle,
+        &m.bundle,
         &EvalOptions {
-            data: a.data,
+            data: m.data,
             split: a.split,
             reference_split: a.reference_split,
             noise: a.noise,
             seed: a.seed,
             k: a.k,
-            batch_size: a.batch_size,
-            ece_bins: a.ece_bins,
+            batch_size: m.batch_size,
+            ece_bins: m.ece_bins,
         },
     )?;
     if let Some(out) = &a.out {
@@ -74,41 +89,29 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
 
 #[derive(Args)]
 pub(crate) struct CalibrateArgs {
-    /// Bundle directory (left as it is).
-    #[arg(long, env = "MIRAGE_BUNDLE")]
-    bundle: PathBuf,
-    /// Dataset folder as for `mirage eval`; `dataset.json` needs at least one single-label task.
-    #[arg(long)]
-    data: PathBuf,
+    /// `dataset.json` needs at least one single-label task.
+    #[command(flatten)]
+    measured: Measured,
     /// Held-out split to fit on (never the test split you report).
     #[arg(long, default_value = "valid")]
     split: String,
     /// New bundle directory: a copy with the fitted temperature (must not exist or be empty).
     #[arg(long)]
     out: PathBuf,
-    /// Items per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Bins of the expected calibration error.
-    #[arg(long, default_value_t = 10)]
-    ece_bins: usize,
-    #[command(flatten)]
-    engine: mirage_server::config::EngineArgs,
 }
 
 /// Fits the temperature, writes the calibrated copy and prints the report (NLL and ECE before
 /// and after, pooled and per task).
 pub(crate) fn run_calibrate(a: CalibrateArgs) -> Result<()> {
-    let bundle = Bundle::open(&a.bundle)
-        .with_context(|| format!("opening bundle {}", a.bundle.display()))?;
-    let model = MirageModel::load(&bundle, &a.engine.options())?;
+    let (bundle, model) = a.measured.load()?;
+    let m = a.measured;
     let report = calibrate(
         &model,
         &CalibrateOptions {
-            data: a.data,
+            data: m.data,
             split: a.split,
-            batch_size: a.batch_size,
-            ece_bins: a.ece_bins,
+            batch_size: m.batch_size,
+            ece_bins: m.ece_bins,
         },
     )?;
     let images: usize = report.tasks.values().map(|t| t.images).sum();

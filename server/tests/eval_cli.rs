@@ -277,6 +277,139 @@ fn calibrate_fits_the_temperature_and_eval_serves_it() {
     assert!(!dir.path().join("c2").join("bundle.json").exists());
 }
 
+/// `mirage audit --out` on the atlas: a ranked JSONL and CSV (most suspicious first), a summary
+/// that agrees with the rows, the figures, and the same scores as the stdout lines; with the
+/// trainer's noise log, the swapped captions are audited and their detection measured.
+#[test]
+fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = atlas(dir.path()) else {
+        return;
+    };
+    let bundle = dir.path().join("bundle");
+    write_tiny_bundle_with_bank(
+        &bundle,
+        TinyVision::ResNetAttention,
+        16,
+        3,
+        &["axial MRI slice", "coronal MRI slice", "sagittal MRI slice"],
+    )
+    .unwrap();
+    let corpus = data.join("valid.jsonl");
+    let images = data.join("images");
+    let audit = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--image-root",
+            images.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        mirage(&args)
+    };
+    let n = lines(&corpus);
+    let out = dir.path().join("audit");
+    let summary: Value =
+        serde_json::from_str(&ok(audit(&["--out", out.to_str().unwrap()]))).unwrap();
+    assert_eq!(summary["pairs"], n);
+    assert!(summary.get("injected").is_none());
+    let ranked: Vec<Value> = std::fs::read_to_string(out.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ranked.len(), n);
+    let s: Vec<f64> = ranked.iter().map(|r| r["s"].as_f64().unwrap()).collect();
+    assert!(s.windows(2).all(|w| w[0] <= w[1]), "most suspicious first");
+    for (i, r) in ranked.iter().enumerate() {
+        assert_eq!(r["rank"], i + 1);
+        assert_eq!(r["flagged"], r["s"].as_f64().unwrap() < 0.5);
+    }
+    let flagged = ranked.iter().filter(|r| r["flagged"] == true).count();
+    assert_eq!(summary["flagged"], flagged);
+    let mean_s = s.iter().sum::<f64>() / n as f64;
+    assert!((summary["mean_s"].as_f64().unwrap() - mean_s).abs() < 1e-5);
+    let csv = std::fs::read_to_string(out.join("audit.csv")).unwrap();
+    assert!(csv.starts_with("rank,index,id,image,s,flagged,"), "{csv}");
+    assert_eq!(csv.lines().count(), n + 1);
+    for png in [
+        "hist-s.png",
+        "hist-cosine.png",
+        "scatter.png",
+        "gallery.png",
+    ] {
+        let bytes = std::fs::read(out.join(png)).unwrap();
+        assert_eq!(&bytes[..4], b"\x89PNG", "{png}");
+    }
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(saved["flagged"], summary["flagged"]);
+
+    // The stdout lines (file order) carry the same scores.
+    let plain: Vec<Value> = ok(audit(&[]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(plain.len(), n);
+    for r in &ranked {
+        let p = &plain[r["index"].as_u64().unwrap() as usize];
+        assert_eq!((&p["id"], &p["s"]), (&r["id"], &r["s"]));
+    }
+
+    // The trainer's noise log: pair 0 trained with pair k's caption and back (k: the first pair
+    // whose caption differs).
+    let captions: Vec<String> = plain
+        .iter()
+        .map(|r| r["caption"].as_str().unwrap().to_owned())
+        .collect();
+    let k = captions.iter().position(|c| *c != captions[0]).unwrap();
+    let log = dir.path().join("noise.jsonl");
+    std::fs::write(
+        &log,
+        format!(
+            "{{\"index\": 0, \"caption_from\": {k}}}\n{{\"index\": {k}, \"caption_from\": 0}}\n"
+        ),
+    )
+    .unwrap();
+    let noisy_out = dir.path().join("audit-noise");
+    let summary: Value = serde_json::from_str(&ok(audit(&[
+        "--out",
+        noisy_out.to_str().unwrap(),
+        "--noise-log",
+        log.to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert_eq!(summary["injected"]["pairs"], 2);
+    for key in ["auc_s", "auc_cosine"] {
+        unit(&summary["injected"][key]);
+    }
+    let rows: Vec<Value> = std::fs::read_to_string(noisy_out.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = rows.iter().find(|r| r["index"] == 0).unwrap();
+    assert_eq!(first["caption"], captions[k].as_str());
+    assert_eq!(first["injected"], true);
+    assert_eq!(rows.iter().filter(|r| r["injected"] == true).count(), 2);
+
+    // Bad input: a log of another corpus, a row that is not a swap, a threshold out of range.
+    std::fs::write(&log, format!("{{\"index\": {n}, \"caption_from\": 0}}\n")).unwrap();
+    let err = fail(audit(&["--noise-log", log.to_str().unwrap()]));
+    assert!(
+        err.contains("noise.jsonl:1") && err.contains("outside the corpus"),
+        "{err}"
+    );
+    std::fs::write(&log, "{\"index\": \"zero\"}\n").unwrap();
+    let err = fail(audit(&["--noise-log", log.to_str().unwrap()]));
+    assert!(err.contains("not a noise row"), "{err}");
+    let err = fail(audit(&["--threshold", "2"]));
+    assert!(err.contains("--threshold"), "{err}");
+}
+
 #[test]
 fn eval_explains_bad_input() {
     let dir = tempfile::tempdir().unwrap();
