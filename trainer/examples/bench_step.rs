@@ -97,14 +97,14 @@ fn main() -> Result<()> {
         (None, Some(b)) => sets.push(format!("model.bundle={:?}", b.display().to_string())),
         _ => bail!("give exactly one of --text-init and --bundle"),
     }
-    let mirage = TrainConfig::load(None, &sets)?;
+    let mirage = TrainConfig::load(None, &sets, None)?;
     let mut clip_sets = sets.clone();
     clip_sets.extend([
         "loss.lambda_robust=0".to_owned(),
         "loss.lambda_ot=0".into(),
         "loss.balance=\"none\"".into(),
     ]);
-    let clip = TrainConfig::load(None, &clip_sets)?;
+    let clip = TrainConfig::load(None, &clip_sets, None)?;
     let device = parse_device(&a.device)?;
     let compute = compute_kind(mirage.runtime.precision, device);
     let work = tempfile::tempdir()?;

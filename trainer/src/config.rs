@@ -484,8 +484,8 @@ impl Default for CheckpointConfig {
 
 impl TrainConfig {
     /// Reads `path` (if any), applies `overrides` (`section.key=value`, value in TOML syntax or a
-    /// bare string) and validates the result.
-    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+    /// bare string), expands a leading `~` in paths to `home`, and validates the result.
+    pub fn load(path: Option<&Path>, overrides: &[String], home: Option<&Path>) -> Result<Self> {
         let mut value = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -512,7 +512,7 @@ impl TrainConfig {
         .into_iter()
         .flatten()
         {
-            *p = expand_home(p);
+            *p = expand_home(p, home);
         }
         config.validate()?;
         Ok(config)
@@ -623,10 +623,11 @@ impl TrainConfig {
     }
 }
 
-/// `~/x` → `$HOME/x`, so configs can name the assets cache portably.
-fn expand_home(p: &Path) -> PathBuf {
-    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+/// `~/x` → `home/x`, so configs can name the assets cache portably (the front end passes the
+/// user's home; the library reads no environment).
+fn expand_home(p: &Path, home: Option<&Path>) -> PathBuf {
+    match (p.strip_prefix("~"), home) {
+        (Ok(rest), Some(home)) => home.join(rest),
         _ => p.to_path_buf(),
     }
 }
@@ -670,7 +671,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_published_run() {
-        let c = TrainConfig::load(None, &base()).unwrap();
+        let c = TrainConfig::load(None, &base(), None).unwrap();
         assert_eq!(c.loss.lambda_robust, 0.2);
         assert_eq!(c.loss.lambda_ot, 0.05);
         assert_eq!(c.temps.robust, 0.9);
@@ -688,7 +689,7 @@ mod tests {
             "nn.learnable=false".into(),
             "optim.betas=[0.9, 0.98]".into(),
         ]);
-        let c = TrainConfig::load(None, &o).unwrap();
+        let c = TrainConfig::load(None, &o, None).unwrap();
         assert_eq!(c.loss.lambda_ot, 0.1);
         assert_eq!(c.loss.ot_cost, OtCost::OneHot);
         assert!(!c.nn.learnable);
@@ -699,15 +700,15 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors() {
         let mut o = base();
         o.push("loss.lambda_typo=1".into());
-        let e = TrainConfig::load(None, &o).unwrap_err().to_string();
+        let e = TrainConfig::load(None, &o, None).unwrap_err().to_string();
         assert!(e.contains("lambda_typo"), "{e}");
 
         let mut o = base();
         o.extend(["queue.size=1000".to_owned(), "optim.batch_size=64".into()]);
-        let e = TrainConfig::load(None, &o).unwrap_err().to_string();
+        let e = TrainConfig::load(None, &o, None).unwrap_err().to_string();
         assert!(e.contains("K mod N"), "{e}");
 
-        let e = TrainConfig::load(None, &["loss.balance=sometimes".into()])
+        let e = TrainConfig::load(None, &["loss.balance=sometimes".into()], None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("sometimes"), "{e}");
@@ -723,7 +724,7 @@ mod tests {
             "queue.size=1000".into(),
             "optim.batch_size=64".into(),
         ]);
-        assert!(TrainConfig::load(None, &o).unwrap().loss.is_clip());
+        assert!(TrainConfig::load(None, &o, None).unwrap().loss.is_clip());
     }
 
     #[test]

@@ -21,20 +21,18 @@ pub fn lr_at(c: &OptimConfig, step: u64, warmup: u64, total: u64) -> f64 {
     c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Whether `name` is exempt from weight decay under `exclude_from_decay`: norms, biases,
-/// positional/class embeddings and the log-scales.
-pub fn decay_exempt(name: &str) -> bool {
-    name.ends_with(".bias")
-        || name.contains("LayerNorm")
-        || name.contains(".ln")
-        || name.contains(".bn")
-        || name.contains("downsample.1")
-        || name.ends_with("bn1.weight")
-        || name.contains("positional_embedding")
-        || name.contains("pos_embedding")
-        || name.contains("class_token")
-        || name == mirage_model::names::LOGIT_SCALE
-        || name.starts_with("log_scale.")
+/// Whether a tensor is exempt from weight decay under `exclude_from_decay`: every tensor of
+/// fewer than two dimensions (biases, layer- and batch-norm parameters, the σ log-scales) and the
+/// positional and class embeddings, named by the tensor scheme (`mirage_model::names`).
+pub fn decay_exempt(name: &str, dims: usize) -> bool {
+    use mirage_model::names::{resnet, vit};
+    dims < 2
+        || [resnet::POSITIONAL, vit::CLASS_TOKEN, vit::POS_EMBEDDING]
+            .iter()
+            .any(|leaf| {
+                name.strip_suffix(leaf)
+                    .is_some_and(|head| head.ends_with('.'))
+            })
 }
 
 /// AdamW state.
@@ -125,7 +123,7 @@ impl AdamW {
                     .moments
                     .get_mut(name)
                     .expect("moments exist for every param");
-                let wd = if self.config.exclude_from_decay && decay_exempt(name) {
+                let wd = if self.config.exclude_from_decay && decay_exempt(name, p.dim()) {
                     0.0
                 } else {
                     self.config.weight_decay
@@ -199,12 +197,26 @@ mod tests {
 
     #[test]
     fn decay_exemptions() {
-        assert!(decay_exempt("text.encoder.layer.0.output.LayerNorm.weight"));
-        assert!(decay_exempt("vision.layer1.0.bn2.weight"));
-        assert!(decay_exempt("vision.bn1.weight"));
-        assert!(decay_exempt("logit_scale"));
-        assert!(decay_exempt("text_proj.bias"));
-        assert!(!decay_exempt("text_proj.weight"));
-        assert!(!decay_exempt("vision.layer1.0.conv1.weight"));
+        assert!(decay_exempt(
+            "text.encoder.layer.0.output.LayerNorm.weight",
+            1
+        ));
+        assert!(decay_exempt("vision.layer1.0.bn2.weight", 1));
+        assert!(decay_exempt("logit_scale", 0));
+        assert!(decay_exempt("text_proj.bias", 1));
+        // Biases of fused projections were missed by name patterns; by shape they are not.
+        assert!(decay_exempt(
+            "vision.encoder.layers.encoder_layer_0.self_attention.in_proj_bias",
+            1
+        ));
+        assert!(decay_exempt("vision.attnpool.positional_embedding", 2));
+        assert!(decay_exempt("vision.encoder.pos_embedding", 3));
+        assert!(decay_exempt("vision.class_token", 3));
+        assert!(!decay_exempt("text_proj.weight", 2));
+        assert!(!decay_exempt("vision.layer1.0.conv1.weight", 4));
+        assert!(!decay_exempt(
+            "text.embeddings.position_embeddings.weight",
+            2
+        ));
     }
 }

@@ -99,6 +99,8 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Configs may name paths under `~` (the assets cache); the library reads no environment.
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
     match cli.command {
         Command::Train {
             config,
@@ -116,7 +118,7 @@ fn run(cli: Cli) -> Result<()> {
                 ),
                 (_, c, _) => c,
             };
-            let cfg = TrainConfig::load(config.as_deref(), &overrides)?;
+            let cfg = TrainConfig::load(config.as_deref(), &overrides, home.as_deref())?;
             cfg.validate_for_training()?;
             let mut trainer = Trainer::new(cfg, &out, resume.as_deref(), quiet)?;
             let ck = trainer.run()?;
@@ -163,11 +165,11 @@ fn run(cli: Cli) -> Result<()> {
             config,
             overrides,
         } => {
-            let cfg = TrainConfig::load(config.as_deref(), &overrides)?;
+            let cfg = TrainConfig::load(config.as_deref(), &overrides, home.as_deref())?;
             println!("{}", probe(&inputs, &cfg)?);
         }
         Command::Config { config, overrides } => {
-            let cfg = TrainConfig::load(config.as_deref(), &overrides)?;
+            let cfg = TrainConfig::load(config.as_deref(), &overrides, home.as_deref())?;
             print!("{}", toml::to_string(&cfg)?);
         }
     }
