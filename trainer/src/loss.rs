@@ -63,6 +63,8 @@ pub struct LossOutput {
     pub s: Tensor,
     /// Normalised text embeddings t [B, D] (detached): what the FIFO enqueues.
     pub text_unit: Tensor,
+    /// Cosine ⟨v, t⟩ of each pair `[B]` (detached): the plain score s is compared against.
+    pub pair_cosine: Tensor,
     /// Image→text top-1 accuracy of the pair logits within the batch, in [0, 1].
     pub in_batch_accuracy: f64,
 }
@@ -284,6 +286,7 @@ pub fn mirage_loss(
         robust,
         ot,
         s,
+        pair_cosine: (&v * &t).sum_dim_intlist(-1, false, Kind::Float).detach(),
         text_unit: t.detach(),
         in_batch_accuracy,
     }

@@ -111,6 +111,14 @@ pub fn optimise_step(
     })
 }
 
+/// One training pair's scores in the current epoch, for the epoch's injected-noise AUCs.
+#[derive(Debug, Clone, Copy)]
+struct EpochScore {
+    s: f64,
+    cosine: f64,
+    noisy: bool,
+}
+
 /// A run in progress.
 pub struct Trainer {
     config: TrainConfig,
@@ -127,7 +135,7 @@ pub struct Trainer {
     state: RunState,
     quiet: bool,
     /// (s, injected-noise flag) of every sample of the epoch in progress.
-    epoch_scores: Vec<(f64, bool)>,
+    epoch_scores: Vec<EpochScore>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -574,12 +582,25 @@ impl Trainer {
         Ok(final_ckpt)
     }
 
+    /// The epoch's detection of its injected pairs by s (with a queue) and by plain cosine (for
+    /// every method, so MIRAGE's s and CLIP's cosine compare on the pairs they trained on).
     fn epoch_noise_line(&mut self) -> Option<serde_json::Value> {
         let scores = std::mem::take(&mut self.epoch_scores);
-        if self.queue.is_none() || !scores.iter().any(|&(_, n)| n) {
+        if !scores.iter().any(|e| e.noisy) {
             return None;
         }
-        let (s, noisy): (Vec<f64>, Vec<bool>) = scores.into_iter().unzip();
+        let noisy: Vec<bool> = scores.iter().map(|e| e.noisy).collect();
+        let negated_cos: Vec<f64> = scores.iter().map(|e| -e.cosine).collect();
+        if self.queue.is_none() {
+            return Some(json!({
+                "kind": "epoch",
+                "epoch": self.state.epoch,
+                "step": self.state.step,
+                "train_noise_auc_cos": auc(&negated_cos, &noisy),
+                "samples": scores.len(),
+            }));
+        }
+        let s: Vec<f64> = scores.iter().map(|e| e.s).collect();
         let negated: Vec<f64> = s.iter().map(|x| -x).collect();
         let mean_where = |want: bool| {
             let xs: Vec<f64> = s
@@ -595,6 +616,7 @@ impl Trainer {
             "epoch": self.state.epoch,
             "step": self.state.step,
             "train_noise_auc_s": auc(&negated, &noisy),
+            "train_noise_auc_cos": auc(&negated_cos, &noisy),
             "train_s_mean_noisy": mean_where(true),
             "train_s_mean_clean": mean_where(false),
             "samples": s.len(),
@@ -657,8 +679,12 @@ impl Trainer {
         self.state.batch_in_epoch += 1;
 
         let s = vec_f64(&out.s);
-        self.epoch_scores
-            .extend(s.iter().copied().zip(batch.noisy.iter().copied()));
+        self.epoch_scores.extend(
+            s.iter()
+                .zip(vec_f64(&out.pair_cosine))
+                .zip(&batch.noisy)
+                .map(|((&s, cosine), &noisy)| EpochScore { s, cosine, noisy }),
+        );
         let mut sorted = s.clone();
         sorted.sort_by(f64::total_cmp);
         let mean = |xs: &[f64]| {
@@ -913,7 +939,11 @@ pub fn plot_metrics(metrics: &Path, out_dir: &Path) -> Result<()> {
             "noise_auc_cos",
         ],
     );
-    valid.extend(series("epoch", "epoch", &["train_noise_auc_s"]));
+    valid.extend(series(
+        "epoch",
+        "epoch",
+        &["train_noise_auc_s", "train_noise_auc_cos"],
+    ));
     if !valid.is_empty() {
         line_chart(
             &out_dir.join("valid.png"),

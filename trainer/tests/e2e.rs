@@ -110,7 +110,7 @@ fn tiny_resnet_learns_exports_and_matches_candle() {
         "noise.mode=\"fixed\"".into(),
         "model.model_id=\"tiny-trained\"".into(),
     ]);
-    let cfg = TrainConfig::load(None, &o).unwrap();
+    let cfg = TrainConfig::load(None, &o, None).unwrap();
     cfg.validate_for_training().unwrap();
     let run = dir.path().join("run");
     let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
@@ -153,6 +153,9 @@ fn tiny_resnet_learns_exports_and_matches_candle() {
         "{}",
         epochs[7]
     );
+    // Plain cosine on the same training pairs, beside s.
+    let cos = epochs[7]["train_noise_auc_cos"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&cos), "{}", epochs[7]);
     assert!(run.join("loss.png").exists() && run.join("valid.png").exists());
     assert!(run.join("noise.jsonl").exists());
     assert_eq!(
@@ -213,7 +216,7 @@ fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
         "loss.balance=\"none\"".into(),
         "queue.size=1000".into(),
     ]);
-    let cfg = TrainConfig::load(None, &o).unwrap();
+    let cfg = TrainConfig::load(None, &o, None).unwrap();
     let run = dir.path().join("run");
     let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
     let ck = trainer.run().unwrap();
@@ -462,7 +465,7 @@ fn export_refuses_a_queue_still_holding_random_rows() {
         "queue.init_fill=\"random\"".to_owned(),
         "optim.max_steps=1".into(),
     ]);
-    let cfg = TrainConfig::load(None, &o).unwrap();
+    let cfg = TrainConfig::load(None, &o, None).unwrap();
     let run = dir.path().join("run");
     let ck = Trainer::new(cfg, &run, None, true).unwrap().run().unwrap();
     let err = export(&ck, &dir.path().join("b"), &ExportOptions::default()).unwrap_err();
