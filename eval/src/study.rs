@@ -119,8 +119,11 @@ struct Run {
     seed: u64,
     report: Value,
     /// `per_query.json` beside the report, if the run saved one.
-    per_query: Option<BTreeMap<String, Vec<f64>>>,
+    per_query: Option<PerQuery>,
 }
+
+/// Per-query outcomes by metric key, as `mirage eval` saves them.
+type PerQuery = BTreeMap<String, Vec<f64>>;
 
 fn read_runs(dir: &Path, split: &str) -> Result<Vec<Run>> {
     let mut entries: Vec<PathBuf> = fs_err::read_dir(dir)?
@@ -244,8 +247,7 @@ struct Difference {
 /// Paired differences (method − [`BASELINE`]) per η over the seeds both finished with
 /// per-query outcomes of the same queries.
 fn differences(runs: &[Run], cols: &[Column]) -> Result<Vec<Difference>> {
-    let mut by_cell: BTreeMap<(i64, String), BTreeMap<u64, &BTreeMap<String, Vec<f64>>>> =
-        BTreeMap::new();
+    let mut by_cell: BTreeMap<(i64, String), BTreeMap<u64, &PerQuery>> = BTreeMap::new();
     for run in runs {
         if let Some(pq) = &run.per_query {
             by_cell

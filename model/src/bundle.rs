@@ -489,7 +489,7 @@ pub fn add_onnx(dir: &Path) -> Result<Bundle> {
 ///
 /// `dir` exists and is not empty, the calibration is invalid, or a file cannot be copied.
 pub fn write_calibrated(bundle: &Bundle, dir: &Path, calibration: Calibration) -> Result<Bundle> {
-    let occupied = std::fs::read_dir(dir).map_or(false, |mut d| d.next().is_some());
+    let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
     if occupied {
         return Err(Error::InvalidInput(format!(
             "{} is not empty; a calibrated bundle is written into a new folder",
