@@ -28,6 +28,21 @@ fn atlas(dir: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// The atlas and a tiny bundle whose text bank holds the three plane captions.
+fn atlas_and_bundle_with_bank(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let data = atlas(dir)?;
+    let bundle = dir.join("bundle");
+    write_tiny_bundle_with_bank(
+        &bundle,
+        TinyVision::ResNetAttention,
+        16,
+        3,
+        &["axial MRI slice", "coronal MRI slice", "sagittal MRI slice"],
+    )
+    .unwrap();
+    Some((data, bundle))
+}
+
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).unwrap().lines().count()
 }
@@ -59,18 +74,9 @@ fn unit(v: &Value) -> f64 {
 #[test]
 fn eval_reports_every_metric_on_the_atlas_through_the_serving_code() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(data) = atlas(dir.path()) else {
+    let Some((data, bundle)) = atlas_and_bundle_with_bank(dir.path()) else {
         return;
     };
-    let bundle = dir.path().join("bundle");
-    write_tiny_bundle_with_bank(
-        &bundle,
-        TinyVision::ResNetAttention,
-        16,
-        3,
-        &["axial MRI slice", "coronal MRI slice", "sagittal MRI slice"],
-    )
-    .unwrap();
     let r = eval(&bundle, &data, &dir.path().join("e1"), &["--noise", "0.4"]);
     let n_test = lines(&data.join("test.jsonl"));
     assert_eq!(r["retrieval"]["images"], n_test);
@@ -283,18 +289,9 @@ fn calibrate_fits_the_temperature_and_eval_serves_it() {
 #[test]
 fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(data) = atlas(dir.path()) else {
+    let Some((data, bundle)) = atlas_and_bundle_with_bank(dir.path()) else {
         return;
     };
-    let bundle = dir.path().join("bundle");
-    write_tiny_bundle_with_bank(
-        &bundle,
-        TinyVision::ResNetAttention,
-        16,
-        3,
-        &["axial MRI slice", "coronal MRI slice", "sagittal MRI slice"],
-    )
-    .unwrap();
     let corpus = data.join("valid.jsonl");
     let images = data.join("images");
     let audit = |extra: &[&str]| {
