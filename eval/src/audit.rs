@@ -11,12 +11,13 @@ use anyhow::{ensure, Context, Result};
 use mirage_data::pairs::Pair;
 use mirage_model::bundle::TextBank;
 use mirage_model::image_input::{load_image, DecodeOptions};
-use mirage_model::matching::audit_pairs;
+use mirage_model::matching::{audit_pairs, default_matching};
 use mirage_model::MirageModel;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::auc;
 use crate::plot::{gallery, histogram, scatter, Tile};
+use crate::runner::caption_bank;
 
 /// How to audit.
 #[derive(Debug, Clone, Copy)]
@@ -101,8 +102,12 @@ pub struct AuditSummary {
     pub flagged: usize,
     /// The threshold.
     pub threshold: f32,
+    /// Where the bank came from: `bundle` or `corpus` (the audited captions re-encoded).
+    pub bank: String,
     /// Rows of the bank.
     pub bank_size: usize,
+    /// σ_q of the nearest-neighbour softmax.
+    pub nn_scale: f32,
     /// Mean s of the pairs.
     pub mean_s: f64,
     /// Mean cosine of the pairs.
@@ -162,15 +167,16 @@ pub fn read_noise_log(path: &Path, pairs: usize) -> Result<Vec<(usize, usize)>> 
     Ok(swaps)
 }
 
-/// Audits `pairs` with `model` against `bank`; `swaps` (from [`read_noise_log`]) first gives
-/// each listed pair the caption it trained with.
+/// Audits `pairs` with `model` against `bank` (the bundle's, scored with its matching settings)
+/// or, without one, against the audited captions themselves re-encoded ([`caption_bank`]);
+/// `swaps` (from [`read_noise_log`]) first gives each listed pair the caption it trained with.
 ///
 /// # Errors
 ///
 /// An option out of range, an unreadable image, or a model failure.
 pub fn audit_corpus(
     model: &MirageModel,
-    bank: &TextBank,
+    bank: Option<&TextBank>,
     pairs: &[Pair],
     swaps: Option<&[(usize, usize)]>,
     o: AuditOptions,
@@ -185,6 +191,16 @@ pub fn audit_corpus(
             flags[i] = pairs[i].caption != pairs[from].caption;
         }
     }
+    let corpus_bank;
+    let corpus_bank_used = bank.is_none();
+    let (bank, matching) = match bank {
+        Some(b) => (b, default_matching(model)),
+        None => {
+            let owned: Vec<String> = captions.iter().map(|c| (*c).to_owned()).collect();
+            corpus_bank = caption_bank(model, &owned, o.batch_size)?;
+            (&corpus_bank.0, corpus_bank.1)
+        }
+    };
     let mut rows = Vec::with_capacity(pairs.len());
     for (b, chunk) in pairs.chunks(o.batch_size).enumerate() {
         let start = b * o.batch_size;
@@ -199,7 +215,7 @@ pub fn audit_corpus(
         let texts = &captions[start..start + chunk.len()];
         for (i, (p, r)) in chunk
             .iter()
-            .zip(audit_pairs(model, bank, &pixels, texts)?)
+            .zip(audit_pairs(model, bank, &pixels, texts, matching)?)
             .enumerate()
         {
             let index = start + i;
@@ -225,7 +241,9 @@ pub fn audit_corpus(
         pairs: rows.len(),
         flagged: rows.iter().filter(|r| r.flagged).count(),
         threshold: o.threshold,
+        bank: if corpus_bank_used { "corpus" } else { "bundle" }.to_owned(),
         bank_size: bank.captions.len(),
+        nn_scale: matching.nn_scale,
         mean_s: rows.iter().map(|r| f64::from(r.s)).sum::<f64>() / n,
         mean_cosine: rows
             .iter()

@@ -333,6 +333,34 @@ fn embed_texts(model: &MirageModel, texts: &[String], batch: usize) -> Result<Te
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// A text bank of the distinct `captions` embedded by `model`, scored with the model's own logit
+/// scale as σ_q unless its bundle records a `matching`: what bundles exported without a bank
+/// (the CLIP baseline) are audited and evaluated against, and the "whole corpus re-encoded"
+/// bank of `mirage audit --bank corpus`.
+///
+/// # Errors
+///
+/// A model failure.
+pub fn caption_bank(
+    model: &MirageModel,
+    captions: &[String],
+    batch: usize,
+) -> Result<(TextBank, Matching)> {
+    let (captions, _) = distinct(captions);
+    let embeddings = embed_texts(model, &captions, batch)?;
+    let matching = model.config().matching.unwrap_or(Matching {
+        nn_scale: model.logit_scale(),
+        hard: false,
+    });
+    Ok((
+        TextBank {
+            embeddings,
+            captions,
+        },
+        matching,
+    ))
+}
+
 /// Distinct captions in first-seen order and, per pair, the index of its caption.
 fn distinct(captions: &[String]) -> (Vec<String>, Vec<usize>) {
     let (columns, text_of) = caption_columns(captions);
@@ -581,23 +609,10 @@ pub fn evaluate(
                 "the bundle's text bank",
             ),
             None => {
-                // CLIP-style bundles carry no bank: use the reference split's captions, with the
-                // model's own logit scale as the NN softmax scale.
-                let (captions, _) =
-                    distinct(&reference.as_ref().expect("read without a bank").captions);
-                let embeddings = embed_texts(model, &captions, o.batch_size)?;
-                let matching = Matching {
-                    nn_scale: model.logit_scale(),
-                    hard: false,
-                };
-                (
-                    TextBank {
-                        embeddings,
-                        captions,
-                    },
-                    matching,
-                    "reference-split captions",
-                )
+                // CLIP-style bundles carry no bank: use the reference split's captions.
+                let captions = &reference.as_ref().expect("read without a bank").captions;
+                let (bank, matching) = caption_bank(model, captions, o.batch_size)?;
+                (bank, matching, "reference-split captions")
             }
         };
         let noisy_text_emb = embed_texts(model, &noisy_captions, o.batch_size)?;

@@ -66,6 +66,12 @@ pub fn matching_scores(
         .collect())
 }
 
+/// How `model` scores against its bundle's text bank: `bundle.json`'s `matching`, else the
+/// training initial value (σ_q = 1/0.07, soft NN).
+pub fn default_matching(model: &MirageModel) -> Matching {
+    model.config().matching.unwrap_or_default()
+}
+
 /// Default flag bound of an audit: pairs whose s is below it are flagged.
 pub const DEFAULT_AUDIT_THRESHOLD: f32 = 0.5;
 
@@ -86,7 +92,7 @@ pub struct PairAudit {
 
 /// Audits (image, caption) pairs, as `POST /v1/audit` and `mirage audit` do: embeds the
 /// preprocessed images `pixels` [B, 3, S, S] and the `captions` with `model`, and scores each pair
-/// against `bank` with the bundle's matching settings.
+/// against `bank` with `matching` (the bundle's settings, [`default_matching`], for its own bank).
 ///
 /// # Errors
 ///
@@ -96,10 +102,10 @@ pub fn audit_pairs(
     bank: &TextBank,
     pixels: &Tensor,
     captions: &[&str],
+    matching: Matching,
 ) -> Result<Vec<PairAudit>> {
     let images = model.embed_pixels(pixels)?;
     let texts = model.embed_texts_tensor(captions)?;
-    let matching = model.config().matching.unwrap_or_default();
     let scores = matching_scores(bank, matching, &images, &texts)?;
     let direct: Vec<f32> = (images * texts)?.sum(D::Minus1)?.to_vec1()?;
     Ok(scores

@@ -14,6 +14,12 @@ use mirage_model::Bundle;
 use mirage_server::config::EngineArgs;
 use serde_json::json;
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BankChoice {
+    Bundle,
+    Corpus,
+}
+
 #[derive(Args)]
 pub(crate) struct AuditArgs {
     /// Bundle directory; it needs a text bank (bundles exported by mirage-train have one).
@@ -40,6 +46,11 @@ pub(crate) struct AuditArgs {
     /// (its swaps applied) and report how well s and cosine find the swapped pairs.
     #[arg(long)]
     noise_log: Option<PathBuf>,
+    /// Text bank s is computed against: `bundle` (its exported memory bank, as `POST
+    /// /v1/audit`) or `corpus` (the audited captions themselves, re-encoded by the final model:
+    /// works for bundles without a bank, such as the CLIP baseline).
+    #[arg(long, value_enum, default_value_t = BankChoice::Bundle)]
+    bank: BankChoice,
     /// Pairs per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -66,13 +77,19 @@ pub(crate) fn audit(a: AuditArgs) -> Result<()> {
         .map(|p| read_noise_log(p, pairs.len()))
         .transpose()?;
     let model = a.engine.load(&a.bundle)?;
-    let Some(bank) = Bundle::open(&a.bundle)?.text_bank(model.device())? else {
-        bail!(
-            "{} has no text bank (text_bank.safetensors), so s cannot be computed; use a bundle exported by mirage-train",
-            a.bundle.display()
-        );
+    let bank = match a.bank {
+        BankChoice::Bundle => {
+            let Some(bank) = Bundle::open(&a.bundle)?.text_bank(model.device())? else {
+                bail!(
+                    "{} has no text bank (text_bank.safetensors), so s cannot be computed against it; use a bundle exported by mirage-train, or --bank corpus",
+                    a.bundle.display()
+                );
+            };
+            Some(bank)
+        }
+        BankChoice::Corpus => None,
     };
-    let audit = audit_corpus(&model, &bank, &pairs, swaps.as_deref(), options)?;
+    let audit = audit_corpus(&model, bank.as_ref(), &pairs, swaps.as_deref(), options)?;
     let mut summary = serde_json::to_value(&audit.summary)?;
     summary["rows"] = report.rows.into();
     summary["empty_captions"] = report.empty_captions.into();

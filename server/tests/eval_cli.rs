@@ -393,6 +393,36 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     assert_eq!(first["injected"], true);
     assert_eq!(rows.iter().filter(|r| r["injected"] == true).count(), 2);
 
+    // Against the corpus's own captions (a bundle without a bank works too).
+    let plain = dir.path().join("plain");
+    write_tiny_bundle(&plain, TinyVision::ResNetMean, 16, 4).unwrap();
+    let plain_args = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "--bundle",
+            plain.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--image-root",
+            images.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        mirage(&args)
+    };
+    let err = fail(plain_args(&[]));
+    assert!(err.contains("--bank corpus"), "{err}");
+    let corpus_out = dir.path().join("audit-corpus");
+    let summary: Value = serde_json::from_str(&ok(plain_args(&[
+        "--bank",
+        "corpus",
+        "--out",
+        corpus_out.to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert_eq!(summary["bank"], "corpus");
+    let distinct: std::collections::BTreeSet<&String> = captions.iter().collect();
+    assert_eq!(summary["bank_size"], distinct.len());
+
     // Bad input: a log of another corpus, a row that is not a swap, a threshold out of range.
     std::fs::write(&log, format!("{{\"index\": {n}, \"caption_from\": 0}}\n")).unwrap();
     let err = fail(audit(&["--noise-log", log.to_str().unwrap()]));

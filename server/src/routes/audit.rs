@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use candle_core::Tensor;
-use mirage_model::matching::audit_pairs;
+use mirage_model::matching::{audit_pairs, default_matching};
 
 use crate::dto::{AuditRequest, AuditResponse, AuditResult};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -62,7 +62,7 @@ pub async fn audit(
             let img = Tensor::from_vec(pixels, (n, 3, s, s), m.device())
                 .map_err(mirage_model::Error::from)?;
             let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
-            Ok(audit_pairs(m, bank, &img, &refs)?)
+            Ok(audit_pairs(m, bank, &img, &refs, default_matching(m))?)
         })
         .await?;
     let bank = state
