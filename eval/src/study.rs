@@ -15,8 +15,9 @@ use crate::bootstrap::{paired_difference, Interval, DEFAULT_RESAMPLES};
 use crate::plot::{line_chart, Series};
 use crate::runner::per_query_key;
 
-/// The method every other one is compared to in the paired table.
-pub const BASELINE: &str = "clip";
+/// The method every other one is compared to in the paired table, unless told otherwise (the
+/// ablation compares to `default`).
+pub const DEFAULT_BASELINE: &str = "clip";
 
 /// Coverage of the paired intervals.
 const LEVEL: f64 = 0.95;
@@ -244,9 +245,9 @@ struct Difference {
     by_metric: BTreeMap<String, Interval>,
 }
 
-/// Paired differences (method − [`BASELINE`]) per η over the seeds both finished with
+/// Paired differences (method − `baseline`) per η over the seeds both finished with
 /// per-query outcomes of the same queries.
-fn differences(runs: &[Run], cols: &[Column]) -> Result<Vec<Difference>> {
+fn differences(runs: &[Run], cols: &[Column], baseline: &str) -> Result<Vec<Difference>> {
     let mut by_cell: BTreeMap<(i64, String), BTreeMap<u64, &PerQuery>> = BTreeMap::new();
     for run in runs {
         if let Some(pq) = &run.per_query {
@@ -258,10 +259,10 @@ fn differences(runs: &[Run], cols: &[Column]) -> Result<Vec<Difference>> {
     }
     let mut out = Vec::new();
     for ((eta, method), seeds) in &by_cell {
-        if method == BASELINE {
+        if method == baseline {
             continue;
         }
-        let Some(base) = by_cell.get(&(*eta, BASELINE.to_owned())) else {
+        let Some(base) = by_cell.get(&(*eta, baseline.to_owned())) else {
             continue;
         };
         let paired: Vec<u64> = seeds
@@ -286,7 +287,7 @@ fn differences(runs: &[Run], cols: &[Column]) -> Result<Vec<Difference>> {
                 let i =
                     paired_difference(&a, &b, DEFAULT_RESAMPLES, LEVEL, 0).with_context(|| {
                         format!(
-                            "{method} vs {BASELINE} at η {}: {}",
+                            "{method} vs {baseline} at η {}: {}",
                             *eta as f64 / 1000.0,
                             c.key
                         )
@@ -304,15 +305,19 @@ fn differences(runs: &[Run], cols: &[Column]) -> Result<Vec<Difference>> {
     Ok(out)
 }
 
-fn difference_table(diffs: &[Difference], cols: &[Column]) -> String {
-    let shown: Vec<&Column> = cols
-        .iter()
+/// The columns some difference has an interval for.
+fn difference_columns<'c>(diffs: &[Difference], cols: &'c [Column]) -> Vec<&'c Column> {
+    cols.iter()
         .filter(|c| diffs.iter().any(|d| d.by_metric.contains_key(&c.key)))
-        .collect();
+        .collect()
+}
+
+fn difference_table(diffs: &[Difference], cols: &[Column], baseline: &str) -> String {
+    let shown = difference_columns(diffs, cols);
     let mut md = header(&shown, "method | η | paired seeds", 3);
     for d in diffs {
         md.push_str(&format!(
-            "| {} − {BASELINE} | {:.1} | {} |",
+            "| {} − {baseline} | {:.1} | {} |",
             d.method,
             d.eta as f64 / 1000.0,
             d.seeds.len()
@@ -345,7 +350,7 @@ fn difference_table(diffs: &[Difference], cols: &[Column]) -> String {
 ///
 /// No finished run, an unreadable run, per-query outcomes that do not pair up, or a write
 /// failure.
-pub fn study_report(dir: &Path) -> Result<String> {
+pub fn study_report(dir: &Path, baseline: &str) -> Result<String> {
     let test_runs = read_runs(dir, "test")?;
     ensure!(
         !test_runs.is_empty(),
@@ -368,16 +373,16 @@ pub fn study_report(dir: &Path) -> Result<String> {
          and at T = 1.\n\n",
     );
     md.push_str(&study_table(&test, &cols));
-    let diffs = differences(&test_runs, &cols)?;
+    let diffs = differences(&test_runs, &cols, baseline)?;
     if !diffs.is_empty() {
         md.push_str(&format!(
-            "\n## Paired differences to {BASELINE} (test split)\n\nMean per-query difference \
+            "\n## Paired differences to {baseline} (test split)\n\nMean per-query difference \
              over the seeds both methods finished, with a {:.0} % percentile bootstrap interval \
              ({DEFAULT_RESAMPLES} resamples of the test queries, the same draw for every seed); \
              **bold** where the interval excludes 0.\n\n",
             LEVEL * 100.0
         ));
-        md.push_str(&difference_table(&diffs, &cols));
+        md.push_str(&difference_table(&diffs, &cols, baseline));
     }
     if !valid_runs.is_empty() {
         md.push_str("\n## Valid split (the only split knobs were chosen on)\n\n");
@@ -401,7 +406,7 @@ pub fn study_report(dir: &Path) -> Result<String> {
     let json_diffs: Vec<Value> = diffs
         .iter()
         .map(|d| {
-            json!({"method": d.method, "baseline": BASELINE, "eta": d.eta as f64 / 1000.0,
+            json!({"method": d.method, "baseline": baseline, "eta": d.eta as f64 / 1000.0,
                    "seeds": d.seeds, "test": d.by_metric})
         })
         .collect();
@@ -433,6 +438,33 @@ pub fn study_report(dir: &Path) -> Result<String> {
             &format!("{} vs injected noise (test)", c.header),
             "FP noise rate η",
             &c.header,
+            &series,
+        )?;
+    }
+    // One chart per metric with intervals: each comparison's interval as a vertical bar at its
+    // place (the ablation's forest plot), with the zero line.
+    for c in difference_columns(&diffs, &cols) {
+        let series: Vec<Series> = diffs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                let iv = d.by_metric.get(&c.key)?;
+                let x = i as f64;
+                Some(Series {
+                    name: format!("{} (η {:.1})", d.method, d.eta as f64 / 1000.0),
+                    points: vec![(x, iv.low), (x, iv.estimate), (x, iv.high)],
+                })
+            })
+            .chain(std::iter::once(Series {
+                name: "no difference".into(),
+                points: vec![(-0.5, 0.0), (diffs.len() as f64 - 0.5, 0.0)],
+            }))
+            .collect();
+        line_chart(
+            &dir.join(format!("difference-{}.png", c.key)),
+            &format!("{} − {baseline} (95 % interval)", c.header),
+            "comparison",
+            "difference",
             &series,
         )?;
     }

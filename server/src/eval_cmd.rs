@@ -140,9 +140,13 @@ pub(crate) struct StudyReportArgs {
     /// scripts/noise-study.sh leaves them.
     #[arg(long)]
     dir: PathBuf,
+    /// Method the paired-difference table compares every other method to (the ablation
+    /// uses `default`).
+    #[arg(long, default_value = mirage_eval::study::DEFAULT_BASELINE)]
+    baseline: String,
 }
 
 pub(crate) fn run_study_report(a: StudyReportArgs) -> Result<()> {
-    print!("{}", mirage_eval::study::study_report(&a.dir)?);
+    print!("{}", mirage_eval::study::study_report(&a.dir, &a.baseline)?);
     Ok(())
 }

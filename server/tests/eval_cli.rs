@@ -651,6 +651,22 @@ fn study_report_tabulates_mean_and_spread_per_method_and_noise_rate() {
         let png = std::fs::read(dir.path().join(format!("study-{metric}.png"))).unwrap();
         assert_eq!(&png[..4], b"\x89PNG");
     }
+    // The forest plot of the differences, and another baseline (the ablation's `default`).
+    assert_eq!(
+        &std::fs::read(dir.path().join("difference-i2t_r1.png")).unwrap()[..4],
+        b"\x89PNG"
+    );
+    let md = ok(mirage(&[
+        "study-report",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--baseline",
+        "mirage",
+    ]));
+    assert!(
+        md.contains("| clip − mirage | 0.2 | 2 | **-1.000 [-1.000, -1.000]** |"),
+        "{md}"
+    );
     let empty = tempfile::tempdir().unwrap();
     let err = fail(mirage(&[
         "study-report",
