@@ -102,8 +102,24 @@ fn columns(reports: &[&Value]) -> Vec<Column> {
         "FP-detection AUC of cos",
         "/noise_detection/auc_cosine",
     ));
+    if reports.iter().any(|r| r.get(TRAIN_AUDIT).is_some()) {
+        cols.push(column(
+            "train_auc_s",
+            "train-corpus AUC of s",
+            format!("/{TRAIN_AUDIT}/injected/auc_s"),
+        ));
+        cols.push(column(
+            "train_auc_cos",
+            "train-corpus AUC of cos",
+            format!("/{TRAIN_AUDIT}/injected/auc_cosine"),
+        ));
+    }
     cols
 }
+
+/// Key under which a run's training-corpus audit (`audit-train/summary.json`, `mirage audit
+/// --noise-log`) joins its test report.
+const TRAIN_AUDIT: &str = "train_audit";
 
 #[derive(Deserialize)]
 struct RunKey {
@@ -141,8 +157,14 @@ fn read_runs(dir: &Path, split: &str) -> Result<Vec<Run>> {
         }
         let key: RunKey = serde_json::from_slice(&fs_err::read(run.join("run.json"))?)
             .with_context(|| format!("{}/run.json", run.display()))?;
-        let report: Value = serde_json::from_slice(&fs_err::read(&report_path)?)
+        let mut report: Value = serde_json::from_slice(&fs_err::read(&report_path)?)
             .with_context(|| format!("{} is not JSON", report_path.display()))?;
+        let audit_path = run.join("audit-train/summary.json");
+        if split == "test" && audit_path.is_file() {
+            let audit: Value = serde_json::from_slice(&fs_err::read(&audit_path)?)
+                .with_context(|| format!("{} is not JSON", audit_path.display()))?;
+            report[TRAIN_AUDIT] = audit;
+        }
         let pq_path = eval_dir.join("per_query.json");
         let per_query = if pq_path.is_file() {
             Some(
@@ -342,8 +364,9 @@ fn difference_table(diffs: &[Difference], cols: &[Column], baseline: &str) -> St
 }
 
 /// Tabulates the finished runs of the study folder `dir` (one sub-folder per run with `run.json`
-/// = {method, eta, seed} and `eval-test/report.json`, optionally `eval-test/per_query.json` and
-/// `eval-valid/report.json`, as scripts/noise-study.sh leaves them): writes `study.md`,
+/// = {method, eta, seed} and `eval-test/report.json`, optionally `eval-test/per_query.json`,
+/// `audit-train/summary.json` and `eval-valid/report.json`, as scripts/noise-study.sh leaves
+/// them): writes `study.md`,
 /// `study.json` and one `study-{metric}.png` per column into `dir`, and returns the Markdown.
 ///
 /// # Errors

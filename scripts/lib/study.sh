@@ -21,8 +21,9 @@ study_setup() {
 
 # study_run NAME METHOD ETA SEED [--set key=value ...]: trains $out/NAME with
 # configs/study-atlas.toml at noise ETA and SEED (plus the settings), fits the zero-shot
-# temperature on the valid split, and evaluates the calibrated bundle on the clean test split
-# (report and per-query outcomes). Skipped when its test report exists.
+# temperature on the valid split, evaluates the calibrated bundle on the clean test split (report
+# and per-query outcomes), and audits the training corpus with its noise log. Skipped when its
+# test report exists.
 study_run() {
   local name=$1 method=$2 eta=$3 seed=$4
   shift 4
@@ -49,4 +50,14 @@ study_run() {
   # Validation (for choosing knobs) is in the run's metrics.jsonl; test is only read here.
   "$bin/mirage" eval --bundle "$run/bundle-calibrated" --data "$data" --split test \
     --out "$run/eval-test" >/dev/null
+  # The training corpus as the model saw it (its injected swaps applied), scored with s and
+  # cosine by the final model: the audit setting the method is for. Bundles without a bank (CLIP)
+  # score s against the training captions re-encoded.
+  if [[ -f "$run/noise.jsonl" ]]; then
+    local bank=bundle
+    [[ -f "$run/bundle/text_bank.safetensors" ]] || bank=corpus
+    "$bin/mirage" audit --bundle "$run/bundle" --corpus "$data/train.jsonl" \
+      --image-root "$data/images" --noise-log "$run/noise.jsonl" --bank "$bank" \
+      --out "$run/audit-train" >/dev/null
+  fi
 }

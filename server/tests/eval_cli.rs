@@ -568,6 +568,14 @@ fn study_report_tabulates_mean_and_spread_per_method_and_noise_rate() {
             .unwrap();
         }
     }
+    // One run audited its training corpus: the study gains the train-corpus columns.
+    let audited = dir.path().join("mirage-eta0.2-seed0/audit-train");
+    std::fs::create_dir_all(&audited).unwrap();
+    std::fs::write(
+        audited.join("summary.json"),
+        json!({"injected": {"auc_s": 0.93, "auc_cosine": 0.94}}).to_string(),
+    )
+    .unwrap();
     // A run of another dataset, whose task is not "plane", gets columns of its own.
     let other = dir.path().join("clip-eta0.6-seed0");
     std::fs::create_dir_all(other.join("eval-test")).unwrap();
@@ -605,6 +613,12 @@ fn study_report_tabulates_mean_and_spread_per_method_and_noise_rate() {
         "{md}"
     );
     assert!(md.contains("view ECE at T = 1"), "{md}");
+    assert!(md.contains("train-corpus AUC of s"), "{md}");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| mirage | 0.2 |"))
+        .unwrap();
+    assert!(row.ends_with(" 0.930 ± 0.000 | 0.940 ± 0.000 |"), "{row}");
     let view_row = md
         .lines()
         .find(|l| l.starts_with("| clip | 0.6 |"))
