@@ -177,17 +177,21 @@ fn calibrate_fits_the_temperature_and_eval_serves_it() {
     write_tiny_bundle(&bundle, TinyVision::ResNetAttention, 16, 8).unwrap();
     let out = dir.path().join("calibrated");
     let calibrate = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "calibrate",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        mirage(&args)
+        mirage(
+            &[
+                &[
+                    "calibrate",
+                    "--bundle",
+                    bundle.to_str().unwrap(),
+                    "--data",
+                    data.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
     };
     let r: Value = serde_json::from_str(&ok(calibrate(&out, &[]))).unwrap();
     let t = r["temperature"].as_f64().unwrap();
@@ -295,17 +299,21 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     let corpus = data.join("valid.jsonl");
     let images = data.join("images");
     let audit = |extra: &[&str]| {
-        let mut args = vec![
-            "audit",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--image-root",
-            images.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        mirage(&args)
+        mirage(
+            &[
+                &[
+                    "audit",
+                    "--bundle",
+                    bundle.to_str().unwrap(),
+                    "--corpus",
+                    corpus.to_str().unwrap(),
+                    "--image-root",
+                    images.to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
     };
     let n = lines(&corpus);
     let out = dir.path().join("audit");
@@ -397,17 +405,21 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     let plain = dir.path().join("plain");
     write_tiny_bundle(&plain, TinyVision::ResNetMean, 16, 4).unwrap();
     let plain_args = |extra: &[&str]| {
-        let mut args = vec![
-            "audit",
-            "--bundle",
-            plain.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--image-root",
-            images.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        mirage(&args)
+        mirage(
+            &[
+                &[
+                    "audit",
+                    "--bundle",
+                    plain.to_str().unwrap(),
+                    "--corpus",
+                    corpus.to_str().unwrap(),
+                    "--image-root",
+                    images.to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
     };
     let err = fail(plain_args(&[]));
     assert!(err.contains("--bank corpus"), "{err}");
@@ -452,15 +464,19 @@ fn eval_explains_bad_input() {
     png("a.png", 10);
     png("b.png", 200);
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        mirage(&args)
+        mirage(
+            &[
+                &[
+                    "eval",
+                    "--bundle",
+                    bundle.to_str().unwrap(),
+                    "--data",
+                    data.to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
     };
     // No split file.
     let err = fail(run(&[]));
