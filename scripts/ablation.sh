@@ -9,7 +9,7 @@
 #
 #   scripts/ablation.sh [--out DIR] [--seeds "0 1 2"] [--eta 0.4] [--only "hard_nn ..."]
 #
-# Resumable: a finished run (its test report exists) is skipped. ≈ 4 min per run on 2 cores.
+# Resumable: a finished run (its test report exists) is skipped. ≈ 3 min per run on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +23,7 @@ while (($#)); do
     --seeds) seeds="$2"; shift 2 ;;
     --eta) eta="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "ablation: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
