@@ -28,8 +28,8 @@ use mirage_data::pairs::read_pairs;
 use mirage_model::bundle::TextBank;
 use mirage_model::config::Matching;
 use mirage_model::image_input::{load_image, DecodeOptions};
-use mirage_model::matching::matching_scores;
-use mirage_model::zeroshot::prototypes;
+use mirage_model::matching::{default_matching, matching_scores};
+use mirage_model::zeroshot::{prototypes, served_temperature};
 use mirage_model::{Bundle, MirageModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -425,15 +425,6 @@ fn class_truth(
         .collect()
 }
 
-/// The temperature served zero-shot probabilities use: the bundle's calibration, else 1.
-fn served_temperature(model: &MirageModel) -> f64 {
-    model
-        .config()
-        .calibration
-        .as_ref()
-        .map_or(1.0, |c| f64::from(c.temperature))
-}
-
 /// Zero-shot logits of a single-label task as `POST /v1/classify` forms them: the logit scale
 /// times the cosine of each image to each class's prompt-ensemble prototype.
 fn zero_shot_logits(
@@ -514,7 +505,7 @@ pub fn evaluate(
         if !task.classes.is_empty() {
             let truth = class_truth(&labels, &split.images, name, &task.classes)?;
             let logits = zero_shot_logits(model, &image_emb, task, truth)?;
-            let t = served_temperature(model);
+            let t = f64::from(served_temperature(model));
             let (predicted, confidence, correct) = logits.top1(t);
             let truth = &logits.truth;
             per_query.insert(
@@ -603,11 +594,7 @@ pub fn evaluate(
     let (noisy_captions, noisy) = inject_noise(&split.captions, o.noise, o.seed);
     let noise_detection = if noisy.iter().any(|&n| n) {
         let (bank, matching, bank_source) = match bundled_bank {
-            Some(bank) => (
-                bank,
-                model.config().matching.unwrap_or_default(),
-                "the bundle's text bank",
-            ),
+            Some(bank) => (bank, default_matching(model), "the bundle's text bank"),
             None => {
                 // CLIP-style bundles carry no bank: use the reference split's captions.
                 let captions = &reference.as_ref().expect("read without a bank").captions;
@@ -740,7 +727,7 @@ pub fn calibrate(model: &MirageModel, o: &CalibrateOptions) -> Result<Calibratio
         pooled.extend(&logits);
         per_task.push((name.clone(), logits));
     }
-    let previous = served_temperature(model);
+    let previous = f64::from(served_temperature(model));
     let t = pooled.fit_temperature()?;
     Ok(CalibrationReport {
         temperature: t,

@@ -70,6 +70,16 @@ pub fn prototypes(model: &MirageModel, labels: &[String], templates: &[String]) 
     l2_normalize(&mean)
 }
 
+/// The temperature zero-shot probabilities use when a request names none: the bundle's fitted
+/// calibration, else 1.
+pub fn served_temperature(model: &MirageModel) -> f32 {
+    model
+        .config()
+        .calibration
+        .as_ref()
+        .map_or(1.0, |c| c.temperature)
+}
+
 /// Classifies unit image embeddings [B, D] against `labels`; one result list per image.
 pub fn classify(
     model: &MirageModel,
@@ -92,9 +102,7 @@ pub fn classify(
     if !problems.is_empty() {
         return Err(Error::InvalidInput(problems.join("; ")));
     }
-    let t = temperature
-        .or_else(|| model.config().calibration.as_ref().map(|c| c.temperature))
-        .unwrap_or(1.0);
+    let t = temperature.unwrap_or_else(|| served_temperature(model));
     if !(t.is_finite() && t > 0.0) {
         return Err(Error::InvalidInput(format!(
             "temperature {t} must be positive"

@@ -10,7 +10,6 @@ use mirage_data::corpus::CorpusFormat;
 use mirage_data::pairs::read_pairs;
 use mirage_eval::audit::{audit_corpus, read_noise_log, AuditOptions};
 use mirage_model::matching::DEFAULT_AUDIT_THRESHOLD;
-use mirage_model::Bundle;
 use mirage_server::config::EngineArgs;
 use serde_json::json;
 
@@ -34,7 +33,7 @@ pub(crate) struct AuditArgs {
     /// Folder image references are relative to (default: the pair file's folder).
     #[arg(long)]
     image_root: Option<PathBuf>,
-    /// Flag pairs whose matching score s is below this (the server's default bound).
+    /// Flag pairs whose matching score s is below this, in [-1, 1] (the server's default bound).
     #[arg(long, default_value_t = DEFAULT_AUDIT_THRESHOLD, allow_hyphen_values = true)]
     threshold: f32,
     /// Folder for the ranked report (audit.jsonl, audit.csv, most suspicious first),
@@ -51,7 +50,7 @@ pub(crate) struct AuditArgs {
     /// works for bundles without a bank, such as the CLIP baseline).
     #[arg(long, value_enum, default_value_t = BankChoice::Bundle)]
     bank: BankChoice,
-    /// Pairs per forward pass.
+    /// Pairs per forward pass (at least 1).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Frame of multi-frame DICOM images.
@@ -76,10 +75,10 @@ pub(crate) fn audit(a: AuditArgs) -> Result<()> {
         .as_deref()
         .map(|p| read_noise_log(p, pairs.len()))
         .transpose()?;
-    let model = a.engine.load(&a.bundle)?;
+    let (bundle, model) = a.engine.open(&a.bundle)?;
     let bank = match a.bank {
         BankChoice::Bundle => {
-            let Some(bank) = Bundle::open(&a.bundle)?.text_bank(model.device())? else {
+            let Some(bank) = bundle.text_bank(model.device())? else {
                 bail!(
                     "{} has no text bank (text_bank.safetensors), so s cannot be computed against it; use a bundle exported by mirage-train, or --bank corpus",
                     a.bundle.display()

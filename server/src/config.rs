@@ -77,8 +77,20 @@ impl EngineArgs {
 
     /// Opens the bundle in `dir` on the chosen engine.
     pub fn load(&self, dir: &std::path::Path) -> Result<mirage_model::MirageModel> {
-        mirage_model::MirageModel::open(dir, &self.options())
-            .with_context(|| format!("loading bundle {}", dir.display()))
+        Ok(self.open(dir)?.1)
+    }
+
+    /// Opens the bundle in `dir` (validated once) and loads it on the chosen engine, for
+    /// commands that need the bundle's other files too (the text bank).
+    pub fn open(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<(mirage_model::Bundle, mirage_model::MirageModel)> {
+        let loading = || format!("loading bundle {}", dir.display());
+        let bundle = mirage_model::Bundle::open(dir).with_context(loading)?;
+        let model =
+            mirage_model::MirageModel::load(&bundle, &self.options()).with_context(loading)?;
+        Ok((bundle, model))
     }
 }
 

@@ -22,7 +22,7 @@ struct Measured {
     /// Items per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Bins of the expected calibration error.
+    /// Bins of the expected calibration error (at least 1).
     #[arg(long, default_value_t = 10)]
     ece_bins: usize,
     #[command(flatten)]
@@ -31,10 +31,7 @@ struct Measured {
 
 impl Measured {
     fn load(&self) -> Result<(Bundle, MirageModel)> {
-        let bundle = Bundle::open(&self.bundle)
-            .with_context(|| format!("opening bundle {}", self.bundle.display()))?;
-        let model = MirageModel::load(&bundle, &self.engine.options())?;
-        Ok((bundle, model))
+        self.engine.open(&self.bundle)
     }
 }
 
@@ -51,13 +48,14 @@ pub(crate) struct EvalArgs {
     /// Folder for `report.json` and the plots (default: print the report only).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Share of the split's pairs given another pair's caption for the noise-detection AUC.
+    /// Share of the split's pairs given another pair's caption for the noise-detection AUC, in
+    /// [0, 1).
     #[arg(long, default_value_t = 0.4)]
     noise: f64,
     /// Seed of the injected noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Neighbours in the kNN vote.
+    /// Neighbours in the kNN vote (at least 1).
     #[arg(long, default_value_t = 20)]
     k: usize,
 }
