@@ -248,6 +248,7 @@ fn main() {
 
     let mut stores = Vec::new();
     let mut filtered = Vec::new();
+    let mut with_content = Vec::new();
     for &quantization in &a.quantizations {
         eprintln!("embedded store, {quantization} (graph + SQLite, durable upserts of 1000)…");
         let dir = tempfile::tempdir_in(&a.out).unwrap();
@@ -291,8 +292,9 @@ fn main() {
         let build_s = t.elapsed().as_secs_f64();
         let bytes = store.memory_bytes() as f64 / n as f64;
         eprintln!("  built in {build_s:.1} s, {bytes:.0} bytes/vector of state in memory");
+        // Ids, scores and payloads: what an ANN library answers (plus the payload).
         let points = sweep(&a.ef, &queries, &truth, |q, ef| {
-            top_ids(&store, q, k, ef, None)
+            top_ids(&store, q, k, ef, None, false)
         });
         stores.push(serde_json::json!({
             "name": format!("mirage embedded store ({quantization} + SQLite)"),
@@ -300,6 +302,20 @@ fn main() {
             "build_s": build_s, "graph_build_s": graph_build_s, "bytes_per_vector": bytes,
             "points": points,
         }));
+        if quantization == Quantization::F32 {
+            // The same store answering as its search API does: each hit's text and image
+            // read from SQLite.
+            eprintln!("  with each hit's text from SQLite:");
+            let points = sweep(&a.ef, &queries, &truth, |q, ef| {
+                top_ids(&store, q, k, ef, None, true)
+            });
+            with_content.push(serde_json::json!({
+                "name": "mirage embedded store (f32 + SQLite), hits with their texts",
+                "quantization": "f32",
+                "build_s": build_s, "graph_build_s": graph_build_s, "bytes_per_vector": bytes,
+                "points": points,
+            }));
+        }
         if quantization == Quantization::F32 && a.filtered {
             filtered = filtered_queries(&store, &base, &queries, k, a.threads, &a.ef);
         }
@@ -312,6 +328,7 @@ fn main() {
         "ours_graph": {"name": "mirage: graph alone (f32)", "build_s": graph_build_s,
                        "bytes_per_vector": graph_bytes, "points": graph_points},
         "ours_quantized": stores.get(1..).unwrap_or_default(),
+        "ours_with_content": with_content,
         "filtered": filtered,
     });
     if let Some(first) = stores.first() {
@@ -324,17 +341,20 @@ fn main() {
     .unwrap();
 }
 
-/// Ids (the row numbers) of the store's top `k` for `q` at beam `ef`.
+/// Ids (the row numbers) of the store's top `k` for `q` at beam `ef`, with or without each
+/// hit's text read from SQLite.
 fn top_ids(
     store: &EmbeddedCollection,
     q: &[f32],
     k: usize,
     ef: usize,
     filter: Option<&Filter>,
+    with_content: bool,
 ) -> Vec<u32> {
     let mut req = SearchRequest::new(q.to_vec(), VectorName::Text, k);
     req.ef = Some(ef);
     req.filter = filter.cloned();
+    req.with_content = with_content;
     store
         .search(&req)
         .unwrap()
@@ -368,7 +388,7 @@ fn filtered_queries(
             let truth = ground_truth(base, queries, k, threads, &|i| bucket(i) < below);
             eprintln!("filter keeping {share}:");
             let points = sweep(efs, queries, &truth, |q, ef| {
-                top_ids(store, q, k, ef, Some(&filter))
+                top_ids(store, q, k, ef, Some(&filter), false)
             });
             serde_json::json!({"keeps": share, "points": points})
         })

@@ -645,6 +645,18 @@ impl EmbeddedCollection {
                 })
                 .collect::<Vec<_>>()
         };
+        if !req.with_content {
+            return Ok(scored
+                .into_iter()
+                .map(|(id, score, payload)| Hit {
+                    id,
+                    score,
+                    text: None,
+                    image: None,
+                    payload,
+                })
+                .collect());
+        }
         self.attach_texts(scored)
     }
 

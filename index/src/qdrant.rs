@@ -552,11 +552,13 @@ impl QdrantCollection {
             .into_iter()
             .filter_map(|p| {
                 let (id, text, image, payload) = split_payload(p.payload);
+                // Qdrant returns them with the payload anyway; left out, both stores agree.
+                let keep = req.with_content;
                 Some(Hit {
                     id: id?,
                     score: p.score,
-                    text,
-                    image,
+                    text: text.filter(|_| keep),
+                    image: image.filter(|_| keep),
                     payload,
                 })
             })

@@ -192,7 +192,12 @@ def print_tables(meta, ours, peers, rows, extra=()):
     if ours_at and graph_at:
         print(f"Store overhead over its bare engine at R@10≥{TARGET_RECALL}: "
               f"{100 * (1 - ours_at['qps'] / graph_at['qps']):.1f} % of QPS "
-              f"(store ef {ours_at['ef']}, graph ef {graph_at['ef']}).")
+              f"(store ef {ours_at['ef']}, graph ef {graph_at['ef']}; hits as ids, scores and payloads).")
+        for e in meta.get("ours_with_content", []):
+            at = first_reaching(e["points"])
+            if at:
+                print(f"With each hit's text read from SQLite (the search API's answer): "
+                      f"{100 * (1 - at['qps'] / graph_at['qps']):.1f} % (ef {at['ef']}).")
     if meta.get("filtered"):
         print()
         print("Filtered queries (embedded store, f32; recall against filtered brute force):")
@@ -217,7 +222,8 @@ def main():
 
     meta, base, queries, gt = load_bench(args.bench_dir)
     ours = meta["ours"]
-    extra = ([meta["ours_graph"]] if "ours_graph" in meta else []) + meta.get("ours_quantized", [])
+    extra = ([meta["ours_graph"]] if "ours_graph" in meta else []) + meta.get("ours_with_content", []) \
+        + meta.get("ours_quantized", [])
 
     peers, skipped = [], []
     for label, runner in (("hnswlib", run_hnswlib), ("faiss", run_faiss)):

@@ -250,6 +250,8 @@ impl SearchArgs {
             } else {
                 SearchMode::Auto
             },
+            // `--vectors` prints ids and scores only.
+            with_content: self.vectors.is_none(),
         }
     }
 }

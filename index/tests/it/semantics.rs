@@ -74,6 +74,20 @@ async fn store_semantics(spec: StoreSpec, name: &str) {
         );
     }
 
+    // Without content: the same hits, ids, scores and payloads, no text or image.
+    let query = data[3].1.clone();
+    let full = c.search(exact(query.clone(), 5)).await.unwrap();
+    let mut bare = exact(query, 5);
+    bare.with_content = false;
+    let bare = c.search(bare).await.unwrap();
+    assert_eq!(ids(&bare), ids(&full));
+    assert!(full.iter().all(|h| h.text.is_some()));
+    for (b, f) in bare.iter().zip(&full) {
+        assert_eq!((b.text.as_ref(), b.image.as_ref()), (None, None));
+        assert_eq!(b.payload, f.payload);
+        assert!((b.score - f.score).abs() < 1e-6);
+    }
+
     // Filtered search returns exactly the filtered brute-force answer.
     let query = unit(random_vectors(1, DIM, 99).remove(0));
     let filters = [
