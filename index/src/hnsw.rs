@@ -159,14 +159,17 @@ impl Nodes {
         });
     }
 
-    /// Collapses the rows and level-0 links, as read from a dump, into huge pages.
-    fn advise_huge_pages(&self) {
+    /// Collapses the rows and level-0 links of the nodes `from..` (new ones, or all of a graph
+    /// read from a dump) into huge pages.
+    fn advise_huge_pages(&self, from: usize) {
+        let n = self.len();
+        let values = from * self.dim..n * self.dim;
         match &self.vectors {
-            Vectors::F32(d) => advise_huge_pages(d, true),
-            Vectors::F16(d) => advise_huge_pages(d, true),
-            Vectors::I8 { codes, .. } => advise_huge_pages(codes, true),
+            Vectors::F32(d) => advise_huge_pages(d, values),
+            Vectors::F16(d) => advise_huge_pages(d, values),
+            Vectors::I8 { codes, .. } => advise_huge_pages(codes, values),
         }
-        advise_huge_pages(&self.links0, true);
+        advise_huge_pages(&self.links0, from * self.stride0..n * self.stride0);
     }
 
     /// The link slots of `node` at `level`: the count, then the ids.
@@ -361,37 +364,46 @@ impl Nodes {
 
 /// Asks Linux to back `v` with 2 MiB pages where it can: a walk reads rows at random, and with
 /// 4 KiB pages nearly every row read also misses the TLB (the profile's top stall). The advice
-/// covers the whole capacity and takes effect for pages touched after it; with `touched`, the
-/// elements already written are also collapsed into huge pages now (`MADV_COLLAPSE`, Linux 6.1),
-/// because memory that malloc recycles, or that a file was read into, was faulted in small
-/// pages before any advice: a graph loaded from its dump answered ~10 % fewer queries per
-/// second than the same graph built in memory. Without transparent huge pages, on an older
-/// kernel or another OS nothing changes.
+/// covers the whole capacity and takes effect for pages first touched after it. The huge pages
+/// holding elements `written` (as far as they lie wholly inside `v[..written.end]`) are also
+/// collapsed now (`MADV_COLLAPSE`, Linux 6.1): memory malloc recycles, or that a file was read
+/// into, was faulted in small pages before any advice. Both happened to the store: its level-0
+/// links (13 MB at 100k) come from malloc's heap once earlier frees raised its mmap threshold,
+/// and a graph loaded from its dump was read into small pages; each cost ~10–15 % of the
+/// queries per second. Without transparent huge pages, on an older kernel or another OS nothing
+/// changes.
 // Unsafe by the FFI signature only: madvise with MADV_HUGEPAGE or MADV_COLLAPSE changes no
 // contents and no mapping; the ranges lie inside the vector's own allocation.
 #[allow(unsafe_code)]
-fn advise_huge_pages<T>(v: &Vec<T>, touched: bool) {
+fn advise_huge_pages<T>(v: &Vec<T>, written: std::ops::Range<usize>) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let start = v.as_ptr() as usize;
-        let inward = |bytes: usize| {
-            let (from, to) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
-            (to > from).then(|| (from as *mut libc::c_void, to - from))
-        };
         let size = std::mem::size_of::<T>();
-        if let Some((at, len)) = inward(v.capacity() * size) {
+        let start = v.as_ptr() as usize;
+        let first = start.next_multiple_of(HUGE);
+        let end = start + v.capacity() * size;
+        if end / HUGE * HUGE > first {
             // SAFETY: see above. A refusal (EINVAL without THP) only means small pages.
-            unsafe { libc::madvise(at, len, libc::MADV_HUGEPAGE) };
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    end / HUGE * HUGE - first,
+                    libc::MADV_HUGEPAGE,
+                )
+            };
         }
-        if let Some((at, len)) = inward(v.len() * size).filter(|_| touched) {
+        let written_end = start + written.end.min(v.len()) * size;
+        let from = ((start + written.start * size) / HUGE * HUGE).max(first);
+        let to = written_end / HUGE * HUGE;
+        if to > from {
             // SAFETY: as above; EINVAL (old kernel) or EAGAIN (no free huge page) leaves the
-            // small pages in place.
-            unsafe { libc::madvise(at, len, libc::MADV_COLLAPSE) };
+            // small pages in place, and a range already in huge pages is skipped.
+            unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_COLLAPSE) };
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (v, touched);
+    let _ = (v, written);
 }
 
 /// Makes room for `additional` more elements of `v` in a fresh allocation advised for huge pages
@@ -406,9 +418,9 @@ fn grow_huge<T>(v: &mut Vec<T>, additional: usize, copy: impl Fn(&T) -> T) {
         return;
     }
     let mut fresh = Vec::with_capacity(v.len() + additional);
-    advise_huge_pages(&fresh, false);
+    advise_huge_pages(&fresh, 0..0);
     fresh.extend(v.iter().map(copy));
-    advise_huge_pages(&fresh, true);
+    advise_huge_pages(&fresh, 0..fresh.len());
     *v = fresh;
 }
 
@@ -702,6 +714,7 @@ impl HnswGraph {
         nodes
             .links0
             .resize_with(new_len * stride0, || AtomicU32::new(0));
+        nodes.advise_huge_pages(first);
         Ok(first as u32)
     }
 
@@ -828,7 +841,7 @@ impl HnswGraph {
             );
         }
         nodes.upper = upper;
-        nodes.advise_huge_pages();
+        nodes.advise_huge_pages(0);
         let computed = r.crc.clone().finalize();
         let stored = read_u32(&mut *r.inner).map_err(io)?;
         if computed != stored {
