@@ -1,6 +1,10 @@
 //! The training configuration: one TOML file (examples under `configs/`), overridden on the
 //! command line with `--set section.key=value`. Unknown keys are errors. Defaults are the
 //! published run of METHOD.md §2.6 wherever it states a value; every knob of §6.3 is here.
+//! What depends on the corpus (queue size, robust ramp, warm-up) is derived from the training
+//! set's size and the run's length when the config leaves it unset
+//! ([`TrainConfig::resolve_for_corpus`]), so one default serves an atlas of 640 pairs and
+//! PMC-OA's 1.6 M alike; the run directory's `config.toml` records the values used.
 
 use std::path::{Path, PathBuf};
 
@@ -246,7 +250,8 @@ pub struct LossConfig {
     pub ot_weighted: bool,
     /// Ramp λ_robust and λ_ot linearly from 0 over this many steps (0: from the start, as the
     /// reference) so that the bank holds trained texts before the robust terms weigh in.
-    pub robust_ramp_steps: u64,
+    /// Unset: the warm-up plus one refill of the queue (K / N steps).
+    pub robust_ramp_steps: Option<u64>,
 }
 
 impl Default for LossConfig {
@@ -260,7 +265,7 @@ impl Default for LossConfig {
             fixed_robust_weight: 0.01,
             ot_cost: OtCost::NnT,
             ot_weighted: false,
-            robust_ramp_steps: 0,
+            robust_ramp_steps: None,
         }
     }
 }
@@ -326,12 +331,20 @@ pub enum QueueFill {
     Warm,
 }
 
+/// The largest queue the derived default builds: the published run's K.
+pub const DEFAULT_QUEUE_CAP: usize = 65_536;
+
+/// Share of the run the derived warm-up takes (the published run: 10 of 100 epochs).
+pub const DEFAULT_WARMUP_SHARE: f64 = 0.1;
+
 /// The text memory queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// K rows; a multiple of the batch size.
-    pub size: usize,
+    /// K rows; a multiple of the batch size. Unset: one epoch of training texts in whole
+    /// batches, at most [`DEFAULT_QUEUE_CAP`] (a bank larger than the corpus holds stale
+    /// copies of the same captions).
+    pub size: Option<usize>,
     /// Start-of-training fill.
     pub init_fill: QueueFill,
 }
@@ -339,7 +352,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
-            size: 65_536,
+            size: None,
             init_fill: QueueFill::FullPass,
         }
     }
@@ -391,8 +404,9 @@ pub struct OptimConfig {
     pub betas: [f64; 2],
     /// Adam ε.
     pub eps: f64,
-    /// Epochs of linear warm-up (fractional allowed).
-    pub warmup_epochs: f64,
+    /// Epochs of linear warm-up (fractional allowed). Unset: [`DEFAULT_WARMUP_SHARE`] of
+    /// `epochs`.
+    pub warmup_epochs: Option<f64>,
     /// Epochs in all.
     pub epochs: usize,
     /// Stop after this many steps even if epochs remain (the schedule still spans `epochs`).
@@ -413,7 +427,7 @@ impl Default for OptimConfig {
             exclude_from_decay: false,
             betas: [0.9, 0.999],
             eps: 1e-8,
-            warmup_epochs: 10.0,
+            warmup_epochs: None,
             epochs: 100,
             max_steps: None,
             batch_size: 256,
@@ -518,6 +532,52 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// Fills what the config leaves to the corpus, for a training set of `train_pairs`: the
+    /// warm-up ([`DEFAULT_WARMUP_SHARE`] of the run), the queue (one epoch of texts in whole
+    /// batches, at most [`DEFAULT_QUEUE_CAP`]) and the robust ramp (the warm-up plus one refill
+    /// of the queue, so the robust terms weigh in once the bank holds texts of the trained
+    /// model). Values the config sets are kept. Returns a line per derived value, for the log.
+    pub fn resolve_for_corpus(&mut self, train_pairs: usize) -> Result<Vec<String>> {
+        let n = self.optim.batch_size.max(1);
+        let steps_per_epoch = (train_pairs / n).max(1);
+        let mut derived = Vec::new();
+        let warmup = match self.optim.warmup_epochs {
+            Some(w) => w,
+            None => {
+                let w = self.optim.epochs as f64 * DEFAULT_WARMUP_SHARE;
+                derived.push(format!(
+                    "optim.warmup_epochs = {w} ({DEFAULT_WARMUP_SHARE} of {} epochs)",
+                    self.optim.epochs
+                ));
+                *self.optim.warmup_epochs.insert(w)
+            }
+        };
+        if !self.loss.is_clip() {
+            let k = match self.queue.size {
+                Some(k) => k,
+                None => {
+                    let k = n * steps_per_epoch.min(DEFAULT_QUEUE_CAP / n).max(1);
+                    derived.push(format!(
+                        "queue.size = {k} (one epoch of {train_pairs} pairs in batches of {n}, \
+                         at most {DEFAULT_QUEUE_CAP})"
+                    ));
+                    *self.queue.size.insert(k)
+                }
+            };
+            if self.loss.robust_ramp_steps.is_none() {
+                let warmup_steps = (warmup * steps_per_epoch as f64).round() as u64;
+                let ramp = warmup_steps + (k / n) as u64;
+                derived.push(format!(
+                    "loss.robust_ramp_steps = {ramp} (warm-up {warmup_steps} + one queue refill {})",
+                    k / n
+                ));
+                self.loss.robust_ramp_steps = Some(ramp);
+            }
+        }
+        self.validate()?;
+        Ok(derived)
+    }
+
     /// Every inconsistency, reported at once.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
@@ -525,17 +585,15 @@ impl TrainConfig {
         if o.batch_size < 2 {
             problems.push("optim.batch_size must be at least 2 (contrastive negatives)".into());
         }
-        if !self.loss.is_clip() {
-            if self.queue.size == 0 || !self.queue.size.is_multiple_of(o.batch_size.max(1)) {
+        if let Some(k) = self.queue.size.filter(|_| !self.loss.is_clip()) {
+            if k == 0 || !k.is_multiple_of(o.batch_size.max(1)) {
                 problems.push(format!(
-                    "queue.size {} is not a multiple of optim.batch_size {}: the FIFO writes whole \
-                     batches (K mod N = 0)",
-                    self.queue.size, o.batch_size
+                    "queue.size {k} is not a multiple of optim.batch_size {}: the FIFO writes \
+                     whole batches (K mod N = 0)",
+                    o.batch_size
                 ));
             }
-            if self.nn.mode == NnMode::TopkSoft
-                && (self.nn.topk == 0 || self.nn.topk > self.queue.size)
-            {
+            if self.nn.mode == NnMode::TopkSoft && (self.nn.topk == 0 || self.nn.topk > k) {
                 problems.push(format!(
                     "nn.topk {} must be in 1..=queue.size",
                     self.nn.topk
@@ -572,7 +630,9 @@ impl TrainConfig {
         if o.lr <= 0.0 || o.epochs == 0 {
             problems.push("optim.lr and optim.epochs must be positive".into());
         }
-        if o.warmup_epochs < 0.0 || o.warmup_epochs > o.epochs as f64 {
+        if o.warmup_epochs
+            .is_some_and(|w| !(0.0..=o.epochs as f64).contains(&w))
+        {
             problems.push("optim.warmup_epochs must be in [0, epochs]".into());
         }
         if self.checkpoint.every_steps == 0 || self.checkpoint.log_every_steps == 0 {
@@ -675,7 +735,7 @@ mod tests {
         assert_eq!(c.loss.lambda_robust, 0.2);
         assert_eq!(c.loss.lambda_ot, 0.05);
         assert_eq!(c.temps.robust, 0.9);
-        assert_eq!(c.queue.size, 65_536);
+        assert_eq!(c.queue.size, None);
         assert_eq!(c.optim.weight_decay, 0.2);
         assert_eq!(c.runtime.seed, 114_514);
     }
@@ -712,6 +772,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn corpus_dependent_defaults_follow_the_training_set() {
+        // The atlas study: 640 pairs, batches of 32, 6 epochs, a 1-epoch warm-up.
+        let mut o = base();
+        o.extend([
+            "optim.batch_size=32".to_owned(),
+            "optim.epochs=6".into(),
+            "optim.warmup_epochs=1".into(),
+        ]);
+        let mut c = TrainConfig::load(None, &o, None).unwrap();
+        let derived = c.resolve_for_corpus(640).unwrap();
+        assert_eq!(c.queue.size, Some(640));
+        assert_eq!(c.loss.robust_ramp_steps, Some(40));
+        assert_eq!(c.optim.warmup_epochs, Some(1.0));
+        assert_eq!(derived.len(), 2, "{derived:?}");
+        // A partial last batch is dropped, as an epoch drops it.
+        let mut c = TrainConfig::load(None, &o, None).unwrap();
+        c.resolve_for_corpus(650).unwrap();
+        assert_eq!(c.queue.size, Some(640));
+
+        // PMC-OA-sized: the queue stops at the published K; warm-up a tenth of the run.
+        let mut c = TrainConfig::load(None, &["optim.batch_size=1024".into()], None).unwrap();
+        c.resolve_for_corpus(1_600_000).unwrap();
+        assert_eq!(c.queue.size, Some(65_536));
+        assert_eq!(c.optim.warmup_epochs, Some(10.0));
+        assert_eq!(c.loss.robust_ramp_steps, Some(10 * 1562 + 64));
+
+        // What the config sets is kept; the CLIP baseline builds no queue.
+        let mut o = base();
+        o.extend([
+            "queue.size=64".to_owned(),
+            "optim.batch_size=32".into(),
+            "loss.robust_ramp_steps=0".into(),
+        ]);
+        let mut c = TrainConfig::load(None, &o, None).unwrap();
+        assert_eq!(c.resolve_for_corpus(640).unwrap().len(), 1);
+        assert_eq!(
+            (c.queue.size, c.loss.robust_ramp_steps),
+            (Some(64), Some(0))
+        );
+        let mut clip = base();
+        clip.extend([
+            "loss.lambda_robust=0".to_owned(),
+            "loss.lambda_ot=0".into(),
+            "loss.balance=none".into(),
+        ]);
+        let mut c = TrainConfig::load(None, &clip, None).unwrap();
+        c.resolve_for_corpus(640).unwrap();
+        assert_eq!((c.queue.size, c.loss.robust_ramp_steps), (None, None));
+
+        // A top-k larger than the derived queue is refused once the queue is known.
+        let mut o = base();
+        o.extend([
+            "optim.batch_size=32".to_owned(),
+            "nn.mode=topk_soft".into(),
+            "nn.topk=100".into(),
+        ]);
+        let mut c = TrainConfig::load(None, &o, None).unwrap();
+        let e = c.resolve_for_corpus(64).unwrap_err().to_string();
+        assert!(e.contains("nn.topk 100"), "{e}");
     }
 
     #[test]

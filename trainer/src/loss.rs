@@ -83,10 +83,10 @@ pub struct Lambdas {
 impl Lambdas {
     /// The configured λ's with λ_robust and λ_ot ramped over `robust_ramp_steps`.
     pub fn at_step(c: &LossConfig, step: u64) -> Self {
-        let ramp = if c.robust_ramp_steps == 0 {
-            1.0
-        } else {
-            (step as f64 / c.robust_ramp_steps as f64).min(1.0)
+        // Unset only before `resolve_for_corpus`: no ramp.
+        let ramp = match c.robust_ramp_steps {
+            None | Some(0) => 1.0,
+            Some(r) => (step as f64 / r as f64).min(1.0),
         };
         Self {
             pair: c.lambda_pair,

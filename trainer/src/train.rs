@@ -177,7 +177,7 @@ impl Trainer {
     /// Prepares a fresh run in `run_dir` (which must not hold checkpoints yet) or resumes the
     /// checkpoint `resume`.
     pub fn new(
-        config: TrainConfig,
+        mut config: TrainConfig,
         run_dir: &Path,
         resume: Option<&Path>,
         quiet: bool,
@@ -313,14 +313,20 @@ impl Trainer {
             None => None,
         };
 
+        for line in config.resolve_for_corpus(train_len)? {
+            if !quiet {
+                eprintln!("derived from the corpus: {line}");
+            }
+        }
         let steps_per_epoch = (train_len / n) as u64;
         let total_steps = steps_per_epoch * config.optim.epochs as u64;
-        let warmup_steps = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
+        let warmup_epochs = config.optim.warmup_epochs.unwrap_or_default();
+        let warmup_steps = (warmup_epochs * steps_per_epoch as f64).round() as u64;
         let mut optimizer = AdamW::new(&model.params, &config.optim);
         let dim = model.arch.embed_dim;
         let mut queue = (!config.loss.is_clip()).then(|| {
             MemoryQueue::random(
-                config.queue.size,
+                config.queue.size.unwrap_or(n),
                 dim,
                 device,
                 config.queue.init_fill == QueueFill::Warm,

@@ -387,7 +387,7 @@ fn balance_modes_scale_the_pair_term() {
 #[test]
 fn robust_ramp_grows_linearly() {
     let c = LossConfig {
-        robust_ramp_steps: 100,
+        robust_ramp_steps: Some(100),
         ..Default::default()
     };
     assert_eq!(Lambdas::at_step(&c, 0).robust, 0.0);
