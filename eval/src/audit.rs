@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use mirage_data::pairs::Pair;
 use mirage_model::bundle::TextBank;
+use mirage_model::config::MatchingOverride;
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::matching::{audit_pairs, default_matching};
 use mirage_model::MirageModel;
@@ -28,6 +29,8 @@ pub struct AuditOptions {
     pub batch_size: usize,
     /// Frame of multi-frame DICOM images.
     pub frame: u32,
+    /// Another nearest-neighbour rule for s than the model's own (hard NN, another σ_q).
+    pub matching: MatchingOverride,
 }
 
 impl AuditOptions {
@@ -35,7 +38,8 @@ impl AuditOptions {
     ///
     /// # Errors
     ///
-    /// A threshold outside [-1, 1] (s is a cosine) or a zero batch size.
+    /// A threshold outside [-1, 1] (s is a cosine), a zero batch size, or a σ_q that is not
+    /// positive and finite.
     pub fn validate(&self) -> Result<()> {
         ensure!(
             (-1.0..=1.0).contains(&self.threshold),
@@ -43,6 +47,7 @@ impl AuditOptions {
             self.threshold
         );
         ensure!(self.batch_size >= 1, "--batch-size must be at least 1");
+        self.matching.validate()?;
         Ok(())
     }
 }
@@ -108,6 +113,9 @@ pub struct AuditSummary {
     pub bank_size: usize,
     /// σ_q of the nearest-neighbour softmax.
     pub nn_scale: f32,
+    /// Whether s used the hard nearest neighbour (argmax bank row).
+    #[serde(default)]
+    pub nn_hard: bool,
     /// Mean s of the pairs.
     pub mean_s: f64,
     /// Mean cosine of the pairs.
@@ -201,6 +209,7 @@ pub fn audit_corpus(
             (&corpus_bank.0, corpus_bank.1)
         }
     };
+    let matching = o.matching.apply(matching);
     let mut rows = Vec::with_capacity(pairs.len());
     for (b, chunk) in pairs.chunks(o.batch_size).enumerate() {
         let start = b * o.batch_size;
@@ -244,6 +253,7 @@ pub fn audit_corpus(
         bank: if corpus_bank_used { "corpus" } else { "bundle" }.to_owned(),
         bank_size: bank.captions.len(),
         nn_scale: matching.nn_scale,
+        nn_hard: matching.hard,
         mean_s: rows.iter().map(|r| f64::from(r.s)).sum::<f64>() / n,
         mean_cosine: rows
             .iter()

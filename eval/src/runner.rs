@@ -26,7 +26,7 @@ use candle_core::Tensor;
 use mirage_data::corpus::CorpusFormat;
 use mirage_data::pairs::read_pairs;
 use mirage_model::bundle::TextBank;
-use mirage_model::config::Matching;
+use mirage_model::config::{Matching, MatchingOverride};
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::matching::{default_matching, matching_scores};
 use mirage_model::zeroshot::{prototypes, served_temperature};
@@ -59,6 +59,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Bins of the expected calibration error (at least 1).
     pub ece_bins: usize,
+    /// Another nearest-neighbour rule for the noise detection's s than the model's own.
+    pub matching: MatchingOverride,
 }
 
 /// The bundle an evaluation measured.
@@ -159,6 +161,9 @@ pub struct NoiseDetection {
     pub bank_rows: usize,
     /// Softmax scale of the nearest-neighbour step.
     pub nn_scale: f32,
+    /// Whether s used the hard nearest neighbour.
+    #[serde(default)]
+    pub nn_hard: bool,
 }
 
 /// What `mirage eval` prints and saves as `report.json`.
@@ -464,6 +469,7 @@ pub fn evaluate(
     );
     ensure!(o.k >= 1, "--k must be at least 1");
     ensure!(o.ece_bins >= 1, "--ece-bins must be at least 1");
+    o.matching.validate()?;
     let started = Instant::now();
     let images_root = o.data.join("images");
     let split = read_split(&o.data, &o.split)?;
@@ -602,6 +608,7 @@ pub fn evaluate(
                 (bank, matching, "reference-split captions")
             }
         };
+        let matching = o.matching.apply(matching);
         let noisy_text_emb = embed_texts(model, &noisy_captions, o.batch_size)?;
         let s: Vec<f64> = matching_scores(&bank, matching, &image_emb, &noisy_text_emb)?
             .iter()
@@ -621,6 +628,7 @@ pub fn evaluate(
             bank: bank_source.to_owned(),
             bank_rows: bank.captions.len(),
             nn_scale: matching.nn_scale,
+            nn_hard: matching.hard,
         })
     } else {
         None

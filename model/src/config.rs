@@ -502,6 +502,40 @@ impl Default for Matching {
     }
 }
 
+/// What an evaluation or audit changes of a model's [`Matching`] (its variants of METHOD.md
+/// §2.2: hard vs soft nearest neighbour, another σ_q); unset parts keep the model's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MatchingOverride {
+    /// Hard (argmax row) or soft nearest neighbour.
+    pub hard: Option<bool>,
+    /// σ_q, positive and finite.
+    pub nn_scale: Option<f32>,
+}
+
+impl MatchingOverride {
+    /// `base` with the set parts replaced.
+    pub fn apply(self, base: Matching) -> Matching {
+        Matching {
+            nn_scale: self.nn_scale.unwrap_or(base.nn_scale),
+            hard: self.hard.unwrap_or(base.hard),
+        }
+    }
+
+    /// Checks σ_q.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when σ_q is not positive and finite.
+    pub fn validate(&self) -> Result<()> {
+        match self.nn_scale {
+            Some(x) if !(x > 0.0 && x.is_finite()) => Err(Error::InvalidInput(format!(
+                "the nearest-neighbour scale σ_q must be positive and finite (got {x})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl BundleConfig {
     /// Checks the configuration for internal consistency, reporting every problem at once.
     pub fn validate(&self) -> Result<()> {

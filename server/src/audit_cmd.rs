@@ -57,6 +57,8 @@ pub(crate) struct AuditArgs {
     #[arg(long, default_value_t = 0)]
     frame: u32,
     #[command(flatten)]
+    matching: crate::eval_cmd::MatchingArgs,
+    #[command(flatten)]
     engine: EngineArgs,
 }
 
@@ -66,6 +68,7 @@ pub(crate) fn audit(a: AuditArgs) -> Result<()> {
         threshold: a.threshold,
         batch_size: a.batch_size,
         frame: a.frame,
+        matching: a.matching.to_override(),
     };
     // Options first: a bad flag should not wait for a model to load.
     options.validate()?;

@@ -4,10 +4,39 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use mirage_eval::runner::{calibrate, evaluate, CalibrateOptions, EvalOptions};
-use mirage_model::config::Calibration;
+use mirage_model::config::{Calibration, MatchingOverride};
 use mirage_model::{write_calibrated, Bundle, MirageModel};
+
+/// The nearest-neighbour rule of the matching score s when it should not be the bundle's own:
+/// the variants of METHOD.md §2.2 that `mirage eval` and `mirage audit` can compare (choose
+/// one on a valid split, never on the test split).
+#[derive(Args, Clone, Copy)]
+pub(crate) struct MatchingArgs {
+    /// Nearest neighbour of s: `soft` (softmax-weighted mean of the bank) or `hard` (its
+    /// argmax row). Default: the bundle's.
+    #[arg(long, value_enum)]
+    nn: Option<NnRule>,
+    /// σ_q, the scale of the soft nearest neighbour's softmax (> 0). Default: the bundle's.
+    #[arg(long)]
+    nn_scale: Option<f32>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NnRule {
+    Soft,
+    Hard,
+}
+
+impl MatchingArgs {
+    pub(crate) fn to_override(self) -> MatchingOverride {
+        MatchingOverride {
+            hard: self.nn.map(|r| matches!(r, NnRule::Hard)),
+            nn_scale: self.nn_scale,
+        }
+    }
+}
 
 /// The bundle and dataset `mirage eval` and `mirage calibrate` measure, and how.
 #[derive(Args)]
@@ -58,6 +87,8 @@ pub(crate) struct EvalArgs {
     /// Neighbours in the kNN vote (at least 1).
     #[arg(long, default_value_t = 20)]
     k: usize,
+    #[command(flatten)]
+    matching: MatchingArgs,
 }
 
 pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
@@ -76,6 +107,7 @@ pub(crate) fn run_eval(a: EvalArgs) -> Result<()> {
             k: a.k,
             batch_size: m.batch_size,
             ece_bins: m.ece_bins,
+            matching: a.matching.to_override(),
         },
     )?;
     if let Some(out) = &a.out {

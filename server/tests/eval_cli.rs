@@ -434,6 +434,25 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     assert_eq!(summary["bank"], "corpus");
     let distinct: std::collections::BTreeSet<&String> = captions.iter().collect();
     assert_eq!(summary["bank_size"], distinct.len());
+    // The method's variants of s: hard nearest neighbour, another σ_q.
+    let variant: Value = serde_json::from_str(&ok(plain_args(&[
+        "--bank",
+        "corpus",
+        "--nn",
+        "hard",
+        "--nn-scale",
+        "7",
+        "--out",
+        dir.path().join("audit-hard").to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert_eq!(
+        (&variant["nn_hard"], &variant["nn_scale"]),
+        (&json!(true), &json!(7.0))
+    );
+    assert_eq!(summary["nn_hard"], false);
+    let err = fail(plain_args(&["--bank", "corpus", "--nn-scale", "0"]));
+    assert!(err.contains("σ_q"), "{err}");
 
     // Bad input: a log of another corpus, a row that is not a swap, a threshold out of range.
     std::fs::write(&log, format!("{{\"index\": {n}, \"caption_from\": 0}}\n")).unwrap();
@@ -515,6 +534,10 @@ fn eval_explains_bad_input() {
     assert!(err.contains("--noise"), "{err}");
     let err = fail(run(&["--k", "0"]));
     assert!(err.contains("--k"), "{err}");
+    let err = fail(run(&["--nn-scale", "nan"]));
+    assert!(err.contains("σ_q"), "{err}");
+    let hard: Value = serde_json::from_str(&ok(run(&["--noise", "0.5", "--nn", "hard"]))).unwrap();
+    assert_eq!(hard["noise_detection"]["nn_hard"], true);
     // A task whose labels are missing or name an unknown class.
     std::fs::write(
         data.join("dataset.json"),
