@@ -69,19 +69,21 @@ rows = {}
 for d in sorted(p for p in out.glob("mirage-*/*") if (p / "train" / "summary.json").exists()):
     valid = json.loads((d / "valid" / "report.json").read_text())["noise_detection"]
     train = json.loads((d / "train" / "summary.json").read_text())
-    r = rows.setdefault(d.name, {"valid": [], "train_s": [], "train_cos": [], "scale": set()})
+    r = rows.setdefault(d.name, {"valid": [], "valid_cos": [], "train_s": [], "train_cos": [], "scale": set()})
     r["valid"].append(valid["auc_s"])
+    r["valid_cos"].append(valid["auc_cosine"])
     r["train_s"].append(train["injected"]["auc_s"])
     r["train_cos"].append(train["injected"]["auc_cosine"])
     r["scale"].add("hard" if train.get("nn_hard") else f"{train['nn_scale']:.1f}")
 mean = statistics.mean
 best = max(rows, key=lambda v: mean(rows[v]["valid"]))
-lines = ["| variant | σ_q | runs | valid AUC of s (held-out swaps) | train-corpus AUC of s | train-corpus AUC of cosine |",
-         "|---|---|---:|---:|---:|---:|"]
+lines = ["| variant | σ_q | runs | valid AUC of s (held-out swaps) | valid AUC of cosine | train-corpus AUC of s | train-corpus AUC of cosine |",
+         "|---|---|---:|---:|---:|---:|---:|"]
 for v, r in sorted(rows.items(), key=lambda kv: -mean(kv[1]["valid"])):
     mark = " (chosen on valid)" if v == best else ""
     lines.append(f"| {v}{mark} | {', '.join(sorted(r['scale']))} | {len(r['valid'])} | "
-                 f"{mean(r['valid']):.3f} | {mean(r['train_s']):.3f} | {mean(r['train_cos']):.3f} |")
+                 f"{mean(r['valid']):.3f} | {mean(r['valid_cos']):.3f} | {mean(r['train_s']):.3f} | "
+                 f"{mean(r['train_cos']):.3f} |")
 table = "\n".join(lines)
 (out / "variants.md").write_text(table + "\n")
 (out / "variants.json").write_text(json.dumps({"chosen": best, "variants": {
