@@ -7,11 +7,15 @@
 //!   image references inside the image root;
 //! - [`pairs`]: image–caption pairs for training and evaluation, read through [`corpus`] so they
 //!   obey the same formats and the same containment check;
-//! - [`mri_atlas`] and [`radlabels`]: the offline datasets behind `mirage data …` (brain-MRI
-//!   slices with atlas captions; chest-radiograph reports with finding labels).
+//! - [`mri_atlas`], [`digits`] and [`radlabels`]: the offline datasets behind `mirage data …`
+//!   (brain-MRI slices with atlas captions; scanned handwritten digits with captions measured on
+//!   the pixels; chest-radiograph reports with finding labels), the image datasets written in
+//!   one layout (`splits`).
 #![warn(missing_docs)]
 
 pub mod corpus;
+pub mod digits;
 pub mod mri_atlas;
 pub mod pairs;
 pub mod radlabels;
+mod splits;

@@ -8,7 +8,7 @@
 //! of the same plane. The output is a pure function of the inputs and the seed.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +16,8 @@ use image::{imageops, GrayImage, Luma};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+
+use crate::splits::SplitWriter;
 
 /// A NIfTI-1 volume of unsigned bytes (what mricron-data ships), x fastest.
 pub(crate) struct Volume {
@@ -382,17 +384,7 @@ pub fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
     let p995 = f32::from(brain[(brain.len() as f64 * 0.995) as usize].max(1));
     let scale = 255.0 / p995;
 
-    let images_dir = o.out.join("images");
-    std::fs::create_dir_all(&images_dir)?;
-    let mut files: BTreeMap<&'static str, std::fs::File> = BTreeMap::new();
-    for split in ["train", "valid", "test"] {
-        files.insert(
-            split,
-            std::fs::File::create(o.out.join(format!("{split}.jsonl")))?,
-        );
-    }
-    let mut labels = std::fs::File::create(o.out.join("labels.jsonl"))?;
-    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut writer = SplitWriter::create(&o.out)?;
     for plane in Plane::ALL {
         let (slices, rows, cols) = plane.shape(t1.dims);
         for s in (0..slices).step_by(o.step) {
@@ -494,10 +486,9 @@ pub fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
                     augment(&square(&raw, o.size * 5 / 4), o.size, &mut rng)
                 };
                 let file = format!("{}_{s:03}_{copy}.png", plane.name());
-                img.save(images_dir.join(&file))
+                img.save(writer.image_path(&file))
                     .with_context(|| format!("writing {file}"))?;
                 let row = json!({
-                    "image": file,
                     "caption": text,
                     "plane": plane.name(),
                     "slice": s,
@@ -508,14 +499,9 @@ pub fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
                         None => n.clone(),
                     }).collect::<Vec<_>>(),
                 });
-                let file_of_split = files.get_mut(split).expect("every split has a file");
-                writeln!(file_of_split, "{row}")?;
-                writeln!(
-                    labels,
-                    "{}",
-                    json!({"image": file, "split": split, "plane": plane.name(), "hemisphere": hemisphere, "structures": present})
-                )?;
-                *counts.entry(split).or_default() += 1;
+                let labels =
+                    json!({"plane": plane.name(), "hemisphere": hemisphere, "structures": present});
+                writer.add(split, &file, row, labels)?;
             }
         }
     }
@@ -526,7 +512,6 @@ pub fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
         "slice_step": o.step,
         "gap_slices": o.gap,
         "seed": o.seed,
-        "images": counts,
         // `mirage eval` reads these: single-label tasks have `classes`, presence tasks `labels`;
         // `prompts` are the ensemble templates ({} = class or label).
         "tasks": {
@@ -540,14 +525,7 @@ pub fn build(o: &AtlasOptions) -> Result<BTreeMap<&'static str, usize>> {
             },
         },
     });
-    std::fs::write(
-        o.out.join("dataset.json"),
-        serde_json::to_vec_pretty(&meta)?,
-    )?;
-    for f in files.values_mut() {
-        f.flush()?;
-    }
-    Ok(counts)
+    writer.finish(meta)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use mirage_data::{mri_atlas, radlabels};
+use mirage_data::{digits, mri_atlas, radlabels};
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -17,6 +17,28 @@ pub(crate) enum DataCommand {
     /// from Debian's mricron-data (Colin-27 T1 + AAL): `train|valid|test.jsonl`, `images/`,
     /// `labels.jsonl` (plane, hemisphere, structure presence) and `dataset.json`.
     MriAtlas(MriAtlasArgs),
+    /// A PMC-OA-format image–caption dataset of 1,797 real scanned handwritten digits (UCI, as
+    /// shipped in scikit-learn's wheel) captioned from the pixels: digit, stroke weight, slant;
+    /// `train|valid|test.jsonl` (70/15/15 within each digit), `images/`, `labels.jsonl` and
+    /// `dataset.json` (three zero-shot tasks).
+    Digits(DigitsArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DigitsArgs {
+    /// scikit-learn's `digits.csv.gz` (scripts/fetch-assets.sh puts it in
+    /// $MIRAGE_CACHE/assets/sklearn).
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Side of the square PNGs (at least 8).
+    #[arg(long, default_value_t = 32)]
+    size: u32,
+    /// Seed of the split shuffle.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -54,19 +76,19 @@ pub(crate) struct RadlabelsArgs {
     out: PathBuf,
 }
 
-/// The radlabels package in the asset cache.
-fn default_radlabels() -> PathBuf {
+/// `name` in the asset cache.
+fn asset(name: &str) -> PathBuf {
     let assets = std::env::var_os("MIRAGE_ASSETS")
         .map(PathBuf::from)
         .or_else(mirage_server::config::default_assets_dir)
         .unwrap_or_default();
-    assets.join("radlabels")
+    assets.join(name)
 }
 
 pub(crate) fn run_data(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Radlabels(args) => {
-            let dir = args.radlabels.unwrap_or_else(default_radlabels);
+            let dir = args.radlabels.unwrap_or_else(|| asset("radlabels"));
             let n = radlabels::build(&dir, &args.out)?;
             eprintln!("wrote {n} reports to {}", args.out.display());
             Ok(())
@@ -79,6 +101,18 @@ pub(crate) fn run_data(cmd: DataCommand) -> Result<()> {
                 augment: a.augment,
                 gap: a.gap,
                 step: a.step,
+                seed: a.seed,
+            })?;
+            println!("{}", json!({"out": a.out, "images": counts}));
+            Ok(())
+        }
+        DataCommand::Digits(a) => {
+            let counts = digits::build(&digits::DigitsOptions {
+                source: a
+                    .source
+                    .unwrap_or_else(|| asset("sklearn").join("digits.csv.gz")),
+                out: a.out.clone(),
+                size: a.size,
                 seed: a.seed,
             })?;
             println!("{}", json!({"out": a.out, "images": counts}));

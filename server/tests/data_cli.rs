@@ -5,6 +5,25 @@ mod common;
 use common::{assets_dir, fail, mirage, ok, require_asset};
 use mirage_model::testing::{write_tiny_bundle, TinyVision};
 
+/// The rows of a JSONL file.
+fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A dataset's `labels.jsonl` rows by image file name.
+fn labels_by_image(
+    dataset: &std::path::Path,
+) -> std::collections::HashMap<String, serde_json::Value> {
+    jsonl(&dataset.join("labels.jsonl"))
+        .into_iter()
+        .map(|v| (v["image"].as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
 #[test]
 fn radlabels_corpus_indexes_and_filters_by_finding() {
     let Some(src) = require_asset(assets_dir().join("radlabels")) else {
@@ -137,13 +156,7 @@ fn mri_atlas_dataset_is_deterministic_split_with_gaps_and_captioned_from_the_atl
             "{f} differs"
         );
     }
-    let read = |split: &str| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(a.join(format!("{split}.jsonl")))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let read = |split: &str| jsonl(&a.join(format!("{split}.jsonl")));
     let (train, valid, test) = (read("train"), read("valid"), read("test"));
     assert_eq!(
         summary["images"]["train"].as_u64().unwrap() as usize,
@@ -179,15 +192,7 @@ fn mri_atlas_dataset_is_deterministic_split_with_gaps_and_captioned_from_the_atl
     let planes: std::collections::BTreeSet<&str> =
         train.iter().map(|r| r["plane"].as_str().unwrap()).collect();
     assert_eq!(planes.len(), 3);
-    let labels: std::collections::HashMap<String, serde_json::Value> =
-        std::fs::read_to_string(a.join("labels.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["image"].as_str().unwrap().to_owned(), v)
-            })
-            .collect();
+    let labels = labels_by_image(&a);
     let mut mentioned: std::collections::BTreeMap<&str, usize> = Default::default();
     for r in &train {
         let c = r["caption"].as_str().unwrap();
@@ -229,4 +234,129 @@ fn mri_atlas_dataset_is_deterministic_split_with_gaps_and_captioned_from_the_atl
         dir.path().join("c").to_str().unwrap(),
     ]));
     assert!(err.contains("mricron-data"), "{err}");
+}
+
+#[test]
+fn digits_dataset_is_stratified_deterministic_and_captioned_from_the_pixels() {
+    let Some(source) = require_asset(assets_dir().join("sklearn/digits.csv.gz")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let build = |out: &std::path::Path, seed: &str| {
+        ok(mirage(&[
+            "data",
+            "digits",
+            "--source",
+            source.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--size",
+            "16",
+            "--seed",
+            seed,
+        ]))
+    };
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let summary: serde_json::Value = serde_json::from_str(build(&a, "0").trim()).unwrap();
+    build(&b, "0");
+    build(&c, "1");
+    for f in [
+        "train.jsonl",
+        "valid.jsonl",
+        "test.jsonl",
+        "labels.jsonl",
+        "dataset.json",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_ne!(
+        std::fs::read(a.join("test.jsonl")).unwrap(),
+        std::fs::read(c.join("test.jsonl")).unwrap(),
+        "another seed draws another split"
+    );
+    let read = |split: &str| jsonl(&a.join(format!("{split}.jsonl")));
+    let splits = [read("train"), read("valid"), read("test")];
+    // 1,797 images, each in one split, every digit in every split at about 70 / 15 / 15.
+    assert_eq!(splits.iter().map(Vec::len).sum::<usize>(), 1797);
+    assert_eq!(summary["images"]["test"], splits[2].len());
+    for (rows, share) in splits.iter().zip([0.70, 0.15, 0.15]) {
+        for digit in mirage_data::digits::DIGIT_WORDS {
+            let n = rows.iter().filter(|r| r["digit"] == digit).count() as f64;
+            let of_digit = splits
+                .iter()
+                .flatten()
+                .filter(|r| r["digit"] == digit)
+                .count() as f64;
+            assert!(
+                (n / of_digit - share).abs() < 0.02,
+                "{digit}: {n} of {of_digit}"
+            );
+        }
+    }
+    let labels = labels_by_image(&a);
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for (rows, split) in splits.iter().zip(["train", "valid", "test"]) {
+        for r in rows {
+            let image = r["image"].as_str().unwrap();
+            let l = &labels[image];
+            assert_eq!(l["split"], split);
+            let (digit, stroke, slant) = (
+                l["digit"].as_str().unwrap(),
+                l["stroke"].as_str().unwrap(),
+                l["slant"].as_str().unwrap(),
+            );
+            assert_eq!(
+                r["caption"],
+                format!("a handwritten {digit} with {stroke} strokes, {slant}")
+            );
+            *counts.entry(format!("stroke {stroke}")).or_default() += 1;
+            *counts.entry(format!("slant {slant}")).or_default() += 1;
+        }
+    }
+    // Thirds: each stroke and slant class holds about a third of the images.
+    for (class, n) in &counts {
+        assert!((500..700).contains(n), "{class}: {n} ({counts:?})");
+    }
+    // The first source row is a zero; its PNG is the 8 x 8 grid scaled to --size.
+    let first = image::open(a.join("images/digit_0000.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(first.dimensions(), (16, 16));
+    assert_eq!(labels["digit_0000.png"]["digit"], "zero");
+    assert!(first.pixels().any(|p| p[0] > 200) && first.get_pixel(0, 0)[0] == 0);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["tasks"]["digit"]["classes"].as_array().unwrap().len(),
+        10
+    );
+
+    let err = fail(mirage(&[
+        "data",
+        "digits",
+        "--source",
+        "/nonexistent/digits.csv.gz",
+        "--out",
+        dir.path().join("d").to_str().unwrap(),
+    ]));
+    assert!(err.contains("fetch-assets.sh sklearn"), "{err}");
+    let err = fail(mirage(&[
+        "data",
+        "digits",
+        "--source",
+        source.to_str().unwrap(),
+        "--out",
+        dir.path().join("e").to_str().unwrap(),
+        "--size",
+        "4",
+    ]));
+    assert!(err.contains("--size must be at least 8"), "{err}");
 }
