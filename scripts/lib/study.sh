@@ -1,10 +1,18 @@
 # Shared by scripts/noise-study.sh and scripts/ablation.sh (sourced, not run): building the
-# programs once, the MRI-atlas data, and one resumable run (train → calibrate on valid → eval on
-# test). Expects `out` to be set; defines `bin` and `data`.
+# programs once, the study's dataset, and one resumable run (train → calibrate on valid → eval
+# on test). Expects `out` to be set; defines `bin`, `data` and `config`.
 
-# Builds mirage and mirage-train and copies them under $out/bin (a rebuild while a study runs
-# cannot change the programs halfway), and writes the atlas under $out/data once.
+# study_setup [atlas|digits]: builds mirage and mirage-train and copies them under $out/bin (a
+# rebuild while a study runs cannot change the programs halfway), and writes the dataset under
+# $out/data once: the MRI atlas (`mirage data mri-atlas`, configs/study-atlas.toml) or the
+# handwritten digits (`mirage data digits`, configs/study-digits.toml).
 study_setup() {
+  local dataset=${1:-atlas}
+  case "$dataset" in
+    atlas) config=configs/study-atlas.toml ;;
+    digits) config=configs/study-digits.toml ;;
+    *) echo "$(basename "$0"): unknown dataset $dataset (atlas or digits)" >&2; exit 2 ;;
+  esac
   export MIRAGE_CACHE="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MIRAGE_CACHE/target}"
   scripts/fetch-assets.sh >/dev/null
@@ -14,13 +22,17 @@ study_setup() {
   mkdir -p "$bin"
   cp "$CARGO_TARGET_DIR/debug/mirage" "$CARGO_TARGET_DIR/debug/mirage-train" "$bin/"
   data="$out/data"
-  if [[ ! -f "$data/dataset.json" ]]; then
-    "$bin/mirage" data mri-atlas --out "$data"
+  if [[ -f "$data/dataset.json" ]]; then
+    return
   fi
+  case "$dataset" in
+    atlas) "$bin/mirage" data mri-atlas --out "$data" ;;
+    digits) "$bin/mirage" data digits --out "$data" ;;
+  esac
 }
 
 # study_run NAME METHOD ETA SEED [--set key=value ...]: trains $out/NAME with
-# configs/study-atlas.toml at noise ETA and SEED (plus the settings), fits the zero-shot
+# $config at noise ETA and SEED (plus the settings), fits the zero-shot
 # temperature on the valid split, evaluates the calibrated bundle on the clean test split (report
 # and per-query outcomes), and audits the training corpus with its noise log. Skipped when its
 # test report exists.
@@ -34,7 +46,7 @@ study_run() {
   fi
   echo "$(basename "$0"): $run: training ($(((SECONDS - started) / 60)) min so far)"
   rm -rf "$run"
-  "$bin/mirage-train" train --config configs/study-atlas.toml --out "$run" --quiet \
+  "$bin/mirage-train" train --config "$config" --out "$run" --quiet \
     --set "data.train=$data/train.jsonl" --set "data.valid=$data/valid.jsonl" \
     --set "data.image_root=$data/images" --set "noise.fp_rate=$eta" \
     --set "runtime.seed=$seed" --set "model.model_id=$name" \
