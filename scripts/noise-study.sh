@@ -8,12 +8,13 @@
 # plots of metric vs η (study-*.png). The trainer validates on the valid split each epoch (metrics.jsonl); that is
 # the only split knobs were chosen on.
 #
-#   scripts/noise-study.sh [--dataset atlas|digits] [--out DIR] [--seeds "0 1"]
+#   scripts/noise-study.sh [--dataset atlas|digits] [--data-args "ARGS"] [--out DIR] [--seeds "0 1"]
 #                          [--etas "0 0.2 0.4 0.6"] [--epochs N]
 #                          [--set key=value ...]   (extra trainer settings for both methods)
 #
 # --dataset digits runs the same study on the handwritten digits (`mirage data digits`,
-# configs/study-digits.toml) instead of the MRI atlas.
+# configs/study-digits.toml) instead of the MRI atlas. --data-args go to the dataset's builder
+# (`mirage data mri-atlas --help`), e.g. "--augment 5" for an atlas twice the default size.
 #
 # Runs are resumable: a finished run (its test report exists) is skipped, so re-running after an
 # interruption continues where it stopped. Everything runs on CPU; README states the time.
@@ -22,6 +23,7 @@ cd "$(dirname "$0")/.."
 
 out=runs/noise-study
 dataset=atlas
+data_args=""
 seeds="0 1"
 etas="0 0.2 0.4 0.6"
 epochs=""
@@ -30,18 +32,20 @@ while (($#)); do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --dataset) dataset="$2"; shift 2 ;;
+    --data-args) data_args="$2"; shift 2 ;;
     --seeds) seeds="$2"; shift 2 ;;
     --etas) etas="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
     --set) extra+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "noise-study: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [[ -n "$epochs" ]] && extra+=(--set "optim.epochs=$epochs")
 
 source scripts/lib/study.sh
-study_setup "$dataset"
+# shellcheck disable=SC2086 # the builder's arguments are words
+study_setup "$dataset" $data_args
 
 # CLIP = the same run with the robust and OT terms off and no balancing (no queue is built).
 clip_settings=(--set loss.lambda_robust=0 --set loss.lambda_ot=0 --set loss.balance=none)

@@ -2,12 +2,14 @@
 # programs once, the study's dataset, and one resumable run (train → calibrate on valid → eval
 # on test). Expects `out` to be set; defines `bin`, `data` and `config`.
 
-# study_setup [atlas|digits]: builds mirage and mirage-train and copies them under $out/bin (a
-# rebuild while a study runs cannot change the programs halfway), and writes the dataset under
-# $out/data once: the MRI atlas (`mirage data mri-atlas`, configs/study-atlas.toml) or the
-# handwritten digits (`mirage data digits`, configs/study-digits.toml).
+# study_setup [atlas|digits [BUILDER-ARG ...]]: builds mirage and mirage-train and copies them
+# under $out/bin (a rebuild while a study runs cannot change the programs halfway), and writes the
+# dataset under $out/data once: the MRI atlas (`mirage data mri-atlas`, configs/study-atlas.toml)
+# or the handwritten digits (`mirage data digits`, configs/study-digits.toml), the builder given
+# the extra arguments (e.g. `--augment 5` for a larger atlas).
 study_setup() {
   local dataset=${1:-atlas}
+  local builder_args=("${@:2}")
   case "$dataset" in
     atlas) config=configs/study-atlas.toml ;;
     digits) config=configs/study-digits.toml ;;
@@ -26,8 +28,8 @@ study_setup() {
     return
   fi
   case "$dataset" in
-    atlas) "$bin/mirage" data mri-atlas --out "$data" ;;
-    digits) "$bin/mirage" data digits --out "$data" ;;
+    atlas) "$bin/mirage" data mri-atlas --out "$data" "${builder_args[@]}" ;;
+    digits) "$bin/mirage" data digits --out "$data" "${builder_args[@]}" ;;
   esac
 }
 
