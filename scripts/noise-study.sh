@@ -14,7 +14,8 @@
 #
 # --dataset digits runs the same study on the handwritten digits (`mirage data digits`,
 # configs/study-digits.toml) instead of the MRI atlas. --data-args go to the dataset's builder
-# (`mirage data mri-atlas --help`), e.g. "--augment 5" for an atlas twice the default size.
+# (`mirage data mri-atlas --help`, `mirage data digits --help`), e.g. "--augment 5" for an atlas
+# twice the default size. The dataset is written once per --out: a new --data-args needs a new --out.
 #
 # Runs are resumable: a finished run (its test report exists) is skipped, so re-running after an
 # interruption continues where it stopped. Everything runs on CPU; README states the time.
