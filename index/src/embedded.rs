@@ -3,7 +3,8 @@
 //! ```text
 //! <root>/<collection>/
 //!   manifest.json            format version, dim, metric, model id + sha256, graph parameters
-//!   items.sqlite (+ -wal)    items (id, text, image, payload) and every live vector: the truth
+//!   items.sqlite (+ -wal)    items (id, text, image, payload), every live vector, and the
+//!                            FTS5 table of the texts' analyzed terms (lexical search): the truth
 //!   graph-<seq>-<nonce>-text.hnsw      graph dumps (the engine named in the manifest),
 //!   graph-<seq>-<nonce>-image.hnsw     covering points up to <seq>
 //!   LOCK                     held (flock) while a process has the collection open
@@ -31,10 +32,11 @@ use crate::flat::{FlatVectors, Scored, TopK};
 use crate::graph::{GraphEngine, ENGINE};
 use crate::hnsw::HnswGraph;
 use crate::kernels::dot;
+use crate::lexical;
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
-    Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
+    LexicalRequest, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
 };
 
 const DB_FILE: &str = "items.sqlite";
@@ -43,6 +45,8 @@ const LOCK_FILE: &str = "LOCK";
 /// In-memory view of one item: what filtering and hit assembly need without touching the disk.
 struct ItemEntry {
     id: String,
+    /// The item's rowid in `items`, which is also its row in the `lexical` FTS5 table.
+    row: i64,
     payload: Map<String, Value>,
     points: [Option<u64>; 2],
 }
@@ -56,6 +60,7 @@ struct State {
     items: Vec<Option<ItemEntry>>,
     free_slots: Vec<u32>,
     slot_of: HashMap<String, u32>,
+    slot_of_row: HashMap<i64, u32>,
     spaces: [Space; 2],
 }
 
@@ -72,12 +77,14 @@ impl State {
                 }
             }
             self.slot_of.remove(&entry.id);
+            self.slot_of_row.remove(&entry.row);
             self.free_slots.push(slot);
         }
     }
 
     fn add_item(&mut self, entry: ItemEntry) -> u32 {
         let id = entry.id.clone();
+        let row = entry.row;
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.items[s as usize] = Some(entry);
@@ -89,6 +96,7 @@ impl State {
             }
         };
         self.slot_of.insert(id, slot);
+        self.slot_of_row.insert(row, slot);
         slot
     }
 
@@ -154,7 +162,55 @@ CREATE TABLE IF NOT EXISTS points (
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS points_by_item ON points(item_id);
+-- The analyzed terms of each item's text (crate::lexical), rowid = the item's rowid in `items`,
+-- written in the item's own transaction. The terms arrive space-separated and contain no ASCII
+-- punctuation but the joiners, so the ascii tokenizer splits them exactly where the analyzer did.
+CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(terms, tokenize = \"ascii tokenchars '-./+'\");
 ";
+
+/// The `meta` key naming the analyzer that wrote the `lexical` table.
+const LEXICAL_KEY: &str = "lexical.analyzer";
+
+/// Makes the `lexical` table hold this build's analysis of every item's text: collections made
+/// before it existed, or by another analyzer version, are (re-)analyzed once, in one transaction.
+fn ensure_lexical(conn: &mut Connection, dir: &Path) -> Result<()> {
+    let current: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [LEXICAL_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if current.as_deref() == Some(lexical::ANALYZER) {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let mut analyzed = 0usize;
+    {
+        tx.execute("DELETE FROM lexical", [])?;
+        let mut put = tx.prepare("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)")?;
+        let mut stmt = tx.prepare("SELECT rowid, text FROM items WHERE text IS NOT NULL")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (rowid, text): (i64, String) = (row.get(0)?, row.get(1)?);
+            let terms = lexical::analyze(&text);
+            if !terms.is_empty() {
+                put.execute(params![rowid, lexical::fts_document(&terms)])?;
+                analyzed += 1;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        params![LEXICAL_KEY, lexical::ANALYZER],
+    )?;
+    tx.commit()?;
+    if analyzed > 0 {
+        tracing::info!(collection = %dir.display(), texts = analyzed, analyzer = lexical::ANALYZER,
+            "built the lexical index of an existing collection");
+    }
+    Ok(())
+}
 
 fn vector_to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -293,8 +349,9 @@ impl EmbeddedCollection {
         let manifest = Manifest::read(&dir)?;
         manifest.check_engine(&dir)?;
         let lock = lock_collection(&dir)?;
-        let writer = open_db(&dir)?;
+        let mut writer = open_db(&dir)?;
         writer.execute_batch(SCHEMA)?;
+        ensure_lexical(&mut writer, &dir)?;
         let reader = open_db(&dir)?;
         let state = load_state(&dir, &manifest, &writer)?;
         let generation = read_generation(&writer)?;
@@ -399,7 +456,12 @@ impl EmbeddedCollection {
         let mut conn = self.lock_writer();
         let tx = conn.transaction()?;
         let mut new_points = Vec::with_capacity(prepared.len());
+        let mut rows = Vec::with_capacity(prepared.len());
         {
+            let mut row_of = tx.prepare_cached("SELECT rowid FROM items WHERE id = ?1")?;
+            let mut del_terms = tx.prepare_cached("DELETE FROM lexical WHERE rowid = ?1")?;
+            let mut put_terms =
+                tx.prepare_cached("INSERT INTO lexical (rowid, terms) VALUES (?1, ?2)")?;
             let mut del_points = tx.prepare_cached("DELETE FROM points WHERE item_id = ?1")?;
             let mut put_item = tx.prepare_cached(
                 "INSERT OR REPLACE INTO items (id, text, image, payload) VALUES (?1, ?2, ?3, ?4)",
@@ -408,9 +470,23 @@ impl EmbeddedCollection {
                 "INSERT INTO points (item_id, space, vector) VALUES (?1, ?2, ?3)",
             )?;
             for (item, vectors) in &prepared {
+                let old: Option<i64> = row_of.query_row([&item.id], |r| r.get(0)).optional()?;
+                if let Some(old) = old {
+                    del_terms.execute([old])?;
+                }
                 del_points.execute([&item.id])?;
                 let payload = Value::Object(item.payload.clone()).to_string();
                 put_item.execute(params![item.id, item.text, item.image, payload])?;
+                let row = tx.last_insert_rowid();
+                rows.push(row);
+                let terms = item
+                    .text
+                    .as_deref()
+                    .map(lexical::analyze)
+                    .unwrap_or_default();
+                if !terms.is_empty() {
+                    put_terms.execute(params![row, lexical::fts_document(&terms)])?;
+                }
                 let mut points = [None, None];
                 for name in VectorName::ALL {
                     if let Some(v) = &vectors[name.index()] {
@@ -446,12 +522,13 @@ impl EmbeddedCollection {
             self.read_state().spaces[name.index()].graph.add(&batch)?;
         }
         let mut state = self.write_state();
-        for ((item, vectors), points) in prepared.into_iter().zip(new_points) {
+        for (((item, vectors), points), row) in prepared.into_iter().zip(new_points).zip(rows) {
             if let Some(&slot) = state.slot_of.get(&item.id) {
                 state.remove_item(slot);
             }
             let slot = state.add_item(ItemEntry {
                 id: item.id,
+                row,
                 payload: item.payload,
                 points,
             });
@@ -478,9 +555,13 @@ impl EmbeddedCollection {
         let tx = conn.transaction()?;
         let mut deleted = 0;
         {
+            let mut del_terms = tx.prepare_cached(
+                "DELETE FROM lexical WHERE rowid = (SELECT rowid FROM items WHERE id = ?1)",
+            )?;
             let mut del_points = tx.prepare_cached("DELETE FROM points WHERE item_id = ?1")?;
             let mut del_item = tx.prepare_cached("DELETE FROM items WHERE id = ?1")?;
             for id in ids {
+                del_terms.execute([id])?;
                 del_points.execute([id])?;
                 deleted += del_item.execute([id])? as u64;
             }
@@ -648,16 +729,70 @@ impl EmbeddedCollection {
         if !req.with_content {
             return Ok(scored
                 .into_iter()
-                .map(|(id, score, payload)| Hit {
-                    id,
-                    score,
-                    text: None,
-                    image: None,
-                    payload,
-                })
+                .map(|(id, score, payload)| Hit::new(id, score, None, None, payload))
                 .collect());
         }
         self.attach_texts(scored)
+    }
+
+    /// BM25 search of the items' texts ([`crate::lexical`]): FTS5's `bm25()` over the analyzed
+    /// terms, best first, the filter applied to each candidate in rank order.
+    pub fn lexical_search(&self, req: &LexicalRequest) -> Result<Vec<Hit>> {
+        let limit = req.validate()?;
+        let depth = limit + req.offset;
+        let terms = lexical::query_terms(&req.text);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = req.filter.as_ref().filter(|f| !f.is_empty());
+        let scored = {
+            let mut conn = self
+                .reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tx = conn.transaction()?;
+            // `rank` is bm25() (negated: best first); with a filter the rows are read in rank
+            // order until enough pass it.
+            let sql = if filter.is_some() {
+                "SELECT rowid, rank FROM lexical WHERE lexical MATCH ?1 ORDER BY rank"
+            } else {
+                "SELECT rowid, rank FROM lexical WHERE lexical MATCH ?1 ORDER BY rank LIMIT ?2"
+            };
+            let mut stmt = tx.prepare_cached(sql)?;
+            let query = lexical::fts_query(&terms);
+            // A few rows beyond the page: a row committed but not yet in memory is skipped.
+            let fetch = (depth + 16) as i64;
+            let mut rows = if filter.is_some() {
+                stmt.query(params![query])?
+            } else {
+                stmt.query(params![query, fetch])?
+            };
+            let state = self.read_state();
+            let mut scored = Vec::with_capacity(depth);
+            while let Some(row) = rows.next()? {
+                let (rowid, rank): (i64, f64) = (row.get(0)?, row.get(1)?);
+                let Some(entry) = state.slot_of_row.get(&rowid).and_then(|&s| state.entry(s))
+                else {
+                    continue;
+                };
+                if filter.is_some_and(|f| !f.matches(&entry.payload)) {
+                    continue;
+                }
+                scored.push((entry.id.clone(), -rank as f32, entry.payload.clone()));
+                if scored.len() == depth {
+                    break;
+                }
+            }
+            scored
+        };
+        let page: Vec<_> = scored.into_iter().skip(req.offset).collect();
+        if !req.with_content {
+            return Ok(page
+                .into_iter()
+                .map(|(id, score, payload)| Hit::new(id, score, None, None, payload))
+                .collect());
+        }
+        self.attach_texts(page)
     }
 
     fn attach_texts(&self, scored: Vec<(String, f32, Map<String, Value>)>) -> Result<Vec<Hit>> {
@@ -681,13 +816,7 @@ impl EmbeddedCollection {
                 })
                 .optional()?;
             if let Some((text, image)) = row {
-                hits.push(Hit {
-                    id,
-                    score,
-                    text,
-                    image,
-                    payload,
-                });
+                hits.push(Hit::new(id, score, text, image, payload));
             }
         }
         drop(stmt);
@@ -716,6 +845,7 @@ impl EmbeddedCollection {
             tombstones: tombstones as u64,
             format_version: self.manifest.format_version,
             generation: Some(self.generation()),
+            lexical: Some(lexical::ANALYZER.to_owned()),
         }
     }
 
@@ -894,6 +1024,7 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
         items: Vec::new(),
         free_slots: Vec::new(),
         slot_of: HashMap::new(),
+        slot_of_row: HashMap::new(),
         spaces: [
             Space {
                 graph: new_graph(manifest, 0)?,
@@ -906,11 +1037,12 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
         ],
     };
     {
-        let mut stmt = conn.prepare("SELECT id, payload FROM items")?;
+        let mut stmt = conn.prepare("SELECT rowid, id, payload FROM items")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let payload: String = row.get(1)?;
+            let rowid: i64 = row.get(0)?;
+            let id: String = row.get(1)?;
+            let payload: String = row.get(2)?;
             let Ok(Value::Object(payload)) = serde_json::from_str(&payload) else {
                 return Err(IndexError::Corrupt {
                     path: dir.to_path_buf(),
@@ -919,6 +1051,7 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
             };
             state.add_item(ItemEntry {
                 id,
+                row: rowid,
                 payload,
                 points: [None, None],
             });

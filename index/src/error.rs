@@ -103,3 +103,11 @@ impl IndexError {
         Self::InvalidRequest(msg.into())
     }
 }
+
+/// The error of a lexical or hybrid search on a collection without a lexical index.
+pub(crate) fn no_lexical_index(name: &str) -> IndexError {
+    IndexError::invalid(format!(
+        "collection {name:?} has no lexical index (made before lexical search existed, or by \
+         another analyzer version): rebuild it to search with mode lexical or hybrid, or use mode dense"
+    ))
+}

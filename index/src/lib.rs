@@ -12,7 +12,9 @@ pub mod filter;
 mod flat;
 pub mod graph;
 mod hnsw;
+pub mod hybrid;
 mod kernels;
+pub mod lexical;
 pub mod manifest;
 pub mod npy;
 pub mod pipeline;
@@ -31,6 +33,6 @@ pub use hnsw::HnswGraph;
 pub use kernels::dot;
 pub use store::{drop_collection, list_collections, locate, probe, Collection, StoreSpec};
 pub use types::{
-    CollectionConfig, CollectionInfo, Hit, HnswParams, Item, ModelRef, Quantization, SearchMode,
-    SearchRequest, StoredItem, VectorName,
+    CollectionConfig, CollectionInfo, Hit, HnswParams, Item, LegHit, Legs, LexicalRequest,
+    ModelRef, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
 };

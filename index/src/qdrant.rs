@@ -2,15 +2,23 @@
 //! mapped to UUIDs (Qdrant accepts only integers and UUIDs), and the item's own id, text and image
 //! kept under the reserved payload key `_mirage`. The model the collection was built with is
 //! recorded in the collection's metadata, as the embedded store records it in its manifest.
+//!
+//! Lexical search ([`crate::lexical`]): each item with text also has a sparse vector `lexical`
+//! holding BM25's term-frequency part per term (length-normalised by the average length of the
+//! collection's first batch, recorded in the metadata), and its distinct terms under
+//! `_mirage.terms` (a keyword index): a query weighs each term by its inverse document frequency,
+//! counted exactly with that index, as FTS5 weighs it in the embedded store.
 
 use std::collections::{HashMap, HashSet};
 
 use qdrant_client::qdrant::{
     self, point_id::PointIdOptions, vectors_output::VectorsOptions, CountPointsBuilder,
-    CreateCollectionBuilder, Datatype, DeletePointsBuilder, Distance, GetPointsBuilder,
-    HnswConfigDiffBuilder, PointId, PointStruct, PointsIdsList, QuantizationType,
-    QueryPointsBuilder, ScalarQuantizationBuilder, SearchParamsBuilder, UpsertPointsBuilder,
-    VectorParamsBuilder, VectorsConfigBuilder,
+    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, Datatype, DeletePointsBuilder,
+    Distance, FieldType, GetPointsBuilder, HnswConfigDiffBuilder, NamedVectors, PointId,
+    PointStruct, PointsIdsList, QuantizationType, QueryPointsBuilder, ScalarQuantizationBuilder,
+    SearchParamsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    UpdateCollectionBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{json, Map, Value};
@@ -19,16 +27,21 @@ use sha2::{Digest, Sha256};
 use crate::embedded::validate_collection_name;
 use crate::error::{IndexError, Result, StoreFailure};
 use crate::filter::{Condition, FieldTest, Filter, MatchValue};
+use crate::lexical;
 use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit,
-    HnswParams, Item, ModelRef, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
-    RESERVED_PAYLOAD_KEY,
+    HnswParams, Item, LexicalRequest, ModelRef, Quantization, SearchMode, SearchRequest,
+    StoredItem, VectorName, RESERVED_PAYLOAD_KEY,
 };
 
 /// Points per upsert request: large enough to amortise the round trip, small enough to stay
 /// far below gRPC's message limit at 1024-d vectors.
 const UPSERT_BATCH: usize = 256;
 const METADATA_KEY: &str = "mirage";
+/// The sparse vector of the lexical index.
+const LEXICAL_VECTOR: &str = "lexical";
+/// The payload key of an item's distinct terms (keyword-indexed: document frequencies).
+const TERMS_KEY: &str = "_mirage.terms";
 
 /// How long a request may wait for a connection: a dead node must fail fast, so callers (and
 /// probes) learn of an outage in seconds rather than at the request timeout.
@@ -72,6 +85,9 @@ pub struct QdrantCollection {
     model: ModelRef,
     hnsw: HnswParams,
     url: String,
+    /// Whether the collection has a lexical index (made by this analyzer), and the average
+    /// document length its sparse values were normalised by, once the first texts are written.
+    lexical: Option<std::sync::Mutex<Option<f64>>>,
 }
 
 fn connect(url: &str, api_key: Option<&str>) -> Result<Qdrant> {
@@ -113,14 +129,23 @@ fn point_id(id: &str) -> PointId {
     PointId::from(point_uuid(id))
 }
 
-fn metadata_of(config: &CollectionConfig) -> Value {
+fn metadata_of(config: &CollectionConfig, avg_len: Option<f64>) -> Value {
     json!({
         "format_version": crate::manifest::FORMAT_VERSION,
         "dim": config.dim,
         "model_id": config.model.model_id,
         "sha256": config.model.sha256,
         "hnsw": config.hnsw,
+        "lexical": {"analyzer": lexical::ANALYZER, "avg_len": avg_len},
     })
+}
+
+/// The lexical index recorded in the metadata: `Some(avg_len)` when it was made by this
+/// analyzer (`avg_len` unset until the first texts are written).
+fn lexical_of(metadata: &Map<String, Value>) -> Option<Option<f64>> {
+    let lex = metadata.get(METADATA_KEY)?.get("lexical")?;
+    (lex.get("analyzer")?.as_str()? == lexical::ANALYZER)
+        .then(|| lex.get("avg_len").and_then(Value::as_f64))
 }
 
 /// Reads what `metadata_of` wrote.
@@ -260,9 +285,12 @@ impl QdrantCollection {
                 vectors.add_named_vector_params(v.as_str(), params);
             }
             let mut metadata = HashMap::new();
-            metadata.insert(METADATA_KEY.to_string(), metadata_of(config));
+            metadata.insert(METADATA_KEY.to_string(), metadata_of(config, None));
+            let mut sparse = SparseVectorsConfigBuilder::default();
+            sparse.add_named_vector_params(LEXICAL_VECTOR, SparseVectorParamsBuilder::default());
             let mut create = CreateCollectionBuilder::new(name)
                 .vectors_config(vectors)
+                .sparse_vectors_config(sparse)
                 .hnsw_config(
                     HnswConfigDiffBuilder::default()
                         .m(config.hnsw.m as u64)
@@ -283,6 +311,13 @@ impl QdrantCollection {
                 .create_collection(create)
                 .await
                 .map_err(|e| qerr(&format!("create collection {name}"), e))?;
+            client
+                .create_field_index(
+                    CreateFieldIndexCollectionBuilder::new(name, TERMS_KEY, FieldType::Keyword)
+                        .wait(true),
+                )
+                .await
+                .map_err(|e| qerr(&format!("index the terms of {name}"), e))?;
         }
         let c = Self::open_with(client, url, name).await?;
         if c.dim != config.dim {
@@ -317,11 +352,16 @@ impl QdrantCollection {
             .collection_info(name)
             .await
             .map_err(|e| qerr(&format!("collection info {name}"), e))?;
-        let metadata = info
-            .result
-            .and_then(|r| r.config)
-            .map(|c| c.metadata)
-            .unwrap_or_default();
+        let config = info.result.and_then(|r| r.config);
+        let has_sparse = config
+            .as_ref()
+            .and_then(|c| c.params.as_ref())
+            .and_then(|p| p.sparse_vectors_config.as_ref())
+            .is_some_and(|s| s.map.contains_key(LEXICAL_VECTOR));
+        let metadata = config.map(|c| c.metadata).unwrap_or_default();
+        let lexical = has_sparse
+            .then(|| lexical_of(&Payload::from(metadata.clone()).into()))
+            .flatten();
         let (dim, model, hnsw) = parse_metadata(name, metadata)?;
         Ok(Self {
             client,
@@ -330,7 +370,61 @@ impl QdrantCollection {
             model,
             hnsw,
             url: url.into(),
+            lexical: lexical.map(std::sync::Mutex::new),
         })
+    }
+
+    /// The average document length of the lexical index: the recorded one, else (first texts
+    /// of the collection) this batch's, which is then recorded. Another writer may have recorded
+    /// one since this collection was opened, so the metadata is read again before recording.
+    async fn lexical_avg_len(&self, batch: &[usize]) -> Result<Option<f64>> {
+        let Some(cell) = &self.lexical else {
+            return Ok(None);
+        };
+        if let Some(avg) = *cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            return Ok(Some(avg));
+        }
+        let info = self
+            .client
+            .collection_info(&self.name)
+            .await
+            .map_err(|e| self.fail("collection info", e))?;
+        let metadata: Map<String, Value> = Payload::from(
+            info.result
+                .and_then(|r| r.config)
+                .map(|c| c.metadata)
+                .unwrap_or_default(),
+        )
+        .into();
+        let recorded = lexical_of(&metadata).flatten();
+        let avg = match recorded {
+            Some(avg) => avg,
+            None if batch.is_empty() => return Ok(None),
+            None => {
+                let avg = batch.iter().sum::<usize>() as f64 / batch.len() as f64;
+                let mut mirage = metadata.get(METADATA_KEY).cloned().unwrap_or(json!({}));
+                mirage["lexical"] = json!({"analyzer": lexical::ANALYZER, "avg_len": avg});
+                let mut update = HashMap::new();
+                update.insert(METADATA_KEY.to_string(), mirage);
+                self.client
+                    .update_collection(UpdateCollectionBuilder::new(&self.name).metadata(update))
+                    .await
+                    .map_err(|e| self.fail("record the lexical index's average length", e))?;
+                avg
+            }
+        };
+        *cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(avg);
+        Ok(Some(avg))
+    }
+
+    /// Whether the collection has a lexical index.
+    pub fn has_lexical(&self) -> bool {
+        self.lexical.is_some()
     }
 
     /// Collection name.
@@ -365,21 +459,41 @@ impl QdrantCollection {
     /// Inserts or replaces items (whole points: vectors and payload), waiting for each batch to
     /// be applied before acknowledging.
     pub async fn upsert(&self, items: Vec<Item>) -> Result<()> {
-        let mut points = Vec::with_capacity(items.len());
+        let mut checked = Vec::with_capacity(items.len());
         for item in items {
-            let vectors: HashMap<String, Vec<f32>> = VectorName::ALL
-                .into_iter()
-                .zip(checked_vectors(&item, self.dim)?)
-                .filter_map(|(name, v)| Some((name.as_str().to_string(), v?)))
-                .collect();
+            let vectors = checked_vectors(&item, self.dim)?;
+            let terms = match (&self.lexical, &item.text) {
+                (Some(_), Some(text)) => lexical::analyze(text),
+                _ => Vec::new(),
+            };
+            checked.push((item, vectors, terms));
+        }
+        let lengths: Vec<usize> = checked
+            .iter()
+            .map(|(_, _, t)| t.len())
+            .filter(|&n| n > 0)
+            .collect();
+        let avg_len = self.lexical_avg_len(&lengths).await?;
+        let mut points = Vec::with_capacity(checked.len());
+        for (item, vectors, terms) in checked {
+            let mut named = NamedVectors::default();
+            for (name, v) in VectorName::ALL.into_iter().zip(vectors) {
+                if let Some(v) = v {
+                    named = named.add_vector(name.as_str(), Vector::new_dense(v));
+                }
+            }
+            let mut ours = json!({"id": item.id, "text": item.text, "image": item.image});
+            if let (Some(avg), false) = (avg_len, terms.is_empty()) {
+                let (counts, len) = lexical::term_counts(&terms);
+                let (indices, values) = sparse_weights(&counts, len, avg);
+                named = named.add_vector(LEXICAL_VECTOR, Vector::new_sparse(indices, values));
+                ours["terms"] = counts.into_iter().map(|(t, _)| Value::String(t)).collect();
+            }
             let mut payload = item.payload;
-            payload.insert(
-                RESERVED_PAYLOAD_KEY.into(),
-                json!({"id": item.id, "text": item.text, "image": item.image}),
-            );
+            payload.insert(RESERVED_PAYLOAD_KEY.into(), ours);
             points.push(PointStruct::new(
                 point_id(&item.id),
-                vectors,
+                named,
                 Payload::from(payload),
             ));
         }
@@ -547,22 +661,68 @@ impl QdrantCollection {
             .query(q)
             .await
             .map_err(|e| self.fail("search", e))?;
-        Ok(res
-            .result
+        Ok(self.hits(res.result, req.with_content))
+    }
+
+    /// BM25 search over the items' texts: the query's terms weighted by their inverse document
+    /// frequencies (exact counts), against the stored term-frequency parts.
+    pub async fn lexical_search(&self, req: &LexicalRequest) -> Result<Vec<Hit>> {
+        let limit = req.validate()?;
+        if self.lexical.is_none() {
+            return Err(crate::error::no_lexical_index(&self.name));
+        }
+        let terms = lexical::query_terms(&req.text);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let with_terms = || qdrant::Condition::has_vector(LEXICAL_VECTOR);
+        let n_docs = self.count_condition(with_terms()).await?;
+        let mut weights: HashMap<u32, f32> = HashMap::new();
+        for t in &terms {
+            let df = self
+                .count_condition(qdrant::Condition::matches(TERMS_KEY, t.clone()))
+                .await?;
+            if df > 0 {
+                *weights.entry(lexical::term_index(t)).or_default() +=
+                    lexical::idf(n_docs, df) as f32;
+            }
+        }
+        if weights.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (indices, values): (Vec<u32>, Vec<f32>) = weights.into_iter().unzip();
+        let mut q = QueryPointsBuilder::new(&self.name)
+            .query(VectorInput::new_sparse(indices, values))
+            .using(LEXICAL_VECTOR)
+            .limit(limit as u64)
+            .offset(req.offset as u64)
+            .with_payload(true);
+        if let Some(f) = &req.filter {
+            q = q.filter(to_qdrant_filter(f));
+        }
+        let res = self
+            .client
+            .query(q)
+            .await
+            .map_err(|e| self.fail("lexical search", e))?;
+        Ok(self.hits(res.result, req.with_content))
+    }
+
+    fn hits(&self, points: Vec<qdrant::ScoredPoint>, with_content: bool) -> Vec<Hit> {
+        points
             .into_iter()
             .filter_map(|p| {
                 let (id, text, image, payload) = split_payload(p.payload);
                 // Qdrant returns them with the payload anyway; left out, both stores agree.
-                let keep = req.with_content;
-                Some(Hit {
-                    id: id?,
-                    score: p.score,
-                    text: text.filter(|_| keep),
-                    image: image.filter(|_| keep),
+                Some(Hit::new(
+                    id?,
+                    p.score,
+                    text.filter(|_| with_content),
+                    image.filter(|_| with_content),
                     payload,
-                })
+                ))
             })
-            .collect())
+            .collect()
     }
 
     /// Sizes and settings.
@@ -585,8 +745,20 @@ impl QdrantCollection {
             format_version: crate::manifest::FORMAT_VERSION,
             // Qdrant keeps no collection-wide write counter.
             generation: None,
+            lexical: self.has_lexical().then(|| lexical::ANALYZER.to_owned()),
         })
     }
+}
+
+/// The sparse vector of a document's term counts: one index per term (colliding terms' weights
+/// added), BM25's term-frequency part as the value.
+fn sparse_weights(counts: &[(String, u32)], len: usize, avg_len: f64) -> (Vec<u32>, Vec<f32>) {
+    let mut by_index: std::collections::BTreeMap<u32, f32> = std::collections::BTreeMap::new();
+    for (term, tf) in counts {
+        *by_index.entry(lexical::term_index(term)).or_default() +=
+            lexical::tf_weight(*tf, len, avg_len) as f32;
+    }
+    by_index.into_iter().unzip()
 }
 
 /// Deletes a collection created by mirage.

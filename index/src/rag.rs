@@ -1,13 +1,24 @@
 //! MM-RAG context assembly, shared by `POST /v1/rag/context` and `mirage rag`: search a
-//! collection with one or more query vectors, keep each item's best score, abstain when the best
-//! match is below a bound, drop near-duplicate passages (word Jaccard), and number the rest as
+//! collection in any retrieval mode ([`crate::hybrid`]: a question's vector and words, an
+//! image's vector), abstain when the best match is below a bound, choose how many passages to
+//! pass on (adaptive k), drop near-duplicate passages (word Jaccard), and number the rest as
 //! citations within a character budget.
+//!
+//! Adaptive k, in rank order, each rule optional but the first: a passage is dropped when its
+//! dense cosine is below `min_score` (a passage only the lexical leg found has no cosine and is
+//! not judged by it); when its ranking score is below `relative_score` × the best ranking score;
+//! and from the first passage whose score falls below the previous one by more than
+//! `max_score_gap` × the best score, every later passage goes. Near-duplicates of a kept
+//! passage, passages past `k` and past the budget go too. Every candidate's fate is reported.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
+use crate::hybrid::{self, Query, RetrievalMode};
 use crate::types::MAX_SEARCH_DEPTH;
-use crate::{Collection, Filter, Hit, SearchMode, SearchRequest, VectorName};
+use crate::{Collection, Hit};
 
 /// Largest character budget of a context.
 pub const MAX_CONTEXT_CHARS: usize = 1_000_000;
@@ -28,6 +39,11 @@ pub struct RagOptions {
     pub dedup_threshold: f32,
     /// Abstain when the best score is below this cosine, in [-1, 1].
     pub min_score: f32,
+    /// Drop passages scoring below this fraction of the best score, in [0, 1].
+    pub relative_score: Option<f32>,
+    /// Stop at the first drop between consecutive scores larger than this fraction of the best
+    /// score, in [0, 1].
+    pub max_score_gap: Option<f32>,
 }
 
 impl Default for RagOptions {
@@ -39,6 +55,8 @@ impl Default for RagOptions {
             max_chars: 4000,
             dedup_threshold: 0.9,
             min_score: 0.2,
+            relative_score: None,
+            max_score_gap: None,
         }
     }
 }
@@ -69,6 +87,14 @@ impl RagOptions {
                 self.min_score
             ));
         }
+        for (field, v) in [
+            ("relative_score", self.relative_score),
+            ("max_score_gap", self.max_score_gap),
+        ] {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                return invalid(format!("{field} must be in [0, 1] (got {v})"));
+            }
+        }
         Ok(())
     }
 }
@@ -92,6 +118,39 @@ pub struct RagContext {
     pub duplicates_removed: usize,
     /// Whether the budget cut passages.
     pub truncated: bool,
+    /// Every candidate considered, in rank order, with whether it was cited and why not.
+    pub passages: Vec<PassageDecision>,
+}
+
+/// What became of one candidate passage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassageDecision {
+    /// Item id.
+    pub id: String,
+    /// Its ranking score.
+    pub score: f32,
+    /// Why it was cited or dropped.
+    pub decision: Decision,
+}
+
+/// The fate of a candidate passage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Cited.
+    Cited,
+    /// Its dense cosine is below `min_score`.
+    BelowMinScore,
+    /// Its score is below `relative_score` × the best.
+    BelowRelativeScore,
+    /// It comes after a score gap larger than `max_score_gap` × the best.
+    AfterScoreGap,
+    /// A near-duplicate of a better passage.
+    Duplicate,
+    /// `k` passages were already cited.
+    BeyondK,
+    /// The character budget was spent.
+    OverBudget,
 }
 
 impl RagContext {
@@ -119,52 +178,49 @@ fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
     a.intersection(b).count() as f32 / union as f32
 }
 
-/// Searches `collection` (called `name` in citations) with every query vector, merges the hits
-/// and assembles the context.
+/// Searches `collection` (called `name` in citations) with `query` (its page is set here:
+/// three times `k` candidates, so near-duplicate removal still leaves `k`) and assembles the
+/// context.
 ///
 /// # Errors
 ///
-/// Options out of range, no query, or a store failure.
+/// Options out of range, a query the mode cannot run, or a store failure.
 pub async fn rag_context(
     collection: &Collection,
     name: &str,
-    queries: Vec<Vec<f32>>,
-    target: VectorName,
-    filter: Option<Filter>,
+    mut query: Query,
     options: &RagOptions,
 ) -> Result<RagContext> {
     options.validate()?;
-    if queries.is_empty() {
+    if query.vectors.is_empty() && query.text.is_none() {
         return Err(IndexError::invalid("give a question, an image, or both"));
     }
-    // Over-fetch so near-duplicate removal still leaves k passages.
-    let fetch = (options.k * 3).min(MAX_SEARCH_DEPTH);
-    let mut best: HashMap<String, Hit> = HashMap::new();
-    for vector in queries {
-        let mut req = SearchRequest::new(vector, target, fetch);
-        req.filter = filter.clone();
-        req.mode = SearchMode::Auto;
-        for h in collection.search(req).await? {
-            match best.get(&h.id) {
-                Some(prev) if prev.score >= h.score => {}
-                _ => {
-                    best.insert(h.id.clone(), h);
-                }
-            }
-        }
-    }
-    let mut hits: Vec<Hit> = best.into_values().collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-    Ok(assemble(name, hits, options))
+    query.limit = (options.k * 3).min(MAX_SEARCH_DEPTH);
+    query.offset = 0;
+    let hits = hybrid::search(collection, &query).await?;
+    Ok(assemble(name, hits, options, query.mode))
+}
+
+/// The dense cosine of a hit, when the dense leg found it.
+fn cosine(h: &Hit) -> Option<f32> {
+    h.legs.dense.map(|l| l.score)
 }
 
 /// Assembles a context from hits sorted by decreasing score.
-fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions) -> RagContext {
+fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions, mode: RetrievalMode) -> RagContext {
     let min_score = o.min_score;
-    let best_score = hits.first().map(|h| h.score);
+    // The abstention bound is a cosine: in lexical mode only an empty answer abstains.
+    let best_score = if mode == RetrievalMode::Lexical {
+        hits.first().map(|h| h.score)
+    } else {
+        hits.iter().filter_map(cosine).reduce(f32::max)
+    };
     let abstain_reason = match best_score {
-        None => Some("the collection has no item that matches the query and filter".to_owned()),
-        Some(s) if s < min_score => Some(format!(
+        None if hits.is_empty() => {
+            Some("the collection has no item that matches the query and filter".to_owned())
+        }
+        None => None,
+        Some(s) if mode != RetrievalMode::Lexical && s < min_score => Some(format!(
             "the best match scores {s:.3}, below the abstention bound {min_score:.3}: the collection holds nothing close enough to cite"
         )),
         _ => None,
@@ -179,23 +235,50 @@ fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions) -> RagContext {
             min_score,
             duplicates_removed: 0,
             truncated: false,
+            passages: Vec::new(),
         };
     }
+    let top = hits.first().map_or(0.0, |h| h.score);
+    let mut passages = Vec::with_capacity(hits.len());
     let mut kept: Vec<(Hit, HashSet<String>)> = Vec::new();
     let mut duplicates_removed = 0;
-    for h in hits.into_iter().filter(|h| h.score >= min_score) {
-        let w = words(h.text.as_deref().unwrap_or(""));
-        if kept
-            .iter()
-            .any(|(_, k)| jaccard(k, &w) >= o.dedup_threshold)
-        {
-            duplicates_removed += 1;
-            continue;
-        }
-        kept.push((h, w));
-        if kept.len() == o.k {
-            break;
-        }
+    let mut gap_passed = false;
+    let mut previous = top;
+    for h in hits {
+        let gap = previous - h.score;
+        previous = h.score;
+        gap_passed |= o.max_score_gap.is_some_and(|g| gap > g * top.abs());
+        let decision = if cosine(&h).is_some_and(|c| c < min_score) {
+            Decision::BelowMinScore
+        } else if o.relative_score.is_some_and(|r| h.score < r * top) {
+            Decision::BelowRelativeScore
+        } else if gap_passed {
+            Decision::AfterScoreGap
+        } else if kept.len() == o.k {
+            Decision::BeyondK
+        } else {
+            let w = words(h.text.as_deref().unwrap_or(""));
+            if kept
+                .iter()
+                .any(|(_, k)| jaccard(k, &w) >= o.dedup_threshold)
+            {
+                duplicates_removed += 1;
+                Decision::Duplicate
+            } else {
+                passages.push(PassageDecision {
+                    id: h.id.clone(),
+                    score: h.score,
+                    decision: Decision::Cited,
+                });
+                kept.push((h, w));
+                continue;
+            }
+        };
+        passages.push(PassageDecision {
+            id: h.id,
+            score: h.score,
+            decision,
+        });
     }
     let mut context = String::new();
     let mut citations = Vec::new();
@@ -212,8 +295,7 @@ fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions) -> RagContext {
             h.id,
             h.score
         );
-        if context.chars().count() + entry.chars().count() > o.max_chars {
-            truncated = true;
+        if truncated || context.chars().count() + entry.chars().count() > o.max_chars {
             if citations.is_empty() {
                 // Cut the best passage to fit rather than return nothing.
                 let room = o.max_chars.saturating_sub(1);
@@ -223,8 +305,11 @@ fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions) -> RagContext {
                     .collect::<String>()
                     + "…\n";
                 citations.push(h);
+            } else if let Some(p) = passages.iter_mut().find(|p| p.id == h.id) {
+                p.decision = Decision::OverBudget;
             }
-            break;
+            truncated = true;
+            continue;
         }
         context.push_str(&entry);
         citations.push(h);
@@ -238,6 +323,7 @@ fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions) -> RagContext {
         min_score,
         duplicates_removed,
         truncated,
+        passages,
     }
 }
 
@@ -246,13 +332,19 @@ mod tests {
     use super::*;
 
     fn hit(id: &str, score: f32, text: &str) -> Hit {
-        Hit {
-            id: id.to_owned(),
+        let mut h = Hit::new(
+            id.to_owned(),
             score,
-            text: Some(text.to_owned()),
-            image: None,
-            payload: serde_json::Map::new(),
-        }
+            Some(text.to_owned()),
+            None,
+            serde_json::Map::new(),
+        );
+        h.legs.dense = Some(crate::LegHit { rank: 0, score });
+        h
+    }
+
+    fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions) -> RagContext {
+        super::assemble(name, hits, o, RetrievalMode::Dense)
     }
 
     fn options() -> RagOptions {
@@ -261,7 +353,102 @@ mod tests {
             max_chars: 1000,
             dedup_threshold: 0.9,
             min_score: 0.2,
+            relative_score: None,
+            max_score_gap: None,
         }
+    }
+
+    fn decisions(r: &RagContext) -> Vec<(&str, Decision)> {
+        r.passages
+            .iter()
+            .map(|p| (p.id.as_str(), p.decision))
+            .collect()
+    }
+
+    #[test]
+    fn adaptive_k_rules_each_drop_what_they_name() {
+        let hits = || {
+            vec![
+                hit("a", 0.80, "effusion"),
+                hit("b", 0.75, "atelectasis"),
+                hit("c", 0.39, "cardiomegaly"),
+                hit("d", 0.38, "pneumothorax"),
+                hit("e", 0.15, "fracture"),
+            ]
+        };
+        let o = RagOptions { k: 10, ..options() };
+        let r = assemble("r", hits(), &o);
+        use Decision::*;
+        assert_eq!(
+            decisions(&r),
+            [
+                ("a", Cited),
+                ("b", Cited),
+                ("c", Cited),
+                ("d", Cited),
+                ("e", BelowMinScore)
+            ]
+        );
+        let r = assemble(
+            "r",
+            hits(),
+            &RagOptions {
+                relative_score: Some(0.5),
+                ..o
+            },
+        );
+        assert_eq!(
+            decisions(&r),
+            [
+                ("a", Cited),
+                ("b", Cited),
+                ("c", BelowRelativeScore),
+                ("d", BelowRelativeScore),
+                ("e", BelowMinScore)
+            ]
+        );
+        // The drop from b (0.75) to c (0.39) is 0.36 > 0.25 × 0.80: c and everything after go.
+        let r = assemble(
+            "r",
+            hits(),
+            &RagOptions {
+                max_score_gap: Some(0.25),
+                min_score: 0.0,
+                ..o
+            },
+        );
+        assert_eq!(
+            decisions(&r),
+            [
+                ("a", Cited),
+                ("b", Cited),
+                ("c", AfterScoreGap),
+                ("d", AfterScoreGap),
+                ("e", AfterScoreGap)
+            ]
+        );
+        assert_eq!(r.citations.len(), 2);
+        let r = assemble("r", hits(), &RagOptions { k: 1, ..o });
+        assert_eq!(decisions(&r)[1], ("b", BeyondK));
+    }
+
+    #[test]
+    fn lexical_only_hits_are_not_judged_by_the_cosine_bound() {
+        let mut words_only = hit("w", 0.01, "tracheostomy tube");
+        words_only.legs.dense = None;
+        let r = super::assemble(
+            "r",
+            vec![hit("a", 0.9, "effusion"), words_only.clone()],
+            &options(),
+            RetrievalMode::Hybrid,
+        );
+        assert_eq!(r.citations.len(), 2);
+        // Lexical mode: BM25 scores, no abstention bound.
+        let mut lex = words_only;
+        lex.score = 7.5;
+        let r = super::assemble("r", vec![lex], &options(), RetrievalMode::Lexical);
+        assert!(!r.abstained);
+        assert_eq!(r.best_score, Some(7.5));
     }
 
     #[test]
@@ -339,6 +526,20 @@ mod tests {
                     ..options()
                 },
                 "min_score",
+            ),
+            (
+                RagOptions {
+                    relative_score: Some(1.5),
+                    ..options()
+                },
+                "relative_score",
+            ),
+            (
+                RagOptions {
+                    max_score_gap: Some(-0.1),
+                    ..options()
+                },
+                "max_score_gap",
             ),
         ] {
             let e = o.validate().unwrap_err().to_string();

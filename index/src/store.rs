@@ -9,7 +9,8 @@ use crate::embedded::{self, EmbeddedCollection};
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
 use crate::types::{
-    CollectionConfig, CollectionInfo, Hit, Item, ModelRef, SearchRequest, StoredItem,
+    CollectionConfig, CollectionInfo, Hit, Item, LexicalRequest, ModelRef, SearchRequest,
+    StoredItem,
 };
 
 /// Where collections live: `embedded:DIR` or `qdrant:URL` (the gRPC URL, e.g.
@@ -299,6 +300,29 @@ impl Collection {
             }
             #[cfg(feature = "qdrant")]
             Self::Qdrant(c) => c.search(&req).await,
+        }
+    }
+
+    /// BM25 search of the items' texts ([`crate::lexical`]); same analyzer and formula in both
+    /// stores. A Qdrant collection made before lexical search existed has no index: an error
+    /// says so.
+    pub async fn lexical_search(&self, req: LexicalRequest) -> Result<Vec<Hit>> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.lexical_search(&req)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.lexical_search(&req).await,
+        }
+    }
+
+    /// Whether the collection has a lexical index (every embedded collection does).
+    pub fn has_lexical(&self) -> bool {
+        match self {
+            Self::Embedded(_) => true,
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c.has_lexical(),
         }
     }
 

@@ -120,7 +120,9 @@ pub struct StoredItem {
 pub struct Hit {
     /// Item id.
     pub id: String,
-    /// Cosine similarity of the query and the item's vector in the target space.
+    /// Dense search: the cosine similarity of the query and the item's vector in the target
+    /// space. Lexical search: the BM25 score. Hybrid search: the fused score
+    /// ([`crate::hybrid`]).
     pub score: f32,
     /// Report or caption text.
     pub text: Option<String>,
@@ -128,6 +130,85 @@ pub struct Hit {
     pub image: Option<String>,
     /// JSON metadata.
     pub payload: Map<String, Value>,
+    /// Where each retrieval leg ranked the item (set by [`crate::hybrid`]; empty on a plain
+    /// store search).
+    #[serde(default)]
+    pub legs: Legs,
+}
+
+impl Hit {
+    /// A hit with no leg ranks.
+    pub fn new(
+        id: String,
+        score: f32,
+        text: Option<String>,
+        image: Option<String>,
+        payload: Map<String, Value>,
+    ) -> Self {
+        Self {
+            id,
+            score,
+            text,
+            image,
+            payload,
+            legs: Legs::default(),
+        }
+    }
+}
+
+/// A hit's rank (1-based, among the leg's candidates) and score in one retrieval leg.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LegHit {
+    /// 1-based rank in that leg.
+    pub rank: usize,
+    /// The leg's own score: cosine (dense) or BM25 (lexical).
+    pub score: f32,
+}
+
+/// Which legs of a search found a hit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Legs {
+    /// The dense (vector) leg.
+    pub dense: Option<LegHit>,
+    /// The lexical (BM25) leg.
+    pub lexical: Option<LegHit>,
+}
+
+/// A lexical (BM25) query over the items' texts ([`crate::lexical`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LexicalRequest {
+    /// The query text, analyzed as the texts were.
+    pub text: String,
+    /// Number of hits to return.
+    pub limit: usize,
+    /// Number of best hits to skip first.
+    pub offset: usize,
+    /// Payload filter.
+    pub filter: Option<Filter>,
+    /// Attach each hit's stored text and image reference.
+    pub with_content: bool,
+}
+
+impl LexicalRequest {
+    /// A plain top-`limit` query.
+    pub fn new(text: impl Into<String>, limit: usize) -> Self {
+        Self {
+            text: text.into(),
+            limit,
+            offset: 0,
+            filter: None,
+            with_content: true,
+        }
+    }
+
+    /// Checks the page and the filter; returns how many hits the page holds.
+    pub(crate) fn validate(&self) -> Result<usize> {
+        let limit = page_limit(self.limit, self.offset)?;
+        if let Some(f) = &self.filter {
+            f.validate()?;
+        }
+        Ok(limit)
+    }
 }
 
 /// How a search is carried out.
@@ -419,6 +500,10 @@ pub struct CollectionInfo {
     /// search results cite. The Qdrant store has none.
     #[serde(default)]
     pub generation: Option<u64>,
+    /// The analyzer of the collection's lexical (BM25) index, or none when it has none (Qdrant
+    /// collections made before lexical search existed).
+    #[serde(default)]
+    pub lexical: Option<String>,
 }
 
 /// Payload key reserved for the stores' own bookkeeping (the Qdrant store keeps id and text there).

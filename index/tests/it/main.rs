@@ -2,6 +2,7 @@
 
 mod common;
 mod engine;
+mod lexical;
 mod persistence;
 mod pipeline;
 mod recall;

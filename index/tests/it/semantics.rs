@@ -307,7 +307,7 @@ fn embedded_store_semantics() {
     ));
 }
 
-fn unique_qdrant_name(what: &str) -> String {
+pub(crate) fn unique_qdrant_name(what: &str) -> String {
     format!(
         "mirage-{what}-{}-{}",
         std::process::id(),
@@ -318,7 +318,7 @@ fn unique_qdrant_name(what: &str) -> String {
     )
 }
 
-fn qdrant_spec(suite: &str) -> Option<StoreSpec> {
+pub(crate) fn qdrant_spec(suite: &str) -> Option<StoreSpec> {
     let url = mirage_index::testing::qdrant_test_url(suite)?;
     if !cfg!(feature = "qdrant") {
         panic!("MIRAGE_QDRANT_URL is set but mirage-index was built without the `qdrant` feature");
