@@ -204,7 +204,10 @@ pub struct ClassifyResponse {
     pub labels: Vec<LabelResult>,
 }
 
-/// What to search with: exactly one of `text`, `image`, `vector`.
+/// What to search with: `text`, `image` or `vector`, or `text` with one of the others. The
+/// dense leg embeds the text and the image (each item at its best cosine over the two), or uses
+/// the vector as given; the lexical leg matches the text's words. An image or a vector alone is
+/// a dense query (it has no words).
 #[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Query {
@@ -246,9 +249,16 @@ pub struct SearchRequest {
     pub collection: String,
     /// The query.
     pub query: Query,
-    /// Vectors to search (default text).
+    /// Vectors the dense leg searches (default text).
     #[serde(default)]
     pub target: Target,
+    /// Retrieval mode. Default: the collection's (`search_mode`) for a query with text, else
+    /// `hybrid` when the query has text and the collection a lexical index, else `dense`.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Fusion settings of hybrid mode; unset fields take the collection's, then the defaults.
+    #[serde(default)]
+    pub fusion: Option<FusionSettings>,
     /// Hits to return. Ranks end at 1000: hits past rank 1000 (`offset + limit > 1000`) are
     /// not returned.
     #[serde(default = "default_limit")]
@@ -261,7 +271,7 @@ pub struct SearchRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub filter: Option<Value>,
-    /// Drop hits scoring below this cosine.
+    /// Drop dense candidates scoring below this cosine (not in mode `lexical`, which has none).
     #[serde(default)]
     #[schema(minimum = -1, maximum = 1)]
     pub score_threshold: Option<f32>,
@@ -293,8 +303,143 @@ pub struct Provenance {
     pub store: String,
     /// Collection version at query time (committed writes; embedded store only).
     pub index_version: Option<u64>,
-    /// Cosine similarity.
+    /// The ranking score (see `SearchHit.score`).
     pub score: f32,
+    /// The retrieval mode that ranked it.
+    pub mode: Mode,
+}
+
+/// A hit's rank and score in one retrieval leg.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct LegRank {
+    /// 1-based rank among the leg's candidates.
+    pub rank: usize,
+    /// The leg's score: cosine (dense) or BM25 (lexical).
+    pub score: f32,
+}
+
+/// Which retrieval legs found a hit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct HitLegs {
+    /// The dense (vector) leg, when it found the hit.
+    pub dense: Option<LegRank>,
+    /// The lexical (BM25) leg, when it found the hit.
+    pub lexical: Option<LegRank>,
+}
+
+impl From<mirage_index::Legs> for HitLegs {
+    fn from(l: mirage_index::Legs) -> Self {
+        let leg = |h: mirage_index::LegHit| LegRank {
+            rank: h.rank,
+            score: h.score,
+        };
+        Self {
+            dense: l.dense.map(leg),
+            lexical: l.lexical.map(leg),
+        }
+    }
+}
+
+/// Retrieval mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Vector search: an embedding of the query against the items' vectors.
+    Dense,
+    /// BM25 over the items' texts (their analyzed words).
+    Lexical,
+    /// Both, fused (reciprocal rank fusion or weighted scores).
+    Hybrid,
+}
+
+impl From<Mode> for mirage_index::hybrid::RetrievalMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Dense => Self::Dense,
+            Mode::Lexical => Self::Lexical,
+            Mode::Hybrid => Self::Hybrid,
+        }
+    }
+}
+
+impl From<mirage_index::hybrid::RetrievalMode> for Mode {
+    fn from(m: mirage_index::hybrid::RetrievalMode) -> Self {
+        use mirage_index::hybrid::RetrievalMode as R;
+        match m {
+            R::Dense => Self::Dense,
+            R::Lexical => Self::Lexical,
+            R::Hybrid => Self::Hybrid,
+        }
+    }
+}
+
+/// How hybrid mode merges its legs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionMethodSetting {
+    /// Reciprocal rank fusion: Σ weight / (rrf_k + rank) over the legs that found the hit.
+    Rrf,
+    /// Σ weight × the leg's score min-max normalised over its candidates.
+    Weighted,
+}
+
+/// Fusion settings of hybrid mode; every field optional (unset: the collection's, then the
+/// defaults: rrf, k 60, weights 1 and 1, 100 candidates per leg).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FusionSettings {
+    /// `rrf` or `weighted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<FusionMethodSetting>,
+    /// RRF's k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub rrf_k: Option<f32>,
+    /// Weight of the dense leg (not both weights 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub dense_weight: Option<f32>,
+    /// Weight of the lexical leg (not both weights 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub lexical_weight: Option<f32>,
+    /// Candidates each leg fetches (raised to `offset + limit` when smaller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub candidates: Option<usize>,
+}
+
+impl FusionSettings {
+    /// These settings over `base`: each field given replaces base's.
+    pub fn over(self, base: mirage_index::hybrid::Fusion) -> mirage_index::hybrid::Fusion {
+        use mirage_index::hybrid::FusionMethod;
+        mirage_index::hybrid::Fusion {
+            method: match self.method {
+                Some(FusionMethodSetting::Rrf) => FusionMethod::Rrf,
+                Some(FusionMethodSetting::Weighted) => FusionMethod::Weighted,
+                None => base.method,
+            },
+            rrf_k: self.rrf_k.unwrap_or(base.rrf_k),
+            dense_weight: self.dense_weight.unwrap_or(base.dense_weight),
+            lexical_weight: self.lexical_weight.unwrap_or(base.lexical_weight),
+            candidates: self.candidates.unwrap_or(base.candidates),
+        }
+    }
+
+    /// Every field of `f`, given.
+    pub fn of(f: mirage_index::hybrid::Fusion) -> Self {
+        use mirage_index::hybrid::FusionMethod;
+        Self {
+            method: Some(match f.method {
+                FusionMethod::Rrf => FusionMethodSetting::Rrf,
+                FusionMethod::Weighted => FusionMethodSetting::Weighted,
+            }),
+            rrf_k: Some(f.rrf_k),
+            dense_weight: Some(f.dense_weight),
+            lexical_weight: Some(f.lexical_weight),
+            candidates: Some(f.candidates),
+        }
+    }
 }
 
 /// One result.
@@ -304,8 +449,11 @@ pub struct SearchHit {
     pub rank: usize,
     /// Item id.
     pub id: String,
-    /// Cosine similarity.
+    /// The ranking score: cosine similarity (mode `dense`), BM25 (mode `lexical`) or the fused
+    /// score (mode `hybrid`).
     pub score: f32,
+    /// Where each retrieval leg ranked the hit.
+    pub legs: HitLegs,
     /// The item's text.
     pub text: Option<String>,
     /// The item's image reference.
@@ -324,8 +472,10 @@ pub struct SearchResponse {
     pub collection: String,
     /// Served model id.
     pub model_id: String,
-    /// `text`, `image` or `vector`.
+    /// What the query held: `text`, `image`, `vector`, `text+image` or `text+vector`.
     pub query_modality: String,
+    /// The retrieval mode that ran.
+    pub mode: Mode,
     /// Vectors searched.
     pub target: Target,
     /// Items of the collection matching the filter, with or without a vector of the searched
@@ -364,17 +514,34 @@ pub struct RagRequest {
     // The bounds of `k` and `max_chars` come from `mirage_index::rag` (set in openapi.rs).
     #[serde(default = "default_k")]
     pub k: usize,
-    /// Vectors to search (default text).
+    /// Vectors the dense leg searches (default text).
     #[serde(default)]
     pub target: Target,
+    /// Retrieval mode (default as in `POST /v1/search`: the question is the text).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Fusion settings of hybrid mode.
+    #[serde(default)]
+    pub fusion: Option<FusionSettings>,
     /// Payload filter.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub filter: Option<Value>,
-    /// Abstain when the best score is below this (default: the collection's, else the server's).
+    /// Abstain when the best dense cosine is below this, and drop passages whose cosine is
+    /// below it (default: the collection's, else the server's). Mode `lexical` has no cosine:
+    /// there, only an empty result abstains.
     #[serde(default)]
     #[schema(minimum = -1, maximum = 1)]
     pub min_score: Option<f32>,
+    /// Adaptive k: drop passages scoring below this fraction of the best score.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub relative_score: Option<f32>,
+    /// Adaptive k: stop at the first drop between consecutive scores larger than this fraction
+    /// of the best score.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub max_score_gap: Option<f32>,
     /// Character budget of `context`.
     #[serde(default = "default_max_chars")]
     pub max_chars: usize,
@@ -419,6 +586,60 @@ pub struct RagResponse {
     pub duplicates_removed: usize,
     /// Whether the budget cut passages.
     pub truncated: bool,
+    /// The retrieval mode that ran.
+    pub mode: Mode,
+    /// Every candidate considered, in rank order, with why it was cited or dropped.
+    pub passages: Vec<Passage>,
+}
+
+/// Why a candidate passage was cited or dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PassageDecision {
+    /// Cited.
+    Cited,
+    /// Its dense cosine is below `min_score`.
+    BelowMinScore,
+    /// Its score is below `relative_score` × the best.
+    BelowRelativeScore,
+    /// It comes after a score drop larger than `max_score_gap` × the best.
+    AfterScoreGap,
+    /// A near-duplicate of a better passage.
+    Duplicate,
+    /// `k` passages were already cited.
+    BeyondK,
+    /// The character budget was spent.
+    OverBudget,
+}
+
+/// One candidate passage of a RAG context.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Passage {
+    /// Item id.
+    pub id: String,
+    /// Its ranking score.
+    pub score: f32,
+    /// Cited, or why not.
+    pub decision: PassageDecision,
+}
+
+impl From<mirage_index::rag::PassageDecision> for Passage {
+    fn from(p: mirage_index::rag::PassageDecision) -> Self {
+        use mirage_index::rag::Decision as D;
+        Self {
+            id: p.id,
+            score: p.score,
+            decision: match p.decision {
+                D::Cited => PassageDecision::Cited,
+                D::BelowMinScore => PassageDecision::BelowMinScore,
+                D::BelowRelativeScore => PassageDecision::BelowRelativeScore,
+                D::AfterScoreGap => PassageDecision::AfterScoreGap,
+                D::Duplicate => PassageDecision::Duplicate,
+                D::BeyondK => PassageDecision::BeyondK,
+                D::OverBudget => PassageDecision::OverBudget,
+            },
+        }
+    }
 }
 
 /// One pair to audit.
@@ -583,6 +804,12 @@ pub struct CreateCollectionRequest {
     #[serde(default)]
     #[schema(minimum = -1, maximum = 1)]
     pub rag_min_score: Option<f32>,
+    /// Retrieval mode of text queries that name none (collections with a lexical index).
+    #[serde(default)]
+    pub search_mode: Option<Mode>,
+    /// Fusion settings of this collection's hybrid searches.
+    #[serde(default)]
+    pub fusion: Option<FusionSettings>,
 }
 
 /// One collection of a listing.
@@ -648,6 +875,13 @@ pub struct CollectionResponse {
     pub rag_min_score: f32,
     /// Graph settings.
     pub hnsw: HnswSettings,
+    /// The analyzer of the collection's lexical (BM25) index; none when it has none (a Qdrant
+    /// collection made before lexical search existed: rebuild it).
+    pub lexical_index: Option<String>,
+    /// Mode of text queries that name none.
+    pub search_mode: Mode,
+    /// Fusion settings that apply to hybrid searches.
+    pub fusion: FusionSettings,
 }
 
 /// An item to upsert; the server embeds its text and/or image.

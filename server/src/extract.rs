@@ -40,6 +40,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Deserialises a request, naming the field at fault (`fusion.method: unknown variant …`).
+fn from_value<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::invalid(format!("{what}: {inner}"))
+        } else {
+            ApiError::invalid(format!("{what}: {path}: {inner}"))
+        }
+    })
+}
+
 fn insert(root: &mut Map<String, Value>, key: &str, value: Value) -> Result<(), ApiError> {
     let segments: Vec<&str> = key.split('.').collect();
     place(root, &segments, value).ok_or_else(|| {
@@ -167,8 +180,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiBody<T> {
                 .map_err(|e| rejection(e.status(), e.body_text()))?;
             let mut value = multipart_object(mp).await?;
             integral_floats_to_integers(&mut value);
-            let t = serde_json::from_value(value)
-                .map_err(|e| ApiError::invalid(format!("request: {e}")))?;
+            let t = from_value(value, "request")?;
             Ok(Self(t))
         } else if ct.starts_with("application/json") || ct.contains("+json") {
             let bytes = axum::body::Bytes::from_request(req, state)
@@ -180,8 +192,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiBody<T> {
                 return Err(ApiError::invalid("the request body must be a JSON object"));
             }
             integral_floats_to_integers(&mut value);
-            let t = serde_json::from_value(value)
-                .map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+            let t = from_value(value, "request body")?;
             Ok(Self(t))
         } else {
             Err(ApiError::new(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use mirage_data::corpus::{read_corpus, CorpusFormat, CorpusOptions};
+use mirage_index::hybrid::{self, Fusion, FusionMethod, RetrievalMode};
 use mirage_index::pipeline::{
     bundle_ref, estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
 };
@@ -188,6 +189,70 @@ pub(crate) struct DeleteArgs {
     all: bool,
 }
 
+/// Retrieval mode and fusion flags of `mirage search` and `mirage rag`.
+#[derive(Args)]
+pub(crate) struct RetrievalArgs {
+    /// dense, lexical (BM25 over the texts) or hybrid (both, fused). Default: hybrid for text
+    /// queries on collections with a lexical index, else dense.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// How hybrid merges its legs: rrf (reciprocal rank fusion) or weighted (min-max normalised
+    /// scores).
+    #[arg(long, value_enum, default_value = "rrf")]
+    fusion: FusionArg,
+    /// RRF's k, 0–10000.
+    #[arg(long, default_value_t = Fusion::default().rrf_k)]
+    rrf_k: f32,
+    /// Weight of the dense leg, 0–1000 (not both weights 0).
+    #[arg(long, default_value_t = 1.0)]
+    dense_weight: f32,
+    /// Weight of the lexical leg, 0–1000.
+    #[arg(long, default_value_t = 1.0)]
+    lexical_weight: f32,
+    /// Candidates each leg of hybrid search fetches, 1–1000.
+    #[arg(long, default_value_t = Fusion::default().candidates)]
+    candidates: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Dense,
+    Lexical,
+    Hybrid,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FusionArg {
+    Rrf,
+    Weighted,
+}
+
+impl RetrievalArgs {
+    /// The mode (the default for a query with or without text on `c`) and the checked fusion.
+    fn resolve(&self, has_text: bool, c: &Collection) -> Result<(RetrievalMode, Fusion)> {
+        let fusion = Fusion {
+            method: match self.fusion {
+                FusionArg::Rrf => FusionMethod::Rrf,
+                FusionArg::Weighted => FusionMethod::Weighted,
+            },
+            rrf_k: self.rrf_k,
+            dense_weight: self.dense_weight,
+            lexical_weight: self.lexical_weight,
+            candidates: self.candidates,
+        };
+        fusion.validate().map_err(|e| {
+            anyhow::anyhow!("{e} (--rrf-k, --dense-weight, --lexical-weight, --candidates)")
+        })?;
+        let mode = match self.mode {
+            Some(ModeArg::Dense) => RetrievalMode::Dense,
+            Some(ModeArg::Lexical) => RetrievalMode::Lexical,
+            Some(ModeArg::Hybrid) => RetrievalMode::Hybrid,
+            None => RetrievalMode::default_for(has_text, c.has_lexical()),
+        };
+        Ok((mode, fusion))
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct SearchArgs {
     /// Bundle directory (must be the one the collection was built with).
@@ -230,6 +295,8 @@ pub(crate) struct SearchArgs {
     /// Frame of multi-frame DICOM query images.
     #[arg(long, default_value_t = 0)]
     frame: u32,
+    #[command(flatten)]
+    retrieval: RetrievalArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -529,18 +596,36 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
     if let Some(path) = &args.vectors {
         return search_vectors(&args, path, &c, &rt);
     }
-    let model = args.engine.load(&args.bundle)?;
-    c.check_model(&model_ref(&model))?;
-    let vector = match (&args.text, &args.image) {
-        (Some(t), _) => model.embed_texts(&[t.as_str()])?.remove(0),
-        (None, Some(p)) => {
-            let img = load_image(p, DecodeOptions { frame: args.frame })?;
-            model.embed_images(&[img])?.remove(0)
-        }
-        (None, None) => bail!("give --text or --image"),
-    };
+    let (mode, fusion) = args.retrieval.resolve(args.text.is_some(), &c)?;
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
-    let hits = rt.block_on(c.search(args.request(vector, filter)))?;
+    let mut vectors = Vec::new();
+    // Lexical search embeds nothing: the bundle is only checked against the collection.
+    let model_id = if mode == RetrievalMode::Lexical {
+        let (model, _) = bundle_ref(&mirage_model::bundle::Bundle::open(&args.bundle)?);
+        c.check_model(&model)?;
+        model.model_id
+    } else {
+        let model = args.engine.load(&args.bundle)?;
+        c.check_model(&model_ref(&model))?;
+        vectors.push(match (&args.text, &args.image) {
+            (Some(t), _) => model.embed_texts(&[t.as_str()])?.remove(0),
+            (None, Some(p)) => {
+                let img = load_image(p, DecodeOptions { frame: args.frame })?;
+                model.embed_images(&[img])?.remove(0)
+            }
+            (None, None) => bail!("give --text or --image"),
+        });
+        model.model_id().to_owned()
+    };
+    let base = args.request(Vec::new(), filter);
+    let mut query = hybrid::Query::new(vectors, args.text.clone(), base.target, mode, base.limit);
+    query.fusion = fusion;
+    query.offset = base.offset;
+    query.filter = base.filter;
+    query.score_threshold = base.score_threshold;
+    query.ef = base.ef;
+    query.search_mode = base.mode;
+    let hits = rt.block_on(hybrid::search(&c, &query))?;
     let mut out = std::io::stdout().lock();
     for (rank, h) in hits.into_iter().enumerate() {
         use std::io::Write;
@@ -548,11 +633,13 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
             "rank": rank + 1 + args.offset,
             "id": h.id,
             "score": h.score,
+            "legs": h.legs,
             "text": h.text,
             "image": h.image,
             "payload": h.payload,
             "collection": args.store.collection,
-            "model_id": model.model_id(),
+            "model_id": model_id,
+            "mode": mode,
         });
         writeln!(out, "{row}")?;
     }
@@ -621,9 +708,17 @@ pub(crate) struct RagArgs {
     /// Payload filter (JSON).
     #[arg(long)]
     filter: Option<String>,
-    /// Abstain when the best score is below this cosine (the server's default bound).
+    /// Abstain when the best dense cosine is below this, and drop passages whose cosine is
+    /// below it (the server's default bound); lexical mode has no cosine.
     #[arg(long, default_value_t = RagOptions::default().min_score, allow_hyphen_values = true)]
     min_score: f32,
+    /// Adaptive k: drop passages scoring below this fraction of the best score, 0–1.
+    #[arg(long)]
+    relative_score: Option<f32>,
+    /// Adaptive k: stop at the first drop between consecutive scores larger than this fraction
+    /// of the best score, 0–1.
+    #[arg(long)]
+    max_score_gap: Option<f32>,
     /// Character budget of the context, 100–1,000,000.
     #[arg(long, default_value_t = RagOptions::default().max_chars)]
     max_chars: usize,
@@ -633,6 +728,8 @@ pub(crate) struct RagArgs {
     /// Frame of a multi-frame DICOM image.
     #[arg(long, default_value_t = 0)]
     frame: u32,
+    #[command(flatten)]
+    retrieval: RetrievalArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -644,6 +741,8 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
         max_chars: args.max_chars,
         dedup_threshold: args.dedup_threshold,
         min_score: args.min_score,
+        relative_score: args.relative_score,
+        max_score_gap: args.max_score_gap,
     };
     options.validate()?;
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
@@ -654,33 +753,47 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
     ))?;
     let model = args.engine.load(&args.bundle)?;
     c.check_model(&model_ref(&model))?;
-    let mut queries = Vec::new();
-    if let Some(q) = &args.question {
-        if q.trim().is_empty() {
-            bail!("--question is empty");
-        }
-        queries.push(model.embed_texts(&[q.as_str()])?.remove(0));
+    if args
+        .question
+        .as_deref()
+        .is_some_and(|q| q.trim().is_empty())
+    {
+        bail!("--question is empty");
     }
-    if let Some(p) = &args.image {
-        let img = load_image(p, DecodeOptions { frame: args.frame })?;
-        queries.push(model.embed_images(&[img])?.remove(0));
+    let (mode, fusion) = args.retrieval.resolve(args.question.is_some(), &c)?;
+    if mode == RetrievalMode::Lexical && args.image.is_some() {
+        bail!(
+            "--mode lexical matches the question's words only: drop --image, or use --mode hybrid"
+        );
+    }
+    let mut queries = Vec::new();
+    if mode != RetrievalMode::Lexical {
+        if let Some(q) = &args.question {
+            queries.push(model.embed_texts(&[q.as_str()])?.remove(0));
+        }
+        if let Some(p) = &args.image {
+            let img = load_image(p, DecodeOptions { frame: args.frame })?;
+            queries.push(model.embed_images(&[img])?.remove(0));
+        }
     }
     let name = &args.store.collection;
-    let r = rt.block_on(rag::rag_context(
-        &c,
-        name,
+    let mut query = hybrid::Query::new(
         queries,
+        args.question.clone(),
         args.target.vector_name(),
-        filter,
-        &options,
-    ))?;
+        mode,
+        options.k,
+    );
+    query.fusion = fusion;
+    query.filter = filter;
+    let r = rt.block_on(rag::rag_context(&c, name, query, &options))?;
     let citations: Vec<_> = r
         .citations
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            json!({"rank": i + 1, "id": h.id, "score": h.score, "text": h.text,
-                   "image": h.image, "payload": h.payload})
+            json!({"rank": i + 1, "id": h.id, "score": h.score, "legs": h.legs,
+                   "text": h.text, "image": h.image, "payload": h.payload})
         })
         .collect();
     let prompt = (!r.abstained).then(|| r.prompt_text());
@@ -696,6 +809,8 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
         "min_score": r.min_score,
         "duplicates_removed": r.duplicates_removed,
         "truncated": r.truncated,
+        "mode": mode,
+        "passages": r.passages,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -308,7 +308,7 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
             .unwrap_or_else(|| panic!("no schema {name}"))
     };
     for (name, fields, exactly) in [
-        ("Query", &["text", "image", "vector"][..], true),
+        ("Query", &["text", "image", "vector"][..], false),
         ("InputObject", &["text", "image"][..], true),
         ("DeleteItemsRequest", &["ids", "filter"][..], true),
         ("RagRequest", &["question", "image"][..], false),
@@ -323,6 +323,25 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
         }
         *doc.pointer_mut(&format!("{schemas}/{name}")).unwrap() = schema;
     }
+    // An image and a vector are two dense queries; text may join either.
+    let query = doc
+        .pointer_mut(&format!("{schemas}/Query"))
+        .expect("Query schema");
+    query["not"] = json!({
+        "required": ["image", "vector"],
+        "properties": {
+            "image": {"not": {"type": "null"}},
+            "vector": {"not": {"type": "null"}},
+        },
+    });
+    // Fusion needs a leg with weight.
+    let fusion = doc
+        .pointer_mut(&format!("{schemas}/FusionSettings"))
+        .expect("FusionSettings schema");
+    fusion["not"] = json!({
+        "required": ["dense_weight", "lexical_weight"],
+        "properties": {"dense_weight": {"const": 0}, "lexical_weight": {"const": 0}},
+    });
     // An image to embed and a precomputed image vector are two answers to one question.
     let item = doc
         .pointer_mut(&format!("{schemas}/UpsertItem"))

@@ -25,6 +25,12 @@ pub struct CollectionSettings {
     /// RAG abstention bound for this collection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rag_min_score: Option<f32>,
+    /// Mode of text queries that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_mode: Option<crate::dto::Mode>,
+    /// Fusion settings of hybrid searches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::dto::FusionSettings>,
 }
 
 /// Cheap to clone.
@@ -136,6 +142,36 @@ impl AppState {
                 }
             ))),
         }
+    }
+
+    /// The retrieval mode and fusion a search of `collection` gets when the request names none:
+    /// the request's, else the collection's, else the defaults (hybrid for text on a collection
+    /// with a lexical index). Fusion settings are checked here, whoever set them.
+    pub async fn retrieval(
+        &self,
+        collection: &Collection,
+        has_text: bool,
+        mode: Option<crate::dto::Mode>,
+        fusion: Option<crate::dto::FusionSettings>,
+    ) -> ApiResult<(
+        mirage_index::hybrid::RetrievalMode,
+        mirage_index::hybrid::Fusion,
+    )> {
+        use mirage_index::hybrid::{Fusion, RetrievalMode};
+        let settings = self.collection_settings(collection.name()).await;
+        let saved = settings.as_ref().and_then(|s| s.fusion).unwrap_or_default();
+        let fusion = fusion
+            .unwrap_or_default()
+            .over(saved.over(Fusion::default()));
+        fusion.validate()?;
+        let mode = match mode {
+            Some(m) => m.into(),
+            None => match settings.and_then(|s| s.search_mode) {
+                Some(m) if has_text && collection.has_lexical() => m.into(),
+                _ => RetrievalMode::default_for(has_text, collection.has_lexical()),
+            },
+        };
+        Ok((mode, fusion))
     }
 
     /// Settings the server keeps for `name`.

@@ -8,7 +8,8 @@ use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Ite
 
 use crate::dto::{
     CollectionList, CollectionName, CollectionResponse, CollectionSummary, CreateCollectionRequest,
-    DeleteItemsRequest, DeleteResponse, HnswSettings, StoreKind, UpsertRequest, UpsertResponse,
+    DeleteItemsRequest, DeleteResponse, FusionSettings, HnswSettings, StoreKind, UpsertRequest,
+    UpsertResponse,
 };
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::extract::ApiBody;
@@ -18,6 +19,18 @@ use crate::state::{AppState, CollectionSettings};
 
 async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse {
     let settings = state.collection_settings(&info.name).await;
+    let has_lexical = info.lexical.is_some();
+    let search_mode = match settings.as_ref().and_then(|s| s.search_mode) {
+        Some(m) if has_lexical => m,
+        _ => mirage_index::hybrid::RetrievalMode::default_for(true, has_lexical).into(),
+    };
+    let fusion = FusionSettings::of(
+        settings
+            .as_ref()
+            .and_then(|s| s.fusion)
+            .unwrap_or_default()
+            .over(mirage_index::hybrid::Fusion::default()),
+    );
     let (store, location) = info
         .store
         .split_once(':')
@@ -45,6 +58,9 @@ async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse 
             exact_threshold: Some(info.hnsw.exact_threshold),
             quantization: Some(info.hnsw.quantization.into()),
         },
+        lexical_index: info.lexical,
+        search_mode,
+        fusion,
     }
 }
 
@@ -67,6 +83,9 @@ pub async fn create_collection(
 ) -> ApiResult<(StatusCode, Json<CollectionResponse>)> {
     mirage_index::embedded::validate_collection_name(&name)?;
     crate::routes::search::check_score("rag_min_score", req.rag_min_score)?;
+    if let Some(f) = req.fusion {
+        f.over(mirage_index::hybrid::Fusion::default()).validate()?;
+    }
     let mut config = CollectionConfig::new(state.encoder.model().dim(), state.model_ref.clone());
     let defaults = HnswParams::default();
     let h = req.hnsw.unwrap_or_default();
@@ -110,10 +129,14 @@ pub async fn create_collection(
         c
     };
     let previous = state.collection_settings(&name).await;
-    if !existed || req.rag_min_score.is_some() || previous.is_none() {
+    let changes = req.rag_min_score.is_some() || req.search_mode.is_some() || req.fusion.is_some();
+    if !existed || changes || previous.is_none() {
+        let previous = previous.unwrap_or_default();
         let settings = CollectionSettings {
             store: collection.kind().to_owned(),
-            rag_min_score: req.rag_min_score.or(previous.and_then(|p| p.rag_min_score)),
+            rag_min_score: req.rag_min_score.or(previous.rag_min_score),
+            search_mode: req.search_mode.or(previous.search_mode),
+            fusion: req.fusion.or(previous.fusion),
         };
         state.set_collection_settings(&name, Some(settings)).await?;
     }

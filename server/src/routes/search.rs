@@ -2,13 +2,14 @@
 
 use axum::extract::State;
 use axum::Json;
+use mirage_index::hybrid::{self, RetrievalMode};
 use mirage_index::rag::{self, RagOptions};
 use mirage_index::types::{page_limit, unit_vector};
-use mirage_index::{Collection, Filter, Hit, SearchMode, VectorName};
+use mirage_index::{Hit, SearchMode, VectorName};
 
 use crate::dto::{
-    ContentPart, Provenance, RagRequest, RagResponse, SearchHit, SearchRequest, SearchResponse,
-    Target,
+    ContentPart, Mode, Provenance, RagRequest, RagResponse, SearchHit, SearchRequest,
+    SearchResponse, Target,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
@@ -67,36 +68,7 @@ struct Searched {
     hits: Vec<Hit>,
     index_version: Option<u64>,
     store: &'static str,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_search(
-    collection: &Collection,
-    vector: Vec<f32>,
-    target: Target,
-    limit: usize,
-    offset: usize,
-    filter: Option<Filter>,
-    score_threshold: Option<f32>,
-    ef: Option<usize>,
-    exact: bool,
-) -> ApiResult<Searched> {
-    let mut req = mirage_index::SearchRequest::new(vector, vector_name(target), limit);
-    req.offset = offset;
-    req.filter = filter;
-    req.score_threshold = score_threshold;
-    req.ef = ef;
-    req.mode = if exact {
-        SearchMode::Exact
-    } else {
-        SearchMode::Auto
-    };
-    let hits = collection.search(req).await?;
-    Ok(Searched {
-        hits,
-        index_version: collection.index_version(),
-        store: collection.kind(),
-    })
+    mode: Mode,
 }
 
 fn to_hits(state: &AppState, collection: &str, s: Searched, first_rank: usize) -> Vec<SearchHit> {
@@ -113,9 +85,11 @@ fn to_hits(state: &AppState, collection: &str, s: Searched, first_rank: usize) -
                 store: s.store.to_owned(),
                 index_version: s.index_version,
                 score: h.score,
+                mode: s.mode,
             },
             id: h.id,
             score: h.score,
+            legs: h.legs.into(),
             text: h.text,
             image: h.image,
             payload: h.payload,
@@ -123,13 +97,13 @@ fn to_hits(state: &AppState, collection: &str, s: Searched, first_rank: usize) -
         .collect()
 }
 
-/// Searches a collection by text, image or vector.
+/// Searches a collection by text, image or vector: densely, lexically or both (hybrid).
 #[utoipa::path(
     post,
     path = "/v1/search",
     tag = "retrieval",
     request_body(content((SearchRequest = "application/json"), (SearchRequest = "multipart/form-data"))),
-    responses((status = 200, description = "Hits by decreasing score, with provenance", body = SearchResponse))
+    responses((status = 200, description = "Hits by decreasing score, with the rank each retrieval leg gave them and provenance", body = SearchResponse))
 )]
 pub async fn search(
     State(state): State<AppState>,
@@ -139,42 +113,69 @@ pub async fn search(
     page_limit(req.limit, req.offset).map_err(|e| ApiError::invalid(e.to_string()))?;
     check_score("score_threshold", req.score_threshold)?;
     let filter = parse_filter(req.filter)?;
-    let collection = state.collection(&req.collection).await?;
     let q = req.query;
-    let (modality, vector) = match (q.text, q.image, q.vector) {
-        (Some(t), None, None) => ("text", embed_text(&state, t, "query.text").await?),
-        (None, Some(i), None) => (
-            "image",
-            embed_image(&state, i, "query.image", req.frame.into()).await?,
-        ),
-        (None, None, Some(v)) => (
-            "vector",
-            unit_vector("query.vector", &v, state.encoder.model().dim())?,
-        ),
-        _ => {
+    let modality = match (&q.text, &q.image, &q.vector) {
+        (_, Some(_), Some(_)) => {
             return Err(ApiError::invalid(
-                "query needs exactly one of \"text\", \"image\" or \"vector\"",
+                "query takes \"image\" or \"vector\", not both: each is a dense query",
             ))
         }
+        (None, None, None) => return Err(ApiError::invalid(
+            "query needs \"text\", \"image\" or \"vector\" (text may join either of the others)",
+        )),
+        (Some(_), None, None) => "text",
+        (None, Some(_), None) => "image",
+        (None, None, Some(_)) => "vector",
+        (Some(_), Some(_), None) => "text+image",
+        (Some(_), None, Some(_)) => "text+vector",
     };
-    let total = collection.count(filter.clone()).await?;
-    let searched = run_search(
-        &collection,
-        vector,
-        req.target,
-        req.limit,
-        req.offset,
-        filter,
-        req.score_threshold,
-        req.ef,
-        req.exact,
-    )
-    .await?;
+    let collection = state.collection(&req.collection).await?;
+    let (mode, fusion) = state
+        .retrieval(&collection, q.text.is_some(), req.mode, req.fusion)
+        .await?;
+    if mode == RetrievalMode::Lexical && (q.image.is_some() || q.vector.is_some()) {
+        return Err(ApiError::invalid(
+            "mode lexical matches query.text's words only: drop query.image / query.vector, or use mode hybrid",
+        ));
+    }
+    let mut vectors = Vec::new();
+    if mode != RetrievalMode::Lexical {
+        match (&q.vector, &q.text) {
+            (Some(v), _) => {
+                vectors.push(unit_vector("query.vector", v, state.encoder.model().dim())?)
+            }
+            (None, Some(t)) => vectors.push(embed_text(&state, t.clone(), "query.text").await?),
+            (None, None) => {}
+        }
+        if let Some(i) = q.image {
+            vectors.push(embed_image(&state, i, "query.image", req.frame.into()).await?);
+        }
+    }
+    let mut query = hybrid::Query::new(vectors, q.text, vector_name(req.target), mode, req.limit);
+    query.fusion = fusion;
+    query.offset = req.offset;
+    query.filter = filter.clone();
+    query.score_threshold = req.score_threshold;
+    query.ef = req.ef;
+    query.search_mode = if req.exact {
+        SearchMode::Exact
+    } else {
+        SearchMode::Auto
+    };
+    let total = collection.count(filter).await?;
+    let hits = hybrid::search(&collection, &query).await?;
+    let searched = Searched {
+        hits,
+        index_version: collection.index_version(),
+        store: collection.kind(),
+        mode: mode.into(),
+    };
     Ok(Json(SearchResponse {
         hits: to_hits(&state, &req.collection, searched, req.offset + 1),
         collection: req.collection,
         model_id: state.model_ref.model_id.clone(),
         query_modality: modality.into(),
+        mode: mode.into(),
         target: req.target,
         total,
     }))
@@ -186,7 +187,7 @@ pub async fn search(
     path = "/v1/rag/context",
     tag = "retrieval",
     request_body(content((RagRequest = "application/json"), (RagRequest = "multipart/form-data"))),
-    responses((status = 200, description = "Context with numbered citations, or an abstention", body = RagResponse))
+    responses((status = 200, description = "Context with numbered citations and each candidate's fate, or an abstention", body = RagResponse))
 )]
 pub async fn rag_context(
     State(state): State<AppState>,
@@ -197,6 +198,8 @@ pub async fn rag_context(
         max_chars: req.max_chars,
         dedup_threshold: req.dedup_threshold,
         min_score: req.min_score.unwrap_or(0.0),
+        relative_score: req.relative_score,
+        max_score_gap: req.max_score_gap,
     };
     options.validate()?;
     if req.question.is_none() && req.image.is_none() {
@@ -214,22 +217,33 @@ pub async fn rag_context(
             .and_then(|s| s.rag_min_score)
             .unwrap_or(state.settings.rag_min_score),
     };
-    let mut queries = Vec::new();
-    if let Some(q) = req.question {
-        queries.push(embed_text(&state, q, "question").await?);
+    let (mode, fusion) = state
+        .retrieval(&collection, req.question.is_some(), req.mode, req.fusion)
+        .await?;
+    if mode == RetrievalMode::Lexical && req.image.is_some() {
+        return Err(ApiError::invalid(
+            "mode lexical matches the question's words only: drop the image, or use mode hybrid",
+        ));
     }
-    if let Some(i) = req.image {
-        queries.push(embed_image(&state, i, "image", req.frame.into()).await?);
+    let mut vectors = Vec::new();
+    if mode != RetrievalMode::Lexical {
+        if let Some(q) = &req.question {
+            vectors.push(embed_text(&state, q.clone(), "question").await?);
+        }
+        if let Some(i) = req.image {
+            vectors.push(embed_image(&state, i, "image", req.frame.into()).await?);
+        }
     }
-    let rag = rag::rag_context(
-        &collection,
-        &req.collection,
-        queries,
+    let mut query = hybrid::Query::new(
+        vectors,
+        req.question,
         vector_name(req.target),
-        filter,
-        &options,
-    )
-    .await?;
+        mode,
+        options.k,
+    );
+    query.fusion = fusion;
+    query.filter = filter;
+    let rag = rag::rag_context(&collection, &req.collection, query, &options).await?;
     if rag.abstained {
         state.metrics.abstained(&req.collection);
     }
@@ -245,6 +259,7 @@ pub async fn rag_context(
         hits: rag.citations,
         index_version: collection.index_version(),
         store: collection.kind(),
+        mode: mode.into(),
     };
     Ok(Json(RagResponse {
         citations: to_hits(&state, &req.collection, searched, 1),
@@ -256,5 +271,7 @@ pub async fn rag_context(
         min_score: rag.min_score,
         duplicates_removed: rag.duplicates_removed,
         truncated: rag.truncated,
+        mode: mode.into(),
+        passages: rag.passages.into_iter().map(Into::into).collect(),
     }))
 }

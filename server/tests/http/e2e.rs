@@ -171,15 +171,15 @@ async fn product_path(qdrant: Option<&str>) {
         embedded
     );
 
-    // Search in all four directions; each query is an item's own content, so it ranks first
-    // at cosine 1.
+    // Search in all four directions (dense: text queries default to hybrid); each query is an
+    // item's own content, so it ranks first at cosine 1.
     let s = "/v1/search";
     let text_q = REPORTS[2].1;
     let r = api
         .post(
             s,
             s,
-            &json!({"collection": name, "query": {"text": text_q}, "limit": 3, "exact": true}),
+            &json!({"collection": name, "query": {"text": text_q}, "limit": 3, "exact": true, "mode": "dense"}),
         )
         .await
         .expect(200);
@@ -193,7 +193,7 @@ async fn product_path(qdrant: Option<&str>) {
     assert_eq!(r.body["total"], n_items);
 
     // text → image: scores equal the model's cosine between the text and each image.
-    let r = api.post(s, s, &json!({"collection": name, "query": {"text": "pneumonia"}, "target": "image", "limit": 10})).await.expect(200);
+    let r = api.post(s, s, &json!({"collection": name, "query": {"text": "pneumonia"}, "target": "image", "limit": 10, "mode": "dense"})).await.expect(200);
     let t = embed_text(&model, "pneumonia");
     let want_a = cosine(&t, &embed_image(&model, &png_a));
     let hit_a = r.body["hits"]

@@ -206,7 +206,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
     api.post(
         s,
         s,
-        &json!({"collection": "docs", "query": {"text": "a", "vector": vec![0.1; 16]}}),
+        &json!({"collection": "docs", "query": {"image": b64(&png(1, 8)), "vector": vec![0.1; 16]}}),
     )
     .await
     .expect_problem(422, "invalid-request");

@@ -13,6 +13,7 @@ mod openapi_drift;
 mod protection;
 #[cfg(feature = "qdrant")]
 mod qdrant;
+mod retrieval;
 mod web_ui;
 
 use std::path::Path;
