@@ -7,7 +7,8 @@
 //! ([`bootstrap`]); the evaluation of a bundle on a labelled dataset ([`runner`], behind
 //! `mirage eval`, and [`runner::calibrate`] behind `mirage calibrate`), the corpus audit
 //! ([`audit`], behind `mirage audit --out`) and the noise study's tables ([`study`], behind
-//! `mirage study-report`). The
+//! `mirage study-report`); ranked-retrieval measures over BEIR benchmarks ([`retrieval`], behind
+//! `mirage eval-retrieval`). The
 //! trainer's validation uses the same metrics and noise plan, so both corrupt and report the same
 //! way.
 #![warn(missing_docs)]
@@ -18,5 +19,6 @@ pub mod calibration;
 pub mod metrics;
 pub mod noise;
 pub mod plot;
+pub mod retrieval;
 pub mod runner;
 pub mod study;

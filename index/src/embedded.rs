@@ -760,17 +760,22 @@ impl EmbeddedCollection {
             };
             let mut stmt = tx.prepare_cached(sql)?;
             let query = lexical::fts_query(&terms);
-            // A few rows beyond the page: a row committed but not yet in memory is skipped.
-            let fetch = (depth + 16) as i64;
+            let fetch = (depth + lexical::TIE_WINDOW) as i64;
             let mut rows = if filter.is_some() {
                 stmt.query(params![query])?
             } else {
                 stmt.query(params![query, fetch])?
             };
             let state = self.read_state();
-            let mut scored = Vec::with_capacity(depth);
+            let mut scored: Vec<(String, f32, Map<String, Value>)> = Vec::with_capacity(depth);
             while let Some(row) = rows.next()? {
                 let (rowid, rank): (i64, f64) = (row.get(0)?, row.get(1)?);
+                let score = -rank as f32;
+                // Past the page, only hits tied with its last one are read (ties go by id).
+                if scored.len() >= depth && scored.get(depth - 1).is_some_and(|l| l.1 > score) {
+                    break;
+                }
+                // A row committed but not yet in memory is skipped.
                 let Some(entry) = state.slot_of_row.get(&rowid).and_then(|&s| state.entry(s))
                 else {
                     continue;
@@ -778,11 +783,10 @@ impl EmbeddedCollection {
                 if filter.is_some_and(|f| !f.matches(&entry.payload)) {
                     continue;
                 }
-                scored.push((entry.id.clone(), -rank as f32, entry.payload.clone()));
-                if scored.len() == depth {
-                    break;
-                }
+                scored.push((entry.id.clone(), score, entry.payload.clone()));
             }
+            lexical::rank_ties_by_id(&mut scored, |h| (h.1, h.0.as_str()));
+            scored.truncate(depth);
             scored
         };
         let page: Vec<_> = scored.into_iter().skip(req.offset).collect();

@@ -19,7 +19,7 @@ use crate::types::{page_limit, LegHit, MAX_SEARCH_DEPTH};
 use crate::{Collection, Filter, Hit, LexicalRequest, SearchMode, SearchRequest, VectorName};
 
 /// Which retrieval legs a search runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrievalMode {
     /// Vector search only.

@@ -178,6 +178,20 @@ pub fn term_index(term: &str) -> u32 {
     })
 }
 
+/// Hits read past a page to order its last scores' ties by id in both stores (ties wider than
+/// this at the page's end may differ between them).
+pub const TIE_WINDOW: usize = 64;
+
+/// Sorts hits best first, equal scores by id: both stores' lexical order, whatever order the
+/// engine returned ties in.
+pub fn rank_ties_by_id<T>(hits: &mut [T], key: impl Fn(&T) -> (f32, &str)) {
+    hits.sort_by(|a, b| {
+        let (sa, ia) = key(a);
+        let (sb, ib) = key(b);
+        sb.total_cmp(&sa).then_with(|| ia.cmp(ib))
+    });
+}
+
 /// The terms as one FTS5 document: space-separated (the FTS5 table splits on spaces only).
 pub fn fts_document(terms: &[String]) -> String {
     terms.join(" ")

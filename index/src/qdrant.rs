@@ -691,11 +691,13 @@ impl QdrantCollection {
             return Ok(Vec::new());
         }
         let (indices, values): (Vec<u32>, Vec<f32>) = weights.into_iter().unzip();
+        // The page and a window past it from the top: ties are ordered by id here, as the
+        // embedded store orders them, whatever order Qdrant returns them in.
+        let depth = req.offset + limit;
         let mut q = QueryPointsBuilder::new(&self.name)
             .query(VectorInput::new_sparse(indices, values))
             .using(LEXICAL_VECTOR)
-            .limit(limit as u64)
-            .offset(req.offset as u64)
+            .limit((depth + lexical::TIE_WINDOW) as u64)
             .with_payload(true);
         if let Some(f) = &req.filter {
             q = q.filter(to_qdrant_filter(f));
@@ -705,7 +707,9 @@ impl QdrantCollection {
             .query(q)
             .await
             .map_err(|e| self.fail("lexical search", e))?;
-        Ok(self.hits(res.result, req.with_content))
+        let mut hits = self.hits(res.result, req.with_content);
+        lexical::rank_ties_by_id(&mut hits, |h| (h.score, h.id.as_str()));
+        Ok(hits.into_iter().skip(req.offset).take(limit).collect())
     }
 
     fn hits(&self, points: Vec<qdrant::ScoredPoint>, with_content: bool) -> Vec<Hit> {

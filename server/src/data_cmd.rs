@@ -13,6 +13,11 @@ pub(crate) enum DataCommand {
     /// The 1,000 radlabels chest-radiograph reports as a plain-JSONL report corpus (`id`, `text`,
     /// `metadata` with the 48 finding labels), for report retrieval and RAG.
     Radlabels(RadlabelsArgs),
+    /// The radlabels retrieval benchmark in the BEIR layout (`corpus.jsonl`, `queries.jsonl`,
+    /// `qrels/test.tsv`) for `mirage eval-retrieval`: the 1,000 reports, and two judged queries
+    /// per finding label (its radiological term and a plain-words paraphrase), relevant where
+    /// the finding is definitely present.
+    RadlabelsBeir(RadlabelsBeirArgs),
     /// A PMC-OA-format image–caption dataset of real brain MRI slices with exact atlas captions,
     /// from Debian's mricron-data (Colin-27 T1 + AAL): `train|valid|test.jsonl`, `images/`,
     /// `labels.jsonl` (plane, hemisphere, structure presence) and `dataset.json`.
@@ -76,6 +81,16 @@ pub(crate) struct RadlabelsArgs {
     out: PathBuf,
 }
 
+#[derive(Args)]
+pub(crate) struct RadlabelsBeirArgs {
+    /// The unpacked radlabels package (scripts/fetch-assets.sh puts it in $MIRAGE_CACHE/assets/radlabels).
+    #[arg(long, env = "MIRAGE_RADLABELS")]
+    radlabels: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// `name` in the asset cache.
 fn asset(name: &str) -> PathBuf {
     let assets = std::env::var_os("MIRAGE_ASSETS")
@@ -91,6 +106,12 @@ pub(crate) fn run_data(cmd: DataCommand) -> Result<()> {
             let dir = args.radlabels.unwrap_or_else(|| asset("radlabels"));
             let n = radlabels::build(&dir, &args.out)?;
             eprintln!("wrote {n} reports to {}", args.out.display());
+            Ok(())
+        }
+        DataCommand::RadlabelsBeir(args) => {
+            let dir = args.radlabels.unwrap_or_else(|| asset("radlabels"));
+            let counts = radlabels::build_beir(&dir, &args.out)?;
+            println!("{}", json!({"out": args.out, "counts": counts}));
             Ok(())
         }
         DataCommand::MriAtlas(a) => {

@@ -31,11 +31,11 @@ pub(crate) struct StoreArgs {
     qdrant_api_key: Option<Secret>,
     /// Collection name.
     #[arg(long, env = "MIRAGE_COLLECTION")]
-    collection: String,
+    pub(crate) collection: String,
 }
 
 impl StoreArgs {
-    fn spec(&self) -> Result<StoreSpec> {
+    pub(crate) fn spec(&self) -> Result<StoreSpec> {
         self.parse(&self.store)
     }
 
@@ -196,6 +196,13 @@ pub(crate) struct RetrievalArgs {
     /// queries on collections with a lexical index, else dense.
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
+    #[command(flatten)]
+    fusion: FusionArgs,
+}
+
+/// Fusion flags of hybrid search.
+#[derive(Args)]
+pub(crate) struct FusionArgs {
     /// How hybrid merges its legs: rrf (reciprocal rank fusion) or weighted (min-max normalised
     /// scores).
     #[arg(long, value_enum, default_value = "rrf")]
@@ -214,27 +221,43 @@ pub(crate) struct RetrievalArgs {
     candidates: usize,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ModeArg {
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModeArg {
     Dense,
     Lexical,
     Hybrid,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum FusionArg {
+impl From<ModeArg> for RetrievalMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Dense => Self::Dense,
+            ModeArg::Lexical => Self::Lexical,
+            ModeArg::Hybrid => Self::Hybrid,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FusionArg {
     Rrf,
     Weighted,
 }
 
-impl RetrievalArgs {
-    /// The mode (the default for a query with or without text on `c`) and the checked fusion.
-    fn resolve(&self, has_text: bool, c: &Collection) -> Result<(RetrievalMode, Fusion)> {
+impl From<FusionArg> for FusionMethod {
+    fn from(f: FusionArg) -> Self {
+        match f {
+            FusionArg::Rrf => Self::Rrf,
+            FusionArg::Weighted => Self::Weighted,
+        }
+    }
+}
+
+impl FusionArgs {
+    /// The fusion these flags ask for, checked.
+    pub(crate) fn fusion(&self) -> Result<Fusion> {
         let fusion = Fusion {
-            method: match self.fusion {
-                FusionArg::Rrf => FusionMethod::Rrf,
-                FusionArg::Weighted => FusionMethod::Weighted,
-            },
+            method: self.fusion.into(),
             rrf_k: self.rrf_k,
             dense_weight: self.dense_weight,
             lexical_weight: self.lexical_weight,
@@ -243,13 +266,18 @@ impl RetrievalArgs {
         fusion.validate().map_err(|e| {
             anyhow::anyhow!("{e} (--rrf-k, --dense-weight, --lexical-weight, --candidates)")
         })?;
-        let mode = match self.mode {
-            Some(ModeArg::Dense) => RetrievalMode::Dense,
-            Some(ModeArg::Lexical) => RetrievalMode::Lexical,
-            Some(ModeArg::Hybrid) => RetrievalMode::Hybrid,
-            None => RetrievalMode::default_for(has_text, c.has_lexical()),
-        };
-        Ok((mode, fusion))
+        Ok(fusion)
+    }
+}
+
+impl RetrievalArgs {
+    /// The mode (the default for a query with or without text on `c`) and the checked fusion.
+    fn resolve(&self, has_text: bool, c: &Collection) -> Result<(RetrievalMode, Fusion)> {
+        let mode = self.mode.map_or_else(
+            || RetrievalMode::default_for(has_text, c.has_lexical()),
+            Into::into,
+        );
+        Ok((mode, self.fusion.fusion()?))
     }
 }
 
@@ -338,7 +366,7 @@ impl TargetArg {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

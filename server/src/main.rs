@@ -5,6 +5,7 @@ mod audit_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod index_cmd;
+mod retrieval_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,6 +63,11 @@ enum Command {
     /// Measure a bundle on a labelled image–caption dataset (retrieval, zero-shot, kNN,
     /// noise detection, calibration) through the serving code; JSON report and PNG plots.
     Eval(eval_cmd::EvalArgs),
+    /// Retrieval quality on a BEIR benchmark (corpus.jsonl, queries.jsonl, qrels/test.tsv):
+    /// indexes the corpus (or uses the collection), runs every mode (dense, lexical, hybrid) and
+    /// reports nDCG@k, Recall@depth and MRR@k with paired bootstrap intervals between modes,
+    /// per query group, as Markdown and results.json, with a recall-at-rank plot.
+    EvalRetrieval(Box<retrieval_cmd::EvalRetrievalArgs>),
     /// Fit the zero-shot temperature on a held-out split (minimum NLL over the dataset's
     /// single-label tasks) and write a calibrated copy of the bundle; prints NLL and ECE before
     /// and after.
@@ -274,6 +280,7 @@ fn run(command: Command) -> Result<()> {
         Command::Probe { url } => probe(&url),
         Command::Data(cmd) => data_cmd::run_data(cmd),
         Command::Eval(args) => eval_cmd::run_eval(args),
+        Command::EvalRetrieval(args) => retrieval_cmd::run(*args),
         Command::Calibrate(args) => eval_cmd::run_calibrate(*args),
         Command::StudyReport(args) => eval_cmd::run_study_report(args),
         Command::Openapi => {

@@ -302,3 +302,52 @@ fn the_lexical_index_survives_reopen_and_is_rebuilt_when_stale() {
     assert_eq!(search(&c, "pleural effusion"), want("pleural effusion"));
     assert_eq!(search(&c, "tube"), want("tube"));
 }
+
+/// The same corpus in both stores: every lexical and hybrid ranking is the same list of ids
+/// (ties ordered by id in both), page by page.
+#[test]
+fn both_stores_rank_the_same_documents() {
+    let Some(spec) = qdrant_spec("the cross-store lexical ranking test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let name = unique_qdrant_name("same");
+    let stores = [StoreSpec::Embedded(dir.path().into()), spec];
+    let collections: Vec<Collection> = stores
+        .iter()
+        .map(|s| {
+            let c = rt
+                .block_on(Collection::create_or_open(s, &name, &config(DIM)))
+                .unwrap();
+            rt.block_on(c.upsert(items())).unwrap();
+            c
+        })
+        .collect();
+    let vector = items()[4].text_vector.clone().unwrap();
+    for q in QUERIES.iter().chain(&["effusion tube", "left right", "no"]) {
+        for (mode, offset) in [
+            (RetrievalMode::Lexical, 0),
+            (RetrievalMode::Lexical, 2),
+            (RetrievalMode::Hybrid, 0),
+            (RetrievalMode::Hybrid, 3),
+        ] {
+            let mut query = Query::new(
+                vec![vector.clone()],
+                Some((*q).into()),
+                VectorName::Text,
+                mode,
+                4,
+            );
+            query.offset = offset;
+            query.search_mode = mirage_index::SearchMode::Exact;
+            let got: Vec<Vec<String>> = collections
+                .iter()
+                .map(|c| ids(&rt.block_on(hybrid::search(c, &query)).unwrap()))
+                .collect();
+            assert_eq!(got[0], got[1], "{q:?} {mode} offset {offset}");
+        }
+    }
+    rt.block_on(mirage_index::drop_collection(&stores[1], &name))
+        .unwrap();
+}
