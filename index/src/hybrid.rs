@@ -84,9 +84,9 @@ pub enum FusionMethod {
 }
 
 /// Largest RRF constant accepted.
-pub const MAX_RRF_K: f32 = 10_000.0;
+pub const MAX_RRF_K: f64 = 10_000.0;
 /// Largest leg weight accepted.
-pub const MAX_WEIGHT: f32 = 1_000.0;
+pub const MAX_WEIGHT: f64 = 1_000.0;
 
 /// Fusion settings of hybrid search.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -97,22 +97,22 @@ pub struct Fusion {
     pub method: FusionMethod,
     /// RRF's k, 0–[`MAX_RRF_K`] (60, as in the RRF paper).
     #[serde(default = "default_rrf_k")]
-    pub rrf_k: f32,
+    pub rrf_k: f64,
     /// Weight of the dense leg, 0–[`MAX_WEIGHT`].
     #[serde(default = "one")]
-    pub dense_weight: f32,
+    pub dense_weight: f64,
     /// Weight of the lexical leg, 0–[`MAX_WEIGHT`]; not both zero.
     #[serde(default = "one")]
-    pub lexical_weight: f32,
+    pub lexical_weight: f64,
     /// Hits each leg fetches, 1–1000 (raised to the page's depth when smaller).
     #[serde(default = "default_candidates")]
     pub candidates: usize,
 }
 
-fn default_rrf_k() -> f32 {
+fn default_rrf_k() -> f64 {
     60.0
 }
-fn one() -> f32 {
+fn one() -> f64 {
     1.0
 }
 fn default_candidates() -> usize {
@@ -352,7 +352,8 @@ fn with_legs(mut hits: Vec<Hit>, first: usize, dense: bool) -> Vec<Hit> {
 /// Fuses two ranked lists (best first) into one, best first, ties by id.
 pub fn fuse(dense: Vec<Hit>, lexical: Vec<Hit>, fusion: &Fusion) -> Vec<Hit> {
     let weights = [fusion.dense_weight, fusion.lexical_weight];
-    let mut merged: HashMap<String, Hit> = HashMap::new();
+    // Sums in f64: weights may be as small as f64 allows (the API takes any non-negative number).
+    let mut merged: HashMap<String, (f64, Hit)> = HashMap::new();
     for (leg, hits) in [dense, lexical].into_iter().enumerate() {
         let (lo, hi) = hits
             .iter()
@@ -362,18 +363,18 @@ pub fn fuse(dense: Vec<Hit>, lexical: Vec<Hit>, fusion: &Fusion) -> Vec<Hit> {
         for (i, h) in hits.into_iter().enumerate() {
             let rank = i + 1;
             let contribution = match fusion.method {
-                FusionMethod::Rrf => weights[leg] / (fusion.rrf_k + rank as f32),
-                FusionMethod::Weighted if hi > lo => weights[leg] * (h.score - lo) / (hi - lo),
+                FusionMethod::Rrf => weights[leg] / (fusion.rrf_k + rank as f64),
+                FusionMethod::Weighted if hi > lo => {
+                    weights[leg] * f64::from(h.score - lo) / f64::from(hi - lo)
+                }
                 FusionMethod::Weighted => weights[leg],
             };
             let found = Some(LegHit {
                 rank,
                 score: h.score,
             });
-            let entry = merged
-                .entry(h.id.clone())
-                .or_insert_with(|| Hit { score: 0.0, ..h });
-            entry.score += contribution;
+            let (total, entry) = merged.entry(h.id.clone()).or_insert_with(|| (0.0, h));
+            *total += contribution;
             if leg == 0 {
                 entry.legs.dense = found;
             } else {
@@ -381,7 +382,13 @@ pub fn fuse(dense: Vec<Hit>, lexical: Vec<Hit>, fusion: &Fusion) -> Vec<Hit> {
             }
         }
     }
-    let mut hits: Vec<Hit> = merged.into_values().collect();
+    let mut hits: Vec<Hit> = merged
+        .into_values()
+        .map(|(total, hit)| Hit {
+            score: total as f32,
+            ..hit
+        })
+        .collect();
     sort_hits(&mut hits);
     hits
 }
@@ -439,7 +446,7 @@ mod tests {
                 ..Fusion::default()
             },
             Fusion {
-                dense_weight: f32::NAN,
+                dense_weight: f64::NAN,
                 ..Fusion::default()
             },
             Fusion {

@@ -257,7 +257,7 @@ pub struct SearchRequest {
     #[serde(default)]
     pub mode: Option<Mode>,
     /// Fusion settings of hybrid mode; unset fields take the collection's, then the defaults.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub fusion: Option<FusionSettings>,
     /// Hits to return. Ranks end at 1000: hits past rank 1000 (`offset + limit > 1000`) are
     /// not returned.
@@ -340,6 +340,29 @@ impl From<mirage_index::Legs> for HitLegs {
     }
 }
 
+/// Deserialises an optional settings object, refusing the JSON array serde would otherwise read
+/// a struct from (the schema says object or null).
+fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => serde_path_to_error::deserialize(v).map(Some).map_err(|e| {
+            match e.path().to_string().as_str() {
+                "." => D::Error::custom(e.into_inner()),
+                path => D::Error::custom(format!("{path}: {}", e.into_inner())),
+            }
+        }),
+        Some(Value::Array(_)) => Err(D::Error::custom("expected an object or null, got an array")),
+        Some(other) => Err(D::Error::custom(format!(
+            "expected an object or null, got {other}"
+        ))),
+    }
+}
+
 /// Retrieval mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -394,15 +417,15 @@ pub struct FusionSettings {
     /// RRF's k.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 10000)]
-    pub rrf_k: Option<f32>,
+    pub rrf_k: Option<f64>,
     /// Weight of the dense leg (not both weights 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1000)]
-    pub dense_weight: Option<f32>,
+    pub dense_weight: Option<f64>,
     /// Weight of the lexical leg (not both weights 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1000)]
-    pub lexical_weight: Option<f32>,
+    pub lexical_weight: Option<f64>,
     /// Candidates each leg fetches (raised to `offset + limit` when smaller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
@@ -521,7 +544,7 @@ pub struct RagRequest {
     #[serde(default)]
     pub mode: Option<Mode>,
     /// Fusion settings of hybrid mode.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub fusion: Option<FusionSettings>,
     /// Payload filter.
     #[serde(default)]
@@ -790,7 +813,7 @@ pub struct CreateCollectionRequest {
     #[serde(default)]
     pub store: Option<StoreKind>,
     /// Graph settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub hnsw: Option<HnswSettings>,
     /// Qdrant shards (the embedded store ignores it).
     #[serde(default)]
@@ -808,7 +831,7 @@ pub struct CreateCollectionRequest {
     #[serde(default)]
     pub search_mode: Option<Mode>,
     /// Fusion settings of this collection's hybrid searches.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub fusion: Option<FusionSettings>,
 }
 

@@ -209,13 +209,13 @@ pub(crate) struct FusionArgs {
     fusion: FusionArg,
     /// RRF's k, 0–10000.
     #[arg(long, default_value_t = Fusion::default().rrf_k)]
-    rrf_k: f32,
+    rrf_k: f64,
     /// Weight of the dense leg, 0–1000 (not both weights 0).
     #[arg(long, default_value_t = 1.0)]
-    dense_weight: f32,
+    dense_weight: f64,
     /// Weight of the lexical leg, 0–1000.
     #[arg(long, default_value_t = 1.0)]
-    lexical_weight: f32,
+    lexical_weight: f64,
     /// Candidates each leg of hybrid search fetches, 1–1000.
     #[arg(long, default_value_t = Fusion::default().candidates)]
     candidates: usize,

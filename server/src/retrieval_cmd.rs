@@ -47,10 +47,10 @@ pub(crate) struct EvalRetrievalArgs {
     /// Bundle directory (the collection's model).
     #[arg(long, env = "MIRAGE_BUNDLE")]
     bundle: PathBuf,
-    /// BEIR benchmark folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+    /// BEIR benchmark folder: corpus.jsonl, queries.jsonl, `qrels/SPLIT.tsv`.
     #[arg(long)]
     data: PathBuf,
-    /// Judgement split (qrels/<split>.tsv).
+    /// Judgement split (`qrels/SPLIT.tsv`).
     #[arg(long, default_value = "test")]
     split: String,
     /// The collection holding the corpus: indexed here when empty or new, used as it is when

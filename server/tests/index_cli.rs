@@ -134,6 +134,8 @@ fn build_search_info_delete_from_the_shell() {
         "chest radiograph 7: pneumothorax",
         "--k",
         "3",
+        "--mode",
+        "dense",
     ]));
     let hits: Vec<serde_json::Value> = out
         .lines()

@@ -217,6 +217,10 @@ async fn retrieval_path(qdrant: Option<&str>) {
             "method",
         ),
         (
+            json!({"collection": name, "query": {"text": "x"}, "fusion": [null, null]}),
+            "fusion: expected an object",
+        ),
+        (
             json!({"collection": name, "query": {"text": "x"}, "mode": "lexical", "score_threshold": 0.2}),
             "score_threshold",
         ),
@@ -259,6 +263,25 @@ async fn retrieval_path(qdrant: Option<&str>) {
     )
     .await
     .expect_problem(422, "invalid-request");
+    api.put(c, &path, &json!({"hnsw": [16]}))
+        .await
+        .expect_problem(422, "invalid-request");
+    // Any positive weight is a weight (f64 throughout: the schema fuzzer's 5e-324 once became an
+    // f32 0); the collection's settings are then set back for the searches below.
+    api.put(
+        c,
+        &path,
+        &json!({"fusion": {"dense_weight": 1e-12, "lexical_weight": 0.0}}),
+    )
+    .await
+    .expect(200);
+    api.put(
+        c,
+        &path,
+        &json!({"search_mode": "lexical", "fusion": {"method": "weighted", "rrf_k": 10}}),
+    )
+    .await
+    .expect(200);
     let r = search(json!({"collection": name, "query": {"text": "tracheostomy tube"}}))
         .await
         .expect(200);
