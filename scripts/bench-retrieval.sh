@@ -37,7 +37,8 @@ mkdir -p "$work"
 
 run() { # STORE OUT
   "$mirage" eval-retrieval --bundle "$bundle" --data "$work/radlabels-beir" --store "$1" \
-    --collection "radlabels-beir-$$" --group-by kind --label-field present --dump-tokens --out "$2"
+    --collection "radlabels-beir-$$" --group-by kind --label-field present --fusions rrf,weighted \
+    --dump-tokens --out "$2"
 }
 echo "## embedded store"
 mkdir -p "$work/embedded"
@@ -64,7 +65,7 @@ if ((qdrant)); then
   echo
   echo "## Qdrant store"
   scripts/with-qdrant.sh bash -c "\"$mirage\" eval-retrieval --bundle \"$bundle\" --data \"$work/radlabels-beir\" \
-    --store qdrant:\$MIRAGE_QDRANT_URL --collection radlabels-beir-$$ --group-by kind --label-field present \
+    --store qdrant:\$MIRAGE_QDRANT_URL --collection radlabels-beir-$$ --group-by kind --label-field present --fusions rrf,weighted \
     --out \"$work/qdrant\"" | tee "$work/qdrant-table.md"
 fi
 if ((commit)); then
