@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use mirage_index::{EmbeddedCollection, SearchMode, SearchRequest, VectorName};
+use mirage_index::{EmbeddedCollection, LexicalRequest, SearchMode, SearchRequest, VectorName};
 use mirage_model::testing::{write_tiny_bundle, TinyVision};
 use mirage_model::MirageModel;
 use rand::{Rng, SeedableRng};
@@ -345,6 +345,17 @@ fn sigkill_mid_indexing_loses_nothing_acknowledged_and_resumes_to_a_clean_result
             all_acked.len(),
             "acknowledged items lost after kill {kills}"
         );
+        // The lexical index holds exactly the items the kill left (every text has "radiograph").
+        let words = lexical_ids(&c, "radiograph");
+        assert_eq!(
+            words.len() as u64,
+            c.info().items,
+            "lexical index out of step after kill {kills}"
+        );
+        assert!(
+            all_acked.iter().all(|id| words.contains(id)),
+            "kill {kills}"
+        );
         drop(c);
         assert!(kills < 60, "indexing never finished");
     }
@@ -378,7 +389,23 @@ fn sigkill_mid_indexing_loses_nothing_acknowledged_and_resumes_to_a_clean_result
                 .collect();
             assert_eq!(a, b, "{q}");
         }
+        let lexical = |c: &EmbeddedCollection| -> Vec<(String, f32)> {
+            c.lexical_search(&LexicalRequest::new(q, 20))
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect()
+        };
+        assert_eq!(lexical(&clean), lexical(&crashy), "lexical {q}");
     }
+}
+
+fn lexical_ids(c: &EmbeddedCollection, q: &str) -> HashSet<String> {
+    c.lexical_search(&LexicalRequest::new(q, 1000))
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
 }
 
 /// Vectors embedded elsewhere go in through `index build --format npy` (ids, payloads, target
