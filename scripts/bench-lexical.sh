@@ -18,7 +18,8 @@ out="$cache/bench/lexical"
 rm -rf "$out"
 mkdir -p "$out"
 "$target/release/examples/bench_lexical" "$assets/radlabels" "$out" --n "$n" >"$out/ours-line.json"
-# numpy's OpenBLAS settings of this machine slow it (env README): unset for the reference only.
+# OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, set on some machines for old OpenBLAS builds, slow a
+# current numpy: unset for the reference only.
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$python" scripts/bench/bm25_speed.py "$out" >"$out/reference.json"
 python3 - "$out/ours.json" "$out/reference.json" <<'PY'
 import json, sys

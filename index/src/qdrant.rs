@@ -653,15 +653,8 @@ impl QdrantCollection {
         if let Some(t) = req.score_threshold {
             q = q.score_threshold(t);
         }
-        if let Some(f) = &req.filter {
-            q = q.filter(to_qdrant_filter(f));
-        }
-        let res = self
-            .client
-            .query(q)
+        self.query(q, req.filter.as_ref(), req.with_content, "search")
             .await
-            .map_err(|e| self.fail("search", e))?;
-        Ok(self.hits(res.result, req.with_content))
     }
 
     /// BM25 search over the items' texts: the query's terms weighted by their inverse document
@@ -694,26 +687,32 @@ impl QdrantCollection {
         // The page and a window past it from the top: ties are ordered by id here, as the
         // embedded store orders them, whatever order Qdrant returns them in.
         let depth = req.offset + limit;
-        let mut q = QueryPointsBuilder::new(&self.name)
+        let q = QueryPointsBuilder::new(&self.name)
             .query(VectorInput::new_sparse(indices, values))
             .using(LEXICAL_VECTOR)
             .limit((depth + lexical::TIE_WINDOW) as u64)
             .with_payload(true);
-        if let Some(f) = &req.filter {
-            q = q.filter(to_qdrant_filter(f));
-        }
-        let res = self
-            .client
-            .query(q)
-            .await
-            .map_err(|e| self.fail("lexical search", e))?;
-        let mut hits = self.hits(res.result, req.with_content);
+        let mut hits = self
+            .query(q, req.filter.as_ref(), req.with_content, "lexical search")
+            .await?;
         lexical::rank_ties_by_id(&mut hits, |h| (h.score, h.id.as_str()));
         Ok(hits.into_iter().skip(req.offset).take(limit).collect())
     }
 
-    fn hits(&self, points: Vec<qdrant::ScoredPoint>, with_content: bool) -> Vec<Hit> {
-        points
+    /// Runs a query with the payload filter, as hits (`what` names it in errors).
+    async fn query(
+        &self,
+        mut q: QueryPointsBuilder,
+        filter: Option<&Filter>,
+        with_content: bool,
+        what: &str,
+    ) -> Result<Vec<Hit>> {
+        if let Some(f) = filter {
+            q = q.filter(to_qdrant_filter(f));
+        }
+        let res = self.client.query(q).await.map_err(|e| self.fail(what, e))?;
+        Ok(res
+            .result
             .into_iter()
             .filter_map(|p| {
                 let (id, text, image, payload) = split_payload(p.payload);
@@ -726,7 +725,7 @@ impl QdrantCollection {
                     payload,
                 ))
             })
-            .collect()
+            .collect())
     }
 
     /// Sizes and settings.

@@ -33,6 +33,29 @@ pub struct CollectionSettings {
     pub fusion: Option<crate::dto::FusionSettings>,
 }
 
+impl CollectionSettings {
+    /// The fusion of a collection's hybrid searches: its saved fields over the defaults.
+    pub fn fusion(settings: Option<&Self>) -> mirage_index::hybrid::Fusion {
+        settings
+            .and_then(|s| s.fusion)
+            .unwrap_or_default()
+            .over(mirage_index::hybrid::Fusion::default())
+    }
+
+    /// The mode of a query that names none: the collection's for text on a collection with a
+    /// lexical index, else hybrid for text there, else dense.
+    pub fn mode(
+        settings: Option<&Self>,
+        has_text: bool,
+        has_lexical: bool,
+    ) -> mirage_index::hybrid::RetrievalMode {
+        match settings.and_then(|s| s.search_mode) {
+            Some(m) if has_text && has_lexical => m.into(),
+            _ => mirage_index::hybrid::RetrievalMode::default_for(has_text, has_lexical),
+        }
+    }
+}
+
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
@@ -157,19 +180,14 @@ impl AppState {
         mirage_index::hybrid::RetrievalMode,
         mirage_index::hybrid::Fusion,
     )> {
-        use mirage_index::hybrid::{Fusion, RetrievalMode};
         let settings = self.collection_settings(collection.name()).await;
-        let saved = settings.as_ref().and_then(|s| s.fusion).unwrap_or_default();
         let fusion = fusion
             .unwrap_or_default()
-            .over(saved.over(Fusion::default()));
+            .over(CollectionSettings::fusion(settings.as_ref()));
         fusion.validate()?;
         let mode = match mode {
             Some(m) => m.into(),
-            None => match settings.and_then(|s| s.search_mode) {
-                Some(m) if has_text && collection.has_lexical() => m.into(),
-                _ => RetrievalMode::default_for(has_text, collection.has_lexical()),
-            },
+            None => CollectionSettings::mode(settings.as_ref(), has_text, collection.has_lexical()),
         };
         Ok((mode, fusion))
     }

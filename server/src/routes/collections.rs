@@ -19,18 +19,9 @@ use crate::state::{AppState, CollectionSettings};
 
 async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse {
     let settings = state.collection_settings(&info.name).await;
-    let has_lexical = info.lexical.is_some();
-    let search_mode = match settings.as_ref().and_then(|s| s.search_mode) {
-        Some(m) if has_lexical => m,
-        _ => mirage_index::hybrid::RetrievalMode::default_for(true, has_lexical).into(),
-    };
-    let fusion = FusionSettings::of(
-        settings
-            .as_ref()
-            .and_then(|s| s.fusion)
-            .unwrap_or_default()
-            .over(mirage_index::hybrid::Fusion::default()),
-    );
+    let search_mode =
+        CollectionSettings::mode(settings.as_ref(), true, info.lexical.is_some()).into();
+    let fusion = FusionSettings::of(CollectionSettings::fusion(settings.as_ref()));
     let (store, location) = info
         .store
         .split_once(':')
