@@ -31,11 +31,8 @@ enum Job {
         span: tracing::Span,
         _permit: OwnedSemaphorePermit,
     },
-    Custom {
-        work: Custom,
-        span: tracing::Span,
-        _permit: OwnedSemaphorePermit,
-    },
+    /// Holds its queue permit inside `work`, which releases it before replying.
+    Custom { work: Custom, span: tracing::Span },
 }
 
 impl Job {
@@ -144,13 +141,16 @@ impl Encoder {
         let permit = self.admit(cost)?;
         let (reply, rx) = oneshot::channel();
         let work: Custom = Box::new(move |m| {
-            let _ = reply.send(work(m));
+            let out = work(m);
+            // Free the slots before the caller can see the reply, so a client that got its
+            // answer never finds its own finished work still holding the queue.
+            drop(permit);
+            let _ = reply.send(out);
         });
         self.tx
             .send(Job::Custom {
                 work,
                 span: tracing::Span::current(),
-                _permit: permit,
             })
             .map_err(|_| ApiError::internal("encoder thread is gone"))?;
         rx.await
@@ -175,7 +175,7 @@ fn worker(model: &MirageModel, rx: &Receiver<Job>, batch_size: usize, metrics: &
         let mut embeds = Vec::new();
         for job in jobs {
             match job {
-                Job::Custom { work, span, .. } => {
+                Job::Custom { work, span } => {
                     let _g = span.enter();
                     let t = Instant::now();
                     // A panic in one request's work must not take the encoder down with it.
@@ -251,13 +251,16 @@ fn run_embeds(model: &MirageModel, jobs: Vec<EmbedJob>, batch_size: usize, metri
     })();
     match result {
         Ok(()) => {
-            for ((reply, _, _), out) in replies.into_iter().zip(outputs) {
+            for ((reply, _, permit), out) in replies.into_iter().zip(outputs) {
+                // Slots are freed before the reply (see `Encoder::run`).
+                drop(permit);
                 let _ = reply.send(Ok(out));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "batched inference failed");
-            for (reply, _, _) in replies {
+            for (reply, _, permit) in replies {
+                drop(permit);
                 let _ = reply.send(Err(ApiError::internal(format!("inference failed: {e}"))));
             }
         }
