@@ -18,6 +18,7 @@ pub mod matching;
 pub mod model;
 pub mod names;
 pub mod onnx;
+pub mod reranker;
 pub mod testing;
 pub mod tokenize;
 pub mod towers;

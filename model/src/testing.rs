@@ -190,3 +190,40 @@ pub fn write_tiny_hf_dir(dir: &Path, seed: u64) -> Result<()> {
     std::fs::write(&tok, TINY_TOKENIZER_JSON).map_err(|e| io(&tok, e))?;
     Ok(())
 }
+
+/// Writes a Hugging Face-style `BertForSequenceClassification` directory (one label) over the
+/// tiny text tower with a seeded random pooler and classifier, for reranker tests that need no
+/// reference data.
+pub fn write_tiny_cross_encoder_dir(dir: &Path, seed: u64) -> Result<()> {
+    write_tiny_hf_dir(dir, seed)?;
+    let st = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&st, &Device::Cpu)?;
+    let spec = |name: &str, shape: &[usize], init: names::Init| names::TensorSpec {
+        name: name.to_owned(),
+        shape: shape.to_vec(),
+        init,
+    };
+    let head = [
+        spec(
+            "bert.pooler.dense.weight",
+            &[16, 16],
+            names::Init::Normal(0.5),
+        ),
+        spec("bert.pooler.dense.bias", &[16], names::Init::Zeros),
+        spec("classifier.weight", &[1, 16], names::Init::Normal(2.0)),
+        spec("classifier.bias", &[1], names::Init::Zeros),
+    ];
+    tensors.extend(random_tensors(&head, seed.wrapping_add(1), &Device::Cpu)?);
+    candle_core::safetensors::save(&tensors, &st)?;
+    let cfg_path = dir.join("config.json");
+    let io = |e: std::io::Error| crate::Error::Io {
+        path: cfg_path.clone(),
+        source: e,
+    };
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io)?).expect("json");
+    cfg["architectures"] = json!(["BertForSequenceClassification"]);
+    cfg["id2label"] = json!({"0": "LABEL_0"});
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).expect("json")).map_err(io)?;
+    Ok(())
+}

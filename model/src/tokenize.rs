@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationParams};
 
 use crate::config::TokenizerSettings;
 use crate::{Error, Result};
@@ -43,7 +43,24 @@ pub struct TokenIds {
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without truncation or padding: what measures a text and finds its
+    /// token offsets for passages.
+    whole: Tokenizer,
     lowercase: bool,
+    max_length: usize,
+    special_tokens: usize,
+}
+
+/// One token window of a text: its character span (Unicode scalar values, end exclusive) and
+/// how many content tokens it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenWindow {
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+    /// Tokens in the window (special tokens not counted).
+    pub tokens: usize,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -66,6 +83,14 @@ impl TextTokenizer {
     pub fn from_bytes(bytes: &[u8], settings: &TokenizerSettings) -> Result<Self> {
         let mut inner =
             Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut whole = inner.clone();
+        whole
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        whole.with_padding(None);
+        let special_tokens = whole
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
         let (pad_id, pad_token) = match inner.get_padding() {
             Some(p) => (p.pad_id, p.pad_token.clone()),
             None => {
@@ -87,20 +112,154 @@ impl TextTokenizer {
         }));
         Ok(Self {
             inner,
+            whole,
             lowercase: settings.lowercase,
+            max_length: settings.max_length,
+            special_tokens,
         })
+    }
+
+    /// The bundle's token limit (special tokens included): longer texts are cut to it.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Special tokens the tokenizer adds to every text (`[CLS]` and `[SEP]` for BERT).
+    pub fn special_tokens(&self) -> usize {
+        self.special_tokens
+    }
+
+    /// Content tokens the largest passage may hold: the limit less the special tokens.
+    pub fn max_content_tokens(&self) -> usize {
+        self.max_length.saturating_sub(self.special_tokens).max(1)
+    }
+
+    /// Tokens `text` becomes without truncation (special tokens included): above
+    /// [`Self::max_length`], embedding it cuts the rest.
+    pub fn full_length(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .whole
+            .encode(self.normalise(text), true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().len())
+    }
+
+    fn normalise(&self, text: &str) -> String {
+        if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Splits the characters `range` of `text` into windows of at most `window` content tokens,
+    /// consecutive windows sharing at least `overlap` tokens (rounded out to whole words).
+    /// Windows end and start on word
+    /// boundaries where a word boundary lies inside them (a single word longer than a window is
+    /// cut inside), and spans are trimmed of surrounding whitespace. A range without tokens gives
+    /// no window.
+    ///
+    /// # Errors
+    ///
+    /// `window` is 0 or `overlap` is not below it, or the tokenizer fails.
+    pub fn windows(
+        &self,
+        text: &str,
+        range: std::ops::Range<usize>,
+        window: usize,
+        overlap: usize,
+    ) -> Result<Vec<TokenWindow>> {
+        if window == 0 || overlap >= window {
+            return Err(Error::InvalidInput(format!(
+                "a window of {window} tokens with {overlap} overlapping: the window must be at \
+                 least 1 token and the overlap smaller than the window"
+            )));
+        }
+        let chars: Vec<char> = text.chars().collect();
+        let end = range.end.min(chars.len());
+        let start = range.start.min(end);
+        // Lowercasing may change a character into several (İ → i̇): map each character of the
+        // tokenizer's input back to the character of `text` it came from.
+        let mut input = String::new();
+        let mut origin = Vec::new();
+        for (i, c) in chars[start..end].iter().enumerate() {
+            if self.lowercase {
+                for l in c.to_lowercase() {
+                    input.push(l);
+                    origin.push(start + i);
+                }
+            } else {
+                input.push(*c);
+                origin.push(start + i);
+            }
+        }
+        let enc = self
+            .whole
+            .encode_char_offsets(input.as_str(), false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // Tokens with a span in the text, as (first char, one past the last, word).
+        let tokens: Vec<(usize, usize, Option<u32>)> = enc
+            .get_offsets()
+            .iter()
+            .zip(enc.get_word_ids())
+            .filter(|((s, e), _)| e > s && *e <= origin.len())
+            .map(|(&(s, e), &w)| (origin[s], origin[e - 1] + 1, w))
+            .collect();
+        let n = tokens.len();
+        let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
+        // A boundary between tokens i-1 and i lies between two words.
+        let boundary =
+            |i: usize| i == 0 || i >= n || tokens[i].2.is_none() || tokens[i].2 != tokens[i - 1].2;
+        // Where a window starting at token `first` ends: the last word boundary within `window`
+        // tokens, or the window's width when one word fills it.
+        let end_of = |first: usize| {
+            let last = (first + window).min(n);
+            if last == n {
+                return n;
+            }
+            (first + 1..=last)
+                .rev()
+                .find(|&b| boundary(b))
+                .unwrap_or(last)
+        };
+        let mut first = 0;
+        loop {
+            let last = end_of(first);
+            let (s, e) = if first == 0 && last == n {
+                (start, end)
+            } else {
+                (tokens[first].0, tokens[last - 1].1)
+            };
+            let (s, e) = trim_span(&chars, s, e);
+            out.push(TokenWindow {
+                start: s,
+                end: e,
+                tokens: last - first,
+            });
+            if last == n {
+                return Ok(out);
+            }
+            // The shared tokens are rounded out to the word they fall in, so a word longer than
+            // the overlap still repeats. No overlap where it would leave the next window unable
+            // to reach past this one (a long word next).
+            let target = last.saturating_sub(overlap).max(first + 1);
+            let next = (first + 1..=target)
+                .rev()
+                .find(|&b| boundary(b))
+                .or_else(|| (target..last).find(|&b| boundary(b)))
+                .unwrap_or(last);
+            first = if end_of(next) > last { next } else { last };
+        }
     }
 
     /// Tokens `text` becomes (special tokens included, after truncation): what usage counts.
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        let input = if self.lowercase {
-            text.to_lowercase()
-        } else {
-            text.to_owned()
-        };
         let enc = self
             .inner
-            .encode(input, true)
+            .encode(self.normalise(text), true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
     }
@@ -111,16 +270,7 @@ impl TextTokenizer {
         if texts.is_empty() {
             return Err(Error::InvalidInput("empty text batch".into()));
         }
-        let inputs: Vec<String> = texts
-            .iter()
-            .map(|t| {
-                if self.lowercase {
-                    t.to_lowercase()
-                } else {
-                    (*t).to_owned()
-                }
-            })
-            .collect();
+        let inputs: Vec<String> = texts.iter().map(|t| self.normalise(t)).collect();
         let enc = self
             .inner
             .encode_batch(inputs, true)
@@ -156,4 +306,15 @@ impl TextTokenizer {
             lengths: t.lengths,
         })
     }
+}
+
+/// `start..end` without the whitespace at either end.
+fn trim_span(chars: &[char], mut start: usize, mut end: usize) -> (usize, usize) {
+    while start < end && chars[start].is_whitespace() {
+        start += 1;
+    }
+    while end > start && chars[end - 1].is_whitespace() {
+        end -= 1;
+    }
+    (start, end)
 }

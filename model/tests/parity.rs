@@ -238,3 +238,151 @@ fn check_engines(
         }
     }
 }
+
+/// Random BERT cross-encoders of three configurations (one label / two labels; gelu, gelu_new,
+/// relu) imported from what transformers saved, on both engines: logits agree with
+/// transformers' (cosine over the pairs ≥ 0.9999, and within 1e-3), the tokens read per pair are
+/// the same (truncation longest-first at the reranker's limit), and so is the ranking.
+#[test]
+fn cross_encoders_match_transformers() {
+    use mirage_model::reranker::{import_cross_encoder, Reranker};
+    let dir = common::cache_dir().join("parity/cross_encoder");
+    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+        return;
+    };
+    let mut seen = 0;
+    // Every configuration on every engine, so one mismatch does not hide another.
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let src = entry.unwrap().path();
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("reference.json")).unwrap())
+                .unwrap();
+        let max_length = reference["max_length"].as_u64().unwrap() as usize;
+        let out = tempfile::tempdir().unwrap();
+        let config = import_cross_encoder(&src, out.path(), None, Some(max_length)).unwrap();
+        assert_eq!(
+            config.num_labels as u64,
+            reference["num_labels"].as_u64().unwrap()
+        );
+        let query = reference["query"].as_str().unwrap();
+        let docs: Vec<&str> = reference["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        let want: Vec<f32> = reference["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let tokens: Vec<usize> = reference["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as usize)
+            .collect();
+        for options in engines() {
+            let r = Reranker::open(out.path(), &options).unwrap();
+            assert_eq!(r.pair_tokens(query, &docs).unwrap(), tokens, "{src:?}");
+            let got: Vec<f32> = r.logits(query, &docs).unwrap().concat();
+            let cos = cosine(&got, &want);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            if !(cos >= 0.9999 && worst < 1e-3) {
+                failures.push(format!(
+                    "{src:?} on {:?}: cosine {cos}, largest difference {worst}\n got {got:?}\nwant {want:?}",
+                    r.engine()
+                ));
+                continue;
+            }
+            let order = |scores: &[f32]| {
+                let mut idx: Vec<usize> = (0..scores.len()).collect();
+                idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+                idx
+            };
+            let labels = config.num_labels;
+            let positive = |v: &[f32]| -> Vec<f32> {
+                v.chunks(labels)
+                    .map(|c| if labels == 1 { c[0] } else { c[1] - c[0] })
+                    .collect()
+            };
+            assert_eq!(order(&positive(&got)), order(&positive(&want)));
+            let relevance: Vec<f32> = r
+                .score(query, &docs)
+                .unwrap()
+                .iter()
+                .map(|s| s.relevance)
+                .collect();
+            assert_eq!(order(&relevance), order(&positive(&want)));
+        }
+        seen += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(seen, 3, "three reference configurations");
+}
+
+/// What the importer refuses, naming what did not fit.
+#[test]
+fn cross_encoder_import_refuses_other_layouts() {
+    use mirage_model::reranker::{import_cross_encoder, Reranker};
+    let Some(src) = common::require(
+        common::cache_dir().join("parity/cross_encoder/one-label-gelu"),
+        "scripts/reference-data.sh",
+    ) else {
+        return;
+    };
+    let copy = |edit: &dyn Fn(&std::path::Path)| {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(src.join(f), d.path().join(f)).unwrap();
+        }
+        edit(d.path());
+        d
+    };
+    let set_config = |d: &std::path::Path, key: &str, v: serde_json::Value| {
+        let p = d.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        c[key] = v;
+        std::fs::write(p, c.to_string()).unwrap();
+    };
+    let out = tempfile::tempdir().unwrap();
+    let d = copy(&|d| set_config(d, "architectures", serde_json::json!(["BertModel"])));
+    let e = import_cross_encoder(d.path(), out.path(), None, None).unwrap_err();
+    assert!(
+        e.to_string().contains("BertForSequenceClassification"),
+        "{e}"
+    );
+    let d = copy(&|d| set_config(d, "model_type", serde_json::json!("roberta")));
+    let e = import_cross_encoder(d.path(), out.path(), None, None).unwrap_err();
+    assert!(e.to_string().contains("roberta"), "{e}");
+    // A checkpoint of another width: the first tensor that does not fit is named.
+    let d = copy(&|d| set_config(d, "hidden_size", serde_json::json!(64)));
+    let e = import_cross_encoder(d.path(), out.path(), None, None).unwrap_err();
+    assert!(e.to_string().contains("bert.embeddings"), "{e}");
+    let d = copy(&|d| std::fs::remove_file(d.join("model.safetensors")).unwrap());
+    let e = import_cross_encoder(d.path(), out.path(), None, None).unwrap_err();
+    assert!(e.to_string().contains("model.safetensors"), "{e}");
+    let e = import_cross_encoder(src.as_path(), out.path(), None, Some(65)).unwrap_err();
+    assert!(e.to_string().contains("3–64"), "{e}");
+    // Weights changed after import are refused at load.
+    import_cross_encoder(src.as_path(), out.path(), Some("ce".into()), None).unwrap();
+    let w = out.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&w, bytes).unwrap();
+    let e = Reranker::open(out.path(), &EngineOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("sha256"), "{e}");
+}

@@ -8,7 +8,7 @@
 //! - [`EngineKind::Candle`]: the pure-Rust candle towers (`towers/`).
 
 mod candle;
-mod ort;
+pub(crate) mod ort;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -85,7 +85,7 @@ pub fn find_library(explicit: Option<&Path>, assets: Option<&Path>) -> Result<Pa
 }
 
 /// Loads the library once per process; later calls get the same outcome.
-fn load_library(explicit: Option<&Path>, assets: Option<&Path>) -> Result<OrtLibrary> {
+pub(crate) fn load_library(explicit: Option<&Path>, assets: Option<&Path>) -> Result<OrtLibrary> {
     if let Some(p) = explicit {
         // Checked on every call: the library may already be loaded from elsewhere.
         find_library(Some(p), None)?;
@@ -134,7 +134,7 @@ fn engine_error(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::Engine(format!("ONNX Runtime: {what}: {e}"))
 }
 
-fn session(bytes: &[u8], options: &EngineOptions, tower: &str) -> Result<Session> {
+pub(crate) fn session(bytes: &[u8], options: &EngineOptions, tower: &str) -> Result<Session> {
     let err = |e: ort::Error<ort::session::builder::SessionBuilder>| {
         Error::Engine(format!("ONNX Runtime: {tower} session options: {e}"))
     };

@@ -10,9 +10,9 @@
 //! | `text.onnx` | `input_ids`, `attention_mask`, `token_type_ids`: int64 `[batch, sequence]` | `embedding`: float `[batch, D]` |
 //! | `vision.onnx` | `pixel_values`: float `[batch, 3, S, S]` (preprocessed) | `embedding`: float `[batch, D]` |
 
-mod graph;
+pub(crate) mod graph;
 pub mod proto;
-mod text;
+pub(crate) mod text;
 mod vision;
 
 use std::collections::HashMap;

@@ -10,95 +10,14 @@
 use super::graph::{float, int, GraphBuilder, Weights};
 use super::proto::{Dim, ElemType, Model};
 use super::{TEXT_INPUTS, TEXT_OUTPUT};
-use crate::config::{Architecture, HiddenAct, TextPooling};
+use crate::config::{Architecture, BertConfig, HiddenAct, TextPooling};
 use crate::names::bert::*;
 use crate::names::{path, BIAS, TEXT, TEXT_PROJ, WEIGHT};
 use crate::Result;
 
 pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result<Model> {
-    let c = &arch.text.bert;
-    let eps = c.layer_norm_eps;
     let mut g = GraphBuilder::new("mirage_text", doc);
-    let dyn_2d = || vec![Dim::Named("batch".into()), Dim::Named("sequence".into())];
-    let [ids_name, mask_name, types_name] = TEXT_INPUTS;
-    let ids = g.input(ids_name, ElemType::Int64, dyn_2d());
-    let mask = g.input(mask_name, ElemType::Int64, dyn_2d());
-    let types = g.input(types_name, ElemType::Int64, dyn_2d());
-
-    // Embeddings: word + position (0..L) + token type, then LayerNorm.
-    let p = path(&[TEXT, EMBEDDINGS]);
-    let word = g.tensor(
-        &path(&[&p, WORD, WEIGHT]),
-        w.get(&path(&[&p, WORD, WEIGHT]))?,
-    )?;
-    let pos = g.tensor(
-        &path(&[&p, POSITION, WEIGHT]),
-        w.get(&path(&[&p, POSITION, WEIGHT]))?,
-    )?;
-    let tt = g.tensor(
-        &path(&[&p, TOKEN_TYPE, WEIGHT]),
-        w.get(&path(&[&p, TOKEN_TYPE, WEIGHT]))?,
-    )?;
-    let x_word = g.op("Gather", &[&word, &ids], vec![int("axis", 0)]);
-    let shape = g.op("Shape", &[&ids], Vec::new());
-    let one_idx = g.scalar_i64("axis1", 1);
-    let len = g.op("Gather", &[&shape, &one_idx], vec![int("axis", 0)]);
-    let zero = g.scalar_i64("zero", 0);
-    let step = g.scalar_i64("one", 1);
-    let positions = g.op("Range", &[&zero, &len, &step], Vec::new());
-    let x_pos = g.op("Gather", &[&pos, &positions], vec![int("axis", 0)]);
-    let x_tt = g.op("Gather", &[&tt, &types], vec![int("axis", 0)]);
-    let x = g.op("Add", &[&x_word, &x_pos], Vec::new());
-    let x = g.op("Add", &[&x, &x_tt], Vec::new());
-    let mut x = g.layer_norm(&x, w, &path(&[&p, LAYER_NORM]), eps)?;
-
-    let mask_i32 = g.op("Cast", &[&mask], vec![int("to", 6)]);
-    for i in 0..c.num_hidden_layers {
-        let l = path(&[TEXT, &layer(i)]);
-        let a = path(&[&l, ATTENTION]);
-        let qkv = |part: &str, leaf: &str| path(&[&a, SELF, part, leaf]);
-        // Attention wants Q|K|V side by side as one [H, 3H] weight and one [3H] bias.
-        let qkv_w = candle_core::Tensor::cat(
-            &[
-                w.get(&qkv(QUERY, WEIGHT))?,
-                w.get(&qkv(KEY, WEIGHT))?,
-                w.get(&qkv(VALUE, WEIGHT))?,
-            ],
-            0,
-        )?;
-        let qkv_b = candle_core::Tensor::cat(
-            &[
-                w.get(&qkv(QUERY, BIAS))?,
-                w.get(&qkv(KEY, BIAS))?,
-                w.get(&qkv(VALUE, BIAS))?,
-            ],
-            0,
-        )?;
-        let qkv_w = g.tensor_t(&format!("{a}.self.qkv.weight"), &qkv_w)?;
-        let qkv_b = g.tensor(&format!("{a}.self.qkv.bias"), &qkv_b)?;
-        let ctx = g.ms_op(
-            "Attention",
-            &[&x, &qkv_w, &qkv_b, &mask_i32],
-            vec![int("num_heads", c.num_attention_heads as i64)],
-        );
-        let attn = skip_norm_dense(&mut g, w, &ctx, &x, &path(&[&a, OUTPUT]), eps)?;
-        // Feed-forward: dense → activation (bias fused in) → dense, residual + LayerNorm.
-        let ip = path(&[&l, INTERMEDIATE, DENSE]);
-        let (iw, ib) = (path(&[&ip, WEIGHT]), path(&[&ip, BIAS]));
-        let wi = g.tensor_t(&iw, w.get(&iw)?)?;
-        let bi = g.tensor(&ib, w.get(&ib)?)?;
-        let inner = g.op("MatMul", &[&attn, &wi], Vec::new());
-        let act = match c.hidden_act {
-            HiddenAct::Gelu => g.ms_op("BiasGelu", &[&inner, &bi], Vec::new()),
-            HiddenAct::GeluNew => g.ms_op("FastGelu", &[&inner, &bi], Vec::new()),
-            HiddenAct::Relu => {
-                let y = g.op("Add", &[&inner, &bi], Vec::new());
-                g.op("Relu", &[&y], Vec::new())
-            }
-        };
-        x = skip_norm_dense(&mut g, w, &act, &attn, &path(&[&l, OUTPUT]), eps)?;
-    }
-
+    let (x, mask) = bert_body(&mut g, w, TEXT, &arch.text.bert)?;
     let pooled = match arch.text.pooling {
         TextPooling::Cls => {
             let first = g.scalar_i64("cls", 0);
@@ -128,6 +47,99 @@ pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result
         ],
     );
     Ok(g.finish())
+}
+
+/// The BERT encoder under `root` (`text` for a tower, `bert` for a cross-encoder): adds the
+/// three int64 inputs ([`TEXT_INPUTS`]) and returns the last hidden states `[B, L, H]` and the
+/// attention mask input's name.
+pub(crate) fn bert_body(
+    g: &mut GraphBuilder,
+    w: &Weights<'_>,
+    root: &str,
+    c: &BertConfig,
+) -> Result<(String, String)> {
+    let eps = c.layer_norm_eps;
+    let dyn_2d = || vec![Dim::Named("batch".into()), Dim::Named("sequence".into())];
+    let [ids_name, mask_name, types_name] = TEXT_INPUTS;
+    let ids = g.input(ids_name, ElemType::Int64, dyn_2d());
+    let mask = g.input(mask_name, ElemType::Int64, dyn_2d());
+    let types = g.input(types_name, ElemType::Int64, dyn_2d());
+
+    // Embeddings: word + position (0..L) + token type, then LayerNorm.
+    let p = path(&[root, EMBEDDINGS]);
+    let word = g.tensor(
+        &path(&[&p, WORD, WEIGHT]),
+        w.get(&path(&[&p, WORD, WEIGHT]))?,
+    )?;
+    let pos = g.tensor(
+        &path(&[&p, POSITION, WEIGHT]),
+        w.get(&path(&[&p, POSITION, WEIGHT]))?,
+    )?;
+    let tt = g.tensor(
+        &path(&[&p, TOKEN_TYPE, WEIGHT]),
+        w.get(&path(&[&p, TOKEN_TYPE, WEIGHT]))?,
+    )?;
+    let x_word = g.op("Gather", &[&word, &ids], vec![int("axis", 0)]);
+    let shape = g.op("Shape", &[&ids], Vec::new());
+    let one_idx = g.scalar_i64("axis1", 1);
+    let len = g.op("Gather", &[&shape, &one_idx], vec![int("axis", 0)]);
+    let zero = g.scalar_i64("zero", 0);
+    let step = g.scalar_i64("one", 1);
+    let positions = g.op("Range", &[&zero, &len, &step], Vec::new());
+    let x_pos = g.op("Gather", &[&pos, &positions], vec![int("axis", 0)]);
+    let x_tt = g.op("Gather", &[&tt, &types], vec![int("axis", 0)]);
+    let x = g.op("Add", &[&x_word, &x_pos], Vec::new());
+    let x = g.op("Add", &[&x, &x_tt], Vec::new());
+    let mut x = g.layer_norm(&x, w, &path(&[&p, LAYER_NORM]), eps)?;
+
+    let mask_i32 = g.op("Cast", &[&mask], vec![int("to", 6)]);
+    for i in 0..c.num_hidden_layers {
+        let l = path(&[root, &layer(i)]);
+        let a = path(&[&l, ATTENTION]);
+        let qkv = |part: &str, leaf: &str| path(&[&a, SELF, part, leaf]);
+        // Attention wants Q|K|V side by side as one [H, 3H] weight and one [3H] bias.
+        let qkv_w = candle_core::Tensor::cat(
+            &[
+                w.get(&qkv(QUERY, WEIGHT))?,
+                w.get(&qkv(KEY, WEIGHT))?,
+                w.get(&qkv(VALUE, WEIGHT))?,
+            ],
+            0,
+        )?;
+        let qkv_b = candle_core::Tensor::cat(
+            &[
+                w.get(&qkv(QUERY, BIAS))?,
+                w.get(&qkv(KEY, BIAS))?,
+                w.get(&qkv(VALUE, BIAS))?,
+            ],
+            0,
+        )?;
+        let qkv_w = g.tensor_t(&format!("{a}.self.qkv.weight"), &qkv_w)?;
+        let qkv_b = g.tensor(&format!("{a}.self.qkv.bias"), &qkv_b)?;
+        let ctx = g.ms_op(
+            "Attention",
+            &[&x, &qkv_w, &qkv_b, &mask_i32],
+            vec![int("num_heads", c.num_attention_heads as i64)],
+        );
+        let attn = skip_norm_dense(g, w, &ctx, &x, &path(&[&a, OUTPUT]), eps)?;
+        // Feed-forward: dense → activation (bias fused in) → dense, residual + LayerNorm.
+        let ip = path(&[&l, INTERMEDIATE, DENSE]);
+        let (iw, ib) = (path(&[&ip, WEIGHT]), path(&[&ip, BIAS]));
+        let wi = g.tensor_t(&iw, w.get(&iw)?)?;
+        let bi = g.tensor(&ib, w.get(&ib)?)?;
+        let inner = g.op("MatMul", &[&attn, &wi], Vec::new());
+        let act = match c.hidden_act {
+            HiddenAct::Gelu => g.ms_op("BiasGelu", &[&inner, &bi], Vec::new()),
+            HiddenAct::GeluNew => g.ms_op("FastGelu", &[&inner, &bi], Vec::new()),
+            HiddenAct::Relu => {
+                let y = g.op("Add", &[&inner, &bi], Vec::new());
+                g.op("Relu", &[&y], Vec::new())
+            }
+        };
+        x = skip_norm_dense(g, w, &act, &attn, &path(&[&l, OUTPUT]), eps)?;
+    }
+
+    Ok((x, mask))
 }
 
 /// `LayerNorm(x·Wᵀ + b + skip)` for the `dense` + `LayerNorm` pair under `prefix`, as one
