@@ -298,6 +298,49 @@ pub async fn search(collection: &Collection, q: &Query) -> Result<Vec<Hit>> {
     })
 }
 
+/// Most passages a grouped hit lists.
+pub const MAX_GROUP_SIZE: usize = 100;
+
+/// Runs the query with results grouped by document ([`crate::passages::group`]): `limit` and
+/// `offset` count documents, each listing up to `group_size` of its passages, best first.
+/// Candidates are fetched in growing rounds until the page's documents and their best passages
+/// are found or ranks end at [`MAX_SEARCH_DEPTH`] passages.
+pub async fn search_groups(
+    collection: &Collection,
+    q: &Query,
+    group_size: usize,
+) -> Result<Vec<crate::passages::Group>> {
+    let limit = q.validate(collection)?;
+    if !(1..=MAX_GROUP_SIZE).contains(&group_size) {
+        return Err(IndexError::invalid(format!(
+            "group_size must be 1–{MAX_GROUP_SIZE} (got {group_size})"
+        )));
+    }
+    let depth = q.offset + limit;
+    let mut fetch = (depth * group_size.max(2)).clamp(10, MAX_SEARCH_DEPTH);
+    loop {
+        let mut round = q.clone();
+        round.offset = 0;
+        round.limit = fetch;
+        round.fusion.candidates = round.fusion.candidates.max(fetch);
+        let hits = search(collection, &round).await?;
+        let exhausted = hits.len() < fetch || fetch == MAX_SEARCH_DEPTH;
+        let groups = crate::passages::group(hits, group_size);
+        // A page is settled when each of its documents lists all the passages it can: group_size,
+        // or every passage the document has (a filter may hide some; then ranks must end).
+        let settled = groups.len() >= depth
+            && groups[q.offset..depth].iter().all(|g| {
+                let count =
+                    crate::passages::PassageInfo::of(&g.hits[0].payload).map_or(1, |p| p.count);
+                g.hits.len() >= group_size.min(count)
+            });
+        if settled || exhausted {
+            return Ok(groups.into_iter().skip(q.offset).take(limit).collect());
+        }
+        fetch = (fetch * 4).min(MAX_SEARCH_DEPTH);
+    }
+}
+
 /// The dense leg: one search per vector, each item at its best cosine.
 async fn dense_leg(
     collection: &Collection,

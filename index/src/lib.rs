@@ -17,10 +17,12 @@ mod kernels;
 pub mod lexical;
 pub mod manifest;
 pub mod npy;
+pub mod passages;
 pub mod pipeline;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
 pub mod rag;
+pub mod rerank;
 pub mod store;
 pub mod testing;
 pub mod types;

@@ -16,6 +16,7 @@ use mirage_model::MirageModel;
 use serde::Serialize;
 
 use crate::error::{IndexError, Result};
+use crate::passages::{self, ChunkOptions, Span};
 use crate::store::Collection;
 use crate::types::{Item, ModelRef};
 use mirage_data::corpus::{BadRow, CorpusRecord};
@@ -68,6 +69,9 @@ pub struct PipelineOptions {
     pub progress: ProgressMode,
     /// Expected number of records, for the ETA.
     pub expected_records: Option<u64>,
+    /// Split texts into passages ([`crate::passages`]); without it a text longer than the
+    /// model's limit is embedded up to the limit and reported in [`IndexSummary::truncated`].
+    pub chunking: Option<ChunkOptions>,
 }
 
 impl Default for PipelineOptions {
@@ -80,6 +84,7 @@ impl Default for PipelineOptions {
             flush_every: 20_000,
             progress: ProgressMode::Bar,
             expected_records: None,
+            chunking: None,
         }
     }
 }
@@ -100,8 +105,15 @@ pub struct FailedItem {
 pub struct IndexSummary {
     /// Records read from the corpus (good and bad).
     pub read: u64,
-    /// Items embedded and written in this run.
+    /// Corpus records embedded and written in this run.
     pub indexed: u64,
+    /// Items those records became: one per unsplit record, one per passage of a split one.
+    pub items_written: u64,
+    /// Records whose text was longer than the model's token limit and was embedded only up to
+    /// it (none when texts are split into passages).
+    pub truncated: u64,
+    /// The first [`MAX_REPORTED_TRUNCATIONS`] of them.
+    pub truncated_items: Vec<TruncatedItem>,
     /// Items skipped because the collection already had them (resumed run).
     pub already_present: u64,
     /// Corpus rows that could not be parsed.
@@ -112,6 +124,22 @@ pub struct IndexSummary {
     pub seconds: f64,
     /// Items indexed per second.
     pub items_per_second: f64,
+}
+
+/// Truncated records listed in a summary at most (all are counted).
+pub const MAX_REPORTED_TRUNCATIONS: usize = 100;
+
+/// A record whose text was cut at the model's token limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TruncatedItem {
+    /// Corpus line.
+    pub line: usize,
+    /// Item id.
+    pub id: String,
+    /// Tokens of the whole text (special tokens included).
+    pub tokens: usize,
+    /// The limit it was cut at.
+    pub limit: usize,
 }
 
 /// A bad corpus row in the summary.
@@ -128,6 +156,10 @@ struct Prepared {
     record: CorpusRecord,
     pixels: Option<Vec<f32>>,
     dicom: BTreeMap<String, String>,
+    /// The text's passages, when it is split.
+    passages: Option<Vec<Span>>,
+    /// Tokens of a text the model will cut, when it is not split.
+    overlong: Option<usize>,
 }
 
 enum Stage {
@@ -157,6 +189,9 @@ where
     let bar = progress_bar(options);
     let mut summary = IndexSummary::default();
     let preprocess_cfg = model.config().preprocess.clone();
+    let tokenizer = model.tokenizer().clone();
+    let limit = tokenizer.max_length();
+    let chunking = options.chunking;
     let (tx, rx) = crossbeam_channel::bounded::<Stage>(4);
 
     let outcome = std::thread::scope(|scope| -> Result<()> {
@@ -183,21 +218,38 @@ where
                 if chunk.is_empty() {
                     return Ok(());
                 }
-                let ids: Vec<String> = chunk.iter().map(|r| r.id.clone()).collect();
+                // A split record is done when its first passage is stored: all its passages are
+                // written in one batch.
+                let probe = |r: &CorpusRecord| match (chunking, &r.text) {
+                    (Some(_), Some(_)) => passages::passage_id(&r.id, 0),
+                    _ => r.id.clone(),
+                };
+                let ids: Vec<String> = chunk.iter().map(probe).collect();
                 let present = runtime.block_on(collection.existing(ids))?;
                 let todo: Vec<CorpusRecord> = chunk
                     .drain(..)
-                    .filter(|r| !present.contains(&r.id))
+                    .filter(|r| !present.contains(&probe(r)))
                     .collect();
                 if !present.is_empty() && tx.send(Stage::Present(present.len() as u64)).is_err() {
                     return Ok(());
                 }
-                let (prepared, failed) = prepare_images(
+                let (mut prepared, mut failed) = prepare_images(
                     todo,
                     options.decode_threads,
                     options.decode,
                     &preprocess_cfg,
                 );
+                prepared.retain_mut(|p| match measure_text(p, &tokenizer, chunking) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        failed.push(FailedItem {
+                            line: p.record.line,
+                            id: p.record.id.clone(),
+                            reason,
+                        });
+                        false
+                    }
+                });
                 for f in failed {
                     if tx.send(Stage::Failed(f)).is_err() {
                         return Ok(());
@@ -233,8 +285,32 @@ where
                     Stage::Batch(batch) => {
                         let n = batch.len();
                         let ids: Vec<String> = batch.iter().map(|p| p.record.id.clone()).collect();
+                        let written: Vec<(String, usize)> = batch
+                            .iter()
+                            .map(|p| (p.record.id.clone(), p.passages.as_ref().map_or(0, Vec::len)))
+                            .collect();
+                        for p in &batch {
+                            if let Some(tokens) = p.overlong {
+                                summary.truncated += 1;
+                                if summary.truncated_items.len() < MAX_REPORTED_TRUNCATIONS {
+                                    bar.println(format!(
+                                        "truncated line {}: {}: {tokens} tokens, the model reads {limit}",
+                                        p.record.line,
+                                        p.record.id,
+                                    ));
+                                    summary.truncated_items.push(TruncatedItem {
+                                        line: p.record.line,
+                                        id: p.record.id.clone(),
+                                        tokens,
+                                        limit,
+                                    });
+                                }
+                            }
+                        }
                         let items = embed_batch(model, batch)?;
+                        summary.items_written += items.len() as u64;
                         runtime.block_on(collection.upsert(items))?;
+                        runtime.block_on(passages::remove_stale(collection, &written))?;
                         summary.indexed += n as u64;
                         since_flush += n;
                         if options.progress == ProgressMode::Jsonl && n > 0 {
@@ -351,6 +427,8 @@ fn prepare_one(
             record,
             pixels: None,
             dicom: BTreeMap::new(),
+            passages: None,
+            overlong: None,
         });
     };
     let fail = |reason: String| FailedItem {
@@ -364,16 +442,58 @@ fn prepare_one(
         dicom: image.dicom_tags,
         record,
         pixels: Some(pixels),
+        passages: None,
+        overlong: None,
     })
 }
 
-/// Embeds one prepared batch: texts through the text tower, images through the vision tower.
+/// Splits a record's text into passages, or measures it against the model's limit; the error
+/// says why the record cannot be indexed.
+fn measure_text(
+    p: &mut Prepared,
+    tokenizer: &mirage_model::tokenize::TextTokenizer,
+    chunking: Option<ChunkOptions>,
+) -> std::result::Result<(), String> {
+    let Some(text) = &p.record.text else {
+        return Ok(());
+    };
+    match chunking {
+        Some(o) => {
+            let spans = passages::split(tokenizer, text, &o).map_err(|e| e.to_string())?;
+            passages::check_parent_id(&p.record.id, spans.len()).map_err(|e| e.to_string())?;
+            if p.record.payload.contains_key(passages::PASSAGE_PAYLOAD_KEY) {
+                return Err(format!(
+                    "payload key {:?} is where split texts record their passages; rename it or index without chunking",
+                    passages::PASSAGE_PAYLOAD_KEY
+                ));
+            }
+            p.passages = Some(spans);
+        }
+        None => {
+            let tokens = tokenizer.full_length(text).map_err(|e| e.to_string())?;
+            p.overlong = (tokens > tokenizer.max_length()).then_some(tokens);
+        }
+    }
+    Ok(())
+}
+
+/// Embeds one prepared batch: texts (or their passages) through the text tower, images through
+/// the vision tower.
 fn embed_batch(model: &MirageModel, batch: Vec<Prepared>) -> Result<Vec<Item>> {
-    let texts: Vec<&str> = batch
-        .iter()
-        .filter_map(|p| p.record.text.as_deref())
-        .collect();
-    let mut text_vecs = model.embed_texts(&texts)?.into_iter();
+    let mut texts: Vec<String> = Vec::new();
+    for p in &batch {
+        match (&p.record.text, &p.passages) {
+            (Some(t), Some(spans)) => {
+                let chars: Vec<char> = t.chars().collect();
+                texts.extend(spans.iter().map(|s| s.text(&chars)));
+            }
+            (Some(t), None) => texts.push(t.clone()),
+            (None, _) => {}
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut text_vecs = model.embed_texts(&refs)?.into_iter();
+    let mut passage_texts = texts.into_iter();
     let mut pixels = Vec::new();
     let mut n_images = 0;
     for p in &batch {
@@ -385,18 +505,42 @@ fn embed_batch(model: &MirageModel, batch: Vec<Prepared>) -> Result<Vec<Item>> {
     let mut image_vecs = model.embed_preprocessed(pixels, n_images)?.into_iter();
     let mut items = Vec::with_capacity(batch.len());
     for p in batch {
-        let text_vector = p.record.text.as_ref().and_then(|_| text_vecs.next());
         let image_vector = p.pixels.as_ref().and_then(|_| image_vecs.next());
-        let mut item = Item {
-            id: p.record.id,
-            text: p.record.text,
-            image: p.record.image_ref,
-            payload: p.record.payload,
-            text_vector,
-            image_vector,
+        let Some(spans) = p.passages else {
+            let text_vector = p.record.text.as_ref().and_then(|_| text_vecs.next());
+            let text = p.record.text.as_ref().and_then(|_| passage_texts.next());
+            let mut item = Item {
+                id: p.record.id,
+                text,
+                image: p.record.image_ref,
+                payload: p.record.payload,
+                text_vector,
+                image_vector,
+            };
+            item.add_dicom_tags(p.dicom);
+            items.push(item);
+            continue;
         };
-        item.add_dicom_tags(p.dicom);
-        items.push(item);
+        let mut image_vector = image_vector;
+        let count = spans.len();
+        for (i, span) in spans.iter().enumerate() {
+            let mut item = Item {
+                id: passages::passage_id(&p.record.id, i),
+                text: passage_texts.next(),
+                image: p.record.image_ref.clone(),
+                payload: passages::passage_payload(
+                    &p.record.id,
+                    &p.record.payload,
+                    span,
+                    i,
+                    count,
+                )?,
+                text_vector: text_vecs.next(),
+                image_vector: image_vector.take(),
+            };
+            item.add_dicom_tags(p.dicom.clone());
+            items.push(item);
+        }
     }
     Ok(items)
 }

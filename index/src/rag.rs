@@ -10,13 +10,19 @@
 //! and from the first passage whose score falls below the previous one by more than
 //! `max_score_gap` × the best score, every later passage goes. Near-duplicates of a kept
 //! passage, passages past `k` and past the budget go too. Every candidate's fate is reported.
+//! A passage of a split text is cited by its document and character span
+//! ([`crate::passages`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use mirage_model::reranker::Reranker;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
 use crate::hybrid::{self, Query, RetrievalMode};
+use crate::passages::PassageInfo;
 use crate::types::MAX_SEARCH_DEPTH;
 use crate::{Collection, Hit};
 
@@ -179,8 +185,9 @@ fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
 }
 
 /// Searches `collection` (called `name` in citations) with `query` (its page is set here:
-/// three times `k` candidates, so near-duplicate removal still leaves `k`) and assembles the
-/// context.
+/// three times `k` candidates, so near-duplicate removal still leaves `k`), reranks them when
+/// `rerank` gives a cross-encoder and its candidate count ([`crate::rerank`]), and assembles
+/// the context.
 ///
 /// # Errors
 ///
@@ -190,6 +197,7 @@ pub async fn rag_context(
     name: &str,
     mut query: Query,
     options: &RagOptions,
+    rerank: Option<(Arc<Reranker>, usize)>,
 ) -> Result<RagContext> {
     options.validate()?;
     if query.vectors.is_empty() && query.text.is_none() {
@@ -197,7 +205,15 @@ pub async fn rag_context(
     }
     query.limit = (options.k * 3).min(MAX_SEARCH_DEPTH);
     query.offset = 0;
-    let hits = hybrid::search(collection, &query).await?;
+    let hits = match rerank {
+        Some((reranker, candidates)) => {
+            let mut hits =
+                crate::rerank::search_reranked(collection, &query, reranker, candidates).await?;
+            hits.truncate(query.limit);
+            hits
+        }
+        None => hybrid::search(collection, &query).await?,
+    };
     Ok(assemble(name, hits, options, query.mode))
 }
 
@@ -289,10 +305,20 @@ fn assemble(name: &str, hits: Vec<Hit>, o: &RagOptions, mode: RetrievalMode) -> 
             .text
             .clone()
             .unwrap_or_else(|| format!("(image {})", h.image.clone().unwrap_or_default()));
+        // A passage cites its document and where in it the passage lies.
+        let source = match PassageInfo::of(&h.payload) {
+            Some(p) => format!(
+                "{name}/{}, {}characters {}–{}",
+                p.parent,
+                p.section.map(|s| format!("{s}, ")).unwrap_or_default(),
+                p.start,
+                p.end
+            ),
+            None => format!("{name}/{}", h.id),
+        };
         let entry = format!(
-            "[{n}] {} (source: {name}/{}, score {:.3})\n",
+            "[{n}] {} (source: {source}, score {:.3})\n",
             body.trim(),
-            h.id,
             h.score
         );
         if truncated || context.chars().count() + entry.chars().count() > o.max_chars {

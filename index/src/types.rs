@@ -172,6 +172,9 @@ pub struct Legs {
     pub dense: Option<LegHit>,
     /// The lexical (BM25) leg.
     pub lexical: Option<LegHit>,
+    /// The cross-encoder that reordered the hits ([`crate::rerank`]): rank and relevance.
+    #[serde(default)]
+    pub rerank: Option<LegHit>,
 }
 
 /// A lexical (BM25) query over the items' texts ([`crate::lexical`]).

@@ -3,6 +3,7 @@
 mod common;
 mod engine;
 mod lexical;
+mod passages;
 mod persistence;
 mod pipeline;
 mod recall;
