@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorKind, InternalCause, Problem, PROBLEM_JSON};
 use crate::openapi::{finish_spec, Contract};
-use crate::routes::{audit, classify, collections, embeddings, media, ops, search};
+use crate::routes::{audit, classify, collections, embeddings, media, ops, rerank, search};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -45,6 +45,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(classify::classify))
         .routes(routes!(search::search))
         .routes(routes!(search::rag_context))
+        .routes(routes!(rerank::rerank))
         .routes(routes!(media::media))
         .routes(routes!(audit::audit))
         .routes(routes!(collections::list_collections))
@@ -81,6 +82,7 @@ fn contract(state: &AppState) -> Contract {
     Contract {
         max_inputs_per_request: state.settings.max_inputs_per_request,
         embed_dim: Some(state.encoder.model().dim()),
+        max_chunk_tokens: Some(state.encoder.model().tokenizer().max_content_tokens()),
         stores,
         auth: state.settings.auth_enabled(),
     }

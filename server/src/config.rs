@@ -233,6 +233,11 @@ pub struct Settings {
     /// web page's result images); none serves no images.
     #[arg(long, env = "MIRAGE_MEDIA_ROOT", value_parser = any_path)]
     pub media_root: Option<PathBuf>,
+    /// A cross-encoder reranker directory (`mirage model import-reranker`): serves
+    /// `POST /v1/rerank` and the `rerank` option of search and RAG. It runs on the engine of
+    /// --engine.
+    #[arg(long, env = "MIRAGE_RERANKER", value_parser = any_path)]
+    pub reranker: Option<PathBuf>,
     /// Inference engine, device, threads and ONNX Runtime library (file keys `engine`,
     /// `device`, `threads`, `ort_library`).
     #[command(flatten)]
@@ -258,6 +263,7 @@ impl Settings {
     pub fn finish(mut self) -> Result<Self> {
         let empty = |p: &PathBuf| p.as_os_str().is_empty();
         self.media_root = self.media_root.filter(|p| !empty(p));
+        self.reranker = self.reranker.filter(|p| !empty(p));
         self.engine.ort_library = self.engine.ort_library.filter(|p| !empty(p));
         self.qdrant_url = self.qdrant_url.filter(|u| !u.is_empty());
         self.qdrant_api_key = self.qdrant_api_key.filter(|k| !k.0.is_empty());

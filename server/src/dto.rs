@@ -1,5 +1,6 @@
 //! Request and response bodies of the HTTP API (they are the OpenAPI schemas).
 
+use mirage_index::passages::PassageInfo;
 use mirage_index::rag::RagOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -282,10 +283,174 @@ pub struct SearchRequest {
     /// Exact (brute-force) search.
     #[serde(default)]
     pub exact: bool,
+    /// `parent`: one hit per document, its passages (items of a split text, payload key
+    /// `passage`) grouped under it and ranked by the best; `limit` and `offset` then count
+    /// documents.
+    #[serde(default)]
+    pub group_by: Option<GroupBy>,
+    /// Rerank the first `rerank.candidates` hits with the server's cross-encoder (`--reranker`):
+    /// hits are then ordered by its relevance of `query.text` and each hit's text.
+    #[serde(default, deserialize_with = "object_only")]
+    pub rerank: Option<RerankSettings>,
+    /// With `group_by`: passages listed per document (default 3).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
+    pub group_size: Option<usize>,
     /// Frame of a multi-frame DICOM query image.
     #[serde(default)]
     #[schema(maximum = 65535)]
     pub frame: u16,
+}
+
+fn default_rerank_candidates() -> usize {
+    mirage_index::rerank::DEFAULT_CANDIDATES
+}
+
+/// Reranking of retrieved hits by a cross-encoder.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerankSettings {
+    /// Hits of the retrieval that are reranked (at least the page's depth are).
+    #[serde(default = "default_rerank_candidates")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub candidates: usize,
+}
+
+/// A document to rerank: its text, or an object with `text` (the Cohere and Jina shapes).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RerankDocument {
+    /// The text.
+    #[schema(value_type = NonBlank)]
+    Text(String),
+    /// An object with the text.
+    Object(RerankDocumentObject),
+}
+
+impl RerankDocument {
+    /// The document's text.
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Text(t) => t,
+            Self::Object(o) => &o.text,
+        }
+    }
+}
+
+/// A document as an object.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerankDocumentObject {
+    /// The text.
+    #[schema(value_type = NonBlank)]
+    pub text: String,
+}
+
+/// `POST /v1/rerank` (the Cohere / Jina rerank shape).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRequest {
+    /// The reranker's model id (`GET /info`); any other is refused. Default: the served one.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The query.
+    #[schema(value_type = NonBlank)]
+    pub query: String,
+    /// Documents to order; at most `max_inputs_per_request` (`GET /info`).
+    #[schema(min_items = 1, max_items = 256)]
+    pub documents: Vec<RerankDocument>,
+    /// Results to return, best first (default: all).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub top_n: Option<usize>,
+    /// Include each document's text in its result.
+    #[serde(default)]
+    pub return_documents: bool,
+}
+
+/// One reranked document.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RerankResult {
+    /// Its position in `documents`.
+    pub index: usize,
+    /// Relevance in [0, 1]: the sigmoid of the cross-encoder's logit (one label) or the
+    /// probability of label 1 (two or more).
+    pub relevance_score: f32,
+    /// The document, with `return_documents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<RerankDocumentObject>,
+}
+
+/// Tokens read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RerankUsage {
+    /// Tokens of every query–document pair, after truncation to the reranker's limit.
+    pub total_tokens: usize,
+}
+
+/// Response of `POST /v1/rerank`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RerankResponse {
+    /// The reranker's model id.
+    pub model: String,
+    /// Documents by decreasing relevance (ties in input order).
+    pub results: Vec<RerankResult>,
+    /// Tokens read.
+    pub usage: RerankUsage,
+}
+
+/// How search results are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// By the document a passage was split from.
+    Parent,
+}
+
+/// A passage's place in its document (the payload key `passage` of items split from a longer
+/// text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PassageRef {
+    /// The document's id.
+    pub parent: String,
+    /// 0-based passage number.
+    pub index: usize,
+    /// Passages of the document.
+    pub count: usize,
+    /// Section heading (split by sections).
+    pub section: Option<String>,
+    /// First character of the passage in the document (Unicode code points).
+    pub start: usize,
+    /// One past its last character.
+    pub end: usize,
+}
+
+impl From<PassageInfo> for PassageRef {
+    fn from(p: PassageInfo) -> Self {
+        Self {
+            parent: p.parent,
+            index: p.index,
+            count: p.count,
+            section: p.section,
+            start: p.start,
+            end: p.end,
+        }
+    }
+}
+
+/// One passage of a grouped hit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupPassage {
+    /// Item id of the passage.
+    pub id: String,
+    /// Its ranking score.
+    pub score: f32,
+    /// Where each retrieval leg ranked it.
+    pub legs: HitLegs,
+    /// Its text.
+    pub text: Option<String>,
+    /// Its place in the document (absent for an item that is not a passage).
+    pub passage: Option<PassageRef>,
 }
 
 /// Where a hit comes from, enough to cite and reproduce it.
@@ -325,6 +490,9 @@ pub struct HitLegs {
     pub dense: Option<LegRank>,
     /// The lexical (BM25) leg, when it found the hit.
     pub lexical: Option<LegRank>,
+    /// The cross-encoder, when the request asked to rerank: rank and relevance (0–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<LegRank>,
 }
 
 impl From<mirage_index::Legs> for HitLegs {
@@ -336,6 +504,7 @@ impl From<mirage_index::Legs> for HitLegs {
         Self {
             dense: l.dense.map(leg),
             lexical: l.lexical.map(leg),
+            rerank: l.rerank.map(leg),
         }
     }
 }
@@ -484,6 +653,17 @@ pub struct SearchHit {
     /// The item's payload.
     #[schema(value_type = Object)]
     pub payload: Map<String, Value>,
+    /// When the item is a passage of a longer text: its document and character span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passage: Option<PassageRef>,
+    /// Grouped search (`group_by`): the document's id (the hit's own id for an item that is
+    /// not a passage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Grouped search: the document's best passages among the candidates, best first (the
+    /// first is this hit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passages: Option<Vec<GroupPassage>>,
     /// Provenance.
     pub provenance: Provenance,
 }
@@ -546,6 +726,10 @@ pub struct RagRequest {
     /// Fusion settings of hybrid mode.
     #[serde(default, deserialize_with = "object_only")]
     pub fusion: Option<FusionSettings>,
+    /// Rerank the candidates with the server's cross-encoder before choosing passages (needs a
+    /// question).
+    #[serde(default, deserialize_with = "object_only")]
+    pub rerank: Option<RerankSettings>,
     /// Payload filter.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -936,6 +1120,46 @@ pub struct UpsertItem {
     pub vectors: Option<ItemVectors>,
 }
 
+/// How texts are split into passages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkMode {
+    /// Token windows with overlap.
+    Tokens,
+    /// Report sections at their headings (`FINDINGS:`, `IMPRESSION:` …), then token windows.
+    Sections,
+}
+
+impl From<ChunkMode> for mirage_index::passages::Chunking {
+    fn from(m: ChunkMode) -> Self {
+        match m {
+            ChunkMode::Tokens => Self::Tokens,
+            ChunkMode::Sections => Self::Sections,
+        }
+    }
+}
+
+/// Splitting of long texts into passages: each passage becomes the item `ID#0`, `ID#1`, …
+/// with the payload key `passage` = `{parent, index, count, section, start, end}`; a new version
+/// of a document removes its earlier passages.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingSettings {
+    /// `tokens` or `sections`.
+    pub mode: ChunkMode,
+    /// Content tokens per passage, 1 to the model's limit less its special tokens (the
+    /// default).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub tokens: Option<usize>,
+    /// Tokens consecutive passages share (default: an eighth of the window). Must be below
+    /// `tokens`, or below the default window when `tokens` is left out: a rule between two
+    /// fields that JSON Schema cannot state, refused with 422 `invalid-request`.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub overlap: Option<usize>,
+}
+
 /// Precomputed vectors of an item: at least one of `text`, `image`, each `embed_dim`
 /// (`GET /info`) numbers, not all zero (normalised by the server).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -956,6 +1180,10 @@ pub struct UpsertRequest {
     /// Items, with distinct ids; at most `max_inputs_per_request` (`GET /info`).
     #[schema(min_items = 1, max_items = 256)]
     pub items: Vec<UpsertItem>,
+    /// Split texts into passages. Without it, a text longer than the model's limit is embedded
+    /// up to the limit and reported (`truncated`).
+    #[serde(default, deserialize_with = "object_only")]
+    pub chunking: Option<ChunkingSettings>,
     /// Frame of multi-frame DICOM images.
     #[serde(default)]
     #[schema(maximum = 65535)]
@@ -965,10 +1193,27 @@ pub struct UpsertRequest {
 /// Response of an upsert (sent once the write is durable).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UpsertResponse {
-    /// Items written.
+    /// Items of the request written.
     pub upserted: usize,
+    /// Items stored: one per unsplit item, one per passage of a split one.
+    pub items_written: usize,
+    /// Items whose text was longer than the model's limit and was embedded only up to it.
+    pub truncated: usize,
     /// Collection version after the write.
     pub index_version: Option<u64>,
+    /// Each item of the request, in order.
+    pub items: Vec<UpsertedItem>,
+}
+
+/// What became of one item of an upsert.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpsertedItem {
+    /// Its id.
+    pub id: String,
+    /// Passages its text was split into (with `chunking`; absent for an item without text).
+    pub passages: Option<usize>,
+    /// Its text was cut at the model's token limit (without `chunking`).
+    pub truncated: bool,
 }
 
 /// `DELETE /v1/collections/{name}/items`: exactly one of `ids` / `filter`.
@@ -1073,6 +1318,21 @@ pub struct InfoResponse {
     pub audit_threshold: f32,
     /// Whether `GET /v1/media` serves result thumbnails (`--media-root` is set).
     pub media: bool,
+    /// The cross-encoder of `POST /v1/rerank` and the `rerank` option (`--reranker`).
+    pub reranker: Option<RerankerInfo>,
     /// Limits.
     pub limits: Limits,
+}
+
+/// The served cross-encoder.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RerankerInfo {
+    /// Its model id (`model` of `POST /v1/rerank`).
+    pub model_id: String,
+    /// `ort` or `candle`.
+    pub engine: String,
+    /// Tokens of a query–document pair read at most.
+    pub max_tokens: usize,
+    /// Classifier outputs.
+    pub num_labels: usize,
 }

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use mirage_data::corpus::{read_corpus, CorpusFormat, CorpusOptions};
 use mirage_index::hybrid::{self, Fusion, FusionMethod, RetrievalMode};
+use mirage_index::passages::{self, ChunkOptions, Chunking, PassageInfo};
 use mirage_index::pipeline::{
     bundle_ref, estimate_records, index_records, model_ref, PipelineOptions, ProgressMode,
 };
@@ -16,6 +17,7 @@ use mirage_index::{
     SearchMode, SearchRequest, StoreSpec, VectorName,
 };
 use mirage_model::image_input::{load_image, DecodeOptions};
+use mirage_model::reranker::Reranker;
 use mirage_server::config::{EngineArgs, Secret};
 use serde_json::json;
 
@@ -83,6 +85,58 @@ enum FormatArg {
     Npy,
 }
 
+/// Passage splitting flags of `mirage index build` and `mirage eval-retrieval`.
+#[derive(Args)]
+pub(crate) struct ChunkFlags {
+    /// Split texts into passages (items `ID#0`, `ID#1`, … recording their document, section and
+    /// character span under the payload key `passage`): `tokens` (windows with overlap) or
+    /// `sections` (report headings such as FINDINGS: and IMPRESSION:, then windows). Without it,
+    /// texts longer than the model's limit are embedded up to it and counted as truncated.
+    #[arg(long, value_enum)]
+    chunk: Option<ChunkArg>,
+    /// Content tokens per passage (default: the model's limit less its special tokens).
+    #[arg(long, requires = "chunk")]
+    chunk_tokens: Option<usize>,
+    /// Tokens consecutive passages share (default: an eighth of --chunk-tokens).
+    #[arg(long, requires = "chunk")]
+    chunk_overlap: Option<usize>,
+}
+
+impl ChunkFlags {
+    /// The splitting asked for, checked against `model`'s token limit.
+    pub(crate) fn options(
+        &self,
+        model: &mirage_model::MirageModel,
+    ) -> Result<Option<ChunkOptions>> {
+        let Some(mode) = self.chunk else {
+            return Ok(None);
+        };
+        let o = ChunkOptions::new(
+            mode.into(),
+            self.chunk_tokens,
+            self.chunk_overlap,
+            model.tokenizer(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e} (set by --chunk-tokens, --chunk-overlap)"))?;
+        Ok(Some(o))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ChunkArg {
+    Tokens,
+    Sections,
+}
+
+impl From<ChunkArg> for Chunking {
+    fn from(c: ChunkArg) -> Self {
+        match c {
+            ChunkArg::Tokens => Chunking::Tokens,
+            ChunkArg::Sections => Chunking::Sections,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ProgressArg {
     Bar,
@@ -133,6 +187,8 @@ pub(crate) struct BuildArgs {
     /// Stop at the first bad corpus row instead of reporting and skipping it.
     #[arg(long)]
     strict: bool,
+    #[command(flatten)]
+    chunking: ChunkFlags,
     /// Frame of multi-frame DICOM files.
     #[arg(long, default_value_t = 0)]
     frame: u32,
@@ -198,6 +254,13 @@ pub(crate) struct RetrievalArgs {
     mode: Option<ModeArg>,
     #[command(flatten)]
     fusion: FusionArgs,
+    /// Rerank the first --rerank-candidates hits with this cross-encoder (a directory written by
+    /// `mirage model import-reranker`); needs query text.
+    #[arg(long)]
+    reranker: Option<PathBuf>,
+    /// Hits reranked, 1–1000.
+    #[arg(long, default_value_t = mirage_index::rerank::DEFAULT_CANDIDATES, requires = "reranker")]
+    rerank_candidates: usize,
 }
 
 /// Fusion flags of hybrid search.
@@ -279,6 +342,25 @@ impl RetrievalArgs {
         );
         Ok((mode, self.fusion.fusion()?))
     }
+
+    /// The cross-encoder of --reranker, loaded on the engine `engine` chooses, with the
+    /// candidate count; `has_text` says whether the query has the text it reads.
+    fn reranker(
+        &self,
+        engine: &EngineArgs,
+        has_text: bool,
+    ) -> Result<Option<(std::sync::Arc<Reranker>, usize)>> {
+        let Some(dir) = &self.reranker else {
+            return Ok(None);
+        };
+        mirage_index::rerank::check_candidates(self.rerank_candidates)?;
+        if !has_text {
+            bail!("--reranker reads the query text beside each hit's text: give the text");
+        }
+        let r = Reranker::open(dir, &engine.options())
+            .map_err(|e| anyhow::anyhow!("loading reranker {}: {e}", dir.display()))?;
+        Ok(Some((std::sync::Arc::new(r), self.rerank_candidates)))
+    }
 }
 
 #[derive(Args)]
@@ -320,6 +402,13 @@ pub(crate) struct SearchArgs {
     /// Brute-force search: exact, slower on large collections.
     #[arg(long)]
     exact: bool,
+    /// One hit per document: passages of a split text are grouped under their document, ranked
+    /// by the best; --k and --offset then count documents.
+    #[arg(long, conflicts_with = "vectors")]
+    group_by_parent: bool,
+    /// With --group-by-parent: passages listed per document, 1–100.
+    #[arg(long, default_value_t = 3, requires = "group_by_parent")]
+    group_size: usize,
     /// Frame of multi-frame DICOM query images.
     #[arg(long, default_value_t = 0)]
     frame: u32,
@@ -432,6 +521,7 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         bail!("--vectors goes with --format npy");
     }
     let model = args.engine.load(&args.bundle)?;
+    let chunking = args.chunking.options(&model)?;
     let options = CorpusOptions {
         format,
         image_root: args.image_root.clone(),
@@ -455,11 +545,24 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         progress,
         expected_records: estimate_records(&corpus),
         flush_every: args.flush_every.max(1),
+        chunking,
     };
     let summary = index_records(&model, &collection, rt.handle(), records, &pipeline)?;
     let info = rt.block_on(collection.info())?;
+    let passages = if chunking.is_some() {
+        format!(" as {} items", summary.items_written)
+    } else {
+        String::new()
+    };
+    if summary.truncated > 0 {
+        eprintln!(
+            "warning: {} texts were longer than the model's {} tokens and were embedded only up to them (listed in the summary's truncated_items); --chunk tokens or --chunk sections splits them into passages instead",
+            summary.truncated,
+            model.tokenizer().max_length()
+        );
+    }
     eprintln!(
-        "indexed {} new items into {} ({} already present, {} bad rows, {} failed) in {:.1} s, {:.1} items/s; collection now holds {} items",
+        "indexed {} new records{passages} into {} ({} already present, {} bad rows, {} failed) in {:.1} s, {:.1} items/s; collection now holds {} items",
         summary.indexed,
         args.store.collection,
         summary.already_present,
@@ -653,8 +756,58 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
     query.score_threshold = base.score_threshold;
     query.ef = base.ef;
     query.search_mode = base.mode;
-    let hits = rt.block_on(hybrid::search(&c, &query))?;
     let mut out = std::io::stdout().lock();
+    let reranked = match args.retrieval.reranker(&args.engine, args.text.is_some())? {
+        Some((r, candidates)) => Some(rt.block_on(mirage_index::rerank::search_reranked(
+            &c, &query, r, candidates,
+        ))?),
+        None => None,
+    };
+    if args.group_by_parent {
+        let groups = match reranked {
+            Some(hits) => passages::group(hits, args.group_size)
+                .into_iter()
+                .skip(args.offset)
+                .take(args.k)
+                .collect(),
+            None => rt.block_on(hybrid::search_groups(&c, &query, args.group_size))?,
+        };
+        for (rank, g) in groups.into_iter().enumerate() {
+            use std::io::Write;
+            let best = &g.hits[0];
+            let passages: Vec<serde_json::Value> = g
+                .hits
+                .iter()
+                .map(|h| {
+                    json!({
+                        "id": h.id,
+                        "score": h.score,
+                        "passage": PassageInfo::of(&h.payload),
+                        "text": h.text,
+                    })
+                })
+                .collect();
+            let row = json!({
+                "rank": rank + 1 + args.offset,
+                "parent": g.parent,
+                "id": best.id,
+                "score": best.score,
+                "legs": best.legs,
+                "image": best.image,
+                "payload": best.payload,
+                "passages": passages,
+                "collection": args.store.collection,
+                "model_id": model_id,
+                "mode": mode,
+            });
+            writeln!(out, "{row}")?;
+        }
+        return Ok(());
+    }
+    let hits = match reranked {
+        Some(hits) => hits.into_iter().skip(args.offset).take(args.k).collect(),
+        None => rt.block_on(hybrid::search(&c, &query))?,
+    };
     for (rank, h) in hits.into_iter().enumerate() {
         use std::io::Write;
         let row = json!({
@@ -814,7 +967,10 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
     );
     query.fusion = fusion;
     query.filter = filter;
-    let r = rt.block_on(rag::rag_context(&c, name, query, &options))?;
+    let rerank = args
+        .retrieval
+        .reranker(&args.engine, args.question.is_some())?;
+    let r = rt.block_on(rag::rag_context(&c, name, query, &options, rerank))?;
     let citations: Vec<_> = r
         .citations
         .iter()

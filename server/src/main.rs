@@ -89,6 +89,24 @@ enum Command {
 enum ModelCommand {
     /// Build a bundle from a Hugging Face BERT directory (and optional torchvision vision weights).
     ImportHf(ImportArgs),
+    /// Import a Hugging Face BERT cross-encoder (BertForSequenceClassification: the ms-marco
+    /// MiniLM cross-encoders, MedCPT-Cross-Encoder) as a reranker directory for
+    /// `mirage serve --reranker` and `--reranker` of search, rag and eval-retrieval.
+    ImportReranker {
+        /// Hugging Face directory with config.json, model.safetensors and tokenizer.json.
+        #[arg(long)]
+        hf: PathBuf,
+        /// Reranker directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Model id (default: the source directory's name).
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Tokens of a query–document pair read at most (default: tokenizer_config.json's
+        /// model_max_length, else the position table).
+        #[arg(long)]
+        max_length: Option<usize>,
+    },
     /// Validate a bundle and print its configuration.
     Info {
         /// Bundle directory.
@@ -291,6 +309,25 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Model(ModelCommand::ImportHf(args)) => import(args),
+        Command::Model(ModelCommand::ImportReranker {
+            hf,
+            out,
+            model_id,
+            max_length,
+        }) => {
+            let c = mirage_model::reranker::import_cross_encoder(&hf, &out, model_id, max_length)
+                .with_context(|| format!("importing cross-encoder {}", hf.display()))?;
+            eprintln!(
+                "wrote reranker {} ({}; {} layers × {}, {} label(s), {} tokens)",
+                out.display(),
+                c.model_id,
+                c.bert.num_hidden_layers,
+                c.bert.hidden_size,
+                c.num_labels,
+                c.max_length
+            );
+            Ok(())
+        }
         Command::Model(ModelCommand::Info { bundle }) => {
             let b = Bundle::open(&bundle)
                 .with_context(|| format!("opening bundle {}", bundle.display()))?;

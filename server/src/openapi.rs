@@ -20,7 +20,7 @@ const PROBLEM_STATUSES: [(&str, &str); 11] = [
     ("404", "Unknown collection, model or route"),
     (
         "409",
-        "Collection built with another model, a name in both stores, or the bundle lacks a text bank",
+        "Collection built with another model, a name in both stores, the bundle lacks a text bank, or the server has no reranker (`--reranker`)",
     ),
     ("413", "Body above max_body_bytes"),
     ("415", "Content-Type or image encoding not supported"),
@@ -49,6 +49,9 @@ pub struct Contract {
     pub max_inputs_per_request: usize,
     /// The model's joint dimension; `None` in the configuration-free document.
     pub embed_dim: Option<usize>,
+    /// Content tokens the model reads in one text (its limit less its special tokens): the
+    /// largest passage; `None` in the configuration-free document.
+    pub max_chunk_tokens: Option<usize>,
     /// Stores a collection may be created in.
     pub stores: Vec<&'static str>,
     /// Whether requests need an API key.
@@ -60,6 +63,7 @@ impl Default for Contract {
         Self {
             max_inputs_per_request: Settings::default().max_inputs_per_request,
             embed_dim: None,
+            max_chunk_tokens: None,
             stores: vec!["embedded", "qdrant"],
             auth: false,
         }
@@ -439,6 +443,64 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
             json!([dim]),
         );
     }
+    if let Some(most) = contract.max_chunk_tokens {
+        let chunking = format!("{schemas}/ChunkingSettings/properties");
+        set(
+            &mut doc,
+            &format!("{chunking}/tokens"),
+            "maximum",
+            json!(most),
+        );
+        set(
+            &mut doc,
+            &format!("{chunking}/overlap"),
+            "maximum",
+            json!(most.saturating_sub(1)),
+        );
+    }
+    // Grouping: its size bound, and a size only with a grouping.
+    set(
+        &mut doc,
+        &format!("{page}/group_size"),
+        "maximum",
+        json!(mirage_index::hybrid::MAX_GROUP_SIZE),
+    );
+    let not_null = json!({"not": {"type": "null"}});
+    let search = doc
+        .pointer_mut(&format!("{schemas}/SearchRequest"))
+        .expect("SearchRequest schema");
+    // Rerank reads the query text beside each hit's text: no rerank of an image or vector alone.
+    let rerank_set = json!({"required": ["rerank"], "properties": {"rerank": not_null}});
+    search["allOf"] = json!([
+        {
+            "if": {"required": ["group_size"], "properties": {"group_size": not_null}},
+            "then": {"required": ["group_by"], "properties": {"group_by": not_null}},
+        },
+        {
+            "if": rerank_set,
+            "then": {"properties": {"query": {
+                "type": "object", "required": ["text"], "properties": {"text": not_null}}}},
+        },
+    ]);
+    let rag = doc
+        .pointer_mut(&format!("{schemas}/RagRequest"))
+        .expect("RagRequest schema");
+    rag["if"] = rerank_set;
+    rag["then"] = json!({"required": ["question"], "properties": {"question": not_null}});
+    // Split texts are embedded here, passage by passage, and record their passages in the
+    // payload: no precomputed text vector and no caller's `passage` key beside chunking.
+    let upsert = doc
+        .pointer_mut(&format!("{schemas}/UpsertRequest"))
+        .expect("UpsertRequest schema");
+    upsert["if"] = json!({"required": ["chunking"], "properties": {"chunking": not_null}});
+    upsert["then"] = json!({"properties": {"items": {"items": {
+        "not": {"anyOf": [
+            {"required": ["vectors"], "properties": {"vectors": {
+                "type": "object", "required": ["text"], "properties": {"text": not_null}}}},
+            {"required": ["payload"], "properties": {"payload": {
+                "type": "object", "required": [mirage_index::passages::PASSAGE_PAYLOAD_KEY]}}},
+        ]},
+    }}}});
     set(
         &mut doc,
         &format!("{schemas}/CreateCollectionRequest/properties/store"),

@@ -13,23 +13,28 @@ use anyhow::{bail, Result};
 use clap::Args;
 use mirage_eval::retrieval::{self, Benchmark, QueryScores};
 use mirage_index::hybrid::{self, RetrievalMode};
+use mirage_index::passages;
 use mirage_index::pipeline::model_ref;
+use mirage_index::rerank;
 use mirage_index::{lexical, Collection, CollectionConfig, Item, VectorName};
+use mirage_model::reranker::Reranker;
 use mirage_server::config::EngineArgs;
 use serde_json::{json, Value};
 
 use crate::index_cmd::{runtime, FusionArg, FusionArgs, ModeArg, StoreArgs};
 
-/// One way of retrieving: a mode, and for hybrid its fusion.
+/// One way of retrieving: a mode, for hybrid its fusion, and whether a cross-encoder
+/// reranks the candidates.
 #[derive(Clone, Copy)]
 struct Variant {
     mode: RetrievalMode,
     fusion: hybrid::Fusion,
+    rerank: bool,
 }
 
 impl Variant {
     fn name(&self, several_fusions: bool) -> String {
-        match (self.mode, several_fusions) {
+        let base = match (self.mode, several_fusions) {
             (RetrievalMode::Hybrid, true) => format!(
                 "hybrid-{}",
                 match self.fusion.method {
@@ -38,6 +43,11 @@ impl Variant {
                 }
             ),
             (m, _) => m.to_string(),
+        };
+        if self.rerank {
+            format!("{base}+rerank")
+        } else {
+            base
         }
     }
 }
@@ -92,6 +102,17 @@ pub(crate) struct EvalRetrievalArgs {
     /// tokens/queries.jsonl) for a reference BM25 outside this program.
     #[arg(long)]
     dump_tokens: bool,
+    /// A cross-encoder (`mirage model import-reranker`): every hybrid variant is also run with
+    /// its first --rerank-candidates hits reranked (`hybrid+rerank`).
+    #[arg(long)]
+    reranker: Option<PathBuf>,
+    /// Hits reranked per query, 1–1000.
+    #[arg(long, default_value_t = mirage_index::rerank::DEFAULT_CANDIDATES, requires = "reranker")]
+    rerank_candidates: usize,
+    /// Passages, as `mirage index build` splits them: rankings are then of documents, each at
+    /// its best passage.
+    #[command(flatten)]
+    chunking: crate::index_cmd::ChunkFlags,
     /// Output folder: results.json, per-query.jsonl, recall.png.
     #[arg(long)]
     out: PathBuf,
@@ -136,16 +157,40 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
                         method: (*f).into(),
                         ..fusion
                     },
+                    rerank: false,
                 });
             }
         } else if !variants.iter().any(|v: &Variant| v.mode == mode) {
-            variants.push(Variant { mode, fusion });
+            variants.push(Variant {
+                mode,
+                fusion,
+                rerank: false,
+            });
         }
     }
+    let reranker = match &args.reranker {
+        Some(dir) => {
+            mirage_index::rerank::check_candidates(args.rerank_candidates)?;
+            let reranked: Vec<Variant> = variants
+                .iter()
+                .filter(|v| v.mode == RetrievalMode::Hybrid)
+                .map(|v| Variant { rerank: true, ..*v })
+                .collect();
+            if reranked.is_empty() {
+                bail!("--reranker reranks the hybrid variants: add hybrid to --modes");
+            }
+            variants.extend(reranked);
+            let r = Reranker::open(dir, &args.engine.options())
+                .map_err(|e| anyhow::anyhow!("loading reranker {}: {e}", dir.display()))?;
+            Some(std::sync::Arc::new(r))
+        }
+        None => None,
+    };
     let names: Vec<String> = variants.iter().map(|v| v.name(several)).collect();
     let bench = Benchmark::read(&args.data, &args.split)?;
     fs_err::create_dir_all(&args.out)?;
     let model = args.engine.load(&args.bundle)?;
+    let chunking = args.chunking.options(&model)?;
     let rt = runtime()?;
     let config = CollectionConfig::new(model.dim(), model_ref(&model));
     let c = rt.block_on(Collection::create_or_open(
@@ -160,26 +205,50 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
         // average of the first upsert (docs/RETRIEVAL.md), here the corpus's, as FTS5 does.
         let mut all = Vec::with_capacity(bench.corpus.len());
         for chunk in bench.corpus.chunks(64) {
-            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            // Each document as one item, or as its passages.
+            let mut pending = Vec::new();
+            for d in chunk {
+                match &chunking {
+                    None => pending.push((d.id.clone(), d.text.clone(), d.metadata.clone())),
+                    Some(o) => {
+                        let spans = passages::split(model.tokenizer(), &d.text, o)?;
+                        let chars: Vec<char> = d.text.chars().collect();
+                        for (i, span) in spans.iter().enumerate() {
+                            pending.push((
+                                passages::passage_id(&d.id, i),
+                                span.text(&chars),
+                                passages::passage_payload(
+                                    &d.id,
+                                    &d.metadata,
+                                    span,
+                                    i,
+                                    spans.len(),
+                                )?,
+                            ));
+                        }
+                    }
+                }
+            }
+            let texts: Vec<&str> = pending.iter().map(|(_, t, _)| t.as_str()).collect();
             let vectors = model.embed_texts(&texts)?;
-            let items = chunk
-                .iter()
-                .zip(vectors)
-                .map(|(d, v)| Item {
-                    id: d.id.clone(),
-                    text: Some(d.text.clone()),
-                    image: None,
-                    payload: d.metadata.clone(),
-                    text_vector: Some(v),
-                    image_vector: None,
-                })
-                .collect::<Vec<_>>();
-            all.extend(items);
+            all.extend(
+                pending
+                    .into_iter()
+                    .zip(vectors)
+                    .map(|((id, text, payload), v)| Item {
+                        id,
+                        text: Some(text),
+                        image: None,
+                        payload,
+                        text_vector: Some(v),
+                        image_vector: None,
+                    }),
+            );
         }
         rt.block_on(c.upsert(all))?;
         rt.block_on(c.flush())?;
         true
-    } else if held != bench.corpus.len() as u64 {
+    } else if chunking.is_none() && held != bench.corpus.len() as u64 {
         bail!(
             "collection {:?} holds {held} items but the corpus has {} documents: use an empty or new collection",
             args.store.collection,
@@ -258,9 +327,29 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
                 args.depth,
             );
             query.fusion = variant.fusion;
-            query.with_content = false;
-            let hits = rt.block_on(hybrid::search(&c, &query))?;
-            let ranking: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+            // The cross-encoder reads the hits' texts.
+            query.with_content = variant.rerank;
+            let hits = match (&reranker, variant.rerank) {
+                (Some(r), true) => rt.block_on(rerank::search_reranked(
+                    &c,
+                    &query,
+                    r.clone(),
+                    args.rerank_candidates,
+                ))?,
+                _ if chunking.is_some() => {
+                    // Passages: documents at their best passage.
+                    rt.block_on(hybrid::search_groups(&c, &query, 1))?
+                        .into_iter()
+                        .flat_map(|g| g.hits)
+                        .collect()
+                }
+                _ => rt.block_on(hybrid::search(&c, &query))?,
+            };
+            let ranking: Vec<String> = passages::group(hits, 1)
+                .into_iter()
+                .map(|g| g.parent)
+                .take(args.depth)
+                .collect();
             let rel = &bench.qrels[&q.id];
             let s = QueryScores::of(&ranking, rel, args.k, args.depth);
             for (i, point) in curve.iter_mut().enumerate() {
@@ -338,6 +427,12 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
         "k": args.k,
         "depth": args.depth,
         "fusion": fusion,
+        "chunking": chunking,
+        "reranker": reranker.as_ref().map(|r| json!({
+            "model_id": r.model_id(),
+            "engine": r.engine().as_str(),
+            "candidates": args.rerank_candidates,
+        })),
         "variants": names,
         "analyzer": lexical::ANALYZER,
         "index_seconds": if indexed { Some(index_seconds) } else { None },

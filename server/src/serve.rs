@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use mirage_model::reranker::Reranker;
 use mirage_model::{Bundle, MirageModel};
 
 use crate::app::app;
@@ -30,12 +31,19 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 pub async fn build_state(settings: Settings) -> Result<AppState> {
     let dir = settings.bundle.clone();
     let options = settings.engine.options();
-    let (model, bank) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let reranker_dir = settings.reranker.clone();
+    let (model, bank, reranker) = tokio::task::spawn_blocking(move || -> Result<_> {
         let bundle =
             Bundle::open(&dir).with_context(|| format!("opening bundle {}", dir.display()))?;
         let model = MirageModel::load(&bundle, &options)?;
         let bank = bundle.text_bank(model.device())?;
-        Ok((model, bank))
+        let reranker = reranker_dir
+            .map(|d| {
+                Reranker::open(&d, &options)
+                    .with_context(|| format!("loading reranker {}", d.display()))
+            })
+            .transpose()?;
+        Ok((model, bank, reranker))
     })
     .await??;
     let metrics = Arc::new(Metrics::default());
@@ -45,7 +53,7 @@ pub async fn build_state(settings: Settings) -> Result<AppState> {
         settings.max_queue_items,
         metrics.clone(),
     );
-    let state = AppState::new(settings, encoder, bank, metrics)?;
+    let state = AppState::new(settings, encoder, bank, reranker, metrics)?;
     // One forward pass through each tower before declaring readiness, so the first user
     // request does not pay for lazy initialisation and a broken model fails here, not later.
     let s = state.encoder.model().config().preprocess.image_size;

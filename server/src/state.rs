@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::config::Settings;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::infer::Encoder;
 use crate::metrics::Metrics;
 
@@ -68,6 +68,10 @@ pub struct Inner {
     pub encoder: Encoder,
     /// The bundle's text bank, for audit.
     pub text_bank: Option<TextBank>,
+    /// The cross-encoder of `--reranker`, if any.
+    pub reranker: Option<Arc<mirage_model::reranker::Reranker>>,
+    /// One reranking at a time: it uses every core the engine is given.
+    pub rerank_gate: tokio::sync::Semaphore,
     /// The model reference collections are checked against.
     pub model_ref: ModelRef,
     /// Default store.
@@ -95,6 +99,7 @@ impl AppState {
         settings: Settings,
         encoder: Encoder,
         text_bank: Option<TextBank>,
+        reranker: Option<mirage_model::reranker::Reranker>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let key = settings.qdrant_api_key.as_ref().map(|k| k.0.as_str());
@@ -124,6 +129,8 @@ impl AppState {
             settings,
             encoder,
             text_bank,
+            reranker: reranker.map(Arc::new),
+            rerank_gate: tokio::sync::Semaphore::new(1),
             model_ref,
             store,
             qdrant,
@@ -133,6 +140,38 @@ impl AppState {
             registry: Mutex::new(registry),
             registry_path,
         })))
+    }
+
+    /// The cross-encoder and candidate count a request's `rerank` setting asks for: refused
+    /// without a reranker or without the query text (`text_field`) it reads.
+    pub fn rerank(
+        &self,
+        settings: Option<crate::dto::RerankSettings>,
+        has_text: bool,
+        text_field: &str,
+    ) -> ApiResult<Option<(Arc<mirage_model::reranker::Reranker>, usize)>> {
+        let Some(settings) = settings else {
+            return Ok(None);
+        };
+        let reranker = self.reranker()?;
+        mirage_index::rerank::check_candidates(settings.candidates)?;
+        if !has_text {
+            return Err(ApiError::invalid(format!(
+                "rerank reads {text_field} beside each hit's text: give {text_field}, or drop rerank"
+            )));
+        }
+        Ok(Some((reranker, settings.candidates)))
+    }
+
+    /// The served cross-encoder, or a problem saying how to start the server with one.
+    pub fn reranker(&self) -> ApiResult<Arc<mirage_model::reranker::Reranker>> {
+        self.reranker.clone().ok_or_else(|| {
+            // Like audit without a text bank: a valid request this deployment cannot serve.
+            ApiError::new(
+                ErrorKind::NotSupportedByModel,
+                "this server has no reranker: start it with --reranker DIR (a cross-encoder imported with `mirage model import-reranker`)",
+            )
+        })
     }
 
     /// Ready for traffic (model warmed up, not draining).

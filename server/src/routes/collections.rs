@@ -3,13 +3,17 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use mirage_index::passages::{
+    check_parent_id, passage_id, passage_payload, remove_stale, split, ChunkOptions, Span,
+    PASSAGE_PAYLOAD_KEY,
+};
 use mirage_index::types::unit_vector;
 use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
 
 use crate::dto::{
     CollectionList, CollectionName, CollectionResponse, CollectionSummary, CreateCollectionRequest,
     DeleteItemsRequest, DeleteResponse, FusionSettings, HnswSettings, StoreKind, UpsertRequest,
-    UpsertResponse,
+    UpsertResponse, UpsertedItem,
 };
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::extract::ApiBody;
@@ -236,9 +240,17 @@ pub async fn upsert_items(
 ) -> ApiResult<Json<UpsertResponse>> {
     check_input_count(&state, req.items.len(), "items")?;
     let collection = state.collection(&name).await?;
+    let tokenizer = state.encoder.model().tokenizer().clone();
+    let chunking = match req.chunking {
+        Some(c) => Some(
+            ChunkOptions::new(c.mode.into(), c.tokens, c.overlap, &tokenizer)
+                .map_err(|e| ApiError::invalid(format!("chunking: {e}")))?,
+        ),
+        None => None,
+    };
     let mut inputs = Vec::new();
     let mut images = Vec::new();
-    // (item index, is_image) of each embedding, in input order.
+    // Where each embedding goes, in input order.
     let mut slots = Vec::new();
     let dim = state.encoder.model().dim();
     // Vectors the caller computed, checked before anything is embedded.
@@ -263,8 +275,16 @@ pub async fn upsert_items(
                 "items[{i}] gives both image and vectors.image: give one (image_uri stores a reference)"
             )));
         }
+        if text_vector.is_some() && chunking.is_some() {
+            return Err(ApiError::invalid(format!(
+                "items[{i}] gives vectors.text, which cannot be split into passages: send the text without vectors.text, or drop chunking"
+            )));
+        }
         given.push((text_vector, image_vector));
     }
+    // Per item: its passages (split texts) and whether its text is cut at the model's limit.
+    let mut splits: Vec<Option<Vec<Span>>> = Vec::with_capacity(req.items.len());
+    let mut truncated = Vec::with_capacity(req.items.len());
     for (i, it) in req.items.iter().enumerate() {
         if it.text.is_none() && it.image.is_none() && it.vectors.is_none() {
             return Err(ApiError::invalid(format!(
@@ -272,18 +292,43 @@ pub async fn upsert_items(
                 it.id
             )));
         }
+        let (mut spans, mut cut) = (None, false);
         if let Some(t) = &it.text {
             if t.trim().is_empty() {
                 return Err(ApiError::invalid(format!("items[{i}].text is empty")));
             }
-            if given[i].0.is_none() {
-                inputs.push(Input::Text(t.clone()));
-                slots.push((i, false));
+            match (chunking, given[i].0.is_none()) {
+                (Some(o), _) => {
+                    if it.payload.contains_key(PASSAGE_PAYLOAD_KEY) {
+                        return Err(ApiError::invalid(format!(
+                            "items[{i}].payload.{PASSAGE_PAYLOAD_KEY} is where split texts record their passages: rename the key, or drop chunking"
+                        )));
+                    }
+                    let parts = split(&tokenizer, t, &o)
+                        .map_err(|e| ApiError::invalid(format!("items[{i}].text: {e}")))?;
+                    check_parent_id(&it.id, parts.len())
+                        .map_err(|e| ApiError::invalid(format!("items[{i}].id: {e}")))?;
+                    let chars: Vec<char> = t.chars().collect();
+                    for span in &parts {
+                        inputs.push(Input::Text(span.text(&chars)));
+                        slots.push(Slot::Passage(i));
+                    }
+                    spans = Some(parts);
+                }
+                (None, true) => {
+                    cut =
+                        tokenizer.full_length(t).map_err(ApiError::from)? > tokenizer.max_length();
+                    inputs.push(Input::Text(t.clone()));
+                    slots.push(Slot::Text(i));
+                }
+                (None, false) => {}
             }
         }
         if let Some(d) = &it.image {
             images.push((format!("items[{i}].image"), d.clone()));
         }
+        splits.push(spans);
+        truncated.push(cut);
     }
     let prepared = prepare_images(&state, images, req.frame.into()).await?;
     let mut dicom = Vec::new();
@@ -295,7 +340,7 @@ pub async fn upsert_items(
         .zip(prepared)
     {
         inputs.push(Input::Pixels(pixels));
-        slots.push((i, true));
+        slots.push(Slot::Image(i));
         dicom.push((i, tags));
     }
     let vectors = state.encoder.embed(inputs).await?;
@@ -312,22 +357,69 @@ pub async fn upsert_items(
             image_vector,
         })
         .collect();
-    for ((i, is_image), v) in slots.into_iter().zip(vectors) {
-        if is_image {
-            items[i].image_vector = Some(v);
-        } else {
-            items[i].text_vector = Some(v);
+    let mut passage_vectors: Vec<Vec<Vec<f32>>> = vec![Vec::new(); items.len()];
+    for (slot, v) in slots.into_iter().zip(vectors) {
+        match slot {
+            Slot::Text(i) => items[i].text_vector = Some(v),
+            Slot::Image(i) => items[i].image_vector = Some(v),
+            Slot::Passage(i) => passage_vectors[i].push(v),
         }
     }
     for (i, tags) in dicom {
         items[i].add_dicom_tags(tags);
     }
-    let n = items.len();
-    collection.upsert(items).await?;
+    let mut report = Vec::with_capacity(items.len());
+    let mut written = Vec::with_capacity(items.len());
+    let mut stored = Vec::with_capacity(items.len());
+    for ((item, spans), (cut, vectors)) in items
+        .into_iter()
+        .zip(splits)
+        .zip(truncated.iter().zip(passage_vectors))
+    {
+        report.push(UpsertedItem {
+            id: item.id.clone(),
+            passages: spans.as_ref().map(Vec::len),
+            truncated: *cut,
+        });
+        let Some(spans) = spans else {
+            written.push((item.id.clone(), 0));
+            stored.push(item);
+            continue;
+        };
+        written.push((item.id.clone(), spans.len()));
+        let chars: Vec<char> = item.text.as_deref().unwrap_or("").chars().collect();
+        let mut image_vector = item.image_vector;
+        for (p, (span, v)) in spans.iter().zip(vectors).enumerate() {
+            stored.push(Item {
+                id: passage_id(&item.id, p),
+                text: Some(span.text(&chars)),
+                image: item.image.clone(),
+                payload: passage_payload(&item.id, &item.payload, span, p, spans.len())?,
+                text_vector: Some(v),
+                image_vector: image_vector.take(),
+            });
+        }
+    }
+    let items_written = stored.len();
+    collection.upsert(stored).await?;
+    remove_stale(&collection, &written).await?;
     Ok(Json(UpsertResponse {
-        upserted: n,
+        upserted: report.len(),
+        items_written,
+        truncated: truncated.iter().filter(|&&t| t).count(),
         index_version: collection.index_version(),
+        items: report,
     }))
+}
+
+/// Where one embedding of an upsert goes.
+enum Slot {
+    /// The text vector of item i.
+    Text(usize),
+    /// The image vector of item i.
+    Image(usize),
+    /// The next passage of item i's text.
+    Passage(usize),
 }
 
 /// Deletes items by id or by filter.

@@ -6,6 +6,7 @@ pub mod collections;
 pub mod embeddings;
 pub mod media;
 pub mod ops;
+pub mod rerank;
 pub mod search;
 
 use base64::Engine;

@@ -5,7 +5,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 
-use crate::dto::{HealthResponse, InfoResponse, Limits, StoreHealth};
+use crate::dto::{HealthResponse, InfoResponse, Limits, RerankerInfo, StoreHealth};
 use crate::error::{ApiError, ApiResult, ErrorKind, Problem, STORE_RETRY_AFTER_SECS};
 use crate::state::AppState;
 
@@ -119,6 +119,12 @@ pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
         rag_min_score: s.rag_min_score,
         audit_threshold: s.audit_threshold,
         media: s.media_root.is_some(),
+        reranker: state.reranker.as_ref().map(|r| RerankerInfo {
+            model_id: r.model_id().into(),
+            engine: r.engine().as_str().into(),
+            max_tokens: r.config().max_length,
+            num_labels: r.config().num_labels,
+        }),
         limits: Limits {
             max_body_bytes: s.max_body_bytes,
             max_inputs_per_request: s.max_inputs_per_request,

@@ -3,19 +3,24 @@
 use axum::extract::State;
 use axum::Json;
 use mirage_index::hybrid::{self, RetrievalMode};
+use mirage_index::passages::{self, Group, PassageInfo};
 use mirage_index::rag::{self, RagOptions};
+use mirage_index::rerank;
 use mirage_index::types::{page_limit, unit_vector};
 use mirage_index::{Hit, SearchMode, VectorName};
 
 use crate::dto::{
-    ContentPart, Mode, Provenance, RagRequest, RagResponse, SearchHit, SearchRequest,
-    SearchResponse, Target,
+    ContentPart, GroupBy, GroupPassage, Mode, Provenance, RagRequest, RagResponse, SearchHit,
+    SearchRequest, SearchResponse, Target,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
 use crate::infer::Input;
 use crate::routes::{parse_filter, prepare_images};
 use crate::state::AppState;
+
+/// Passages a grouped hit lists when the request does not say.
+const DEFAULT_GROUP_SIZE: usize = 3;
 
 /// A cosine bound given in a request: within [-1, 1] (beyond, it would keep or drop everything).
 pub fn check_score(field: &str, value: Option<f32>) -> ApiResult<()> {
@@ -71,28 +76,76 @@ struct Searched {
     mode: Mode,
 }
 
-fn to_hits(state: &AppState, collection: &str, s: Searched, first_rank: usize) -> Vec<SearchHit> {
-    s.hits
+fn to_hit(state: &AppState, collection: &str, s: &Searched, rank: usize, h: Hit) -> SearchHit {
+    SearchHit {
+        rank,
+        provenance: Provenance {
+            collection: collection.to_owned(),
+            item_id: h.id.clone(),
+            model_id: state.model_ref.model_id.clone(),
+            bundle_sha256: state.model_ref.sha256.clone(),
+            store: s.store.to_owned(),
+            index_version: s.index_version,
+            score: h.score,
+            mode: s.mode,
+        },
+        passage: PassageInfo::of(&h.payload).map(Into::into),
+        id: h.id,
+        score: h.score,
+        legs: h.legs.into(),
+        text: h.text,
+        image: h.image,
+        payload: h.payload,
+        parent: None,
+        passages: None,
+    }
+}
+
+fn to_hits(
+    state: &AppState,
+    collection: &str,
+    mut s: Searched,
+    first_rank: usize,
+) -> Vec<SearchHit> {
+    let hits = std::mem::take(&mut s.hits);
+    hits.into_iter()
+        .enumerate()
+        .map(|(i, h)| to_hit(state, collection, &s, first_rank + i, h))
+        .collect()
+}
+
+/// Grouped hits: each document at its best passage, listing its passages.
+fn to_groups(
+    state: &AppState,
+    collection: &str,
+    s: &Searched,
+    groups: Vec<Group>,
+    first_rank: usize,
+) -> Vec<SearchHit> {
+    groups
         .into_iter()
         .enumerate()
-        .map(|(i, h)| SearchHit {
-            rank: first_rank + i,
-            provenance: Provenance {
-                collection: collection.to_owned(),
-                item_id: h.id.clone(),
-                model_id: state.model_ref.model_id.clone(),
-                bundle_sha256: state.model_ref.sha256.clone(),
-                store: s.store.to_owned(),
-                index_version: s.index_version,
-                score: h.score,
-                mode: s.mode,
-            },
-            id: h.id,
-            score: h.score,
-            legs: h.legs.into(),
-            text: h.text,
-            image: h.image,
-            payload: h.payload,
+        .map(|(i, g)| {
+            let passages = g
+                .hits
+                .iter()
+                .map(|h| GroupPassage {
+                    id: h.id.clone(),
+                    score: h.score,
+                    legs: h.legs.into(),
+                    text: h.text.clone(),
+                    passage: PassageInfo::of(&h.payload).map(Into::into),
+                })
+                .collect();
+            let best = g
+                .hits
+                .into_iter()
+                .next()
+                .expect("a group holds at least one passage — this is a bug");
+            let mut hit = to_hit(state, collection, s, first_rank + i, best);
+            hit.parent = Some(g.parent);
+            hit.passages = Some(passages);
+            hit
         })
         .collect()
 }
@@ -112,6 +165,11 @@ pub async fn search(
     // Checked before the query is embedded; the store cuts a page reaching past the last rank.
     page_limit(req.limit, req.offset).map_err(|e| ApiError::invalid(e.to_string()))?;
     check_score("score_threshold", req.score_threshold)?;
+    if req.group_size.is_some() && req.group_by.is_none() {
+        return Err(ApiError::invalid(
+            "group_size goes with group_by: add \"group_by\": \"parent\", or drop group_size",
+        ));
+    }
     let filter = parse_filter(req.filter)?;
     let q = req.query;
     let modality = match (&q.text, &q.image, &q.vector) {
@@ -129,6 +187,7 @@ pub async fn search(
         (Some(_), Some(_), None) => "text+image",
         (Some(_), None, Some(_)) => "text+vector",
     };
+    let rerank = state.rerank(req.rerank, q.text.is_some(), "query.text")?;
     let collection = state.collection(&req.collection).await?;
     let (mode, fusion) = state
         .retrieval(&collection, q.text.is_some(), req.mode, req.fusion)
@@ -163,15 +222,46 @@ pub async fn search(
         SearchMode::Auto
     };
     let total = collection.count(filter).await?;
-    let hits = hybrid::search(&collection, &query).await?;
-    let searched = Searched {
-        hits,
+    let mut searched = Searched {
+        hits: Vec::new(),
         index_version: collection.index_version(),
         store: collection.kind(),
         mode: mode.into(),
     };
+    let size = req.group_size.unwrap_or(DEFAULT_GROUP_SIZE);
+    let hits = match (req.group_by, rerank) {
+        (Some(GroupBy::Parent), None) => {
+            let groups = hybrid::search_groups(&collection, &query, size).await?;
+            to_groups(&state, &req.collection, &searched, groups, req.offset + 1)
+        }
+        (group_by, Some((reranker, candidates))) => {
+            let _turn = state.rerank_gate.acquire().await;
+            let reranked =
+                rerank::search_reranked(&collection, &query, reranker, candidates).await?;
+            if group_by.is_some() {
+                let groups = passages::group(reranked, size);
+                let groups = groups
+                    .into_iter()
+                    .skip(req.offset)
+                    .take(req.limit)
+                    .collect();
+                to_groups(&state, &req.collection, &searched, groups, req.offset + 1)
+            } else {
+                searched.hits = reranked
+                    .into_iter()
+                    .skip(req.offset)
+                    .take(req.limit)
+                    .collect();
+                to_hits(&state, &req.collection, searched, req.offset + 1)
+            }
+        }
+        (None, None) => {
+            searched.hits = hybrid::search(&collection, &query).await?;
+            to_hits(&state, &req.collection, searched, req.offset + 1)
+        }
+    };
     Ok(Json(SearchResponse {
-        hits: to_hits(&state, &req.collection, searched, req.offset + 1),
+        hits,
         collection: req.collection,
         model_id: state.model_ref.model_id.clone(),
         query_modality: modality.into(),
@@ -208,6 +298,7 @@ pub async fn rag_context(
         ));
     }
     let filter = parse_filter(req.filter)?;
+    let rerank = state.rerank(req.rerank, req.question.is_some(), "question")?;
     let collection = state.collection(&req.collection).await?;
     options.min_score = match req.min_score {
         Some(m) => m,
@@ -243,7 +334,11 @@ pub async fn rag_context(
     );
     query.fusion = fusion;
     query.filter = filter;
-    let rag = rag::rag_context(&collection, &req.collection, query, &options).await?;
+    let _turn = match rerank {
+        Some(_) => Some(state.rerank_gate.acquire().await),
+        None => None,
+    };
+    let rag = rag::rag_context(&collection, &req.collection, query, &options, rerank).await?;
     if rag.abstained {
         state.metrics.abstained(&req.collection);
     }

@@ -77,11 +77,18 @@ fn fuzz(st: &Path, server: &Server, label: &str, key: Option<&str>, report: &Pat
     );
 }
 
-/// A tiny bundle with a text bank (so `/v1/audit` answers) and a server over it.
-fn serve(dir: &Path, extra: &[&str]) -> Server {
+/// A tiny bundle with a text bank (so `/v1/audit` answers) and a server over it; with
+/// `reranker`, a tiny cross-encoder too (so rerank answers; without one it is refused, 409).
+fn serve(dir: &Path, reranker: bool, extra: &[&str]) -> Server {
     let bundle = dir.join("bundle");
     crate::bundle_with_bank(&bundle);
-    Server::start(&bundle, &dir.join("work"), extra)
+    let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+    if reranker {
+        let path = crate::tiny_reranker(dir);
+        args.extend(["--reranker".to_owned(), path.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&bundle, &dir.join("work"), &args)
 }
 
 #[test]
@@ -90,7 +97,7 @@ fn the_served_api_meets_its_openapi_document_under_schema_fuzzing() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &[]);
+    let server = serve(dir.path(), true, &[]);
     fuzz(&st, &server, "auth-off", None, dir.path());
 }
 
@@ -102,6 +109,7 @@ fn with_api_keys_the_served_api_meets_its_openapi_document_under_schema_fuzzing(
     let dir = tempfile::tempdir().unwrap();
     let server = serve(
         dir.path(),
+        false,
         &["--api-keys", "fuzz-read", "--admin-keys", "fuzz-admin"],
     );
     fuzz(&st, &server, "auth-on", Some("fuzz-admin"), dir.path());
@@ -117,6 +125,6 @@ fn over_qdrant_the_served_api_meets_its_openapi_document_under_schema_fuzzing() 
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &["--store", &format!("qdrant:{url}")]);
+    let server = serve(dir.path(), true, &["--store", &format!("qdrant:{url}")]);
     fuzz(&st, &server, "qdrant", None, dir.path());
 }

@@ -10,6 +10,7 @@ mod errors;
 mod fuzz;
 mod harness;
 mod openapi_drift;
+mod passages;
 mod protection;
 #[cfg(feature = "qdrant")]
 mod qdrant;
@@ -33,6 +34,17 @@ pub const BANK: &[&str] = &[
 /// A tiny bundle with a text bank in `dir`.
 pub fn bundle_with_bank(dir: &Path) {
     write_tiny_bundle_with_bank(dir, TinyVision::ResNetAttention, 16, 7, BANK).unwrap();
+}
+
+/// A tiny randomly initialised cross-encoder imported as a reranker bundle `dir/reranker`
+/// (model id `tiny-ce`); returns its path.
+pub fn tiny_reranker(dir: &Path) -> std::path::PathBuf {
+    let hf = dir.join("cross-encoder-hf");
+    mirage_model::testing::write_tiny_cross_encoder_dir(&hf, 3).unwrap();
+    let reranker = dir.join("reranker");
+    mirage_model::reranker::import_cross_encoder(&hf, &reranker, Some("tiny-ce".into()), None)
+        .unwrap();
+    reranker
 }
 
 /// A tiny bundle without a bank.
