@@ -21,7 +21,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::config::{BertConfig, TextPooling};
 use crate::engine::{DeviceChoice, EngineChoice, EngineKind, EngineOptions};
@@ -40,7 +40,7 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Version of the reranker directory layout.
 pub const RERANKER_FORMAT_VERSION: u32 = 1;
-/// Pairs per forward pass.
+/// Pairs per forward pass at most (the length groups are cut to this size).
 const BATCH: usize = 32;
 
 /// The BERT encoder's prefix in a `BertForSequenceClassification` checkpoint.
@@ -303,7 +303,9 @@ enum Scorer {
 pub struct Reranker {
     config: RerankerConfig,
     dir: PathBuf,
+    /// Truncating, not padding: pairs are padded per length group in `logits`.
     tokenizer: Tokenizer,
+    pad_id: u32,
     scorer: Scorer,
     kind: EngineKind,
 }
@@ -385,22 +387,14 @@ impl Reranker {
         let pad = tokenizer
             .get_padding()
             .map(|p| (p.pad_id, p.pad_token.clone()));
-        let (pad_id, pad_token) = pad.unwrap_or_else(|| {
-            let t = "[PAD]".to_owned();
-            (tokenizer.token_to_id(&t).unwrap_or(0), t)
-        });
+        let pad_id = pad.map_or_else(|| tokenizer.token_to_id("[PAD]").unwrap_or(0), |p| p.0);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: config.max_length,
                 ..Default::default()
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_id,
-            pad_token,
-            ..Default::default()
-        }));
+        tokenizer.with_padding(None);
         let ort = || -> Result<Scorer> {
             crate::engine::ort::load_library(
                 options.ort_library.as_deref(),
@@ -439,6 +433,7 @@ impl Reranker {
             config,
             dir: dir.to_path_buf(),
             tokenizer,
+            pad_id,
             scorer,
             kind,
         })
@@ -466,56 +461,67 @@ impl Reranker {
 
     /// Tokens each `(query, document)` pair reads (after truncation), special tokens included.
     pub fn pair_tokens(&self, query: &str, documents: &[&str]) -> Result<Vec<usize>> {
-        let mut out = Vec::with_capacity(documents.len());
-        for chunk in documents.chunks(BATCH) {
-            let enc = self.encode(query, chunk)?;
-            out.extend(
-                enc.iter()
-                    .map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count()),
-            );
-        }
-        Ok(out)
+        Ok(self
+            .encode(query, documents)?
+            .iter()
+            .map(tokenizers::Encoding::len)
+            .collect())
     }
 
+    /// Every pair tokenised, truncated and unpadded.
     fn encode(&self, query: &str, documents: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
-        let pairs: Vec<(String, String)> = documents
-            .iter()
-            .map(|d| (query.to_owned(), (*d).to_owned()))
-            .collect();
+        let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
         self.tokenizer
             .encode_batch(pairs, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
-    /// The classifier's outputs for each `(query, document)` pair, `num_labels` per pair.
+    /// The classifier's outputs for each `(query, document)` pair, `num_labels` per pair, in
+    /// input order. Pairs run in groups of similar length (as texts do in `MirageModel`), so a
+    /// short pair is not padded to the longest candidate; padding is masked, so grouping never
+    /// changes a score.
     pub fn logits(&self, query: &str, documents: &[&str]) -> Result<Vec<Vec<f32>>> {
         let labels = self.config.num_labels;
-        let mut out = Vec::with_capacity(documents.len());
-        for chunk in documents.chunks(BATCH) {
-            let enc = self.encode(query, chunk)?;
-            let (b, l) = (enc.len(), enc.first().map_or(0, |e| e.get_ids().len()));
-            let flat = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-                enc.iter().flat_map(|e| f(e).iter().copied()).collect()
-            };
-            let (ids, types, mask) = (
-                flat(tokenizers::Encoding::get_ids),
-                flat(tokenizers::Encoding::get_type_ids),
-                flat(tokenizers::Encoding::get_attention_mask),
-            );
-            let values = match &self.scorer {
-                Scorer::Candle(s) => {
-                    let t = |v: Vec<u32>| Tensor::from_vec(v, (b, l), &Device::Cpu);
-                    s.logits(&t(ids)?, &t(types)?, &t(mask)?)?
+        let enc = self.encode(query, documents)?;
+        let lengths: Vec<usize> = enc.iter().map(tokenizers::Encoding::len).collect();
+        let mut out = vec![Vec::new(); documents.len()];
+        for group in crate::model::length_groups(&lengths) {
+            for rows in group.chunks(BATCH) {
+                let (b, l) = (
+                    rows.len(),
+                    rows.iter().map(|&i| lengths[i]).max().unwrap_or(0),
+                );
+                let padded = |f: fn(&tokenizers::Encoding) -> &[u32], pad: u32| -> Vec<u32> {
+                    let mut v = Vec::with_capacity(b * l);
+                    for &i in rows {
+                        let row = f(&enc[i]);
+                        v.extend_from_slice(row);
+                        v.resize(v.len() + l - row.len(), pad);
+                    }
+                    v
+                };
+                let (ids, types, mask) = (
+                    padded(tokenizers::Encoding::get_ids, self.pad_id),
+                    padded(tokenizers::Encoding::get_type_ids, 0),
+                    padded(tokenizers::Encoding::get_attention_mask, 0),
+                );
+                let values = match &self.scorer {
+                    Scorer::Candle(s) => {
+                        let t = |v: Vec<u32>| Tensor::from_vec(v, (b, l), &Device::Cpu);
+                        s.logits(&t(ids)?, &t(types)?, &t(mask)?)?
+                    }
+                    Scorer::Ort(session) => ort_logits(session, b, l, &ids, &mask, &types)?,
+                };
+                if values.len() != b * labels {
+                    return Err(Error::Engine(format!(
+                        "the cross-encoder returned {} values for {b} pairs of {labels} labels",
+                        values.len()
+                    )));
                 }
-                Scorer::Ort(session) => ort_logits(session, b, l, &ids, &mask, &types)?,
-            };
-            if values.len() != b * labels {
-                return Err(Error::Engine(format!(
-                    "the cross-encoder returned {} values for {b} pairs of {labels} labels",
-                    values.len()
-                )));
+                for (&i, v) in rows.iter().zip(values.chunks_exact(labels)) {
+                    out[i] = v.to_vec();
+                }
             }
-            out.extend(values.chunks_exact(labels).map(<[f32]>::to_vec));
         }
         Ok(out)
     }
