@@ -817,6 +817,8 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
             "legs": h.legs,
             "text": h.text,
             "image": h.image,
+            // As on the HTTP API: a passage's document and span beside its payload.
+            "passage": PassageInfo::of(&h.payload),
             "payload": h.payload,
             "collection": args.store.collection,
             "model_id": model_id,
@@ -977,7 +979,8 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
         .enumerate()
         .map(|(i, h)| {
             json!({"rank": i + 1, "id": h.id, "score": h.score, "legs": h.legs,
-                   "text": h.text, "image": h.image, "payload": h.payload})
+                   "text": h.text, "image": h.image, "passage": PassageInfo::of(&h.payload),
+                   "payload": h.payload})
         })
         .collect();
     let prompt = (!r.abstained).then(|| r.prompt_text());

@@ -200,16 +200,22 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
     ))?;
     let held = rt.block_on(c.count(None))?;
     let started = Instant::now();
+    let (mut truncated, mut items) = (0u64, 0usize);
     let indexed = if held == 0 {
         // One upsert of the whole corpus: the Qdrant store normalises BM25 lengths by the
         // average of the first upsert (docs/RETRIEVAL.md), here the corpus's, as FTS5 does.
         let mut all = Vec::with_capacity(bench.corpus.len());
+        let limit = model.tokenizer().max_length();
         for chunk in bench.corpus.chunks(64) {
             // Each document as one item, or as its passages.
             let mut pending = Vec::new();
             for d in chunk {
                 match &chunking {
-                    None => pending.push((d.id.clone(), d.text.clone(), d.metadata.clone())),
+                    None => {
+                        // Reported as `mirage index build` does: never cut without a word.
+                        truncated += u64::from(model.tokenizer().full_length(&d.text)? > limit);
+                        pending.push((d.id.clone(), d.text.clone(), d.metadata.clone()));
+                    }
                     Some(o) => {
                         let spans = passages::split(model.tokenizer(), &d.text, o)?;
                         let chars: Vec<char> = d.text.chars().collect();
@@ -245,6 +251,7 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
                     }),
             );
         }
+        items = all.len();
         rt.block_on(c.upsert(all))?;
         rt.block_on(c.flush())?;
         true
@@ -258,11 +265,20 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
         false
     };
     let index_seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "{} {} documents in {index_seconds:.1} s",
-        if indexed { "indexed" } else { "using the" },
-        bench.corpus.len()
-    );
+    if indexed {
+        eprintln!(
+            "indexed {} documents as {items} items in {index_seconds:.1} s",
+            bench.corpus.len()
+        );
+    } else {
+        eprintln!("using the {} documents held", bench.corpus.len());
+    }
+    if truncated > 0 {
+        eprintln!(
+            "warning: {truncated} documents are longer than the model's {} tokens: the dense leg read them up to it (--chunk splits them into passages)",
+            model.tokenizer().max_length()
+        );
+    }
 
     let group_of = |q: &retrieval::BenchQuery| -> String {
         args.group_by
@@ -436,6 +452,8 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
         "variants": names,
         "analyzer": lexical::ANALYZER,
         "index_seconds": if indexed { Some(index_seconds) } else { None },
+        "indexed_items": if indexed { Some(items) } else { None },
+        "truncated_documents": if indexed { Some(truncated) } else { None },
         "query_embed_seconds": embed_seconds,
         "search_seconds": seconds,
         "means": table,
