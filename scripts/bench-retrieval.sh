@@ -4,7 +4,8 @@
 # the MiniLM bundle: `mirage eval-retrieval` runs dense, lexical and hybrid search through the
 # embedded store (and through Qdrant with --qdrant), with paired bootstrap intervals; a Python
 # BM25 (rank_bm25, pinned) over the same analyzer's terms is the reference the lexical mode must
-# match (nDCG@10 within ±0.02). Results land in $MIRAGE_CACHE/bench/retrieval/ (and
+# match (nDCG@10 within ±0.02). Then the same with the reports split into passages (token windows,
+# and report sections), ranked as documents at their best passage. Results land in $MIRAGE_CACHE/bench/retrieval/ (and
 # docs/results/retrieval/ with --commit).
 #
 #   scripts/bench-retrieval.sh [--qdrant] [--commit]
@@ -61,6 +62,14 @@ for row in ours["means"]:
     print(f"| {g} | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
 print(f"\nlargest |difference| {worst:.3f} ({'within' if worst <= 0.02 else 'OUTSIDE'} ±0.02)")
 PY
+for chunk in tokens sections; do
+  echo
+  echo "## embedded store, passages (--chunk $chunk; rankings of documents at their best passage)"
+  mkdir -p "$work/passages-$chunk"
+  "$mirage" eval-retrieval --bundle "$bundle" --data "$work/radlabels-beir" --store "embedded:$work/index" \
+    --collection "radlabels-beir-$chunk-$$" --group-by kind --label-field present --fusions rrf,weighted \
+    --chunk "$chunk" --out "$work/passages-$chunk" | tee "$work/passages-$chunk/table.md"
+done
 if ((qdrant)); then
   echo
   echo "## Qdrant store"
@@ -72,6 +81,9 @@ if ((commit)); then
   dest=docs/results/retrieval
   mkdir -p "$dest"
   cp "$work/embedded/results.json" "$work/embedded/recall.png" "$work/bm25-reference.json" "$dest/"
+  for chunk in tokens sections; do
+    cp "$work/passages-$chunk/results.json" "$dest/results-passages-$chunk.json"
+  done
   [[ -f "$work/qdrant/results.json" ]] && cp "$work/qdrant/results.json" "$dest/results-qdrant.json"
   echo "copied to $dest" >&2
 fi
