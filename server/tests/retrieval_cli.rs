@@ -18,7 +18,7 @@ fn report(i: usize) -> String {
         "FINDINGS: chest radiograph {i} showing the left lung and the right lung with {f}. \
          the heart and the lung are consistent with {f} on the left.\n\
          IMPRESSION: {f} of the {} lung, no pneumonia.",
-        if i % 2 == 0 { "left" } else { "right" }
+        if i.is_multiple_of(2) { "left" } else { "right" }
     )
 }
 
@@ -70,7 +70,7 @@ fn passages_grouping_and_rerank_from_the_shell() {
     let dir = tempfile::tempdir().unwrap();
     let (bundle, reranker, corpus) = fixture(dir.path());
     let store = format!("embedded:{}", dir.path().join("indexes").display());
-    let build = |collection: &str, extra: &[&str]| -> Value {
+    let build_run = |collection: &str, extra: &[&str]| {
         let mut args = vec![
             "index",
             "build",
@@ -88,7 +88,10 @@ fn passages_grouping_and_rerank_from_the_shell() {
             "quiet",
         ];
         args.extend(extra);
-        let out = ok(mirage(&args));
+        mirage(&args)
+    };
+    let build = |collection: &str, extra: &[&str]| -> Value {
+        let out = ok(build_run(collection, extra));
         serde_json::from_str(out.lines().last().unwrap()).unwrap()
     };
 
@@ -226,48 +229,25 @@ fn passages_grouping_and_rerank_from_the_shell() {
     }
 
     // Bad input names the fix.
-    let e = fail(mirage(&[
-        "index",
-        "build",
-        "--bundle",
-        &bundle,
-        "--corpus",
-        &corpus,
-        "--format",
-        "jsonl",
-        "--store",
-        &store,
-        "--collection",
+    let e = fail(build_run(
         "bad",
-        "--chunk",
-        "tokens",
-        "--chunk-tokens",
-        "8",
-        "--chunk-overlap",
-        "8",
-    ]));
+        &[
+            "--chunk",
+            "tokens",
+            "--chunk-tokens",
+            "8",
+            "--chunk-overlap",
+            "8",
+        ],
+    ));
     assert!(
         e.contains("chunk overlap must be smaller than the window"),
         "{e}"
     );
-    let e = fail(mirage(&[
-        "index",
-        "build",
-        "--bundle",
-        &bundle,
-        "--corpus",
-        &corpus,
-        "--format",
-        "jsonl",
-        "--store",
-        &store,
-        "--collection",
+    let e = fail(build_run(
         "bad",
-        "--chunk",
-        "tokens",
-        "--chunk-tokens",
-        "31",
-    ]));
+        &["--chunk", "tokens", "--chunk-tokens", "31"],
+    ));
     assert!(e.contains("chunk tokens must be 1–30"), "{e}");
     let e = fail(mirage(&[
         "search",
@@ -424,34 +404,16 @@ fn eval_retrieval_runs_every_mode_with_passages_and_rerank() {
     assert!(split["hellinger"]["lexical"].as_f64().is_some(), "{split}");
 
     // Bad input names the fix.
-    let e = fail(mirage(&[
-        "eval-retrieval",
-        "--bundle",
-        &bundle,
-        "--data",
-        dir.path().join("nowhere").to_str().unwrap(),
-        "--store",
-        &store,
-        "--collection",
-        "x",
-        "--out",
-        dir.path().join("x").to_str().unwrap(),
-    ]));
+    let bad = |data: &Path, extra: &[&str]| {
+        let (data, out) = (data.to_str().unwrap(), dir.path().join("x"));
+        let mut args = vec!["eval-retrieval", "--bundle", &bundle, "--data", data];
+        args.extend(["--store", &store, "--collection", "x"]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        fail(mirage(&args))
+    };
+    let e = bad(&dir.path().join("nowhere"), &[]);
     assert!(e.contains("corpus.jsonl"), "{e}");
-    let e = fail(mirage(&[
-        "eval-retrieval",
-        "--bundle",
-        &bundle,
-        "--data",
-        beir.to_str().unwrap(),
-        "--store",
-        &store,
-        "--collection",
-        "x",
-        "--rerank-candidates",
-        "5",
-        "--out",
-        dir.path().join("x").to_str().unwrap(),
-    ]));
+    let e = bad(&beir, &["--rerank-candidates", "5"]);
     assert!(e.contains("--reranker"), "{e}");
 }
