@@ -16,9 +16,12 @@ use crate::common::runtime;
 use crate::semantics::{qdrant_spec, unique_qdrant_name};
 
 /// Long reports in the tiny tokenizer's words (most words spell out letter by letter).
+/// Report `n`: its number heads FINDINGS, so the FINDINGS passage the grouping test searches for
+/// embeds like no passage of another report (a tie at cosine 1 has no defined order in an
+/// approximate index).
 fn report(n: usize) -> String {
     format!(
-        "EXAMINATION: chest radiograph {n}.\nFINDINGS: left pleural effusion with edema of the right lung. \
+        "EXAMINATION: chest radiograph {n}.\nFINDINGS: {n} left pleural effusion with edema of the right lung. \
          no pneumothorax. heart normal. the brain scan showing a normal thalamus and hippocampus.\n\
          IMPRESSION: pleural effusion consistent with pneumonia, not cardiomegaly {n}."
     )
