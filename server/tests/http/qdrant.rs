@@ -488,26 +488,26 @@ async fn one_name_is_one_collection_across_the_two_stores() {
     assert_eq!(again.body["items"], 0);
 }
 
-/// GET on a node's REST API.
-async fn rest(http: &reqwest::Client, url: String) -> Value {
-    http.get(&url)
+/// GET on a node's REST API; an error while the node is not (yet) answering.
+async fn rest(http: &reqwest::Client, url: String) -> Result<Value, String> {
+    let reply = http
+        .get(&url)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
-        .json()
-        .await
-        .unwrap()
+        .map_err(|e| format!("{url}: {e}"))?;
+    reply.json().await.map_err(|e| format!("{url}: {e}"))
 }
 
-/// Every replica of every shard, as the nodes report their local shards: (shard, points, state).
+/// Every replica of every shard, as the nodes report their local shards: (shard, points, state);
+/// an error while a node is not answering (a restarted one binds its port a moment later).
 async fn replicas(
     http: &reqwest::Client,
     nodes: &[&QdrantNode],
     name: &str,
-) -> Vec<(u64, u64, String)> {
+) -> Result<Vec<(u64, u64, String)>, String> {
     let mut out = Vec::new();
     for n in nodes {
-        let c = rest(http, format!("{}/collections/{name}/cluster", n.http_url())).await;
+        let c = rest(http, format!("{}/collections/{name}/cluster", n.http_url())).await?;
         for s in c["result"]["local_shards"].as_array().into_iter().flatten() {
             out.push((
                 s["shard_id"].as_u64().unwrap(),
@@ -516,7 +516,7 @@ async fn replicas(
             ));
         }
     }
-    out
+    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,7 +539,7 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
         || {
             let (http, url) = (http.clone(), format!("{}/cluster", n1.http_url()));
             async move {
-                let c = rest(&http, url).await;
+                let c = rest(&http, url).await.ok()?;
                 (c["result"]["peers"].as_object().map_or(0, |p| p.len()) == 3).then_some(())
             }
         },
@@ -584,7 +584,7 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
         summary["items_per_second"].as_f64().unwrap()
     );
     let nodes = [&n1, &n2, &n3];
-    let placed = replicas(&http, &nodes, "radlabels").await;
+    let placed = replicas(&http, &nodes, "radlabels").await.unwrap();
     assert_eq!(placed.len(), 6, "3 shards × 2 replicas: {placed:?}");
     for shard in 0..3 {
         assert_eq!(
@@ -651,7 +651,7 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
         || {
             let http = http.clone();
             async move {
-                let r = replicas(&http, &nodes, "radlabels").await;
+                let r = replicas(&http, &nodes, "radlabels").await.ok()?;
                 (r.len() == 6 && r.iter().all(|(_, _, s)| s == "Active")).then_some(r)
             }
         },
