@@ -1,9 +1,10 @@
 //! `mirage index …`, `mirage search` and `mirage rag`: build, inspect, compact and prune
 //! collections, and query them from the shell.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use mirage_data::corpus::{read_corpus, CorpusFormat, CorpusOptions};
 use mirage_index::hybrid::{self, Fusion, FusionMethod, RetrievalMode};
@@ -344,22 +345,24 @@ impl RetrievalArgs {
     }
 
     /// The cross-encoder of --reranker, loaded on the engine `engine` chooses, with the
-    /// candidate count; `has_text` says whether the query has the text it reads.
-    fn reranker(
-        &self,
-        engine: &EngineArgs,
-        has_text: bool,
-    ) -> Result<Option<(std::sync::Arc<Reranker>, usize)>> {
+    /// candidate count.
+    fn reranker(&self, engine: &EngineArgs) -> Result<Option<(std::sync::Arc<Reranker>, usize)>> {
         let Some(dir) = &self.reranker else {
             return Ok(None);
         };
         mirage_index::rerank::check_candidates(self.rerank_candidates)?;
-        if !has_text {
-            bail!("--reranker reads the query text beside each hit's text: give the text");
-        }
         let r = Reranker::open(dir, &engine.options())
             .map_err(|e| anyhow::anyhow!("loading reranker {}: {e}", dir.display()))?;
         Ok(Some((std::sync::Arc::new(r), self.rerank_candidates)))
+    }
+
+    /// Refuses a rerank of a query without text (`has_text` false): the cross-encoder reads the
+    /// query text beside each hit's text.
+    fn check_rerank_text(has_text: bool) -> Result<()> {
+        if !has_text {
+            bail!("--reranker reads the query text beside each hit's text: give the text");
+        }
+        Ok(())
     }
 }
 
@@ -371,15 +374,19 @@ pub(crate) struct SearchArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Query text.
-    #[arg(long, conflicts_with_all = ["image", "vectors"], required_unless_present_any = ["image", "vectors"])]
+    #[arg(long, conflicts_with_all = ["image", "vectors", "input"], required_unless_present_any = ["image", "vectors", "input"])]
     text: Option<String>,
     /// Query image (PNG, JPEG, DICOM).
-    #[arg(long, conflicts_with = "vectors")]
+    #[arg(long, conflicts_with_all = ["vectors", "input"])]
     image: Option<PathBuf>,
+    /// Queries from a file or standard input, one a line (a text, or JSON `{"text"}` or
+    /// `{"image": "path"}`): every hit row carries its query's `line`.
+    #[command(flatten)]
+    input: crate::input_cmd::InputArgs,
     /// A batch of query vectors (2-D float32/float64 .npy, one row per query): prints one JSON
     /// line per query (`query`, `ids`, `scores`) and a summary line (`queries`, `seconds`,
     /// `qps`) on stderr; the model is not loaded.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "input")]
     vectors: Option<PathBuf>,
     /// Which item vectors to search: text (reports, captions) or image.
     #[arg(long, value_enum, default_value = "text")]
@@ -727,106 +734,147 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
     if let Some(path) = &args.vectors {
         return search_vectors(&args, path, &c, &rt);
     }
-    let (mode, fusion) = args.retrieval.resolve(args.text.is_some(), &c)?;
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
-    let mut vectors = Vec::new();
     // Lexical search embeds nothing: the bundle is only checked against the collection.
-    let model_id = if mode == RetrievalMode::Lexical {
+    let lexical_only = match &args.input.input {
+        None => args.retrieval.resolve(args.text.is_some(), &c)?.0 == RetrievalMode::Lexical,
+        Some(_) => args.retrieval.mode.map(RetrievalMode::from) == Some(RetrievalMode::Lexical),
+    };
+    let (model, model_id) = if lexical_only {
         let (model, _) = bundle_ref(&mirage_model::bundle::Bundle::open(&args.bundle)?);
         c.check_model(&model)?;
-        model.model_id
+        (None, model.model_id)
     } else {
         let model = args.engine.load(&args.bundle)?;
         c.check_model(&model_ref(&model))?;
-        vectors.push(match (&args.text, &args.image) {
-            (Some(t), _) => model.embed_texts(&[t.as_str()])?.remove(0),
-            (None, Some(p)) => {
-                let img = load_image(p, DecodeOptions { frame: args.frame })?;
-                model.embed_images(&[img])?.remove(0)
+        let id = model.model_id().to_owned();
+        (Some(model), id)
+    };
+    let reranker = args.retrieval.reranker(&args.engine)?;
+    // One query's result rows: hits, or documents with their passages.
+    let run = |text: Option<&str>, image: Option<&Path>| -> Result<Vec<serde_json::Value>> {
+        let (mode, fusion) = args.retrieval.resolve(text.is_some(), &c)?;
+        let mut vectors = Vec::new();
+        if mode != RetrievalMode::Lexical {
+            let model = model
+                .as_ref()
+                .context("--mode lexical matches words only: give a text")?;
+            vectors.push(match (text, image) {
+                (Some(t), _) => model.embed_texts(&[t])?.remove(0),
+                (None, Some(p)) => {
+                    let img = load_image(p, DecodeOptions { frame: args.frame })?;
+                    model.embed_images(&[img])?.remove(0)
+                }
+                (None, None) => bail!("give --text or --image"),
+            });
+        }
+        let base = args.request(Vec::new(), filter.clone());
+        let mut query = hybrid::Query::new(
+            vectors,
+            text.map(str::to_owned),
+            base.target,
+            mode,
+            base.limit,
+        );
+        query.fusion = fusion;
+        query.offset = base.offset;
+        query.filter = base.filter;
+        query.score_threshold = base.score_threshold;
+        query.ef = base.ef;
+        query.search_mode = base.mode;
+        let reranked = match &reranker {
+            Some((r, candidates)) => {
+                RetrievalArgs::check_rerank_text(text.is_some())?;
+                Some(rt.block_on(mirage_index::rerank::search_reranked(
+                    &c,
+                    &query,
+                    r.clone(),
+                    *candidates,
+                ))?)
             }
-            (None, None) => bail!("give --text or --image"),
-        });
-        model.model_id().to_owned()
-    };
-    let base = args.request(Vec::new(), filter);
-    let mut query = hybrid::Query::new(vectors, args.text.clone(), base.target, mode, base.limit);
-    query.fusion = fusion;
-    query.offset = base.offset;
-    query.filter = base.filter;
-    query.score_threshold = base.score_threshold;
-    query.ef = base.ef;
-    query.search_mode = base.mode;
-    let mut out = std::io::stdout().lock();
-    let reranked = match args.retrieval.reranker(&args.engine, args.text.is_some())? {
-        Some((r, candidates)) => Some(rt.block_on(mirage_index::rerank::search_reranked(
-            &c, &query, r, candidates,
-        ))?),
-        None => None,
-    };
-    if args.group_by_parent {
-        let groups = match reranked {
-            Some(hits) => passages::group(hits, args.group_size)
-                .into_iter()
-                .skip(args.offset)
-                .take(args.k)
-                .collect(),
-            None => rt.block_on(hybrid::search_groups(&c, &query, args.group_size))?,
+            None => None,
         };
-        for (rank, g) in groups.into_iter().enumerate() {
-            use std::io::Write;
-            let best = &g.hits[0];
-            let passages: Vec<serde_json::Value> = g
-                .hits
-                .iter()
-                .map(|h| {
+        if args.group_by_parent {
+            let groups = match reranked {
+                Some(hits) => passages::group(hits, args.group_size)
+                    .into_iter()
+                    .skip(args.offset)
+                    .take(args.k)
+                    .collect(),
+                None => rt.block_on(hybrid::search_groups(&c, &query, args.group_size))?,
+            };
+            return Ok(groups
+                .into_iter()
+                .enumerate()
+                .map(|(rank, g)| {
+                    let best = &g.hits[0];
+                    let passages: Vec<serde_json::Value> = g
+                        .hits
+                        .iter()
+                        .map(|h| {
+                            json!({
+                                "id": h.id,
+                                "score": h.score,
+                                "passage": PassageInfo::of(&h.payload),
+                                "text": h.text,
+                            })
+                        })
+                        .collect();
                     json!({
-                        "id": h.id,
-                        "score": h.score,
-                        "passage": PassageInfo::of(&h.payload),
-                        "text": h.text,
+                        "rank": rank + 1 + args.offset,
+                        "parent": g.parent,
+                        "id": best.id,
+                        "score": best.score,
+                        "legs": best.legs,
+                        "image": best.image,
+                        "payload": best.payload,
+                        "passages": passages,
+                        "collection": args.store.collection,
+                        "model_id": model_id,
+                        "mode": mode,
                     })
                 })
-                .collect();
-            let row = json!({
-                "rank": rank + 1 + args.offset,
-                "parent": g.parent,
-                "id": best.id,
-                "score": best.score,
-                "legs": best.legs,
-                "image": best.image,
-                "payload": best.payload,
-                "passages": passages,
-                "collection": args.store.collection,
-                "model_id": model_id,
-                "mode": mode,
-            });
+                .collect());
+        }
+        let hits = match reranked {
+            Some(hits) => hits.into_iter().skip(args.offset).take(args.k).collect(),
+            None => rt.block_on(hybrid::search(&c, &query))?,
+        };
+        Ok(hits
+            .into_iter()
+            .enumerate()
+            .map(|(rank, h)| {
+                json!({
+                    "rank": rank + 1 + args.offset,
+                    "id": h.id,
+                    "score": h.score,
+                    "legs": h.legs,
+                    "text": h.text,
+                    "image": h.image,
+                    // As on the HTTP API: a passage's document and span beside its payload.
+                    "passage": PassageInfo::of(&h.payload),
+                    "payload": h.payload,
+                    "collection": args.store.collection,
+                    "model_id": model_id,
+                    "mode": mode,
+                })
+            })
+            .collect())
+    };
+    let Some(spec) = &args.input.input else {
+        let mut out = std::io::stdout().lock();
+        for row in run(args.text.as_deref(), args.image.as_deref())? {
             writeln!(out, "{row}")?;
         }
         return Ok(());
-    }
-    let hits = match reranked {
-        Some(hits) => hits.into_iter().skip(args.offset).take(args.k).collect(),
-        None => rt.block_on(hybrid::search(&c, &query))?,
     };
-    for (rank, h) in hits.into_iter().enumerate() {
-        use std::io::Write;
-        let row = json!({
-            "rank": rank + 1 + args.offset,
-            "id": h.id,
-            "score": h.score,
-            "legs": h.legs,
-            "text": h.text,
-            "image": h.image,
-            // As on the HTTP API: a passage's document and span beside its payload.
-            "passage": PassageInfo::of(&h.payload),
-            "payload": h.payload,
-            "collection": args.store.collection,
-            "model_id": model_id,
-            "mode": mode,
-        });
-        writeln!(out, "{row}")?;
-    }
-    Ok(())
+    // One query a line; its hits carry the line's number.
+    crate::input_cmd::for_each_line(spec, args.input.input_format, |line| {
+        if line.text.is_some() && line.image.is_some() {
+            bail!("give \"text\" or \"image\", not both");
+        }
+        run(line.text.as_deref(), line.image.as_deref())
+    })
 }
 
 /// `mirage search --vectors`: one query per row, one at a time (as a client would send them).
@@ -836,7 +884,6 @@ fn search_vectors(
     c: &Collection,
     rt: &tokio::runtime::Runtime,
 ) -> Result<()> {
-    use std::io::Write;
     let (model, dim) = bundle_ref(&mirage_model::bundle::Bundle::open(&args.bundle)?);
     c.check_model(&model)?;
     let queries = mirage_index::npy::read_matrix(path)?;
@@ -876,12 +923,16 @@ pub(crate) struct RagArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// A question (embedded as text).
-    #[arg(long, required_unless_present = "image")]
+    #[arg(long, conflicts_with = "input", required_unless_present_any = ["image", "input"])]
     question: Option<String>,
     /// An image (PNG, JPEG, DICOM; embedded as image); with a question, the two result lists
     /// are merged.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "input")]
     image: Option<PathBuf>,
+    /// Questions from a file or standard input, one a line (a question, or JSON with `text`
+    /// and/or `image`): one compact JSON context a line, with the line's number (`line`).
+    #[command(flatten)]
+    input: crate::input_cmd::InputArgs,
     /// Which item vectors to search: text (reports, captions) or image.
     #[arg(long, value_enum, default_value = "text")]
     target: TargetArg,
@@ -936,69 +987,82 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
     ))?;
     let model = args.engine.load(&args.bundle)?;
     c.check_model(&model_ref(&model))?;
-    if args
-        .question
-        .as_deref()
-        .is_some_and(|q| q.trim().is_empty())
-    {
-        bail!("--question is empty");
-    }
-    let (mode, fusion) = args.retrieval.resolve(args.question.is_some(), &c)?;
-    if mode == RetrievalMode::Lexical && args.image.is_some() {
-        bail!(
-            "--mode lexical matches the question's words only: drop --image, or use --mode hybrid"
-        );
-    }
-    let mut queries = Vec::new();
-    if mode != RetrievalMode::Lexical {
-        if let Some(q) = &args.question {
-            queries.push(model.embed_texts(&[q.as_str()])?.remove(0));
-        }
-        if let Some(p) = &args.image {
-            let img = load_image(p, DecodeOptions { frame: args.frame })?;
-            queries.push(model.embed_images(&[img])?.remove(0));
-        }
-    }
+    let reranker = args.retrieval.reranker(&args.engine)?;
     let name = &args.store.collection;
-    let mut query = hybrid::Query::new(
-        queries,
-        args.question.clone(),
-        args.target.vector_name(),
-        mode,
-        options.k,
-    );
-    query.fusion = fusion;
-    query.filter = filter;
-    let rerank = args
-        .retrieval
-        .reranker(&args.engine, args.question.is_some())?;
-    let r = rt.block_on(rag::rag_context(&c, name, query, &options, rerank))?;
-    let citations: Vec<_> = r
-        .citations
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            json!({"rank": i + 1, "id": h.id, "score": h.score, "legs": h.legs,
-                   "text": h.text, "image": h.image, "passage": PassageInfo::of(&h.payload),
-                   "payload": h.payload})
-        })
-        .collect();
-    let prompt = (!r.abstained).then(|| r.prompt_text());
-    let out = json!({
-        "collection": name,
-        "model_id": model.model_id(),
-        "context": r.context,
-        "prompt": prompt,
-        "citations": citations,
-        "abstained": r.abstained,
-        "reason": r.reason,
-        "best_score": r.best_score,
-        "min_score": r.min_score,
-        "duplicates_removed": r.duplicates_removed,
-        "truncated": r.truncated,
-        "mode": mode,
-        "passages": r.passages,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    // One question's context.
+    let run = |question: Option<&str>, image: Option<&Path>| -> Result<serde_json::Value> {
+        if question.is_some_and(|q| q.trim().is_empty()) {
+            bail!("--question is empty");
+        }
+        let (mode, fusion) = args.retrieval.resolve(question.is_some(), &c)?;
+        if mode == RetrievalMode::Lexical && image.is_some() {
+            bail!(
+                "--mode lexical matches the question's words only: drop --image, or use --mode hybrid"
+            );
+        }
+        let mut queries = Vec::new();
+        if mode != RetrievalMode::Lexical {
+            if let Some(q) = question {
+                queries.push(model.embed_texts(&[q])?.remove(0));
+            }
+            if let Some(p) = image {
+                let img = load_image(p, DecodeOptions { frame: args.frame })?;
+                queries.push(model.embed_images(&[img])?.remove(0));
+            }
+        }
+        let mut query = hybrid::Query::new(
+            queries,
+            question.map(str::to_owned),
+            args.target.vector_name(),
+            mode,
+            options.k,
+        );
+        query.fusion = fusion;
+        query.filter = filter.clone();
+        if reranker.is_some() {
+            RetrievalArgs::check_rerank_text(question.is_some())?;
+        }
+        let r = rt.block_on(rag::rag_context(
+            &c,
+            name,
+            query,
+            &options,
+            reranker.clone(),
+        ))?;
+        let citations: Vec<_> = r
+            .citations
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                json!({"rank": i + 1, "id": h.id, "score": h.score, "legs": h.legs,
+                       "text": h.text, "image": h.image, "passage": PassageInfo::of(&h.payload),
+                       "payload": h.payload})
+            })
+            .collect();
+        let prompt = (!r.abstained).then(|| r.prompt_text());
+        Ok(json!({
+            "collection": name,
+            "model_id": model.model_id(),
+            "context": r.context,
+            "prompt": prompt,
+            "citations": citations,
+            "abstained": r.abstained,
+            "reason": r.reason,
+            "best_score": r.best_score,
+            "min_score": r.min_score,
+            "duplicates_removed": r.duplicates_removed,
+            "truncated": r.truncated,
+            "mode": mode,
+            "passages": r.passages,
+        }))
+    };
+    let Some(spec) = &args.input.input else {
+        let out = run(args.question.as_deref(), args.image.as_deref())?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    };
+    // One context a line (a question, or JSON with "text" and/or "image"), one JSON line each.
+    crate::input_cmd::for_each_line(spec, args.input.input_format, |line| {
+        Ok(vec![run(line.text.as_deref(), line.image.as_deref())?])
+    })
 }

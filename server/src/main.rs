@@ -5,6 +5,7 @@ mod audit_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod index_cmd;
+mod input_cmd;
 mod retrieval_cmd;
 
 use std::io::Write;
@@ -193,11 +194,22 @@ struct EmbedArgs {
     #[arg(long, env = "MIRAGE_BUNDLE")]
     bundle: PathBuf,
     /// Texts to embed.
-    #[arg(long, num_args = 1.., conflicts_with = "image", required_unless_present = "image")]
+    #[arg(
+        long,
+        num_args = 1..,
+        conflicts_with_all = ["image", "input"],
+        required_unless_present_any = ["image", "input", "after_dashes"]
+    )]
     text: Vec<String>,
     /// Image files to embed (PNG, JPEG, DICOM).
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., conflicts_with = "input")]
     image: Vec<PathBuf>,
+    /// Texts after `--`, taken as they are even when they start with "-"
+    /// (`mirage embed --bundle B -- "-5 mm nodule"`).
+    #[arg(last = true, value_name = "TEXT", conflicts_with_all = ["image", "input"])]
+    after_dashes: Vec<String>,
+    #[command(flatten)]
+    input: input_cmd::InputArgs,
     /// Frame of multi-frame DICOM files.
     #[arg(long, default_value_t = 0)]
     frame: u32,
@@ -217,8 +229,11 @@ struct ClassifyArgs {
     #[arg(long, env = "MIRAGE_BUNDLE")]
     bundle: PathBuf,
     /// Image file (PNG, JPEG, DICOM).
-    #[arg(long)]
-    image: PathBuf,
+    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    image: Option<PathBuf>,
+    /// Images from a file or standard input: a line is an image path, or JSON `{"image": …}`.
+    #[command(flatten)]
+    input: input_cmd::InputArgs,
     /// Candidate labels.
     #[arg(long = "label", num_args = 1.., required = true)]
     labels: Vec<String>,
@@ -425,9 +440,18 @@ fn embed(args: EmbedArgs) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let model = args.engine.load(&args.bundle)?;
+    if let Some(spec) = &args.input.input {
+        return embed_lines(&model, spec, &args);
+    }
+    let texts: Vec<String> = args
+        .text
+        .iter()
+        .chain(&args.after_dashes)
+        .cloned()
+        .collect();
     let mut rows = Vec::new();
-    if !args.text.is_empty() {
-        for chunk in args.text.chunks(args.batch_size) {
+    if !texts.is_empty() {
+        for chunk in texts.chunks(args.batch_size) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             for (t, e) in chunk.iter().zip(model.embed_texts(&refs)?) {
                 rows.push(json!({"input": t, "embedding": e}));
@@ -448,6 +472,100 @@ fn embed(args: EmbedArgs) -> Result<()> {
     print_rows(&rows, args.format)
 }
 
+/// `mirage embed --input`: lines are embedded a batch at a time, each batch written (JSONL) as
+/// soon as it is done, in input order.
+fn embed_lines(model: &mirage_model::MirageModel, spec: &str, args: &EmbedArgs) -> Result<()> {
+    let mut bad = input_cmd::BadLines::default();
+    let (mut total, mut batch, mut collected) = (0, Vec::new(), Vec::new());
+    let mut emit = |rows: Vec<serde_json::Value>| -> Result<()> {
+        match args.format {
+            OutputFormat::Jsonl => {
+                let mut out = std::io::stdout().lock();
+                for r in rows {
+                    writeln!(out, "{r}")?;
+                }
+                out.flush()?;
+            }
+            OutputFormat::Json => collected.extend(rows),
+        }
+        Ok(())
+    };
+    for item in input_cmd::read(spec, args.input.input_format)? {
+        total += 1;
+        match item? {
+            Ok(line) => batch.push(line),
+            Err((line, why)) => bad.report(line, why),
+        }
+        if batch.len() == args.batch_size {
+            emit(embed_batch(
+                model,
+                std::mem::take(&mut batch),
+                args.frame,
+                &mut bad,
+            )?)?;
+        }
+    }
+    if !batch.is_empty() {
+        emit(embed_batch(model, batch, args.frame, &mut bad)?)?;
+    }
+    if args.format == OutputFormat::Json {
+        print_rows(&collected, OutputFormat::Json)?;
+    }
+    bad.finish(total)
+}
+
+/// One batch of input lines as output rows (`line`, `input`, `embedding`), in input order; a line
+/// whose image does not decode is reported and left out.
+fn embed_batch(
+    model: &mirage_model::MirageModel,
+    batch: Vec<input_cmd::InputLine>,
+    frame: u32,
+    bad: &mut input_cmd::BadLines,
+) -> Result<Vec<serde_json::Value>> {
+    let (mut texts, mut images, mut order) = (Vec::new(), Vec::new(), Vec::new());
+    for l in batch {
+        match (l.text, l.image) {
+            (Some(t), None) => {
+                order.push((l.line, json!(t), true, texts.len()));
+                texts.push(t);
+            }
+            (None, Some(p)) => match load_image(&p, DecodeOptions { frame }) {
+                Ok(img) => {
+                    order.push((l.line, json!(p), false, images.len()));
+                    images.push(img);
+                }
+                Err(e) => bad.report(l.line, format!("{}: {e}", p.display())),
+            },
+            _ => bad.report(
+                l.line,
+                "give \"text\" or \"image\", not both: embed makes one vector a line",
+            ),
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let text_vectors = if refs.is_empty() {
+        Vec::new()
+    } else {
+        model.embed_texts(&refs)?
+    };
+    let image_vectors = if images.is_empty() {
+        Vec::new()
+    } else {
+        model.embed_images(&images)?
+    };
+    Ok(order
+        .into_iter()
+        .map(|(line, input, is_text, i)| {
+            let v = if is_text {
+                &text_vectors[i]
+            } else {
+                &image_vectors[i]
+            };
+            json!({"line": line, "input": input, "embedding": v})
+        })
+        .collect())
+}
+
 fn print_rows(rows: &[serde_json::Value], format: OutputFormat) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
@@ -463,37 +581,51 @@ fn print_rows(rows: &[serde_json::Value], format: OutputFormat) -> Result<()> {
 
 fn classify_cmd(args: ClassifyArgs) -> Result<()> {
     let model = args.engine.load(&args.bundle)?;
-    let image = load_image(&args.image, DecodeOptions { frame: args.frame })?;
-    let given = |t: Vec<String>| (!t.is_empty()).then_some(t);
+    let given = |t: &[String]| (!t.is_empty()).then(|| t.to_vec());
     let templates = model
         .prompt_templates()
-        .with_overrides(given(args.templates), given(args.negative_templates));
+        .with_overrides(given(&args.templates), given(&args.negative_templates));
     let mode = if args.multi_label {
         ClassifyMode::MultiLabel
     } else {
         ClassifyMode::SingleLabel
     };
-    let pixels = model.image_batch(std::slice::from_ref(&image))?;
-    let emb = model.embed_pixels(&pixels)?;
-    let mut scores = classify(
-        &model,
-        &emb,
-        &args.labels,
-        Some(&templates),
-        mode,
-        args.temperature,
-    )?
-    .pop()
-    .expect("one image in, one result out — this is a bug");
-    scores.sort_by(|a, b| b.probability.total_cmp(&a.probability));
-    let out = json!({
-        "image": args.image,
-        "model_id": model.model_id(),
-        "multi_label": args.multi_label,
-        "labels": scores,
-    });
-    println!("{}", serde_json::to_string(&out)?);
-    Ok(())
+    let one = |path: &std::path::Path| -> Result<serde_json::Value> {
+        let image = load_image(path, DecodeOptions { frame: args.frame })?;
+        let pixels = model.image_batch(std::slice::from_ref(&image))?;
+        let emb = model.embed_pixels(&pixels)?;
+        let mut scores = classify(
+            &model,
+            &emb,
+            &args.labels,
+            Some(&templates),
+            mode,
+            args.temperature,
+        )?
+        .pop()
+        .expect("one image in, one result out — this is a bug");
+        scores.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        Ok(json!({
+            "image": path,
+            "model_id": model.model_id(),
+            "multi_label": args.multi_label,
+            "labels": scores,
+        }))
+    };
+    let Some(spec) = &args.input.input else {
+        let path = args.image.as_deref().context("give --image or --input")?;
+        println!("{}", serde_json::to_string(&one(path)?)?);
+        return Ok(());
+    };
+    // A line is an image path, or JSON with "image"; answered one by one, in order.
+    input_cmd::for_each_line(spec, args.input.input_format, |line| {
+        let path = line
+            .image
+            .clone()
+            .or_else(|| line.text.as_deref().map(PathBuf::from))
+            .context("give an image path")?;
+        Ok(vec![one(&path)?])
+    })
 }
 
 /// A minimal HTTP/1.1 GET over a plain TCP connection.
