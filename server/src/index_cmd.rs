@@ -373,8 +373,8 @@ pub(crate) struct SearchArgs {
     bundle: PathBuf,
     #[command(flatten)]
     store: StoreArgs,
-    /// Query text.
-    #[arg(long, conflicts_with_all = ["image", "vectors", "input"], required_unless_present_any = ["image", "vectors", "input"])]
+    /// Query text (it may start with "-": `--text "-5 mm nodule"`).
+    #[arg(long, allow_hyphen_values = true, conflicts_with_all = ["image", "vectors", "input"], required_unless_present_any = ["image", "vectors", "input"])]
     text: Option<String>,
     /// Query image (PNG, JPEG, DICOM).
     #[arg(long, conflicts_with_all = ["vectors", "input"])]
@@ -922,8 +922,8 @@ pub(crate) struct RagArgs {
     bundle: PathBuf,
     #[command(flatten)]
     store: StoreArgs,
-    /// A question (embedded as text).
-    #[arg(long, conflicts_with = "input", required_unless_present_any = ["image", "input"])]
+    /// A question (embedded as text; it may start with "-").
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "input", required_unless_present_any = ["image", "input"])]
     question: Option<String>,
     /// An image (PNG, JPEG, DICOM; embedded as image); with a question, the two result lists
     /// are merged.

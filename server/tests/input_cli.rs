@@ -62,15 +62,7 @@ fn png(path: &Path, seed: u8) {
 fn embed_and_classify_read_lines_from_a_file_or_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bundle = d.join("bundle");
-    mirage_model::testing::write_tiny_bundle(
-        &bundle,
-        mirage_model::testing::TinyVision::ResNetMean,
-        16,
-        3,
-    )
-    .unwrap();
-    let bundle = bundle.to_str().unwrap();
+    let bundle = &common::tiny_bundle(d, 3);
     png(&d.join("a.png"), 3);
     png(&d.join("b.png"), 9);
     let (a, b) = (d.join("a.png"), d.join("b.png"));
@@ -223,15 +215,7 @@ fn embed_and_classify_read_lines_from_a_file_or_stdin() {
 fn search_and_rag_answer_one_query_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bundle = d.join("bundle");
-    mirage_model::testing::write_tiny_bundle(
-        &bundle,
-        mirage_model::testing::TinyVision::ResNetMean,
-        16,
-        4,
-    )
-    .unwrap();
-    let bundle = bundle.to_str().unwrap();
+    let bundle = &common::tiny_bundle(d, 4);
     let findings = ["effusion", "edema", "pneumothorax", "cardiomegaly"];
     let corpus: Vec<String> = (0..12)
         .map(|i| {
@@ -298,6 +282,18 @@ fn search_and_rag_answer_one_query_a_line() {
             assert_eq!((&h["id"], &h["rank"]), (&w["id"], &w["rank"]));
         }
     }
+
+    // A single query may start with "-".
+    let dashed = single("-5 mm pneumothorax");
+    assert_eq!(dashed.len(), 3);
+    let mut a = vec!["rag"];
+    a.extend(base);
+    a.extend(["--question", "-5 mm effusion", "--min-score", "-1"]);
+    let context: Value = serde_json::from_str(&ok(mirage(&a))).unwrap();
+    assert!(
+        !context["citations"].as_array().unwrap().is_empty(),
+        "{context}"
+    );
 
     let mut a = vec!["rag"];
     a.extend(base);

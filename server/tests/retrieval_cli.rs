@@ -30,14 +30,7 @@ fn lines(out: &str) -> Vec<Value> {
 
 /// A tiny bundle, a tiny reranker and a 12-report corpus under `dir`.
 fn fixture(dir: &Path) -> (String, String, String) {
-    let bundle = dir.join("bundle");
-    mirage_model::testing::write_tiny_bundle(
-        &bundle,
-        mirage_model::testing::TinyVision::ResNetMean,
-        16,
-        5,
-    )
-    .unwrap();
+    let bundle = common::tiny_bundle(dir, 5);
     let hf = dir.join("ce-hf");
     mirage_model::testing::write_tiny_cross_encoder_dir(&hf, 4).unwrap();
     let reranker = dir.join("reranker");
@@ -62,7 +55,7 @@ fn fixture(dir: &Path) -> (String, String, String) {
         .collect();
     std::fs::write(&corpus, rows.join("\n") + "\n").unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_owned();
-    (s(&bundle), s(&reranker), s(&corpus))
+    (bundle, s(&reranker), s(&corpus))
 }
 
 #[test]

@@ -57,3 +57,17 @@ pub(crate) fn require_asset(path: std::path::PathBuf) -> Option<std::path::PathB
     eprintln!("skipped: {msg}");
     None
 }
+
+/// A tiny bundle (ResNet, mean pooling, 16 dimensions, 32 tokens) written to `dir/bundle`
+/// from `seed`; its path as a CLI argument.
+pub(crate) fn tiny_bundle(dir: &std::path::Path, seed: u64) -> String {
+    let bundle = dir.join("bundle");
+    mirage_model::testing::write_tiny_bundle(
+        &bundle,
+        mirage_model::testing::TinyVision::ResNetMean,
+        16,
+        seed,
+    )
+    .unwrap();
+    bundle.to_str().unwrap().to_owned()
+}
