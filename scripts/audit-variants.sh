@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The matching score's variants (METHOD.md §2.2: soft nearest neighbour with the learned σ_q,
+# The matching score's variants (docs/METHOD.md §2.2: soft nearest neighbour with the learned σ_q,
 # other σ_q, hard nearest neighbour), chosen on the valid split, then measured on the training
 # corpus. For every MIRAGE run of a finished study: the held-out noise-detection AUC of s on the
 # valid split (`mirage eval --split valid`, 40 % of its pairs given another caption, the same

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the offline assets MIRAGE-RS uses (DATA.md): pretrained MiniLM text weights, the pydicom
+# Fetch the offline assets MIRAGE-RS uses (docs/DATA.md): pretrained MiniLM text weights, the pydicom
 # test images, the radlabels report corpus, scikit-learn's handwritten digits (`mirage data
 # digits`) and ONNX Runtime's libonnxruntime.so (the `ort` engine's library, from the onnxruntime
 # wheel). The two binary wheels are for CPython 3.11 on x86-64 Linux, which only names the file:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference of the MIRAGE objective and of one training step, written from METHOD.md
+"""PyTorch reference of the MIRAGE objective and of one training step, written from docs/METHOD.md
 section 2.5 independently of the Rust trainer. Two uses:
 
   loss   --inputs T.safetensors [--set key=value ...]

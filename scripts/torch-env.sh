@@ -1,5 +1,5 @@
 # Sourced (not run) by scripts that build or run the trainer: makes sure the pip torch venv exists
-# and points tch's build script and the dynamic loader at its libtorch (DESIGN.md §6).
+# and points tch's build script and the dynamic loader at its libtorch (docs/DESIGN.md §6).
 #   source scripts/torch-env.sh
 _mirage_python="$("$(dirname "${BASH_SOURCE[0]}")/setup-python.sh" | tail -n1)"
 _mirage_venv="$(dirname "$(dirname "$_mirage_python")")"

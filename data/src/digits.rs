@@ -1,7 +1,7 @@
 //! The handwritten-digits dataset behind `mirage data digits`: a PMC-OA-format image–caption
 //! dataset from real scanned handwriting with exact labels — the 1,797 8×8 digit images
 //! (UCI optical recognition of handwritten digits, 13 writers) that scikit-learn ships as
-//! `sklearn/datasets/data/digits.csv.gz` (DATA.md (e); `scripts/fetch-assets.sh sklearn`).
+//! `sklearn/datasets/data/digits.csv.gz` (docs/DATA.md (e); `scripts/fetch-assets.sh sklearn`).
 //!
 //! Each image gets a caption built only from facts measured on it: the digit, its stroke weight
 //! (ink relative to the other images of the same digit: thirds) and its slant (the ink's shear,

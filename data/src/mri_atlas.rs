@@ -1,6 +1,6 @@
 //! The MRI-atlas dataset behind `mirage data mri-atlas`: a PMC-OA-format image–caption dataset from real anatomy with exact
 //! labels — the Colin-27 T1 MRI and the AAL atlas (116 named regions, same voxel grid) shipped in
-//! Debian's `mricron-data` (DATA.md (c)). Every slice of the three planes that shows enough brain
+//! Debian's `mricron-data` (docs/DATA.md (c)). Every slice of the three planes that shows enough brain
 //! becomes a PNG plus augmented copies (intensity, crop/scale, small rotation), captioned in plain
 //! words with the plane, the hemisphere and the dominant atlas regions; label files give the plane
 //! and the presence of chosen structures for zero-shot tasks. Splits go by slice position in

@@ -1,5 +1,5 @@
 //! The radlabels report corpus behind `mirage data radlabels`: 1,000 synthetic chest-radiograph
-//! reports with 48 machine finding labels (DATA.md), written as plain JSON lines (`id`, `text`,
+//! reports with 48 machine finding labels (docs/DATA.md), written as plain JSON lines (`id`, `text`,
 //! `metadata` with the labels by certainty) that `mirage index build --format jsonl` reads.
 
 use std::collections::BTreeMap;

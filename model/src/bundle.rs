@@ -1,4 +1,4 @@
-//! Reading, validating and writing a model bundle directory (DESIGN.md §2).
+//! Reading, validating and writing a model bundle directory (docs/DESIGN.md §2).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

@@ -19,7 +19,7 @@ pub const TEXT_BANK_SAFETENSORS: &str = "text_bank.safetensors";
 /// Captions of the memory bank, one JSON string per line, in bank order.
 pub const TEXT_BANK_JSONL: &str = "text_bank.jsonl";
 
-/// CLIP's image normalisation, used by MIRAGE (METHOD.md §2.6).
+/// CLIP's image normalisation, used by MIRAGE (docs/METHOD.md §2.6).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's image normalisation standard deviations.
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
@@ -54,7 +54,7 @@ pub struct BundleConfig {
     /// same). Absent, the identity is the sha256 of this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
-    /// How the matching score s is computed against the exported text bank (METHOD.md §2.2);
+    /// How the matching score s is computed against the exported text bank (docs/METHOD.md §2.2);
     /// the training initial value σ_q = 1/0.07 with a soft NN when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matching: Option<Matching>,
@@ -186,7 +186,7 @@ fn default_attention_heads() -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VisionPooling {
-    /// CLIP `AttentionPool2d` (METHOD.md §2.6): mean token attends over the grid.
+    /// CLIP `AttentionPool2d` (docs/METHOD.md §2.6): mean token attends over the grid.
     Attention,
     /// Global average pooling.
     Mean,
@@ -502,7 +502,7 @@ impl Default for Matching {
     }
 }
 
-/// What an evaluation or audit changes of a model's [`Matching`] (its variants of METHOD.md
+/// What an evaluation or audit changes of a model's [`Matching`] (its variants of docs/METHOD.md
 /// §2.2: hard vs soft nearest neighbour, another σ_q); unset parts keep the model's own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MatchingOverride {

@@ -1,4 +1,4 @@
-//! The matching score s of an (image, caption) pair against a text bank (METHOD.md §2.2), as the
+//! The matching score s of an (image, caption) pair against a text bank (docs/METHOD.md §2.2), as the
 //! trainer computes it: the image's soft nearest-neighbour caption embedding
 //! n = norm(Σ_k softmax_k(σ_q·⟨v, Q_k⟩)·Q_k), then s = ⟨t, n⟩ ∈ [−1, 1]. A caption that says what
 //! the image's nearest bank captions say scores high; a caption that belongs to another image

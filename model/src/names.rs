@@ -352,7 +352,7 @@ pub fn vision_tensors(v: &VisionTower) -> Vec<TensorSpec> {
     s.out
 }
 
-/// The two projections and the logit scale, with METHOD.md §2.6's initialisation.
+/// The two projections and the logit scale, with docs/METHOD.md §2.6's initialisation.
 pub fn head_tensors(a: &Architecture) -> Vec<TensorSpec> {
     let mut s = Specs::new("");
     let th = a.text.bert.hidden_size;

@@ -6,7 +6,7 @@ half of scripts/bench-rerank.sh.
         label, MiniLM-L6's config and tokenizer) with seeded random weights: no cross-encoder
         weights can be downloaded here, and speed does not depend on the weights.
     python rerank_ref.py run MODEL_DIR URL REPORTS_DIR THREADS ROUNDS OUT_JSON
-        Reranks 50 reports for each of 12 finding queries (the radlabels reports, 124 tokens on
+        Reranks 50 reports for each of 12 finding queries (the radlabels reports, 125 tokens on
         average, pairs read up to 512 tokens), each query as one call: POST URL/v1/rerank, and
         transformers (eval, float32, THREADS threads, no_grad, the 50 pairs as one batch padded
         to its longest, truncation longest-first, as sentence-transformers' CrossEncoder does

@@ -10,7 +10,7 @@ use mirage_model::config::{Calibration, MatchingOverride};
 use mirage_model::{write_calibrated, Bundle, MirageModel};
 
 /// The nearest-neighbour rule of the matching score s when it should not be the bundle's own:
-/// the variants of METHOD.md §2.2 that `mirage eval` and `mirage audit` can compare (choose
+/// the variants of docs/METHOD.md §2.2 that `mirage eval` and `mirage audit` can compare (choose
 /// one on a valid split, never on the test split).
 #[derive(Args, Clone, Copy)]
 pub(crate) struct MatchingArgs {

@@ -44,7 +44,7 @@ fn radlabels_corpus_indexes_and_filters_by_finding() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // DATA.md: 1,000 reports, 48 labels, 4,442 present / 461 absent / 146 uncertain.
+    // docs/DATA.md: 1,000 reports, 48 labels, 4,442 present / 461 absent / 146 uncertain.
     assert_eq!(rows.len(), 1000);
     let count = |k: &str| -> usize {
         rows.iter()

@@ -1,4 +1,4 @@
-//! The text memory queue of METHOD.md §2.4: K unit rows, never differentiated, written FIFO after
+//! The text memory queue of docs/METHOD.md §2.4: K unit rows, never differentiated, written FIFO after
 //! each backward pass (so the autograd graph never sees a modified input: the in-place hazard of
 //! §2.5 cannot arise), with the caption behind every row so the exported bank can explain itself.
 

@@ -1,6 +1,8 @@
 //! The training configuration: one TOML file (examples under `configs/`), overridden on the
 //! command line with `--set section.key=value`. Unknown keys are errors. Defaults are the
-//! published run of METHOD.md §2.6 wherever it states a value; every knob of §6.3 is here.
+//! published run of docs/METHOD.md §2.6 wherever it states a value (the batch defaults to 256, a
+//! CPU-sized run; the published one is 1,024); every knob of §6.3 is here but the momentum encoder
+//! and false-negative noise injection (neither is in the reference code).
 //! What depends on the corpus (queue size, robust ramp, warm-up) is derived from the training
 //! set's size and the run's length when the config leaves it unset
 //! ([`TrainConfig::resolve_for_corpus`]), so one default serves an atlas of 640 pairs and
@@ -184,7 +186,7 @@ pub enum NoiseMode {
     Fixed,
 }
 
-/// Synthetic false-positive noise (METHOD.md §3.3).
+/// Synthetic false-positive noise (docs/METHOD.md §3.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoiseConfig {
@@ -228,7 +230,7 @@ pub enum OtCost {
     OneHot,
 }
 
-/// Loss terms (METHOD.md §2.3).
+/// Loss terms (docs/METHOD.md §2.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {

@@ -1,4 +1,4 @@
-//! `mirage-train export`: a checkpoint becomes the bundle of DESIGN.md §2 — weights under the
+//! `mirage-train export`: a checkpoint becomes the bundle of docs/DESIGN.md §2 — weights under the
 //! serving names, σ_p as `logit_scale`, σ_q and the NN mode as `matching`, the memory queue as
 //! the text bank with its captions, and the training provenance.
 

@@ -67,7 +67,7 @@ pub fn start(c: &TrainConfig, work_dir: &Path, device: Device) -> Result<Start> 
         .collect::<Result<_>>()?;
     let mut reinit = Vec::new();
     if fresh_heads {
-        // METHOD.md §2.6: projections N(0, in^-½), not the importer's identity text projection.
+        // docs/METHOD.md §2.6: projections N(0, in^-½), not the importer's identity text projection.
         reinit.extend(names::head_tensors(&arch));
     }
     if m.text_from_scratch {

@@ -1,6 +1,6 @@
 //! # mirage-trainer
 //!
-//! MIRAGE pre-training on libtorch (METHOD.md): tch towers over `mirage-model`'s tensor names,
+//! MIRAGE pre-training on libtorch (docs/METHOD.md): tch towers over `mirage-model`'s tensor names,
 //! the three-term objective with the soft nearest-neighbour text from a FIFO memory queue,
 //! data loading with synthetic noise, AdamW with warm-up + cosine, checkpoints with exact
 //! resume, and export to a serving bundle.

@@ -1,4 +1,4 @@
-//! The MIRAGE objective (METHOD.md §2.2–2.3), single device: N = B and g_i = i.
+//! The MIRAGE objective (docs/METHOD.md §2.2–2.3), single device: N = B and g_i = i.
 //!
 //! With v = norm(image features), t = norm(text features), Q the queue snapshot (K unit rows,
 //! never differentiated), σ_• = exp(θ_•):
@@ -55,7 +55,7 @@ pub struct LossOutput {
     pub total: Tensor,
     /// L_pair.
     pub pair: Tensor,
-    /// L_robust (zero when λ_robust = 0 and no queue is used).
+    /// L_robust (zero when λ_robust = 0 or no queue is used).
     pub robust: Tensor,
     /// L_ot.
     pub ot: Tensor,

@@ -99,7 +99,7 @@ pub fn optimise_step(
     out.total.backward();
     let grad_norm = config.optim.grad_clip.map(|m| AdamW::clip_grad_norm(p, m));
     optimizer.step(p, lr);
-    // FIFO write after backward: the graph never sees a modified queue (METHOD.md §2.5).
+    // FIFO write after backward: the graph never sees a modified queue (docs/METHOD.md §2.5).
     if let Some(q) = queue {
         q.enqueue(&out.text_unit, captions, step as i64 + 1)?;
     }
@@ -416,7 +416,7 @@ impl Trainer {
     }
 
     /// Fills the queue before step 0 with a gradient-free pass over shuffled training texts
-    /// (METHOD.md §2.4): exactly K/N batches, wrapping the pointer to 0.
+    /// (docs/METHOD.md §2.4): exactly K/N batches, wrapping the pointer to 0.
     fn fill_queue(&mut self) -> Result<()> {
         let (model, mode, device) = (&self.model, self.mode(false), self.device);
         let Some(queue) = self.queue.as_mut() else {

@@ -1,4 +1,4 @@
-//! `mirage-train loss` against the independent PyTorch transcription of METHOD.md §2.5
+//! `mirage-train loss` against the independent PyTorch transcription of docs/METHOD.md §2.5
 //! (`scripts/mirage_torch.py`), over the knobs of §6.3. Needs the pip torch venv
 //! (`MIRAGE_TORCH_PYTHON`, set by `scripts/torch-env.sh`, which `scripts/test.sh` sources).
 

@@ -1,4 +1,4 @@
-//! METHOD.md §6.5 test oracles for the objective, on small random tensors.
+//! docs/METHOD.md §6.5 test oracles for the objective, on small random tensors.
 
 use mirage_trainer::config::{Balance, LossConfig, NnConfig, NnMode, OtCost};
 use mirage_trainer::loss::{mirage_loss, nearest_text, Lambdas, LogScales, LossOutput};

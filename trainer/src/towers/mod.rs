@@ -4,9 +4,10 @@
 //! text tower with masked mean (or CLS) pooling, torchvision ResNet with CLIP attention pooling
 //! or mean pooling, torchvision ViT, and the two projections. The arithmetic mirrors the candle
 //! towers so an exported bundle embeds the same in both (a test, not a hope); in training mode
-//! BatchNorm uses batch statistics and updates its running buffers, and BERT applies dropout.
+//! BatchNorm uses batch statistics and updates its running buffers, and BERT applies dropout to
+//! embeddings and sublayer outputs (not to attention probabilities, where Hugging Face also does).
 //!
-//! The four learnable log-scales of METHOD.md §2.1 live beside the bundle tensors: θ_p is the
+//! The four learnable log-scales of docs/METHOD.md §2.1 live beside the bundle tensors: θ_p is the
 //! bundle's `logit_scale`; θ_r, θ_o, θ_q are `log_scale.robust|ot|queue`, training-only.
 
 mod attention_pool;
