@@ -259,6 +259,13 @@ async fn to_problem(res: Response, path: &str, id: &str) -> Response {
     };
     problem.instance = Some(path.to_owned());
     problem.request_id = Some(id.to_owned());
+    if parts.status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read, so this connection cannot carry another request:
+        // say so, or a client's pool reuses it and its next request fails mid-flight.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

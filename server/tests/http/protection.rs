@@ -88,6 +88,8 @@ async fn keys_scopes_body_limit_queue_and_cors() {
         .as_str()
         .unwrap()
         .contains("max_body_bytes"));
+    // The unread rest of the body makes the connection unusable: the client is told to drop it.
+    assert_eq!(r.headers["connection"], "close");
     let form = reqwest::multipart::Form::new()
         .part(
             "image",
