@@ -1,5 +1,6 @@
 //! `manifest.json`: what an embedded collection is (format version, dimension, metric, the model
-//! its vectors come from, graph parameters and engine). Written once, atomically, when the collection is made.
+//! its vectors come from, graph parameters and engine). Written atomically when the collection is
+//! made, and again only when `index compact --rebuild` rebuilds its graphs with this build's engine.
 
 use std::io::Write;
 use std::path::Path;
