@@ -41,7 +41,6 @@ pub async fn classify(
     } else {
         ClassifyMode::SingleLabel
     };
-    let calibration = model.config().calibration.as_ref().map(|c| c.temperature);
     if let Some(t) = req.temperature {
         // Below 0.001 the logits overflow to infinity and the probabilities to NaN.
         if !(0.001..=1000.0).contains(&t) {
@@ -50,7 +49,9 @@ pub async fn classify(
             )));
         }
     }
-    let temperature = req.temperature.or(calibration).unwrap_or(1.0);
+    let temperature = req
+        .temperature
+        .unwrap_or_else(|| mirage_model::zeroshot::served_temperature(model));
     if !(temperature.is_finite() && temperature > 0.0) {
         return Err(ApiError::invalid(format!(
             "the bundle's calibration temperature {temperature} is not a positive number"
@@ -93,7 +94,7 @@ pub async fn classify(
         model_id: model.model_id().to_owned(),
         multi_label: req.multi_label,
         temperature,
-        calibrated: req.temperature.is_none() && calibration.is_some(),
+        calibrated: req.temperature.is_none() && model.config().calibration.is_some(),
         labels,
     }))
 }
