@@ -41,16 +41,10 @@ pub fn embedding_like_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> 
         .collect()
 }
 
-/// Under CI (`CI` set) a test must not skip; elsewhere it prints why it skips. Returns whether
-/// the test may go on without the missing piece (it may not: `false` means skip).
-fn skip_or_fail(suite: &str, what: &str) -> bool {
-    let msg = format!("skipped {suite}: {what}");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{msg} (CI must run every Qdrant test: .ci/run starts a server and sets it)"
-    );
-    println!("{msg}");
-    false
+/// [`mirage_model::testing::skip_or_fail`] for a Qdrant suite (`.ci/run` starts a server and
+/// sets the variables, so CI never skips one).
+fn skip_or_fail(suite: &str, what: &str) {
+    mirage_model::testing::skip_or_fail(&format!("{suite}: {what}"));
 }
 
 /// The Qdrant server shared by the Qdrant suites: `MIRAGE_QDRANT_URL`, its gRPC URL. `None`

@@ -24,15 +24,10 @@ fn schemathesis() -> Option<PathBuf> {
     if st.is_file() {
         return Some(st);
     }
-    let msg = format!(
+    mirage_model::testing::skip_or_fail(&format!(
         "no schemathesis at {} (scripts/test.sh installs it; or set MIRAGE_SCHEMATHESIS)",
         st.display()
-    );
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{msg} (CI must not skip this test)"
-    );
-    eprintln!("skipped: {msg}");
+    ));
     None
 }
 
