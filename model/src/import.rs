@@ -37,7 +37,7 @@ pub struct ImportOptions {
     pub model_id: String,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|source| Error::Json {
         path: path.to_path_buf(),
@@ -45,7 +45,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
     })
 }
 
-fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),

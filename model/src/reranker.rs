@@ -20,11 +20,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::bundle::sha256_hex;
 use crate::config::{BertConfig, TextPooling};
-use crate::engine::{DeviceChoice, EngineChoice, EngineKind, EngineOptions};
+use crate::engine::{EngineKind, EngineOptions};
+use crate::import::{load_safetensors, read_json};
 use crate::names::{self, path, BIAS, WEIGHT};
 use crate::onnx::graph::{GraphBuilder, Weights};
 use crate::onnx::proto::{Dim, ElemType};
@@ -70,14 +71,6 @@ pub struct RerankerConfig {
     pub weights_sha256: String,
     /// Where it came from.
     pub provenance: Value,
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Every tensor a cross-encoder of shape `c` with `labels` outputs needs, with its shape.
@@ -156,13 +149,7 @@ pub fn import_cross_encoder(
             dir.display()
         )));
     }
-    let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-    let source = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
-        Error::Safetensors {
-            path: weights_path.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let source = load_safetensors(&weights_path)?;
     let mut tensors = HashMap::new();
     for (name, shape) in expected_tensors(&bert, num_labels) {
         // Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
@@ -226,7 +213,7 @@ pub fn import_cross_encoder(
         bert,
         num_labels,
         max_length,
-        weights_sha256: hex::encode(Sha256::digest(&written)),
+        weights_sha256: sha256_hex(&written),
         provenance: json!({
             "created_by": "mirage model import-reranker",
             "source": dir.display().to_string(),
@@ -347,7 +334,7 @@ impl Reranker {
         }
         let weights_path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = sha256_hex(&bytes);
         if digest != config.weights_sha256 {
             return Err(Error::InvalidConfig(format!(
                 "{}: sha256 {digest} is not the {} that {RERANKER_JSON} records: the weights were changed or damaged",
@@ -384,10 +371,9 @@ impl Reranker {
         let tok_path = dir.join(TOKENIZER_FILE);
         let mut tokenizer = Tokenizer::from_file(&tok_path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
-        let pad = tokenizer
+        let pad_id = tokenizer
             .get_padding()
-            .map(|p| (p.pad_id, p.pad_token.clone()));
-        let pad_id = pad.map_or_else(|| tokenizer.token_to_id("[PAD]").unwrap_or(0), |p| p.0);
+            .map_or_else(|| tokenizer.token_to_id("[PAD]").unwrap_or(0), |p| p.pad_id);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: config.max_length,
@@ -395,39 +381,21 @@ impl Reranker {
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        let ort = || -> Result<Scorer> {
-            crate::engine::ort::load_library(
-                options.ort_library.as_deref(),
-                options.assets.as_deref(),
-            )?;
-            let graph = onnx_graph(&config, &tensors)?;
-            let session = crate::engine::ort::session(&graph, options, "cross-encoder")?;
-            Ok(Scorer::Ort(Mutex::new(session)))
-        };
-        let (scorer, kind) = match options.engine {
-            EngineChoice::Candle if options.device == DeviceChoice::Cuda => {
-                return Err(Error::Engine(
-                    "the candle engine runs on the CPU only; use --engine ort with --device cuda"
-                        .into(),
-                ))
-            }
-            EngineChoice::Candle => (
-                Scorer::Candle(CandleScorer::load(tensors, &config)?),
-                EngineKind::Candle,
-            ),
-            EngineChoice::Ort => (ort()?, EngineKind::Ort),
-            EngineChoice::Auto => match ort() {
-                Ok(s) => (s, EngineKind::Ort),
-                Err(Error::Engine(why)) if options.device == DeviceChoice::Cpu => {
-                    tracing::warn!(reason = %why, "reranker engine: candle (ONNX Runtime unavailable)");
-                    (
-                        Scorer::Candle(CandleScorer::load(tensors, &config)?),
-                        EngineKind::Candle,
-                    )
-                }
-                Err(e) => return Err(e),
+        let (scorer, kind) = crate::engine::choose(
+            options,
+            "reranker",
+            tensors,
+            |t| {
+                crate::engine::ort::load_library(
+                    options.ort_library.as_deref(),
+                    options.assets.as_deref(),
+                )?;
+                let graph = onnx_graph(&config, t)?;
+                let session = crate::engine::ort::session(&graph, options, "cross-encoder")?;
+                Ok(Scorer::Ort(Mutex::new(session)))
             },
-        };
+            |t| Ok(Scorer::Candle(CandleScorer::load(t, &config)?)),
+        )?;
         tracing::info!(model_id = %config.model_id, engine = kind.as_str(), "reranker loaded");
         Ok(Self {
             config,

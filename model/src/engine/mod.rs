@@ -150,6 +150,26 @@ pub(crate) fn load(
     tensors: HashMap<String, Tensor>,
     options: &EngineOptions,
 ) -> Result<Box<dyn Engine>> {
+    let (engine, _) = choose(
+        options,
+        "model",
+        tensors,
+        |t| Ok(Box::new(ort::OrtEngine::load(bundle, t, options)?) as Box<dyn Engine>),
+        |t| Ok(Box::new(candle::CandleEngine::load(bundle, t, options)?) as Box<dyn Engine>),
+    )?;
+    Ok(engine)
+}
+
+/// The engine rule for every model this crate runs (the towers, a reranker): the thread count
+/// is checked, candle is refused on CUDA, and `auto` takes ONNX Runtime where its library loads,
+/// else (on the CPU) candle with a warning. `what` names the model in logs.
+pub(crate) fn choose<T>(
+    options: &EngineOptions,
+    what: &str,
+    tensors: HashMap<String, Tensor>,
+    ort: impl FnOnce(&HashMap<String, Tensor>) -> Result<T>,
+    candle: impl FnOnce(HashMap<String, Tensor>) -> Result<T>,
+) -> Result<(T, EngineKind)> {
     if options.threads > MAX_THREADS {
         return Err(Error::InvalidInput(format!(
             "threads {} is out of range 0..={MAX_THREADS} (0 = all cores)",
@@ -165,21 +185,20 @@ pub(crate) fn load(
                         .into(),
                 ));
             }
-            Ok(Box::new(candle::CandleEngine::load(
-                bundle, tensors, options,
-            )?))
+            Ok((candle(tensors)?, EngineKind::Candle))
         }
-        EngineChoice::Ort => Ok(Box::new(ort::OrtEngine::load(bundle, &tensors, options)?)),
-        EngineChoice::Auto => match ort::OrtEngine::load(bundle, &tensors, options) {
+        EngineChoice::Ort => Ok((ort(&tensors)?, EngineKind::Ort)),
+        EngineChoice::Auto => match ort(&tensors) {
             Ok(e) => {
-                tracing::info!(engine = "ort", "engine: ort (auto: ONNX Runtime loaded)");
-                Ok(Box::new(e))
+                tracing::info!(
+                    engine = "ort",
+                    "{what} engine: ort (auto: ONNX Runtime loaded)"
+                );
+                Ok((e, EngineKind::Ort))
             }
             Err(Error::Engine(why)) if options.device == DeviceChoice::Cpu => {
-                tracing::warn!(engine = "candle", reason = %why, "engine: candle (auto: ONNX Runtime unavailable)");
-                Ok(Box::new(candle::CandleEngine::load(
-                    bundle, tensors, options,
-                )?))
+                tracing::warn!(engine = "candle", reason = %why, "{what} engine: candle (auto: ONNX Runtime unavailable)");
+                Ok((candle(tensors)?, EngineKind::Candle))
             }
             Err(e) => Err(e),
         },
