@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{IndexError, Result};
-use crate::types::{Hit, MAX_ID_CHARS};
+use crate::types::{Hit, Item, MAX_ID_CHARS};
 use crate::Collection;
 
 /// The payload key of a passage's place in its document.
@@ -301,6 +301,50 @@ pub fn passage_payload(
         PASSAGE_PAYLOAD_KEY.into(),
         serde_json::to_value(info).expect("passage info serialises — this is a bug"),
     );
+    Ok(out)
+}
+
+/// The passages document `id` (with `payload`) splits into, checked before anything is embedded:
+/// its id leaves room for the passage numbers and its payload does not hold the passage key.
+pub fn plan(
+    tokenizer: &TextTokenizer,
+    id: &str,
+    text: &str,
+    payload: &Map<String, Value>,
+    o: &ChunkOptions,
+) -> Result<Vec<Span>> {
+    if payload.contains_key(PASSAGE_PAYLOAD_KEY) {
+        return Err(IndexError::invalid(format!(
+            "item {id:?}: payload key {PASSAGE_PAYLOAD_KEY:?} is where split texts record their passages; rename it or index without chunking"
+        )));
+    }
+    let spans = split(tokenizer, text, o)?;
+    check_parent_id(id, spans.len())?;
+    Ok(spans)
+}
+
+/// The items of document `doc` split into `spans`, given each passage's text vector in order:
+/// item `D#i` holds passage i's text and the document's payload with its place under
+/// [`PASSAGE_PAYLOAD_KEY`]; every passage keeps the image reference, passage 0 the image vector.
+pub fn expand(
+    doc: Item,
+    spans: &[Span],
+    text_vectors: impl IntoIterator<Item = Vec<f32>>,
+) -> Result<Vec<Item>> {
+    let chars: Vec<char> = doc.text.as_deref().unwrap_or("").chars().collect();
+    let mut image_vector = doc.image_vector;
+    let mut vectors = text_vectors.into_iter();
+    let mut out = Vec::with_capacity(spans.len());
+    for (i, span) in spans.iter().enumerate() {
+        out.push(Item {
+            id: passage_id(&doc.id, i),
+            text: Some(span.text(&chars)),
+            image: doc.image.clone(),
+            payload: passage_payload(&doc.id, &doc.payload, span, i, spans.len())?,
+            text_vector: vectors.next(),
+            image_vector: image_vector.take(),
+        });
+    }
     Ok(out)
 }
 

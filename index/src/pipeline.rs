@@ -459,14 +459,8 @@ fn measure_text(
     };
     match chunking {
         Some(o) => {
-            let spans = passages::split(tokenizer, text, &o).map_err(|e| e.to_string())?;
-            passages::check_parent_id(&p.record.id, spans.len()).map_err(|e| e.to_string())?;
-            if p.record.payload.contains_key(passages::PASSAGE_PAYLOAD_KEY) {
-                return Err(format!(
-                    "payload key {:?} is where split texts record their passages; rename it or index without chunking",
-                    passages::PASSAGE_PAYLOAD_KEY
-                ));
-            }
+            let spans = passages::plan(tokenizer, &p.record.id, text, &p.record.payload, &o)
+                .map_err(|e| e.to_string())?;
             p.passages = Some(spans);
         }
         None => {
@@ -493,7 +487,6 @@ fn embed_batch(model: &MirageModel, batch: Vec<Prepared>) -> Result<Vec<Item>> {
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut text_vecs = model.embed_texts(&refs)?.into_iter();
-    let mut passage_texts = texts.into_iter();
     let mut pixels = Vec::new();
     let mut n_images = 0;
     for p in &batch {
@@ -508,10 +501,9 @@ fn embed_batch(model: &MirageModel, batch: Vec<Prepared>) -> Result<Vec<Item>> {
         let image_vector = p.pixels.as_ref().and_then(|_| image_vecs.next());
         let Some(spans) = p.passages else {
             let text_vector = p.record.text.as_ref().and_then(|_| text_vecs.next());
-            let text = p.record.text.as_ref().and_then(|_| passage_texts.next());
             let mut item = Item {
                 id: p.record.id,
-                text,
+                text: p.record.text,
                 image: p.record.image_ref,
                 payload: p.record.payload,
                 text_vector,
@@ -521,26 +513,17 @@ fn embed_batch(model: &MirageModel, batch: Vec<Prepared>) -> Result<Vec<Item>> {
             items.push(item);
             continue;
         };
-        let mut image_vector = image_vector;
-        let count = spans.len();
-        for (i, span) in spans.iter().enumerate() {
-            let mut item = Item {
-                id: passages::passage_id(&p.record.id, i),
-                text: passage_texts.next(),
-                image: p.record.image_ref.clone(),
-                payload: passages::passage_payload(
-                    &p.record.id,
-                    &p.record.payload,
-                    span,
-                    i,
-                    count,
-                )?,
-                text_vector: text_vecs.next(),
-                image_vector: image_vector.take(),
-            };
-            item.add_dicom_tags(p.dicom.clone());
-            items.push(item);
-        }
+        let mut doc = Item {
+            id: p.record.id,
+            text: p.record.text,
+            image: p.record.image_ref,
+            payload: p.record.payload,
+            text_vector: None,
+            image_vector,
+        };
+        doc.add_dicom_tags(p.dicom);
+        let vectors: Vec<Vec<f32>> = text_vecs.by_ref().take(spans.len()).collect();
+        items.extend(passages::expand(doc, &spans, vectors)?);
     }
     Ok(items)
 }

@@ -208,48 +208,47 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
         let limit = model.tokenizer().max_length();
         for chunk in bench.corpus.chunks(64) {
             // Each document as one item, or as its passages.
-            let mut pending = Vec::new();
+            let (mut docs, mut texts) = (Vec::new(), Vec::new());
             for d in chunk {
-                match &chunking {
+                let spans = match &chunking {
                     None => {
                         // Reported as `mirage index build` does: never cut without a word.
                         truncated += u64::from(model.tokenizer().full_length(&d.text)? > limit);
-                        pending.push((d.id.clone(), d.text.clone(), d.metadata.clone()));
+                        texts.push(d.text.clone());
+                        None
                     }
                     Some(o) => {
-                        let spans = passages::split(model.tokenizer(), &d.text, o)?;
+                        let spans =
+                            passages::plan(model.tokenizer(), &d.id, &d.text, &d.metadata, o)?;
                         let chars: Vec<char> = d.text.chars().collect();
-                        for (i, span) in spans.iter().enumerate() {
-                            pending.push((
-                                passages::passage_id(&d.id, i),
-                                span.text(&chars),
-                                passages::passage_payload(
-                                    &d.id,
-                                    &d.metadata,
-                                    span,
-                                    i,
-                                    spans.len(),
-                                )?,
-                            ));
-                        }
+                        texts.extend(spans.iter().map(|s| s.text(&chars)));
+                        Some(spans)
+                    }
+                };
+                let doc = Item {
+                    id: d.id.clone(),
+                    text: Some(d.text.clone()),
+                    image: None,
+                    payload: d.metadata.clone(),
+                    text_vector: None,
+                    image_vector: None,
+                };
+                docs.push((doc, spans));
+            }
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let mut vectors = model.embed_texts(&refs)?.into_iter();
+            for (mut doc, spans) in docs {
+                match spans {
+                    None => {
+                        doc.text_vector = vectors.next();
+                        all.push(doc);
+                    }
+                    Some(spans) => {
+                        let v: Vec<Vec<f32>> = vectors.by_ref().take(spans.len()).collect();
+                        all.extend(passages::expand(doc, &spans, v)?);
                     }
                 }
             }
-            let texts: Vec<&str> = pending.iter().map(|(_, t, _)| t.as_str()).collect();
-            let vectors = model.embed_texts(&texts)?;
-            all.extend(
-                pending
-                    .into_iter()
-                    .zip(vectors)
-                    .map(|((id, text, payload), v)| Item {
-                        id,
-                        text: Some(text),
-                        image: None,
-                        payload,
-                        text_vector: Some(v),
-                        image_vector: None,
-                    }),
-            );
         }
         items = all.len();
         rt.block_on(c.upsert(all))?;

@@ -3,10 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use mirage_index::passages::{
-    check_parent_id, passage_id, passage_payload, remove_stale, split, ChunkOptions, Span,
-    PASSAGE_PAYLOAD_KEY,
-};
+use mirage_index::passages::{expand, plan, remove_stale, ChunkOptions, Span};
 use mirage_index::types::unit_vector;
 use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
 
@@ -299,15 +296,8 @@ pub async fn upsert_items(
             }
             match (chunking, given[i].0.is_none()) {
                 (Some(o), _) => {
-                    if it.payload.contains_key(PASSAGE_PAYLOAD_KEY) {
-                        return Err(ApiError::invalid(format!(
-                            "items[{i}].payload.{PASSAGE_PAYLOAD_KEY} is where split texts record their passages: rename the key, or drop chunking"
-                        )));
-                    }
-                    let parts = split(&tokenizer, t, &o)
-                        .map_err(|e| ApiError::invalid(format!("items[{i}].text: {e}")))?;
-                    check_parent_id(&it.id, parts.len())
-                        .map_err(|e| ApiError::invalid(format!("items[{i}].id: {e}")))?;
+                    let parts = plan(&tokenizer, &it.id, t, &it.payload, &o)
+                        .map_err(|e| ApiError::invalid(format!("items[{i}]: {e}")))?;
                     let chars: Vec<char> = t.chars().collect();
                     for span in &parts {
                         inputs.push(Input::Text(span.text(&chars)));
@@ -387,18 +377,7 @@ pub async fn upsert_items(
             continue;
         };
         written.push((item.id.clone(), spans.len()));
-        let chars: Vec<char> = item.text.as_deref().unwrap_or("").chars().collect();
-        let mut image_vector = item.image_vector;
-        for (p, (span, v)) in spans.iter().zip(vectors).enumerate() {
-            stored.push(Item {
-                id: passage_id(&item.id, p),
-                text: Some(span.text(&chars)),
-                image: item.image.clone(),
-                payload: passage_payload(&item.id, &item.payload, span, p, spans.len())?,
-                text_vector: Some(v),
-                image_vector: image_vector.take(),
-            });
-        }
+        stored.extend(expand(item, &spans, vectors)?);
     }
     let items_written = stored.len();
     collection.upsert(stored).await?;
