@@ -313,6 +313,8 @@ pub struct PairScore {
     pub relevance: f32,
     /// The raw logit of the relevant class (label 0 with one label, label 1 with more).
     pub logit: f32,
+    /// Tokens of the pair read (after truncation), special tokens included.
+    pub tokens: usize,
 }
 
 impl Reranker {
@@ -449,6 +451,11 @@ impl Reranker {
     /// short pair is not padded to the longest candidate; padding is masked, so grouping never
     /// changes a score.
     pub fn logits(&self, query: &str, documents: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.forward(query, documents)?.0)
+    }
+
+    /// [`Self::logits`] and the tokens each pair read, from one tokenisation.
+    fn forward(&self, query: &str, documents: &[&str]) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
         let labels = self.config.num_labels;
         let enc = self.encode(query, documents)?;
         let lengths: Vec<usize> = enc.iter().map(tokenizers::Encoding::len).collect();
@@ -491,26 +498,28 @@ impl Reranker {
                 }
             }
         }
-        Ok(out)
+        Ok((out, lengths))
     }
 
-    /// Each pair's relevance (see the module documentation) and logit, in input order.
+    /// Each pair's relevance (see the module documentation), logit and tokens, in input order.
     pub fn score(&self, query: &str, documents: &[&str]) -> Result<Vec<PairScore>> {
-        Ok(self
-            .logits(query, documents)?
-            .into_iter()
-            .map(|l| relevance(&l))
+        let (logits, tokens) = self.forward(query, documents)?;
+        Ok(logits
+            .iter()
+            .zip(tokens)
+            .map(|(l, t)| relevance(l, t))
             .collect())
     }
 }
 
-/// One pair's relevance from its logits.
-fn relevance(logits: &[f32]) -> PairScore {
+/// One pair's relevance from its logits; it read `tokens`.
+fn relevance(logits: &[f32], tokens: usize) -> PairScore {
     if logits.len() == 1 {
         let z = logits[0];
         return PairScore {
             relevance: 1.0 / (1.0 + (-z).exp()),
             logit: z,
+            tokens,
         };
     }
     let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -518,6 +527,7 @@ fn relevance(logits: &[f32]) -> PairScore {
     PairScore {
         relevance: (logits[1] - top).exp() / sum,
         logit: logits[1],
+        tokens,
     }
 }
 
@@ -558,9 +568,9 @@ mod tests {
 
     #[test]
     fn relevance_is_the_sigmoid_of_one_logit_and_the_softmax_of_label_1() {
-        let one = relevance(&[0.0]);
+        let one = relevance(&[0.0], 0);
         assert!((one.relevance - 0.5).abs() < 1e-6);
-        let two = relevance(&[0.0, 2f32.ln()]);
+        let two = relevance(&[0.0, 2f32.ln()], 0);
         assert!((two.relevance - 2.0 / 3.0).abs() < 1e-6);
         assert_eq!(two.logit, 2f32.ln());
     }

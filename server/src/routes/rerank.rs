@@ -52,12 +52,9 @@ pub async fn rerank(
     let query = req.query.clone();
     let model = reranker.model_id().to_owned();
     let _turn = state.rerank_gate.acquire().await;
-    let (scores, tokens) = tokio::task::spawn_blocking(move || {
+    let scores = tokio::task::spawn_blocking(move || {
         let docs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        Ok::<_, mirage_model::Error>((
-            reranker.score(&query, &docs)?,
-            reranker.pair_tokens(&query, &docs)?.iter().sum::<usize>(),
-        ))
+        reranker.score(&query, &docs)
     })
     .await
     .map_err(|e| ApiError::internal(format!("rerank task failed: {e}")))??;
@@ -79,7 +76,7 @@ pub async fn rerank(
         model,
         results,
         usage: RerankUsage {
-            total_tokens: tokens,
+            total_tokens: scores.iter().map(|s| s.tokens).sum(),
         },
     }))
 }
