@@ -14,11 +14,8 @@ assets="${MIRAGE_ASSETS:-$cache/assets}"
 target="${CARGO_TARGET_DIR:-target}"
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-server --bin mirage --example bench_http
-bundle="$cache/bench/minilm-bundle"
-if [[ ! -f "$bundle/bundle.json" ]]; then
-  "$target/release/mirage" model import-hf --text "$assets/minilm" --vision-arch resnet18 \
-    --vision-pool mean --image-size 64 --model-id minilm-bench --out "$bundle" >&2
-fi
+source scripts/lib/bench-bundle.sh
+bundle="$(bench_bundle "$target/release/mirage" "$cache" "$assets")"
 "$target/release/examples/bench_http" "$bundle" "$assets/radlabels/synthetic_reports" \
   "$cache/bench/http-minilm" --seconds "$seconds" --concurrency 16,64
 echo

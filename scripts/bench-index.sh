@@ -30,11 +30,8 @@ echo
 "$py" scripts/bench/ann_peers.py "$out"
 
 if [[ -d "$assets/minilm" && -d "$assets/radlabels/synthetic_reports" ]]; then
-  bundle="$cache/bench/minilm-bundle"
-  if [[ ! -f "$bundle/bundle.json" ]]; then
-    "$mirage" model import-hf --text "$assets/minilm" --vision-arch resnet18 --vision-pool mean \
-      --image-size 64 --model-id minilm-bench --out "$bundle"
-  fi
+  source scripts/lib/bench-bundle.sh
+  bundle="$(bench_bundle "$mirage" "$cache" "$assets")"
   real="$cache/bench/ann-minilm-radlabels"
   rm -rf "$real" && mkdir -p "$real"
   echo "embedding the radlabels reports with MiniLM…" >&2

@@ -20,11 +20,8 @@ mirage="$target/release/mirage"
 work="$cache/bench/rerank"
 rm -rf "$work"
 mkdir -p "$work"
-bundle="$cache/bench/minilm-bundle"
-if [[ ! -f "$bundle/bundle.json" ]]; then
-  "$mirage" model import-hf --text "$assets/minilm" --vision-arch resnet18 \
-    --vision-pool mean --image-size 64 --model-id minilm-bench --out "$bundle" >&2
-fi
+source scripts/lib/bench-bundle.sh
+bundle="$(bench_bundle "$mirage" "$cache" "$assets")"
 "$py" scripts/bench/rerank_ref.py make "$work/hf" "$assets/minilm"
 "$mirage" model import-reranker --hf "$work/hf" --out "$work/reranker" --model-id ms-marco-shape-random >&2
 

@@ -26,11 +26,8 @@ scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-server --features qdrant --bin mirage
 mirage="$target/release/mirage"
 python="$(scripts/venv.sh bm25 "a few seconds" rank-bm25==0.2.2 numpy==2.4.6 | tail -n1)"
-bundle="$cache/bench/minilm-bundle"
-if [[ ! -f "$bundle/bundle.json" ]]; then
-  "$mirage" model import-hf --text "$assets/minilm" --vision-arch resnet18 \
-    --vision-pool mean --image-size 64 --model-id minilm-bench --out "$bundle" >&2
-fi
+source scripts/lib/bench-bundle.sh
+bundle="$(bench_bundle "$mirage" "$cache" "$assets")"
 work="$cache/bench/retrieval"
 rm -rf "$work"
 mkdir -p "$work"

@@ -17,11 +17,8 @@ tools="$(scripts/with-qdrant.sh --find)"
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-server --features qdrant --bin mirage --example bench_http
 mirage="$target/release/mirage"
-bundle="$cache/bench/minilm-bundle"
-if [[ ! -f "$bundle/bundle.json" ]]; then
-  "$mirage" model import-hf --text "$assets/minilm" --vision-arch resnet18 \
-    --vision-pool mean --image-size 64 --model-id minilm-bench --out "$bundle" >&2
-fi
+source scripts/lib/bench-bundle.sh
+bundle="$(bench_bundle "$mirage" "$cache" "$assets")"
 work="$cache/bench/stores"
 rm -rf "$work"
 mkdir -p "$work"
