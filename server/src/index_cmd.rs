@@ -95,10 +95,11 @@ pub(crate) struct ChunkFlags {
     /// texts longer than the model's limit are embedded up to it and counted as truncated.
     #[arg(long, value_enum)]
     chunk: Option<ChunkArg>,
-    /// Content tokens per passage (default: the model's limit less its special tokens).
+    /// Content tokens per passage, from 1 to the model's limit less its special tokens (the
+    /// default).
     #[arg(long, requires = "chunk")]
     chunk_tokens: Option<usize>,
-    /// Tokens consecutive passages share (default: an eighth of --chunk-tokens).
+    /// Tokens consecutive passages share, below --chunk-tokens (default: an eighth of it).
     #[arg(long, requires = "chunk")]
     chunk_overlap: Option<usize>,
 }

@@ -103,8 +103,8 @@ enum ModelCommand {
         /// Model id (default: the source directory's name).
         #[arg(long)]
         model_id: Option<String>,
-        /// Tokens of a query–document pair read at most (default: tokenizer_config.json's
-        /// model_max_length, else the position table).
+        /// Tokens of a query–document pair read at most, 3 to the position table's size
+        /// (default: tokenizer_config.json's model_max_length, else the position table).
         #[arg(long)]
         max_length: Option<usize>,
     },
