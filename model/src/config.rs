@@ -81,14 +81,142 @@ pub struct Architecture {
     pub vision: VisionTower,
 }
 
-/// A BERT-family encoder with pooling.
+/// The text tower: a BERT-family encoder with pooling (MIRAGE, `import-hf`, MedCPT) or CLIP's
+/// causal text transformer (OpenAI CLIP, open_clip, Hugging Face `CLIPModel`).
+///
+/// In `bundle.json` a BERT tower is `{"bert": {…}, "pooling": …}` (the form every earlier bundle
+/// has) and a CLIP tower is `{"clip": {…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TextTower {
+    /// BERT encoder.
+    Bert {
+        /// Hugging Face BERT configuration (the fields that shape the weights).
+        bert: BertConfig,
+        /// How token states become one vector.
+        pooling: TextPooling,
+    },
+    /// CLIP text transformer.
+    Clip {
+        /// Its shape.
+        clip: ClipTextConfig,
+    },
+}
+
+impl<'de> Deserialize<'de> for TextTower {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // Chosen by key rather than `untagged`, so a bad field is reported by name instead of
+        // "matched no variant".
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Bert {
+            bert: BertConfig,
+            pooling: TextPooling,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Clip {
+            clip: ClipTextConfig,
+        }
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("clip").is_some() {
+            let c: Clip = serde_json::from_value(v).map_err(serde::de::Error::custom)?;
+            Ok(Self::Clip { clip: c.clip })
+        } else {
+            let b: Bert = serde_json::from_value(v).map_err(serde::de::Error::custom)?;
+            Ok(Self::Bert {
+                bert: b.bert,
+                pooling: b.pooling,
+            })
+        }
+    }
+}
+
+impl TextTower {
+    /// Width of the pooled text feature, the input of `text_proj`.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Bert { bert, .. } => bert.hidden_size,
+            Self::Clip { clip } => clip.hidden_size,
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Bert { bert, .. } => bert.vocab_size,
+            Self::Clip { clip } => clip.vocab_size,
+        }
+    }
+
+    /// Longest token sequence the position table covers.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Bert { bert, .. } => bert.max_position_embeddings,
+            Self::Clip { clip } => clip.max_position_embeddings,
+        }
+    }
+
+    /// Transformer layers.
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Bert { bert, .. } => bert.num_hidden_layers,
+            Self::Clip { clip } => clip.num_layers,
+        }
+    }
+
+    /// Attention heads per layer.
+    pub fn num_heads(&self) -> usize {
+        match self {
+            Self::Bert { bert, .. } => bert.num_attention_heads,
+            Self::Clip { clip } => clip.num_heads,
+        }
+    }
+
+    /// A short human-readable name (`bert-l6-h384`, `clip-l12-h512`).
+    pub fn describe(&self) -> String {
+        let kind = match self {
+            Self::Bert { .. } => "bert",
+            Self::Clip { .. } => "clip",
+        };
+        format!("{kind}-l{}-h{}", self.num_layers(), self.hidden_size())
+    }
+}
+
+/// CLIP's text transformer (OpenAI CLIP `model.py`, Hugging Face `CLIPTextModel`): token and
+/// learned position embeddings, pre-norm blocks under a causal mask, a final norm, and the state
+/// of the end-of-text token as the pooled feature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TextTower {
-    /// Hugging Face BERT configuration (the fields that shape the weights).
-    pub bert: BertConfig,
-    /// How token states become one vector.
-    pub pooling: TextPooling,
+pub struct ClipTextConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width H.
+    pub hidden_size: usize,
+    /// Blocks.
+    pub num_layers: usize,
+    /// Attention heads per block.
+    pub num_heads: usize,
+    /// MLP inner size.
+    pub intermediate_size: usize,
+    /// Context length (77 for CLIP).
+    pub max_position_embeddings: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_clip_eps")]
+    pub layer_norm_eps: f64,
+    /// MLP activation (CLIP: QuickGELU).
+    #[serde(default = "quick_gelu")]
+    pub activation: HiddenAct,
+    /// The end-of-text token: the feature is the state at its first occurrence (CLIP takes the
+    /// argmax of the ids, which is the same token, as end-of-text has the largest id).
+    pub eos_token_id: u32,
+}
+
+fn default_clip_eps() -> f64 {
+    1e-5
+}
+fn quick_gelu() -> HiddenAct {
+    HiddenAct::QuickGelu
 }
 
 /// The fields of a Hugging Face `config.json` for `BertModel` that the encoder needs.
@@ -136,6 +264,8 @@ pub enum HiddenAct {
     GeluNew,
     /// ReLU.
     Relu,
+    /// CLIP's `x·sigmoid(1.702·x)`, Hugging Face `quick_gelu`.
+    QuickGelu,
 }
 
 /// Text pooling.
@@ -243,13 +373,34 @@ pub struct VitConfig {
     pub num_heads: usize,
     /// MLP inner size.
     pub mlp_dim: usize,
-    /// LayerNorm epsilon (torchvision uses 1e-6).
+    /// LayerNorm epsilon (torchvision uses 1e-6, CLIP 1e-5).
     #[serde(default = "default_vit_eps")]
     pub layer_norm_eps: f64,
+    /// The patch convolution has a bias (torchvision, timm); CLIP's has none.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub patch_bias: bool,
+    /// A LayerNorm (`ln_pre`) after the position embeddings, before the first block (CLIP).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pre_norm: bool,
+    /// MLP activation (torchvision, timm: exact GELU; OpenAI CLIP: QuickGELU).
+    #[serde(default, skip_serializing_if = "is_gelu")]
+    pub activation: HiddenAct,
 }
 
 fn default_vit_eps() -> f64 {
     1e-6
+}
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_gelu(a: &HiddenAct) -> bool {
+    *a == HiddenAct::Gelu
 }
 
 impl VitConfig {
@@ -263,6 +414,9 @@ impl VitConfig {
             num_heads: 12,
             mlp_dim: 3072,
             layer_norm_eps: 1e-6,
+            patch_bias: true,
+            pre_norm: false,
+            activation: HiddenAct::Gelu,
         }
     }
 
@@ -541,24 +695,22 @@ impl BundleConfig {
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
         let arch = &self.architecture;
-        let bert = &arch.text.bert;
+        let text = &arch.text;
         if arch.embed_dim == 0 {
             problems.push("architecture.embed_dim must be > 0".to_owned());
         }
-        if bert.num_attention_heads == 0
-            || !bert.hidden_size.is_multiple_of(bert.num_attention_heads)
-        {
+        if text.num_heads() == 0 || !text.hidden_size().is_multiple_of(text.num_heads()) {
             problems.push(format!(
                 "text hidden_size {} is not divisible by num_attention_heads {}",
-                bert.hidden_size, bert.num_attention_heads
+                text.hidden_size(),
+                text.num_heads()
             ));
         }
-        if self.tokenizer.max_length == 0
-            || self.tokenizer.max_length > bert.max_position_embeddings
-        {
+        if self.tokenizer.max_length == 0 || self.tokenizer.max_length > text.max_positions() {
             problems.push(format!(
                 "tokenizer.max_length {} must be in 1..={} (max_position_embeddings)",
-                self.tokenizer.max_length, bert.max_position_embeddings
+                self.tokenizer.max_length,
+                text.max_positions()
             ));
         }
         match &arch.vision {

@@ -145,7 +145,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
     let embed_dim = opts.embed_dim.unwrap_or(bert.hidden_size);
     let arch = Architecture {
         embed_dim,
-        text: TextTower {
+        text: TextTower::Bert {
             bert: bert.clone(),
             pooling: opts.pooling,
         },
@@ -161,7 +161,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
     let missing = take(
         &hf,
         &weights_path,
-        &names::text_tensors(&bert),
+        &names::bert_tensors(&bert),
         &text_prefix,
         &mut tensors,
     )?;

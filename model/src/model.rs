@@ -6,7 +6,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::bundle::Bundle;
-use crate::config::{BundleConfig, PromptTemplates};
+use crate::config::{BundleConfig, PromptTemplates, TextTower};
 use crate::engine::{self, DeviceChoice, Engine, EngineKind, EngineOptions};
 use crate::image_input::{preprocess, DecodedImage};
 use crate::names;
@@ -63,6 +63,18 @@ impl MirageModel {
         let engine = engine::load(bundle, tensors, options)?;
         let tokenizer = TextTokenizer::from_file(&bundle.tokenizer_path(), &config.tokenizer)?;
         let arch = &config.architecture;
+        if let TextTower::Clip { clip } = &arch.text {
+            // The pooled feature is the end-of-text token's: a tokenizer that never emits it
+            // would make every text embed garbage, so it is refused here, once.
+            let probe = tokenizer.encode_ids(&["a chest x-ray"])?;
+            if !probe.ids.contains(&clip.eos_token_id) {
+                return Err(Error::InvalidConfig(format!(
+                    "the CLIP text tower pools at end-of-text token id {}, which tokenizer.json \
+                     does not append to a text (ids {:?})",
+                    clip.eos_token_id, probe.ids
+                )));
+            }
+        }
         tracing::info!(
             model_id = %config.model_id,
             embed_dim = arch.embed_dim,

@@ -2,13 +2,16 @@
 //! these names, the trainer writes exactly these names, and bundle validation checks every one of
 //! them (name and shape) before anything is loaded, so a bad file fails with the tensor named.
 //!
-//! - `text.*`: Hugging Face `BertModel` names without the `bert.` prefix;
-//! - `vision.*`: torchvision names (`ResNet` trunk + CLIP `attnpool.*`, or `VisionTransformer`);
+//! - `text.*`: Hugging Face `BertModel` names without the `bert.` prefix, or CLIP's text
+//!   transformer ([`clip_text`], its blocks named as the ViT's);
+//! - `vision.*`: torchvision names (`ResNet` trunk + CLIP `attnpool.*`, or `VisionTransformer`,
+//!   with CLIP's `ln_pre` when the configuration has one);
 //! - `text_proj.{weight,bias}`, `vision_proj.{weight,bias}`: linear projections to `embed_dim`;
 //! - `logit_scale`: a scalar holding ln σ (as in CLIP / open_clip).
 
 use crate::config::{
-    Architecture, BertConfig, ResNetConfig, VisionPooling, VisionTower, VitConfig,
+    Architecture, BertConfig, ClipTextConfig, ResNetConfig, TextTower, VisionPooling, VisionTower,
+    VitConfig,
 };
 
 /// Prefix of the text tower.
@@ -108,15 +111,10 @@ pub mod resnet {
     pub const C_PROJ: &str = "c_proj";
 }
 
-/// Names inside torchvision's `VisionTransformer`, relative to [`VISION`].
-pub mod vit {
-    /// Patch embedding convolution.
-    pub const CONV_PROJ: &str = "conv_proj";
-    /// The class token.
-    pub const CLASS_TOKEN: &str = "class_token";
-    /// Learned positions.
-    pub const POS_EMBEDDING: &str = "encoder.pos_embedding";
-    /// Encoder layer `i`.
+/// Names of a pre-norm transformer block (torchvision's ViT encoder layer), shared by the ViT
+/// and CLIP's text transformer.
+pub mod block {
+    /// Block `i`.
     pub fn layer(i: usize) -> String {
         format!("encoder.layers.encoder_layer_{i}")
     }
@@ -136,8 +134,32 @@ pub mod vit {
     pub const MLP_IN: &str = "mlp.0";
     /// MLP down-projection.
     pub const MLP_OUT: &str = "mlp.3";
+}
+
+/// Names inside torchvision's `VisionTransformer`, relative to [`VISION`].
+pub mod vit {
+    pub use super::block::*;
+    /// Patch embedding convolution.
+    pub const CONV_PROJ: &str = "conv_proj";
+    /// The class token.
+    pub const CLASS_TOKEN: &str = "class_token";
+    /// Learned positions.
+    pub const POS_EMBEDDING: &str = "encoder.pos_embedding";
+    /// CLIP's norm before the first block.
+    pub const LN_PRE: &str = "ln_pre";
     /// Final norm.
     pub const FINAL_LN: &str = "encoder.ln";
+}
+
+/// Names inside CLIP's text transformer, relative to [`TEXT`]; its blocks are [`block`]s.
+pub mod clip_text {
+    pub use super::block::*;
+    /// Token embeddings.
+    pub const TOKEN_EMBEDDING: &str = "token_embedding";
+    /// Learned positions [context, H].
+    pub const POSITIONAL: &str = "positional_embedding";
+    /// Final norm.
+    pub const FINAL_LN: &str = "ln_final";
 }
 
 /// How a tensor is initialised when it is created from a seed rather than loaded.
@@ -211,6 +233,34 @@ impl Specs {
         self.push(&path(&[name, RUNNING_MEAN]), &[dim], Init::Zeros);
         self.push(&path(&[name, RUNNING_VAR]), &[dim], Init::Ones);
     }
+    /// `n` [`block`]s of width `h` and MLP size `mlp`.
+    fn pre_norm_blocks(&mut self, n: usize, h: usize, mlp: usize) {
+        use block::*;
+        for i in 0..n {
+            let l = layer(i);
+            self.layer_norm(&path(&[&l, LN_1]), h);
+            let xavier = (6.0 / (4 * h) as f32).sqrt() / 3f32.sqrt();
+            self.push(
+                &path(&[&l, SELF_ATTENTION, IN_PROJ_WEIGHT]),
+                &[3 * h, h],
+                Init::Normal(xavier),
+            );
+            self.push(
+                &path(&[&l, SELF_ATTENTION, IN_PROJ_BIAS]),
+                &[3 * h],
+                Init::Zeros,
+            );
+            self.linear(
+                &path(&[&l, SELF_ATTENTION, OUT_PROJ]),
+                h,
+                h,
+                (h as f32).powf(-0.5),
+            );
+            self.layer_norm(&path(&[&l, LN_2]), h);
+            self.linear(&path(&[&l, MLP_IN]), mlp, h, 0.02);
+            self.linear(&path(&[&l, MLP_OUT]), h, mlp, 0.02);
+        }
+    }
     fn conv(&mut self, name: &str, out_c: usize, in_c: usize, k: usize) {
         self.push(
             &path(&[name, WEIGHT]),
@@ -220,8 +270,35 @@ impl Specs {
     }
 }
 
-/// Tensors of the BERT text tower, under `text.`.
-pub fn text_tensors(c: &BertConfig) -> Vec<TensorSpec> {
+/// Tensors of the text tower, under `text.`.
+pub fn text_tensors(t: &TextTower) -> Vec<TensorSpec> {
+    match t {
+        TextTower::Bert { bert, .. } => bert_tensors(bert),
+        TextTower::Clip { clip } => clip_text_tensors(clip),
+    }
+}
+
+fn clip_text_tensors(c: &ClipTextConfig) -> Vec<TensorSpec> {
+    use clip_text::*;
+    let h = c.hidden_size;
+    let mut s = Specs::new(TEXT);
+    s.push(
+        &path(&[TOKEN_EMBEDDING, WEIGHT]),
+        &[c.vocab_size, h],
+        Init::Normal(0.02),
+    );
+    s.push(
+        POSITIONAL,
+        &[c.max_position_embeddings, h],
+        Init::Normal(0.01),
+    );
+    s.pre_norm_blocks(c.num_layers, h, c.intermediate_size);
+    s.layer_norm(FINAL_LN, h);
+    s.out
+}
+
+/// Tensors of a BERT encoder, under `text.`.
+pub fn bert_tensors(c: &BertConfig) -> Vec<TensorSpec> {
     use bert::*;
     let h = c.hidden_size;
     let mut s = Specs::new(TEXT);
@@ -312,33 +389,15 @@ fn vit_tensors(c: &VitConfig, s: &mut Specs) {
         &[h, 3, c.patch_size, c.patch_size],
         Init::Normal((1.0 / fan_in as f32).sqrt()),
     );
-    s.push(&path(&[CONV_PROJ, BIAS]), &[h], Init::Zeros);
+    if c.patch_bias {
+        s.push(&path(&[CONV_PROJ, BIAS]), &[h], Init::Zeros);
+    }
     s.push(CLASS_TOKEN, &[1, 1, h], Init::Zeros);
     s.push(POS_EMBEDDING, &[1, c.seq_len(), h], Init::Normal(0.02));
-    for i in 0..c.num_layers {
-        let l = layer(i);
-        s.layer_norm(&path(&[&l, LN_1]), h);
-        let xavier = (6.0 / (4 * h) as f32).sqrt() / 3f32.sqrt();
-        s.push(
-            &path(&[&l, SELF_ATTENTION, IN_PROJ_WEIGHT]),
-            &[3 * h, h],
-            Init::Normal(xavier),
-        );
-        s.push(
-            &path(&[&l, SELF_ATTENTION, IN_PROJ_BIAS]),
-            &[3 * h],
-            Init::Zeros,
-        );
-        s.linear(
-            &path(&[&l, SELF_ATTENTION, OUT_PROJ]),
-            h,
-            h,
-            (h as f32).powf(-0.5),
-        );
-        s.layer_norm(&path(&[&l, LN_2]), h);
-        s.linear(&path(&[&l, MLP_IN]), c.mlp_dim, h, 0.02);
-        s.linear(&path(&[&l, MLP_OUT]), h, c.mlp_dim, 0.02);
+    if c.pre_norm {
+        s.layer_norm(LN_PRE, h);
     }
+    s.pre_norm_blocks(c.num_layers, h, c.mlp_dim);
     s.layer_norm(FINAL_LN, h);
 }
 
@@ -355,7 +414,7 @@ pub fn vision_tensors(v: &VisionTower) -> Vec<TensorSpec> {
 /// The two projections and the logit scale, with docs/METHOD.md §2.6's initialisation.
 pub fn head_tensors(a: &Architecture) -> Vec<TensorSpec> {
     let mut s = Specs::new("");
-    let th = a.text.bert.hidden_size;
+    let th = a.text.hidden_size();
     let vf = a.vision.feature_dim();
     s.linear(TEXT_PROJ, a.embed_dim, th, (th as f32).powf(-0.5));
     s.linear(VISION_PROJ, a.embed_dim, vf, (vf as f32).powf(-0.5));
@@ -365,7 +424,7 @@ pub fn head_tensors(a: &Architecture) -> Vec<TensorSpec> {
 
 /// Every tensor of `model.safetensors` for this architecture, in a stable order.
 pub fn model_tensors(a: &Architecture) -> Vec<TensorSpec> {
-    let mut all = text_tensors(&a.text.bert);
+    let mut all = text_tensors(&a.text);
     all.extend(vision_tensors(&a.vision));
     all.extend(head_tensors(a));
     all

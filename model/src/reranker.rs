@@ -77,7 +77,7 @@ pub struct RerankerConfig {
 fn expected_tensors(c: &BertConfig, labels: usize) -> Vec<(String, Vec<usize>)> {
     let text_prefix = format!("{}.", names::TEXT);
     let h = c.hidden_size;
-    let mut out: Vec<(String, Vec<usize>)> = names::text_tensors(c)
+    let mut out: Vec<(String, Vec<usize>)> = names::bert_tensors(c)
         .into_iter()
         .map(|s| {
             let short = s.name.strip_prefix(&text_prefix).unwrap_or(&s.name);

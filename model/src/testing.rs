@@ -8,8 +8,9 @@ use serde_json::json;
 
 use crate::bundle::{write_bundle, Bundle, BundleContents, TextBank};
 use crate::config::{
-    Architecture, BertConfig, BundleConfig, HiddenAct, ImagePreprocess, ResNetConfig, TextPooling,
-    TextTower, TokenizerSettings, VisionPooling, VisionTower, VitConfig, FORMAT_VERSION,
+    Architecture, BertConfig, BundleConfig, ClipTextConfig, HiddenAct, ImagePreprocess,
+    ResNetConfig, TextPooling, TextTower, TokenizerSettings, VisionPooling, VisionTower, VitConfig,
+    FORMAT_VERSION,
 };
 use crate::init::random_tensors;
 use crate::names;
@@ -39,6 +40,10 @@ pub enum TinyVision {
     ResNetMean,
     /// ViT, 16 px patches, width 32, 2 layers, 64 px.
     Vit,
+    /// The CLIP layout: CLIP's ViT (`ln_pre`, no patch bias, QuickGELU) as [`TinyVision::Vit`],
+    /// and CLIP's causal text transformer (2 blocks, width 16) in place of BERT, ending at the
+    /// tiny tokenizer's `[SEP]`.
+    Clip,
 }
 
 /// The configuration of a tiny bundle (files are filled in when written).
@@ -64,7 +69,52 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
             num_heads: 2,
             mlp_dim: 64,
             layer_norm_eps: 1e-6,
+            patch_bias: true,
+            pre_norm: false,
+            activation: HiddenAct::Gelu,
         }),
+        TinyVision::Clip => VisionTower::Vit(VitConfig {
+            image_size: 64,
+            patch_size: 16,
+            hidden_size: 32,
+            num_layers: 2,
+            num_heads: 2,
+            mlp_dim: 64,
+            layer_norm_eps: 1e-5,
+            patch_bias: false,
+            pre_norm: true,
+            activation: HiddenAct::QuickGelu,
+        }),
+    };
+    let text = if vision == TinyVision::Clip {
+        TextTower::Clip {
+            clip: ClipTextConfig {
+                vocab_size: 123,
+                hidden_size: 16,
+                num_layers: 2,
+                num_heads: 2,
+                intermediate_size: 32,
+                max_position_embeddings: 64,
+                layer_norm_eps: 1e-5,
+                activation: HiddenAct::QuickGelu,
+                eos_token_id: 3,
+            },
+        }
+    } else {
+        TextTower::Bert {
+            bert: BertConfig {
+                vocab_size: 123,
+                hidden_size: 16,
+                num_hidden_layers: 2,
+                num_attention_heads: 2,
+                intermediate_size: 32,
+                max_position_embeddings: 64,
+                type_vocab_size: 2,
+                layer_norm_eps: 1e-12,
+                hidden_act: HiddenAct::Gelu,
+            },
+            pooling: TextPooling::Mean,
+        }
     };
     BundleConfig {
         format_version: FORMAT_VERSION,
@@ -72,20 +122,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
         files: Default::default(),
         architecture: Architecture {
             embed_dim,
-            text: TextTower {
-                bert: BertConfig {
-                    vocab_size: 123,
-                    hidden_size: 16,
-                    num_hidden_layers: 2,
-                    num_attention_heads: 2,
-                    intermediate_size: 32,
-                    max_position_embeddings: 64,
-                    type_vocab_size: 2,
-                    layer_norm_eps: 1e-12,
-                    hidden_act: HiddenAct::Gelu,
-                },
-                pooling: TextPooling::Mean,
-            },
+            text,
             vision: vision_tower,
         },
         logit_scale: (1.0f32 / 0.07).ln().exp(),
@@ -171,14 +208,16 @@ pub fn write_tiny_bundle_with_bank(
 pub fn write_tiny_hf_dir(dir: &Path, seed: u64) -> Result<()> {
     use std::collections::HashMap;
     let config = tiny_config(TinyVision::ResNetMean, 16);
-    let bert = &config.architecture.text.bert;
+    let TextTower::Bert { bert, .. } = &config.architecture.text else {
+        unreachable!("the tiny ResNet bundle has a BERT text tower")
+    };
     let io = |p: &Path, e: std::io::Error| crate::Error::Io {
         path: p.to_path_buf(),
         source: e,
     };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let mut hf: HashMap<String, candle_core::Tensor> =
-        random_tensors(&names::text_tensors(bert), seed, &Device::Cpu)?
+        random_tensors(&names::bert_tensors(bert), seed, &Device::Cpu)?
             .into_iter()
             .map(|(k, v)| (format!("bert.{}", k.trim_start_matches("text.")), v))
             .collect();

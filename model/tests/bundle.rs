@@ -31,6 +31,7 @@ fn tiny_bundles_round_trip_and_embed() {
         TinyVision::ResNetAttention,
         TinyVision::ResNetMean,
         TinyVision::Vit,
+        TinyVision::Clip,
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 8, 1).unwrap();

@@ -77,6 +77,7 @@ fn ort_equals_candle_on_every_tiny_architecture_and_batch_size() {
         TinyVision::ResNetAttention,
         TinyVision::ResNetMean,
         TinyVision::Vit,
+        TinyVision::Clip,
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 24, 3).unwrap();
@@ -103,8 +104,16 @@ fn ort_equals_candle_on_every_tiny_architecture_and_batch_size() {
 
 #[test]
 fn batch_and_padding_never_change_a_vector() {
+    // The CLIP text tower takes no padding mask (causality keeps padding away from the
+    // end-of-text token), so it is checked here as well as BERT's masked attention.
+    for vision in [TinyVision::ResNetAttention, TinyVision::Clip] {
+        batch_and_padding_invariance(vision);
+    }
+}
+
+fn batch_and_padding_invariance(vision: TinyVision) {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_bundle(dir.path(), TinyVision::ResNetAttention, 24, 5).unwrap();
+    write_tiny_bundle(dir.path(), vision, 24, 5).unwrap();
     let Some((ort, candle)) = both(dir.path()) else {
         return;
     };

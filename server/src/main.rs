@@ -424,11 +424,10 @@ fn import(args: ImportArgs) -> Result<()> {
     }
     let c = bundle.config();
     eprintln!(
-        "wrote bundle {} ({}; text {} layers × {}, vision {}, embed dim {})",
+        "wrote bundle {} ({}; text {}, vision {}, embed dim {})",
         args.out.display(),
         c.model_id,
-        c.architecture.text.bert.num_hidden_layers,
-        c.architecture.text.bert.hidden_size,
+        c.architecture.text.describe(),
         c.architecture.vision.describe(),
         c.architecture.embed_dim
     );

@@ -111,7 +111,7 @@ fn main() -> Result<()> {
     let init = start(&mirage, work.path(), device)?;
     let arch = init.bundle_config.architecture.clone();
     let size = init.bundle_config.preprocess.image_size as i64;
-    let vocab = arch.text.bert.vocab_size as i64;
+    let vocab = arch.text.vocab_size() as i64;
 
     // Inputs shared with the PyTorch side through a file.
     tch::manual_seed(1);
@@ -248,9 +248,8 @@ fn main() -> Result<()> {
     let ms_mirage = median(runs[0].2.clone());
     let ms_clip = median(runs[1].2.clone());
     println!(
-        "model: text {} layers × {} hidden, vision {}, embed {}, batch {}, queue {}, seq {}, threads {}, device {:?}, compute {:?}; median of {} steps × {} rounds",
-        arch.text.bert.num_hidden_layers,
-        arch.text.bert.hidden_size,
+        "model: text {}, vision {}, embed {}, batch {}, queue {}, seq {}, threads {}, device {:?}, compute {:?}; median of {} steps × {} rounds",
+        arch.text.describe(),
         arch.vision.describe(),
         arch.embed_dim,
         a.batch,

@@ -71,7 +71,7 @@ pub fn start(c: &TrainConfig, work_dir: &Path, device: Device) -> Result<Start> 
         reinit.extend(names::head_tensors(&arch));
     }
     if m.text_from_scratch {
-        reinit.extend(names::text_tensors(&arch.text.bert));
+        reinit.extend(names::text_tensors(&arch.text));
     }
     if !reinit.is_empty() {
         for (k, v) in random_tensors(&reinit, seed ^ 0x1417, &candle_core::Device::Cpu)? {

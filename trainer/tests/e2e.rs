@@ -237,6 +237,37 @@ fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
     assert_parity(&trainer, &out, &images);
 }
 
+#[test]
+fn tiny_clip_layout_fine_tunes_with_mirage_and_matches_both_engines() {
+    // An imported CLIP-layout bundle (causal text transformer, CLIP ViT) as the starting point:
+    // MIRAGE's loss trains it, and the export agrees with tch on candle and ONNX Runtime.
+    let common::Setup {
+        dir,
+        overrides: mut o,
+        ..
+    } = common::setup(36, 5, TinyVision::Clip);
+    o.push("optim.epochs=2".to_owned());
+    let cfg = TrainConfig::load(None, &o, None).unwrap();
+    let run = dir.path().join("run");
+    let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
+    let ck = trainer.run().unwrap();
+    let steps = metric_lines(&run, "step");
+    assert!(steps
+        .iter()
+        .all(|l| l["loss"].as_f64().unwrap().is_finite()));
+    let out = dir.path().join("bundle");
+    let b = export(&ck, &out, &ExportOptions::default()).unwrap();
+    assert!(matches!(
+        b.config().architecture.text,
+        mirage_model::config::TextTower::Clip { .. }
+    ));
+    let images = vec![
+        dir.path().join("images/train_0.jpg"),
+        dir.path().join("images/train_4.png"),
+    ];
+    assert_parity(&trainer, &out, &images);
+}
+
 fn write_config(path: &Path, overrides: &[String]) {
     // The same overrides as a TOML file, as a user would write one.
     let mut table = toml::Table::new();

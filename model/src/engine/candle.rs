@@ -9,13 +9,13 @@ use super::{Engine, EngineKind, EngineOptions};
 use crate::bundle::Bundle;
 use crate::names;
 use crate::tokenize::TokenIds;
-use crate::towers::bert::BertEncoder;
 use crate::towers::layers::l2_normalize;
+use crate::towers::text::TextEncoder;
 use crate::towers::vision::VisionEncoder;
 use crate::{Error, Result};
 
 pub(crate) struct CandleEngine {
-    text: BertEncoder,
+    text: TextEncoder,
     vision: VisionEncoder,
     text_proj: Linear,
     vision_proj: Linear,
@@ -42,7 +42,7 @@ impl CandleEngine {
         let config = bundle.config();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let arch = &config.architecture;
-        let text = BertEncoder::load(&vb.pp(names::TEXT), &arch.text.bert, arch.text.pooling)?;
+        let text = TextEncoder::load(&vb.pp(names::TEXT), &arch.text)?;
         let vision = VisionEncoder::load(&vb.pp(names::VISION), &arch.vision)?;
         let proj = |name: &str, in_dim: usize| -> Result<Linear> {
             let p = vb.pp(name);
@@ -52,7 +52,7 @@ impl CandleEngine {
             ))
         };
         Ok(Self {
-            text_proj: proj(names::TEXT_PROJ, arch.text.bert.hidden_size)?,
+            text_proj: proj(names::TEXT_PROJ, arch.text.hidden_size())?,
             vision_proj: proj(names::VISION_PROJ, arch.vision.feature_dim())?,
             text,
             vision,

@@ -1,7 +1,8 @@
 //! A small graph builder: weights become initializers, each `op` call appends one node with a
 //! fresh output name, so the tower files read like the candle forward passes they mirror.
 
-use crate::names::{path, BIAS, WEIGHT};
+use crate::config::HiddenAct;
+use crate::names::{block, path, BIAS, WEIGHT};
 use std::collections::HashMap;
 
 use candle_core::Tensor;
@@ -239,6 +240,75 @@ impl GraphBuilder {
         let floor = self.constant_f32("eps", &[], vec![1e-12]);
         let norm = self.op("Max", &[&norm, &floor], Vec::new());
         Ok(self.op("Div", &[&y, &norm], Vec::new()))
+    }
+
+    /// `act(x + b)`, with ONNX Runtime's fused bias + GELU kernels where they exist.
+    pub(crate) fn bias_act(&mut self, x: &str, b: &str, act: HiddenAct) -> String {
+        match act {
+            HiddenAct::Gelu => self.ms_op("BiasGelu", &[x, b], Vec::new()),
+            HiddenAct::GeluNew => self.ms_op("FastGelu", &[x, b], Vec::new()),
+            HiddenAct::Relu => {
+                let y = self.op("Add", &[x, b], Vec::new());
+                self.op("Relu", &[&y], Vec::new())
+            }
+            HiddenAct::QuickGelu => {
+                let y = self.op("Add", &[x, b], Vec::new());
+                let alpha = self.constant_f32("quick_gelu_alpha", &[], vec![1.702]);
+                let s = self.op("Mul", &[&y, &alpha], Vec::new());
+                let s = self.op("Sigmoid", &[&s], Vec::new());
+                self.op("Mul", &[&y, &s], Vec::new())
+            }
+        }
+    }
+
+    /// `n` pre-norm [`block`]s under `prefix` over `x` [B, S, H], as `towers::block`; `causal`
+    /// lets a token attend only to itself and earlier tokens (CLIP's text transformer).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn pre_norm_blocks(
+        &mut self,
+        x: &str,
+        w: &Weights<'_>,
+        prefix: &str,
+        n: usize,
+        heads: usize,
+        eps: f64,
+        act: HiddenAct,
+        causal: bool,
+    ) -> Result<String> {
+        let mut y = x.to_owned();
+        for i in 0..n {
+            let l = path(&[prefix, &block::layer(i)]);
+            let a = path(&[&l, block::SELF_ATTENTION]);
+            let n1 = self.layer_norm(&y, w, &path(&[&l, block::LN_1]), eps)?;
+            let (iw, ib) = (
+                path(&[&a, block::IN_PROJ_WEIGHT]),
+                path(&[&a, block::IN_PROJ_BIAS]),
+            );
+            let in_w = self.tensor_t(&iw, w.get(&iw)?)?;
+            let in_b = self.tensor(&ib, w.get(&ib)?)?;
+            let ctx = self.ms_op(
+                "Attention",
+                &[&n1, &in_w, &in_b],
+                vec![
+                    int("num_heads", heads as i64),
+                    int("unidirectional", i64::from(causal)),
+                ],
+            );
+            let attn = self.linear(&ctx, w, &path(&[&a, block::OUT_PROJ]))?;
+            y = self.op("Add", &[&y, &attn], Vec::new());
+            let n2 = self.layer_norm(&y, w, &path(&[&l, block::LN_2]), eps)?;
+            let (fw, fb) = (
+                path(&[&l, block::MLP_IN, WEIGHT]),
+                path(&[&l, block::MLP_IN, BIAS]),
+            );
+            let fc1_w = self.tensor_t(&fw, w.get(&fw)?)?;
+            let fc1_b = self.tensor(&fb, w.get(&fb)?)?;
+            let m = self.op("MatMul", &[&n2, &fc1_w], Vec::new());
+            let m = self.bias_act(&m, &fc1_b, act);
+            let m = self.linear(&m, w, &path(&[&l, block::MLP_OUT]))?;
+            y = self.op("Add", &[&y, &m], Vec::new());
+        }
+        Ok(y)
     }
 
     pub(crate) fn finish(self) -> Model {

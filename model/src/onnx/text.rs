@@ -1,6 +1,7 @@
 //! The text tower as an ONNX graph: BERT (Hugging Face names under `text.`) with mask-weighted
-//! mean or `[CLS]` pooling, the projection and L2 normalisation — the same arithmetic as
-//! `towers::bert` plus `MirageModel`'s projection.
+//! mean or `[CLS]` pooling, or CLIP's causal text transformer pooled at the end-of-text token;
+//! then the projection and L2 normalisation — the same arithmetic as `towers::bert` /
+//! `towers::clip_text` plus `MirageModel`'s projection.
 //!
 //! The transformer layers use ONNX Runtime's fused contrib operators (`Attention` with the
 //! 0/1 attention mask, `SkipLayerNormalization`, `BiasGelu`/`FastGelu`): they are what ONNX
@@ -10,15 +11,22 @@
 use super::graph::{float, int, GraphBuilder, Weights};
 use super::proto::{Dim, ElemType, Model};
 use super::{TEXT_INPUTS, TEXT_OUTPUT};
-use crate::config::{Architecture, BertConfig, HiddenAct, TextPooling};
+use crate::config::{Architecture, BertConfig, ClipTextConfig, TextPooling, TextTower};
 use crate::names::bert::*;
-use crate::names::{path, BIAS, TEXT, TEXT_PROJ, WEIGHT};
+use crate::names::{clip_text, path, BIAS, TEXT, TEXT_PROJ, WEIGHT};
 use crate::Result;
 
 pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result<Model> {
     let mut g = GraphBuilder::new("mirage_text", doc);
-    let (x, mask) = bert_body(&mut g, w, TEXT, &arch.text.bert)?;
-    let pooled = match arch.text.pooling {
+    let (bert, pooling) = match &arch.text {
+        TextTower::Bert { bert, pooling } => (bert, *pooling),
+        TextTower::Clip { clip } => {
+            let pooled = clip_body(&mut g, w, clip)?;
+            return finish(g, w, arch, &pooled);
+        }
+    };
+    let (x, mask) = bert_body(&mut g, w, TEXT, bert)?;
+    let pooled = match pooling {
         TextPooling::Cls => {
             let first = g.scalar_i64("cls", 0);
             g.op("Gather", &[&x, &first], vec![int("axis", 1)])
@@ -36,7 +44,17 @@ pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result
             g.op("Div", &[&summed, &count], Vec::new())
         }
     };
-    let out = g.project_normalize(&pooled, w, TEXT_PROJ)?;
+    finish(g, w, arch, &pooled)
+}
+
+/// Projection, normalisation and the graph's output.
+fn finish(
+    mut g: GraphBuilder,
+    w: &Weights<'_>,
+    arch: &Architecture,
+    pooled: &str,
+) -> Result<Model> {
+    let out = g.project_normalize(pooled, w, TEXT_PROJ)?;
     g.output(
         &out,
         TEXT_OUTPUT,
@@ -59,11 +77,7 @@ pub(crate) fn bert_body(
     c: &BertConfig,
 ) -> Result<(String, String)> {
     let eps = c.layer_norm_eps;
-    let dyn_2d = || vec![Dim::Named("batch".into()), Dim::Named("sequence".into())];
-    let [ids_name, mask_name, types_name] = TEXT_INPUTS;
-    let ids = g.input(ids_name, ElemType::Int64, dyn_2d());
-    let mask = g.input(mask_name, ElemType::Int64, dyn_2d());
-    let types = g.input(types_name, ElemType::Int64, dyn_2d());
+    let [ids, mask, types] = text_inputs(g);
 
     // Embeddings: word + position (0..L) + token type, then LayerNorm.
     let p = path(&[root, EMBEDDINGS]);
@@ -80,13 +94,7 @@ pub(crate) fn bert_body(
         w.get(&path(&[&p, TOKEN_TYPE, WEIGHT]))?,
     )?;
     let x_word = g.op("Gather", &[&word, &ids], vec![int("axis", 0)]);
-    let shape = g.op("Shape", &[&ids], Vec::new());
-    let one_idx = g.scalar_i64("axis1", 1);
-    let len = g.op("Gather", &[&shape, &one_idx], vec![int("axis", 0)]);
-    let zero = g.scalar_i64("zero", 0);
-    let step = g.scalar_i64("one", 1);
-    let positions = g.op("Range", &[&zero, &len, &step], Vec::new());
-    let x_pos = g.op("Gather", &[&pos, &positions], vec![int("axis", 0)]);
+    let x_pos = position_rows(g, &pos, &ids);
     let x_tt = g.op("Gather", &[&tt, &types], vec![int("axis", 0)]);
     let x = g.op("Add", &[&x_word, &x_pos], Vec::new());
     let x = g.op("Add", &[&x, &x_tt], Vec::new());
@@ -128,18 +136,79 @@ pub(crate) fn bert_body(
         let wi = g.tensor_t(&iw, w.get(&iw)?)?;
         let bi = g.tensor(&ib, w.get(&ib)?)?;
         let inner = g.op("MatMul", &[&attn, &wi], Vec::new());
-        let act = match c.hidden_act {
-            HiddenAct::Gelu => g.ms_op("BiasGelu", &[&inner, &bi], Vec::new()),
-            HiddenAct::GeluNew => g.ms_op("FastGelu", &[&inner, &bi], Vec::new()),
-            HiddenAct::Relu => {
-                let y = g.op("Add", &[&inner, &bi], Vec::new());
-                g.op("Relu", &[&y], Vec::new())
-            }
-        };
+        let act = g.bias_act(&inner, &bi, c.hidden_act);
         x = skip_norm_dense(g, w, &act, &attn, &path(&[&l, OUTPUT]), eps)?;
     }
 
     Ok((x, mask))
+}
+
+/// The three int64 inputs ([`TEXT_INPUTS`]), `[batch, sequence]`.
+fn text_inputs(g: &mut GraphBuilder) -> [String; 3] {
+    TEXT_INPUTS.map(|name| {
+        g.input(
+            name,
+            ElemType::Int64,
+            vec![Dim::Named("batch".into()), Dim::Named("sequence".into())],
+        )
+    })
+}
+
+/// Rows `0..L` of the position table `pos`, L read from `ids` `[B, L]`.
+fn position_rows(g: &mut GraphBuilder, pos: &str, ids: &str) -> String {
+    let shape = g.op("Shape", &[ids], Vec::new());
+    let one_idx = g.scalar_i64("axis1", 1);
+    let len = g.op("Gather", &[&shape, &one_idx], vec![int("axis", 0)]);
+    let zero = g.scalar_i64("zero", 0);
+    let step = g.scalar_i64("one", 1);
+    let positions = g.op("Range", &[&zero, &len, &step], Vec::new());
+    g.op("Gather", &[pos, &positions], vec![int("axis", 0)])
+}
+
+/// CLIP's text transformer: returns the final-normed state of each item's first end-of-text
+/// token `[B, H]`. The mask and type-id inputs exist for the fixed interface and go unused: under
+/// the causal mask padding never reaches the end-of-text token.
+fn clip_body(g: &mut GraphBuilder, w: &Weights<'_>, c: &ClipTextConfig) -> Result<String> {
+    use clip_text::*;
+    let [ids, _, _] = text_inputs(g);
+    let tok_name = path(&[TEXT, TOKEN_EMBEDDING, WEIGHT]);
+    let tok = g.tensor(&tok_name, w.get(&tok_name)?)?;
+    let pos_name = path(&[TEXT, POSITIONAL]);
+    let pos = g.tensor(&pos_name, w.get(&pos_name)?)?;
+    let x = g.op("Gather", &[&tok, &ids], vec![int("axis", 0)]);
+    let x_pos = position_rows(g, &pos, &ids);
+    let x = g.op("Add", &[&x, &x_pos], Vec::new());
+    let x = g.pre_norm_blocks(
+        &x,
+        w,
+        TEXT,
+        c.num_layers,
+        c.num_heads,
+        c.layer_norm_eps,
+        c.activation,
+        true,
+    )?;
+    let x = g.layer_norm(&x, w, &path(&[TEXT, FINAL_LN]), c.layer_norm_eps)?;
+    // First end-of-text position: ArgMax of (ids == eos) returns the first maximum.
+    let eos = g.constant_i64("eos", &[i64::from(c.eos_token_id)]);
+    let hit = g.op("Equal", &[&ids, &eos], Vec::new());
+    let hit = g.op("Cast", &[&hit], vec![int("to", 1)]);
+    let at = g.op("ArgMax", &[&hit], vec![int("axis", 1), int("keepdims", 1)]); // [B, 1]
+    let axis2 = g.constant_i64("axis2", &[2]);
+    let at = g.op("Unsqueeze", &[&at, &axis2], Vec::new()); // [B, 1, 1]
+    let shape = g.op("Shape", &[&x], Vec::new());
+    let (s0, s1, ax0) = (
+        g.constant_i64("start", &[0]),
+        g.constant_i64("end", &[1]),
+        g.constant_i64("axis", &[0]),
+    );
+    let batch = g.op("Slice", &[&shape, &s0, &s1, &ax0], Vec::new());
+    let tail = g.constant_i64("shape", &[1, c.hidden_size as i64]);
+    let idx_shape = g.op("Concat", &[&batch, &tail], vec![int("axis", 0)]);
+    let at = g.op("Expand", &[&at, &idx_shape], Vec::new()); // [B, 1, H]
+    let picked = g.op("GatherElements", &[&x, &at], vec![int("axis", 1)]);
+    let axis1 = g.constant_i64("axis1", &[1]);
+    Ok(g.op("Squeeze", &[&picked, &axis1], Vec::new()))
 }
 
 /// `LayerNorm(x·Wᵀ + b + skip)` for the `dense` + `LayerNorm` pair under `prefix`, as one

@@ -183,15 +183,17 @@ fn attention_pool(
 fn vit(g: &mut GraphBuilder, w: &Weights<'_>, c: &VitConfig, x: &str) -> Result<String> {
     let h = c.hidden_size as i64;
     let patch = c.patch_size as i64;
-    let (cw, cb) = (
-        path(&[VISION, vit::CONV_PROJ, WEIGHT]),
-        path(&[VISION, vit::CONV_PROJ, BIAS]),
-    );
+    let cw = path(&[VISION, vit::CONV_PROJ, WEIGHT]);
     let cw = g.tensor(&cw, w.get(&cw)?)?;
-    let cb = g.tensor(&cb, w.get(&cb)?)?;
+    let mut conv_inputs = vec![x.to_owned(), cw];
+    if c.patch_bias {
+        let cb = path(&[VISION, vit::CONV_PROJ, BIAS]);
+        conv_inputs.push(g.tensor(&cb, w.get(&cb)?)?);
+    }
+    let conv_inputs: Vec<&str> = conv_inputs.iter().map(String::as_str).collect();
     let y = g.op(
         "Conv",
-        &[x, &cw, &cb],
+        &conv_inputs,
         vec![
             ints("kernel_shape", &[patch, patch]),
             ints("strides", &[patch, patch]),
@@ -218,35 +220,19 @@ fn vit(g: &mut GraphBuilder, w: &Weights<'_>, c: &VitConfig, x: &str) -> Result<
     let pe = g.tensor(&pe_name, w.get(&pe_name)?)?;
     let mut y = g.op("Add", &[&y, &pe], Vec::new());
     let eps = c.layer_norm_eps;
-    for i in 0..c.num_layers {
-        let l = path(&[VISION, &vit::layer(i)]);
-        let a = path(&[&l, vit::SELF_ATTENTION]);
-        let n1 = g.layer_norm(&y, w, &path(&[&l, vit::LN_1]), eps)?;
-        let (iw, ib) = (
-            path(&[&a, vit::IN_PROJ_WEIGHT]),
-            path(&[&a, vit::IN_PROJ_BIAS]),
-        );
-        let in_w = g.tensor_t(&iw, w.get(&iw)?)?;
-        let in_b = g.tensor(&ib, w.get(&ib)?)?;
-        let ctx = g.ms_op(
-            "Attention",
-            &[&n1, &in_w, &in_b],
-            vec![int("num_heads", c.num_heads as i64)],
-        );
-        let attn = g.linear(&ctx, w, &path(&[&a, vit::OUT_PROJ]))?;
-        y = g.op("Add", &[&y, &attn], Vec::new());
-        let n2 = g.layer_norm(&y, w, &path(&[&l, vit::LN_2]), eps)?;
-        let (fw, fb) = (
-            path(&[&l, vit::MLP_IN, WEIGHT]),
-            path(&[&l, vit::MLP_IN, BIAS]),
-        );
-        let fc1_w = g.tensor_t(&fw, w.get(&fw)?)?;
-        let fc1_b = g.tensor(&fb, w.get(&fb)?)?;
-        let m = g.op("MatMul", &[&n2, &fc1_w], Vec::new());
-        let m = g.ms_op("BiasGelu", &[&m, &fc1_b], Vec::new());
-        let m = g.linear(&m, w, &path(&[&l, vit::MLP_OUT]))?;
-        y = g.op("Add", &[&y, &m], Vec::new());
+    if c.pre_norm {
+        y = g.layer_norm(&y, w, &path(&[VISION, vit::LN_PRE]), eps)?;
     }
+    let y = g.pre_norm_blocks(
+        &y,
+        w,
+        VISION,
+        c.num_layers,
+        c.num_heads,
+        eps,
+        c.activation,
+        false,
+    )?;
     let first = g.scalar_i64("cls", 0);
     let cls = g.op("Gather", &[&y, &first], vec![int("axis", 1)]);
     g.layer_norm(&cls, w, &path(&[VISION, vit::FINAL_LN]), eps)

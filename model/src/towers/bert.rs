@@ -3,7 +3,7 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
-use super::layers::{layer_norm, linear, Dense};
+use super::layers::{activate, layer_norm, linear, Dense};
 
 use crate::config::{BertConfig, HiddenAct, TextPooling};
 use crate::names::{self, bert::*};
@@ -87,11 +87,7 @@ impl Layer {
     fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
         let a = self.attention.forward(x, mask_bias)?;
         let i = self.intermediate.forward(&a)?;
-        let i = match self.act {
-            HiddenAct::Gelu => i.gelu_erf()?,
-            HiddenAct::GeluNew => i.gelu()?,
-            HiddenAct::Relu => i.relu()?,
-        };
+        let i = activate(self.act, &i)?;
         let o = self.output.forward(&i)?;
         Ok(self.norm.forward(&(o + a)?)?)
     }

@@ -9,6 +9,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
+use crate::config::HiddenAct;
 use crate::{names, Result};
 
 /// `y = x·Wᵀ + b` over the last dimension.
@@ -67,4 +68,14 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
         .sqrt()?
         .clamp(1e-12f64, f64::MAX)?;
     Ok(x.broadcast_div(&norm)?)
+}
+
+/// The activation `act` applied elementwise.
+pub(crate) fn activate(act: HiddenAct, x: &Tensor) -> Result<Tensor> {
+    Ok(match act {
+        HiddenAct::Gelu => x.gelu_erf()?,
+        HiddenAct::GeluNew => x.gelu()?,
+        HiddenAct::Relu => x.relu()?,
+        HiddenAct::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
+    })
 }

@@ -1,12 +1,16 @@
 //! Inference towers in candle, one block per file (candle-transformers style: a config, `load`
-//! from a `VarBuilder`, `forward`): [`bert`] (text), [`resnet`] with `attention_pool`, [`vit`],
-//! the [`vision`] tower that picks one, and the [`layers`] they share. Tensor names follow
+//! from a `VarBuilder`, `forward`): [`bert`] and [`clip_text`] (text) with the [`text`] tower
+//! that picks one, [`resnet`] with `attention_pool`, [`vit`] (torchvision and CLIP), the
+//! [`vision`] tower that picks one, and the `block` and [`layers`] they share. Tensor names follow
 //! [`crate::names`]; a test loads every architecture from exactly the names it lists.
 
 pub(crate) mod attention_pool;
 pub mod bert;
+pub(crate) mod block;
+pub mod clip_text;
 pub mod layers;
 pub mod resnet;
+pub mod text;
 pub mod vision;
 pub mod vit;
 
@@ -19,7 +23,7 @@ mod tests {
     use candle_nn::var_builder::SimpleBackend;
     use candle_nn::VarBuilder;
 
-    use super::bert::BertEncoder;
+    use super::text::TextEncoder;
     use super::vision::VisionEncoder;
     use crate::names;
     use crate::testing::{tiny_config, TinyVision};
@@ -72,6 +76,7 @@ mod tests {
             TinyVision::ResNetAttention,
             TinyVision::ResNetMean,
             TinyVision::Vit,
+            TinyVision::Clip,
         ] {
             let arch = tiny_config(vision, 16).architecture;
             let specs = names::model_tensors(&arch);
@@ -88,7 +93,7 @@ mod tests {
                 used: Arc::clone(&used),
             };
             let vb = VarBuilder::from_backend(Box::new(recorder), DType::F32, Device::Cpu);
-            BertEncoder::load(&vb.pp(names::TEXT), &arch.text.bert, arch.text.pooling).unwrap();
+            TextEncoder::load(&vb.pp(names::TEXT), &arch.text).unwrap();
             VisionEncoder::load(&vb.pp(names::VISION), &arch.vision).unwrap();
             let used = used.lock().unwrap().clone();
             let towers: BTreeSet<String> = specs

@@ -1,11 +1,12 @@
 //! The BERT text tower (Hugging Face `BertModel` names under `text.`) with masked mean or CLS
 //! pooling, mirroring `mirage-model`'s `towers::bert`.
 
-use mirage_model::config::{BertConfig, HiddenAct, TextPooling};
+use mirage_model::config::{BertConfig, TextPooling};
 use mirage_model::names::bert::*;
 use mirage_model::names::{path, TEXT, WEIGHT};
 use tch::{Kind, Tensor};
 
+use super::block::activate;
 use super::layers::{attention, layer_norm, linear};
 use super::{Mode, Params, TextBatch};
 
@@ -52,11 +53,7 @@ pub fn text_features(
             c.layer_norm_eps,
         );
         let i = linear(p, &path(&[&n, INTERMEDIATE, DENSE]), &a, mode);
-        let i = match c.hidden_act {
-            HiddenAct::Gelu => i.gelu("none"),
-            HiddenAct::GeluNew => i.gelu("tanh"),
-            HiddenAct::Relu => i.relu(),
-        };
+        let i = activate(c.hidden_act, &i);
         let o = linear(p, &path(&[&n, OUTPUT, DENSE]), &i, mode).dropout(dropout, mode.train);
         x = layer_norm(
             p,

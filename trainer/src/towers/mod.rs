@@ -12,6 +12,8 @@
 
 mod attention_pool;
 mod bert;
+mod block;
+mod clip_text;
 mod layers;
 mod resnet;
 mod vision;
@@ -20,7 +22,7 @@ mod vit;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{bail, Context, Result};
-use mirage_model::config::Architecture;
+use mirage_model::config::{Architecture, TextTower};
 use mirage_model::names;
 use tch::{Device, Kind, Tensor};
 
@@ -45,6 +47,7 @@ fn is_buffer(name: &str) -> bool {
 }
 
 pub use bert::text_features;
+use clip_text::clip_text_features;
 use layers::linear;
 pub use vision::vision_features;
 
@@ -213,14 +216,12 @@ pub struct DualEncoder {
 impl DualEncoder {
     /// Projected, not yet normalised, text embeddings [B, D].
     pub fn text(&self, batch: &TextBatch, mode: Mode) -> Tensor {
-        let f = text_features(
-            &self.params,
-            &self.arch.text.bert,
-            self.arch.text.pooling,
-            self.text_dropout,
-            batch,
-            mode,
-        );
+        let f = match &self.arch.text {
+            TextTower::Bert { bert, pooling } => {
+                text_features(&self.params, bert, *pooling, self.text_dropout, batch, mode)
+            }
+            TextTower::Clip { clip } => clip_text_features(&self.params, clip, batch, mode),
+        };
         linear(&self.params, names::TEXT_PROJ, &f, mode)
     }
 
