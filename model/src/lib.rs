@@ -3,8 +3,9 @@
 //! What a MIRAGE embedding is and how to compute it: the model bundle (the one contract between
 //! the trainer and everything else), tokenisation, image decoding (PNG, JPEG, DICOM) and
 //! preprocessing, the engine seam with its two engines (ONNX Runtime over ONNX graphs written from
-//! the bundle's tensors, and the candle towers: BERT text tower; ResNet with CLIP attention
-//! pooling or ViT vision tower), and zero-shot classification with prompt ensembles.
+//! the bundle's tensors, and the candle towers: BERT or CLIP text tower; ResNet with CLIP
+//! attention pooling or ViT vision tower), the importers of Hugging Face BERT and CLIP
+//! checkpoints, and zero-shot classification with prompt ensembles.
 #![warn(missing_docs)]
 
 pub mod bundle;
@@ -13,6 +14,7 @@ pub mod engine;
 mod error;
 pub mod image_input;
 pub mod import;
+pub mod import_clip;
 pub mod init;
 pub mod matching;
 pub mod model;

@@ -88,6 +88,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelCommand {
+    /// Build a bundle from a CLIP-family checkpoint directory, its layout recognised from its
+    /// files: a Hugging Face CLIPModel (config.json with model_type "clip"; model.safetensors,
+    /// sharded safetensors or pytorch_model.bin; tokenizer.json; preprocessor_config.json).
+    /// Every tensor is mapped or refused by name.
+    Import {
+        /// The checkpoint directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Bundle directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Model id (default: the output directory's name).
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Skip writing the ONNX graphs (the ort engine then builds them at load).
+        #[arg(long)]
+        no_onnx: bool,
+    },
     /// Build a bundle from a Hugging Face BERT directory (and optional torchvision vision weights).
     ImportHf(ImportArgs),
     /// Import a Hugging Face BERT cross-encoder (BertForSequenceClassification: the ms-marco
@@ -324,6 +342,12 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Model(ModelCommand::ImportHf(args)) => import(args),
+        Command::Model(ModelCommand::Import {
+            from,
+            out,
+            model_id,
+            no_onnx,
+        }) => import_checkpoint(&from, &out, model_id, no_onnx),
         Command::Model(ModelCommand::ImportReranker {
             hf,
             out,
@@ -371,6 +395,56 @@ fn run(command: Command) -> Result<()> {
         Command::Rag(args) => index_cmd::rag(*args),
         Command::Audit(args) => audit_cmd::audit(*args),
     }
+}
+
+fn import_checkpoint(
+    from: &std::path::Path,
+    out: &std::path::Path,
+    model_id: Option<String>,
+    no_onnx: bool,
+) -> Result<()> {
+    use mirage_model::import_clip::{detect, import_hf_clip, ClipImportOptions, Layout};
+    let model_id = match model_id {
+        Some(id) => id,
+        None => out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("--out has no directory name; pass --model-id")?,
+    };
+    match detect(from).with_context(|| format!("reading {}", from.display()))? {
+        Layout::HfClip => {}
+        Layout::HfBert => bail!(
+            "{} is a Hugging Face BERT model (a text tower only): import it with `mirage model \
+             import-hf --text {}`",
+            from.display(),
+            from.display()
+        ),
+        Layout::OpenClip => bail!(
+            "{}: open_clip checkpoints are not supported yet; a Hugging Face CLIPModel directory \
+             of the same model imports",
+            from.display()
+        ),
+    }
+    let opts = ClipImportOptions {
+        dir: from.to_path_buf(),
+        model_id,
+    };
+    let mut bundle =
+        import_hf_clip(&opts, out).with_context(|| format!("importing {}", from.display()))?;
+    if !no_onnx {
+        bundle = mirage_model::add_onnx(out).context("writing the ONNX graphs")?;
+    }
+    let c = bundle.config();
+    eprintln!(
+        "wrote bundle {} ({}; text {}, vision {}, embed dim {}, logit scale {:.2})",
+        out.display(),
+        c.model_id,
+        c.architecture.text.describe(),
+        c.architecture.vision.describe(),
+        c.architecture.embed_dim,
+        c.logit_scale
+    );
+    Ok(())
 }
 
 fn import(args: ImportArgs) -> Result<()> {

@@ -283,3 +283,102 @@ fn engines_are_chosen_by_flag_and_env_and_agree() {
 fn assets_dir_lib() -> std::path::PathBuf {
     common::assets_dir().join("onnxruntime/libonnxruntime.so")
 }
+
+/// `mirage model import` on a Hugging Face CLIPModel directory (the random one of the parity
+/// tests): the bundle embeds a text as transformers does and classifies a real PNG; other
+/// directories are sent to the right command or refused with what was found.
+#[test]
+fn import_recognises_a_clip_checkpoint_and_serves_it() {
+    let Some(src) =
+        common::require_asset(common::cache_dir().join("parity/clip_hf/hf_safetensors"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("clip");
+    let b = bundle.to_str().unwrap();
+    let out = mirage(&[
+        "model",
+        "import",
+        "--from",
+        src.to_str().unwrap(),
+        "--out",
+        b,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("text clip-l2-h32") && stderr.contains("embed dim 16"),
+        "{stderr}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(mirage(&["model", "info", "--bundle", b]))).unwrap();
+    assert_eq!(info["config"]["provenance"]["layout"], "hf-clip");
+    assert_eq!(
+        info["config"]["preprocess"]["resize"],
+        "shorter_side_center_crop"
+    );
+    assert_eq!(info["config"]["preprocess"]["interpolation"], "bicubic");
+
+    // The first embedded reference sentence is sentence 0.
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(src.parent().unwrap().join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    let sentence = reference["sentences"][0].as_str().unwrap();
+    let want = candle_core::safetensors::load(
+        src.parent().unwrap().join("reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()["text_embeds"]
+        .get(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let got = embedding(&ok(mirage(&["embed", "--bundle", b, "--text", sentence])));
+    let dot: f64 = got.iter().zip(&want).map(|(x, y)| x * f64::from(*y)).sum();
+    assert!(dot >= 0.9999, "CLI embedding vs transformers: cosine {dot}");
+
+    let png = dir.path().join("x.png");
+    image::RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 8) as u8, 90])
+    })
+    .save(&png)
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(mirage(&[
+        "classify",
+        "--bundle",
+        b,
+        "--image",
+        png.to_str().unwrap(),
+        "--label",
+        "pneumonia",
+        "--label",
+        "normal",
+    ])))
+    .unwrap();
+    assert_eq!(v["labels"].as_array().unwrap().len(), 2);
+
+    let hf = dir.path().join("bert");
+    write_tiny_hf_dir(&hf, 3).unwrap();
+    let out2 = dir.path().join("b2");
+    let err = fail(mirage(&[
+        "model",
+        "import",
+        "--from",
+        hf.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]));
+    assert!(err.contains("import-hf"), "{err}");
+    let err = fail(mirage(&[
+        "model",
+        "import",
+        "--from",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]));
+    assert!(err.contains("config.json"), "{err}");
+    assert!(!out2.exists(), "nothing is written for a refused import");
+}

@@ -1,0 +1,159 @@
+"""Reference outputs of a randomly initialised Hugging Face CLIPModel, for the import parity tests.
+
+The CLIP tokenizer is built from open_clip's shipped BPE vocabulary (the same merges OpenAI CLIP
+and every Hugging Face CLIP checkpoint use), the way Hugging Face converted it: byte-level
+symbols, `</w>` word ends, `<|startoftext|>` / `<|endoftext|>`. The model is small but has the
+real vocabulary and context length, and every weight (norms and biases included) is random, so
+no part of the arithmetic is hidden by an identity initialisation.
+
+Writes into OUT_DIR:
+  hf_safetensors/   config.json, model.safetensors, tokenizer.json, preprocessor_config.json
+  hf_bin/           the same weights as pytorch_model.bin (torch.save of the state dict)
+  reference.safetensors   pixel_values, image_embeds, text_embeds (L2-normalised), logits
+  reference.json    sentences (200, with their token ids) and which of them text_embeds holds
+
+    python scripts/reference/clip_reference.py BPE_VOCAB_GZ OUT_DIR
+"""
+
+import gzip
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def clip_vocab(bpe_gz):
+    """vocab and merges exactly as open_clip's SimpleTokenizer builds them."""
+    merges = gzip.open(bpe_gz).read().decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in merges[1 : 49152 - 256 - 2 + 1]]
+    vocab = bytes_to_unicode()
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(vocab)}, [" ".join(m) for m in merges]
+
+
+def sentences():
+    base = [
+        "A chest X-ray showing a right lower lobe pneumonia.",
+        "axial CT of the abdomen with contrast",
+        "MRI T2-weighted image: hyperintense lesion in the left temporal lobe",
+        "No acute cardiopulmonary process.",
+        "Échographie abdominale — foie normal, pas de lésion focale.",
+        "胸部X線写真：右下葉の浸潤影",
+        "Röntgen Thorax: kein Pneumothorax; Herzgröße normal.",
+        "ultrasound of the thyroid (5.2 × 3.1 cm nodule) — TI-RADS 4",
+        "H&E stain, ×40: atypical mitoses; Ki-67 ≈ 30%",
+        "😷 covid-19 ground-glass opacities!!!",
+        "  leading and trailing   spaces  ",
+        "UPPER CASE REPORT WITH NUMBERS 12345 AND SYMBOLS #@$%^&*()",
+        "tabs\tand\nnewlines\r\nin a caption",
+        "a photo of a brain MRI",
+        "",
+    ]
+    long = " ".join(["bilateral pleural effusions with compressive atelectasis"] * 30)
+    out = list(base) + [long]
+    g = torch.Generator().manual_seed(7)
+    words = ("lung heart liver opacity nodule mass fracture effusion consolidation edema "
+             "cardiomegaly pneumothorax atelectasis 3.5cm left right upper lower lobe "
+             "CT MRI X-ray ultrasound T1 T2 FLAIR DWI ñandú naïve café résumé μm ≥ ≤ ± °").split()
+    while len(out) < 200:
+        n = int(torch.randint(1, 40, (1,), generator=g))
+        idx = torch.randint(0, len(words), (n,), generator=g).tolist()
+        out.append(" ".join(words[i] for i in idx))
+    return out
+
+
+def randomise(model):
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "logit_scale":
+                continue
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif p.ndim == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p[0].numel() if p.ndim > 1 else p.shape[0]
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
+
+
+def main(bpe_gz, out):
+    out = Path(out)
+    shutil.rmtree(out, ignore_errors=True)
+    st_dir, bin_dir = out / "hf_safetensors", out / "hf_bin"
+    st_dir.mkdir(parents=True)
+    bin_dir.mkdir(parents=True)
+
+    vocab, merges = clip_vocab(bpe_gz)
+    (out / "vocab.json").write_text(json.dumps(vocab))
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = CLIPTokenizer(vocab=str(out / "vocab.json"), merges=str(out / "merges.txt"))
+    tok.model_max_length = 77
+
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                         eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"],
+                         pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    model = CLIPModel(config).eval()
+    randomise(model)
+    model.save_pretrained(st_dir)
+    tok.save_pretrained(st_dir)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor.save_pretrained(st_dir)
+    for f in st_dir.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy(f, bin_dir / f.name)
+    torch.save(model.state_dict(), bin_dir / "pytorch_model.bin")
+
+    texts = sentences()
+    ids = [tok(t, truncation=True, max_length=77)["input_ids"] for t in texts]
+    embed_idx = list(range(0, 200, 10)) + [15]  # 15 is the long one: truncated to 77
+    batch = tok([texts[i] for i in embed_idx], padding=True, truncation=True, max_length=77,
+                return_tensors="pt")
+    g = torch.Generator().manual_seed(11)
+    pixels = torch.randn(4, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        out_t = model.get_text_features(**batch)
+        out_i = model.get_image_features(pixel_values=pixels)
+    t = out_t if torch.is_tensor(out_t) else out_t.pooler_output
+    i = out_i if torch.is_tensor(out_i) else out_i.pooler_output
+    t = t / t.norm(dim=-1, keepdim=True)
+    i = i / i.norm(dim=-1, keepdim=True)
+    save_file({
+        "pixel_values": pixels.contiguous(),
+        "image_embeds": i.contiguous(),
+        "text_embeds": t.contiguous(),
+        "logits": (model.logit_scale.exp() * i @ t.T).contiguous(),
+    }, out / "reference.safetensors")
+    (out / "reference.json").write_text(json.dumps({
+        "sentences": texts, "token_ids": ids, "embedded": embed_idx,
+    }, ensure_ascii=False))
+    print(f"clip reference written to {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
