@@ -77,6 +77,9 @@ pub struct Architecture {
     pub embed_dim: usize,
     /// Text tower.
     pub text: TextTower,
+    /// How the pooled text feature reaches the joint space (a linear layer unless stated).
+    #[serde(default, skip_serializing_if = "TextProjection::is_linear")]
+    pub text_projection: TextProjection,
     /// Vision tower.
     pub vision: VisionTower,
 }
@@ -217,6 +220,28 @@ fn default_clip_eps() -> f64 {
 }
 fn quick_gelu() -> HiddenAct {
     HiddenAct::QuickGelu
+}
+
+/// The text projection head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TextProjection {
+    /// One linear layer `text_proj` (MIRAGE, CLIP).
+    #[default]
+    Linear,
+    /// Linear → exact GELU → linear (`text_proj.0`, `text_proj.2`): open_clip's `mlp` head of
+    /// Hugging Face text towers (BiomedCLIP).
+    Mlp {
+        /// Width of the hidden layer.
+        hidden: usize,
+    },
+}
+
+impl TextProjection {
+    /// Whether this is the single linear layer.
+    pub fn is_linear(&self) -> bool {
+        *self == Self::Linear
+    }
 }
 
 /// The fields of a Hugging Face `config.json` for `BertModel` that the encoder needs.

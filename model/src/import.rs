@@ -149,6 +149,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
             bert: bert.clone(),
             pooling: opts.pooling,
         },
+        text_projection: Default::default(),
         vision: opts.vision.clone(),
     };
 

@@ -392,6 +392,7 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
     let arch = Architecture {
         embed_dim: cfg.projection_dim,
         text: TextTower::Clip { clip: clip.clone() },
+        text_projection: Default::default(),
         vision: VisionTower::Vit(vit_cfg.clone()),
     };
 

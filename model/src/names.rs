@@ -6,12 +6,13 @@
 //!   transformer ([`clip_text`], its blocks named as the ViT's);
 //! - `vision.*`: torchvision names (`ResNet` trunk + CLIP `attnpool.*`, or `VisionTransformer`,
 //!   with CLIP's `ln_pre` when the configuration has one);
-//! - `text_proj.{weight,bias}`, `vision_proj.{weight,bias}`: linear projections to `embed_dim`;
+//! - `text_proj.{weight,bias}`, `vision_proj.{weight,bias}`: linear projections to `embed_dim`
+//!   (an MLP text head has `text_proj.0.*` and `text_proj.2.*` instead);
 //! - `logit_scale`: a scalar holding ln σ (as in CLIP / open_clip).
 
 use crate::config::{
-    Architecture, BertConfig, ClipTextConfig, ResNetConfig, TextTower, VisionPooling, VisionTower,
-    VitConfig,
+    Architecture, BertConfig, ClipTextConfig, ResNetConfig, TextProjection, TextTower,
+    VisionPooling, VisionTower, VitConfig,
 };
 
 /// Prefix of the text tower.
@@ -22,6 +23,10 @@ pub const VISION: &str = "vision";
 pub const TEXT_PROJ: &str = "text_proj";
 /// Vision projection.
 pub const VISION_PROJ: &str = "vision_proj";
+/// The first layer of an MLP text projection (under [`TEXT_PROJ`]).
+pub const MLP_HEAD_IN: &str = "0";
+/// The second layer of an MLP text projection (under [`TEXT_PROJ`]).
+pub const MLP_HEAD_OUT: &str = "2";
 /// Scalar ln σ.
 pub const LOGIT_SCALE: &str = "logit_scale";
 /// Tensor name of the exported memory bank in `text_bank.safetensors`.
@@ -416,7 +421,23 @@ pub fn head_tensors(a: &Architecture) -> Vec<TensorSpec> {
     let mut s = Specs::new("");
     let th = a.text.hidden_size();
     let vf = a.vision.feature_dim();
-    s.linear(TEXT_PROJ, a.embed_dim, th, (th as f32).powf(-0.5));
+    match a.text_projection {
+        TextProjection::Linear => s.linear(TEXT_PROJ, a.embed_dim, th, (th as f32).powf(-0.5)),
+        TextProjection::Mlp { hidden } => {
+            s.linear(
+                &path(&[TEXT_PROJ, MLP_HEAD_IN]),
+                hidden,
+                th,
+                (th as f32).powf(-0.5),
+            );
+            s.linear(
+                &path(&[TEXT_PROJ, MLP_HEAD_OUT]),
+                a.embed_dim,
+                hidden,
+                (hidden as f32).powf(-0.5),
+            );
+        }
+    }
     s.linear(VISION_PROJ, a.embed_dim, vf, (vf as f32).powf(-0.5));
     s.push(LOGIT_SCALE, &[], Init::Constant((1.0f32 / 0.07).ln()));
     s.out

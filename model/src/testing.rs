@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::bundle::{write_bundle, Bundle, BundleContents, TextBank};
 use crate::config::{
     Architecture, BertConfig, BundleConfig, ClipTextConfig, HiddenAct, ImagePreprocess,
-    ResNetConfig, TextPooling, TextTower, TokenizerSettings, VisionPooling, VisionTower, VitConfig,
-    FORMAT_VERSION,
+    ResNetConfig, TextPooling, TextProjection, TextTower, TokenizerSettings, VisionPooling,
+    VisionTower, VitConfig, FORMAT_VERSION,
 };
 use crate::init::random_tensors;
 use crate::names;
@@ -44,6 +44,9 @@ pub enum TinyVision {
     /// and CLIP's causal text transformer (2 blocks, width 16) in place of BERT, ending at the
     /// tiny tokenizer's `[SEP]`.
     Clip,
+    /// The BiomedCLIP layout: [`TinyVision::Vit`] (timm's ViT is torchvision's), BERT with
+    /// `[CLS]` pooling and an MLP text projection (hidden width 12).
+    BiomedClip,
 }
 
 /// The configuration of a tiny bundle (files are filled in when written).
@@ -61,7 +64,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
     let vision_tower = match vision {
         TinyVision::ResNetAttention => resnet(true, VisionPooling::Attention),
         TinyVision::ResNetMean => resnet(false, VisionPooling::Mean),
-        TinyVision::Vit => VisionTower::Vit(VitConfig {
+        TinyVision::Vit | TinyVision::BiomedClip => VisionTower::Vit(VitConfig {
             image_size: 64,
             patch_size: 16,
             hidden_size: 32,
@@ -113,8 +116,17 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
                 layer_norm_eps: 1e-12,
                 hidden_act: HiddenAct::Gelu,
             },
-            pooling: TextPooling::Mean,
+            pooling: if vision == TinyVision::BiomedClip {
+                TextPooling::Cls
+            } else {
+                TextPooling::Mean
+            },
         }
+    };
+    let text_projection = if vision == TinyVision::BiomedClip {
+        TextProjection::Mlp { hidden: 12 }
+    } else {
+        TextProjection::Linear
     };
     BundleConfig {
         format_version: FORMAT_VERSION,
@@ -123,6 +135,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
         architecture: Architecture {
             embed_dim,
             text,
+            text_projection,
             vision: vision_tower,
         },
         logit_scale: (1.0f32 / 0.07).ln().exp(),

@@ -32,6 +32,7 @@ fn tiny_bundles_round_trip_and_embed() {
         TinyVision::ResNetMean,
         TinyVision::Vit,
         TinyVision::Clip,
+        TinyVision::BiomedClip,
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 8, 1).unwrap();

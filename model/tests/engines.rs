@@ -78,6 +78,7 @@ fn ort_equals_candle_on_every_tiny_architecture_and_batch_size() {
         TinyVision::ResNetMean,
         TinyVision::Vit,
         TinyVision::Clip,
+        TinyVision::BiomedClip,
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 24, 3).unwrap();

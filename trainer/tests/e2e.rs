@@ -238,34 +238,39 @@ fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
 }
 
 #[test]
-fn tiny_clip_layout_fine_tunes_with_mirage_and_matches_both_engines() {
-    // An imported CLIP-layout bundle (causal text transformer, CLIP ViT) as the starting point:
-    // MIRAGE's loss trains it, and the export agrees with tch on candle and ONNX Runtime.
-    let common::Setup {
-        dir,
-        overrides: mut o,
-        ..
-    } = common::setup(36, 5, TinyVision::Clip);
-    o.push("optim.epochs=2".to_owned());
-    let cfg = TrainConfig::load(None, &o, None).unwrap();
-    let run = dir.path().join("run");
-    let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
-    let ck = trainer.run().unwrap();
-    let steps = metric_lines(&run, "step");
-    assert!(steps
-        .iter()
-        .all(|l| l["loss"].as_f64().unwrap().is_finite()));
-    let out = dir.path().join("bundle");
-    let b = export(&ck, &out, &ExportOptions::default()).unwrap();
-    assert!(matches!(
-        b.config().architecture.text,
-        mirage_model::config::TextTower::Clip { .. }
-    ));
-    let images = vec![
-        dir.path().join("images/train_0.jpg"),
-        dir.path().join("images/train_4.png"),
-    ];
-    assert_parity(&trainer, &out, &images);
+fn imported_layouts_fine_tune_with_mirage_and_match_both_engines() {
+    // CLIP (causal text transformer, CLIP ViT) and BiomedCLIP (timm ViT, BERT with [CLS] pooling
+    // and an MLP text head) bundles as starting points: MIRAGE's loss trains them, and the
+    // export agrees with tch on candle and ONNX Runtime.
+    for layout in [TinyVision::Clip, TinyVision::BiomedClip] {
+        let common::Setup {
+            dir,
+            overrides: mut o,
+            ..
+        } = common::setup(36, 5, layout);
+        o.push("optim.epochs=2".to_owned());
+        let cfg = TrainConfig::load(None, &o, None).unwrap();
+        let run = dir.path().join("run");
+        let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
+        let ck = trainer.run().unwrap();
+        let steps = metric_lines(&run, "step");
+        assert!(
+            steps.iter().all(|l| l["loss"].as_f64().unwrap().is_finite()),
+            "{layout:?}"
+        );
+        let out = dir.path().join("bundle");
+        let b = export(&ck, &out, &ExportOptions::default()).unwrap();
+        assert_eq!(
+            b.config().architecture,
+            mirage_model::testing::tiny_config(layout, 16).architecture,
+            "{layout:?}: the export keeps the imported architecture"
+        );
+        let images = vec![
+            dir.path().join("images/train_0.jpg"),
+            dir.path().join("images/train_4.png"),
+        ];
+        assert_parity(&trainer, &out, &images);
+    }
 }
 
 fn write_config(path: &Path, overrides: &[String]) {

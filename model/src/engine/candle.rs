@@ -9,7 +9,7 @@ use super::{Engine, EngineKind, EngineOptions};
 use crate::bundle::Bundle;
 use crate::names;
 use crate::tokenize::TokenIds;
-use crate::towers::layers::l2_normalize;
+use crate::towers::layers::{l2_normalize, TextHead};
 use crate::towers::text::TextEncoder;
 use crate::towers::vision::VisionEncoder;
 use crate::{Error, Result};
@@ -17,7 +17,7 @@ use crate::{Error, Result};
 pub(crate) struct CandleEngine {
     text: TextEncoder,
     vision: VisionEncoder,
-    text_proj: Linear,
+    text_proj: TextHead,
     vision_proj: Linear,
     image_size: usize,
     threads: usize,
@@ -52,7 +52,12 @@ impl CandleEngine {
             ))
         };
         Ok(Self {
-            text_proj: proj(names::TEXT_PROJ, arch.text.hidden_size())?,
+            text_proj: TextHead::load(
+                &vb.pp(names::TEXT_PROJ),
+                arch.text_projection,
+                arch.text.hidden_size(),
+                arch.embed_dim,
+            )?,
             vision_proj: proj(names::VISION_PROJ, arch.vision.feature_dim())?,
             text,
             vision,

@@ -11,9 +11,11 @@
 use super::graph::{float, int, GraphBuilder, Weights};
 use super::proto::{Dim, ElemType, Model};
 use super::{TEXT_INPUTS, TEXT_OUTPUT};
-use crate::config::{Architecture, BertConfig, ClipTextConfig, TextPooling, TextTower};
+use crate::config::{
+    Architecture, BertConfig, ClipTextConfig, HiddenAct, TextPooling, TextProjection, TextTower,
+};
 use crate::names::bert::*;
-use crate::names::{clip_text, path, BIAS, TEXT, TEXT_PROJ, WEIGHT};
+use crate::names::{self, clip_text, path, BIAS, TEXT, TEXT_PROJ, WEIGHT};
 use crate::Result;
 
 pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result<Model> {
@@ -54,7 +56,18 @@ fn finish(
     arch: &Architecture,
     pooled: &str,
 ) -> Result<Model> {
-    let out = g.project_normalize(pooled, w, TEXT_PROJ)?;
+    let out = match arch.text_projection {
+        TextProjection::Linear => g.project_normalize(pooled, w, TEXT_PROJ)?,
+        TextProjection::Mlp { .. } => {
+            let first = path(&[TEXT_PROJ, names::MLP_HEAD_IN]);
+            let (fw, fb) = (path(&[&first, WEIGHT]), path(&[&first, BIAS]));
+            let wt = g.tensor_t(&fw, w.get(&fw)?)?;
+            let b = g.tensor(&fb, w.get(&fb)?)?;
+            let h = g.op("MatMul", &[pooled, &wt], Vec::new());
+            let h = g.bias_act(&h, &b, HiddenAct::Gelu);
+            g.project_normalize(&h, w, &path(&[TEXT_PROJ, names::MLP_HEAD_OUT]))?
+        }
+    };
     g.output(
         &out,
         TEXT_OUTPUT,

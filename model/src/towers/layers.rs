@@ -9,7 +9,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::config::HiddenAct;
+use crate::config::{HiddenAct, TextProjection};
 use crate::{names, Result};
 
 /// `y = x·Wᵀ + b` over the last dimension.
@@ -78,4 +78,35 @@ pub(crate) fn activate(act: HiddenAct, x: &Tensor) -> Result<Tensor> {
         HiddenAct::Relu => x.relu()?,
         HiddenAct::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
     })
+}
+
+/// The text projection head: one linear layer, or linear → GELU → linear.
+pub(crate) enum TextHead {
+    Linear(Dense),
+    Mlp(Dense, Dense),
+}
+
+impl TextHead {
+    /// Loads the head under `vb` (rooted at `text_proj`) from `in_dim` to `out_dim`.
+    pub(crate) fn load(
+        vb: &VarBuilder<'_>,
+        kind: TextProjection,
+        in_dim: usize,
+        out_dim: usize,
+    ) -> Result<Self> {
+        Ok(match kind {
+            TextProjection::Linear => Self::Linear(linear(vb, out_dim, in_dim)?),
+            TextProjection::Mlp { hidden } => Self::Mlp(
+                linear(&vb.pp(names::MLP_HEAD_IN), hidden, in_dim)?,
+                linear(&vb.pp(names::MLP_HEAD_OUT), out_dim, hidden)?,
+            ),
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Linear(l) => l.forward(x),
+            Self::Mlp(a, b) => b.forward(&a.forward(x)?.gelu_erf()?),
+        }
+    }
 }

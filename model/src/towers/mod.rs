@@ -77,6 +77,7 @@ mod tests {
             TinyVision::ResNetMean,
             TinyVision::Vit,
             TinyVision::Clip,
+            TinyVision::BiomedClip,
         ] {
             let arch = tiny_config(vision, 16).architecture;
             let specs = names::model_tensors(&arch);

@@ -22,7 +22,7 @@ mod vit;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{bail, Context, Result};
-use mirage_model::config::{Architecture, TextTower};
+use mirage_model::config::{Architecture, TextProjection, TextTower};
 use mirage_model::names;
 use tch::{Device, Kind, Tensor};
 
@@ -222,7 +222,14 @@ impl DualEncoder {
             }
             TextTower::Clip { clip } => clip_text_features(&self.params, clip, batch, mode),
         };
-        linear(&self.params, names::TEXT_PROJ, &f, mode)
+        match self.arch.text_projection {
+            TextProjection::Linear => linear(&self.params, names::TEXT_PROJ, &f, mode),
+            TextProjection::Mlp { .. } => {
+                let p = |leaf: &str| names::path(&[names::TEXT_PROJ, leaf]);
+                let h = linear(&self.params, &p(names::MLP_HEAD_IN), &f, mode).gelu("none");
+                linear(&self.params, &p(names::MLP_HEAD_OUT), &h, mode)
+            }
+        }
     }
 
     /// Projected, not yet normalised, image embeddings [B, D].
