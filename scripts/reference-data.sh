@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Generates the PyTorch reference outputs of the vision towers (random torchvision weights are too
-# large for git), of random BERT cross-encoders and of a random Hugging Face CLIPModel with CLIP's
-# real tokenizer (transformers) into $MIRAGE_CACHE/parity, once per version of the generating
-# scripts. The CLIP tokenizer is built from open_clip's vocabulary (scripts/fetch-assets.sh).
+# large for git), of random BERT cross-encoders and of random CLIP-family models (a Hugging Face
+# CLIPModel with CLIP's real tokenizer, open_clip's CLIP ViT and BiomedCLIP layouts) into
+# $MIRAGE_CACHE/parity, once per version of the generating scripts. The CLIP tokenizer is built
+# from open_clip's vocabulary (scripts/fetch-assets.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
@@ -22,5 +23,5 @@ py=$("$here/setup-python.sh" | tail -n1)
 rm -rf "$out"
 "$py" "$script" "$out"
 "$py" "$cross" "$out/cross_encoder"
-"$py" "$clip" "$vocab" "$out/clip_hf"
+"$py" "$clip" "$vocab" "$here/../model/tests/fixtures/tiny_tokenizer.json" "$out/clip"
 echo "$stamp" >"$out/.stamp"

@@ -1,9 +1,13 @@
-//! `mirage model import`: a bundle from a CLIP-family checkpoint directory. Supported layout:
-//! Hugging Face `CLIPModel` (`config.json` with `model_type: "clip"`, weights as
-//! `model.safetensors`, sharded safetensors with `model.safetensors.index.json`, or a PyTorch
-//! `pytorch_model.bin`, and `tokenizer.json`). Every tensor of the checkpoint is mapped onto the
-//! bundle's scheme (`names.rs`) or refused by name; nothing is initialised at random except the
-//! zero biases of CLIP's bias-free projections.
+//! `mirage model import`: a bundle from a CLIP-family checkpoint directory. Supported layouts:
+//! - Hugging Face `CLIPModel` (`config.json` with `model_type: "clip"`, weights as
+//!   `model.safetensors`, sharded safetensors with `model.safetensors.index.json`, or a PyTorch
+//!   `pytorch_model.bin`, and `tokenizer.json`);
+//! - open_clip (`open_clip_config.json` + `open_clip_model.safetensors` or
+//!   `open_clip_pytorch_model.bin`): its own ViT and text transformer (OpenAI and LAION CLIP), or
+//!   a timm ViT with a Hugging Face BERT text tower and a linear or MLP projection (BiomedCLIP).
+//!
+//! Every tensor of the checkpoint is mapped onto the bundle's scheme (`names.rs`) or refused by
+//! name; nothing is initialised at random except the zero biases of bias-free projections.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,21 +18,29 @@ use serde_json::json;
 
 use crate::bundle::{write_bundle, Bundle, BundleContents};
 use crate::config::{
-    Architecture, BundleConfig, ClipTextConfig, HiddenAct, ImagePreprocess, Interpolation,
-    ResizeMode, TextTower, TokenizerSettings, VisionTower, VitConfig, CLIP_MEAN, CLIP_STD,
-    FORMAT_VERSION,
+    Architecture, BertConfig, BundleConfig, ClipTextConfig, HiddenAct, ImagePreprocess,
+    Interpolation, ResizeMode, TextPooling, TextProjection, TextTower, TokenizerSettings,
+    VisionTower, VitConfig, CLIP_MEAN, CLIP_STD, FORMAT_VERSION,
 };
 use crate::import::{load_safetensors, read_json};
 use crate::names::{self, block, clip_text, path, vit, BIAS, WEIGHT};
 use crate::{Error, Result};
 
 /// What to import.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClipImportOptions {
     /// The checkpoint directory.
     pub dir: PathBuf,
     /// Model id written to the bundle.
     pub model_id: String,
+    /// `tokenizer.json` to use instead of the directory's own.
+    pub tokenizer: Option<PathBuf>,
+    /// CLIP's gzipped BPE merge list (`bpe_simple_vocab_16e6.txt.gz`), to build the tokenizer of
+    /// a CLIP text tower whose directory has no `tokenizer.json`.
+    pub bpe_vocab: Option<PathBuf>,
+    /// The Hugging Face `config.json` of an open_clip checkpoint's Hugging Face text tower
+    /// (BiomedCLIP's names a hub model); inferred from the tensors when absent (heads: width/64).
+    pub text_config: Option<PathBuf>,
 }
 
 /// The checkpoint layouts `mirage model import` recognises in a directory.
@@ -176,6 +188,48 @@ struct HfPreprocessor {
     do_center_crop: Option<bool>,
 }
 
+/// A PyTorch pickle's tensors: a bare state dict, or one under `state_dict` (training
+/// checkpoints), without DataParallel's `module.` prefix.
+fn load_pickle(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let bad = |e: candle_core::Error| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: format!("not a PyTorch state dict candle can read: {e}"),
+    };
+    let mut tensors = candle_core::pickle::read_all(path).map_err(bad)?;
+    if tensors.is_empty() {
+        tensors = candle_core::pickle::read_all_with_key(path, Some("state_dict")).map_err(bad)?;
+    }
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map_or(k.clone(), str::to_owned),
+                v,
+            )
+        })
+        .collect())
+}
+
+/// The weights of an open_clip directory.
+fn load_open_clip_checkpoint(dir: &Path) -> Result<(PathBuf, HashMap<String, Tensor>)> {
+    for name in ["open_clip_model.safetensors", "model.safetensors"] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok((p.clone(), load_safetensors(&p)?));
+        }
+    }
+    for name in ["open_clip_pytorch_model.bin", "pytorch_model.bin"] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok((p.clone(), load_pickle(&p)?));
+        }
+    }
+    Err(Error::InvalidConfig(format!(
+        "{}: no weights (open_clip_model.safetensors or open_clip_pytorch_model.bin)",
+        dir.display()
+    )))
+}
+
 /// The weights of a checkpoint directory by name, from whichever file it has.
 fn load_checkpoint(dir: &Path) -> Result<(PathBuf, HashMap<String, Tensor>)> {
     let single = dir.join("model.safetensors");
@@ -202,11 +256,7 @@ fn load_checkpoint(dir: &Path) -> Result<(PathBuf, HashMap<String, Tensor>)> {
     }
     let bin = dir.join("pytorch_model.bin");
     if bin.is_file() {
-        let tensors = candle_core::pickle::read_all(&bin).map_err(|e| Error::Safetensors {
-            path: bin.clone(),
-            reason: format!("not a PyTorch state dict candle can read: {e}"),
-        })?;
-        return Ok((bin, tensors.into_iter().collect()));
+        return Ok((bin.clone(), load_pickle(&bin)?));
     }
     Err(Error::InvalidConfig(format!(
         "{}: no weights (model.safetensors, model.safetensors.index.json or pytorch_model.bin)",
@@ -242,6 +292,43 @@ impl Source {
         }
         self.used.insert(name.to_owned());
         Ok(t.to_dtype(DType::F32)?.reshape(shape)?)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn dims(&self, name: &str) -> Result<Vec<usize>> {
+        self.tensors
+            .get(name)
+            .map(|t| t.dims().to_vec())
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.file.clone(),
+                name: name.to_owned(),
+                expected: Vec::new(),
+            })
+    }
+
+    /// How many blocks `format(i)` names exist, counting from 0.
+    fn count(&self, name: impl Fn(usize) -> String) -> usize {
+        (0..).take_while(|&i| self.has(&name(i))).count()
+    }
+
+    /// Marks every tensor under `prefix` as deliberately unused.
+    fn ignore(&mut self, prefix: &str) {
+        let keys: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        self.used.extend(keys);
+    }
+
+    /// A checkpoint's `[in, out]` parameter used as `x @ W` (open_clip's `proj`,
+    /// `text_projection`), as our `[out, in]` weight.
+    fn take_t(&mut self, name: &str, in_dim: usize, out_dim: usize) -> Result<Tensor> {
+        Ok(self.take(name, &[in_dim, out_dim])?.t()?.contiguous()?)
     }
 
     /// The first tensor no mapping used, other than buffers the towers recompute.
@@ -348,11 +435,9 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
             v.num_channels
         )));
     }
-    let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer_json =
-        std::fs::read(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
+    let tokenizer_json = resolve_tokenizer(opts, true)?;
     let tokenizer = tokenizers::Tokenizer::from_bytes(&tokenizer_json)
-        .map_err(|e| Error::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
+        .map_err(|e| Error::Tokenizer(format!("{}: {e}", dir.display())))?;
     // transformers pools at the argmax of the ids when eos_token_id is the legacy 2, which with
     // CLIP's vocabulary is the end-of-text token (the largest id); otherwise at eos_token_id.
     let eos = if t.eos_token_id == 2 {
@@ -570,4 +655,743 @@ fn hf_preprocess(dir: &Path, image_size: usize) -> Result<ImagePreprocess> {
             ResizeMode::Squash
         },
     })
+}
+
+/// The tokenizer of an import: `--tokenizer`, else the directory's `tokenizer.json`, else (for a
+/// CLIP text tower) one built from CLIP's BPE merge list.
+fn resolve_tokenizer(opts: &ClipImportOptions, clip_text: bool) -> Result<Vec<u8>> {
+    if let Some(p) = &opts.tokenizer {
+        return std::fs::read(p).map_err(|e| Error::io(p, e));
+    }
+    let own = opts.dir.join("tokenizer.json");
+    if own.is_file() {
+        return std::fs::read(&own).map_err(|e| Error::io(&own, e));
+    }
+    match (&opts.bpe_vocab, clip_text) {
+        (Some(bpe), true) => crate::clip_tokenizer::from_bpe_vocab(bpe),
+        _ => Err(Error::InvalidConfig(format!(
+            "{}: no tokenizer.json; pass a tokenizer.json{}",
+            opts.dir.display(),
+            if clip_text {
+                ", or CLIP's bpe_simple_vocab_16e6.txt.gz (shipped in the open_clip_torch wheel) \
+                 to build one"
+            } else {
+                " (the text tower's own, e.g. from its Hugging Face model)"
+            }
+        ))),
+    }
+}
+
+fn field<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    v.get(key).filter(|x| !x.is_null())
+}
+
+fn usize_or(v: &serde_json::Value, key: &str, default: usize) -> usize {
+    field(v, key)
+        .and_then(serde_json::Value::as_u64)
+        .map_or(default, |x| x as usize)
+}
+
+/// Refuses an open_clip option this importer does not implement, naming it.
+fn refuse_set(cfg_path: &Path, section: &str, v: &serde_json::Value, keys: &[&str]) -> Result<()> {
+    for k in keys {
+        let set = match field(v, k) {
+            None | Some(serde_json::Value::Bool(false)) => false,
+            Some(_) => true,
+        };
+        if set {
+            return Err(Error::InvalidConfig(format!(
+                "{}: {section}.{k} = {} is not supported",
+                cfg_path.display(),
+                v[k]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// open_clip's pre-norm resblocks (`transformer.resblocks.{i}`) under `theirs` onto our
+/// [`block`]s under `ours`; returns how many there were.
+fn open_clip_blocks(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    theirs: &str,
+    ours: &str,
+    h: usize,
+    mlp: usize,
+) -> Result<usize> {
+    let n = src.count(|i| format!("{theirs}transformer.resblocks.{i}.ln_1.weight"));
+    for i in 0..n {
+        let from = |leaf: &str| format!("{theirs}transformer.resblocks.{i}.{leaf}");
+        let to = |parts: &[&str]| {
+            let l = block::layer(i);
+            let mut all = vec![ours, l.as_str()];
+            all.extend_from_slice(parts);
+            path(&all)
+        };
+        let a = block::SELF_ATTENTION;
+        out.insert(
+            to(&[a, block::IN_PROJ_WEIGHT]),
+            src.take(&from("attn.in_proj_weight"), &[3 * h, h])?,
+        );
+        out.insert(
+            to(&[a, block::IN_PROJ_BIAS]),
+            src.take(&from("attn.in_proj_bias"), &[3 * h])?,
+        );
+        linear_pair(
+            src,
+            out,
+            &from("attn.out_proj"),
+            &to(&[a, block::OUT_PROJ]),
+            h,
+            h,
+        )?;
+        norm(src, out, &from("ln_1"), &to(&[block::LN_1]), h)?;
+        norm(src, out, &from("ln_2"), &to(&[block::LN_2]), h)?;
+        linear_pair(src, out, &from("mlp.c_fc"), &to(&[block::MLP_IN]), mlp, h)?;
+        linear_pair(
+            src,
+            out,
+            &from("mlp.c_proj"),
+            &to(&[block::MLP_OUT]),
+            h,
+            mlp,
+        )?;
+    }
+    Ok(n)
+}
+
+/// A `Linear`'s weight and bias under `theirs` as ours under `ours`.
+fn linear_pair(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    theirs: &str,
+    ours: &str,
+    o: usize,
+    i: usize,
+) -> Result<()> {
+    out.insert(
+        path(&[ours, WEIGHT]),
+        src.take(&format!("{theirs}.weight"), &[o, i])?,
+    );
+    out.insert(
+        path(&[ours, BIAS]),
+        src.take(&format!("{theirs}.bias"), &[o])?,
+    );
+    Ok(())
+}
+
+fn zeros(n: usize) -> Result<Tensor> {
+    Ok(Tensor::zeros(n, DType::F32, &Device::Cpu)?)
+}
+
+/// timm's `VisionTransformer` (`visual.trunk.*`) with open_clip's linear head onto our ViT.
+fn timm_vit(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    cfg_path: &Path,
+    vision_cfg: &serde_json::Value,
+    embed_dim: usize,
+) -> Result<VitConfig> {
+    let name = field(vision_cfg, "timm_model_name")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if !name.starts_with("vit_") {
+        return Err(Error::InvalidConfig(format!(
+            "{}: timm model {name:?} is not supported (timm ViTs, vit_*, are)",
+            cfg_path.display()
+        )));
+    }
+    if let Some(pool) = field(vision_cfg, "timm_pool").and_then(|v| v.as_str()) {
+        if !(pool.is_empty() || pool == "token") {
+            return Err(Error::InvalidConfig(format!(
+                "{}: vision_cfg.timm_pool {pool:?} is not supported (\"\" or \"token\")",
+                cfg_path.display()
+            )));
+        }
+    }
+    let proj = field(vision_cfg, "timm_proj")
+        .and_then(|v| v.as_str())
+        .unwrap_or("linear");
+    if proj != "linear" {
+        return Err(Error::InvalidConfig(format!(
+            "{}: vision_cfg.timm_proj {proj:?} is not supported (\"linear\")",
+            cfg_path.display()
+        )));
+    }
+    let t = "visual.trunk.";
+    let pw = src.dims(&format!("{t}patch_embed.proj.weight"))?;
+    let (h, patch) = (pw[0], pw[2]);
+    let tokens = src.dims(&format!("{t}pos_embed"))?[1];
+    let grid = ((tokens - 1) as f64).sqrt() as usize;
+    let image_size = usize_or(vision_cfg, "image_size", grid * patch);
+    let layers = src.count(|i| format!("{t}blocks.{i}.norm1.weight"));
+    let mlp = src.dims(&format!("{t}blocks.0.mlp.fc1.weight"))?[0];
+    // timm's ViTs use 64-wide heads, except the huge ones (80).
+    let head_dim = if name.contains("huge") { 80 } else { 64 };
+    let c = VitConfig {
+        image_size,
+        patch_size: patch,
+        hidden_size: h,
+        num_layers: layers,
+        num_heads: h / head_dim,
+        mlp_dim: mlp,
+        layer_norm_eps: 1e-6,
+        patch_bias: src.has(&format!("{t}patch_embed.proj.bias")),
+        pre_norm: src.has(&format!("{t}norm_pre.weight")),
+        activation: HiddenAct::Gelu,
+    };
+    if tokens != c.seq_len() {
+        return Err(Error::InvalidConfig(format!(
+            "{}: pos_embed has {tokens} positions, a {image_size} px image in {patch} px patches \
+             needs {}",
+            cfg_path.display(),
+            c.seq_len()
+        )));
+    }
+    let v = names::VISION;
+    out.insert(
+        path(&[v, vit::CONV_PROJ, WEIGHT]),
+        src.take(
+            &format!("{t}patch_embed.proj.weight"),
+            &[h, 3, patch, patch],
+        )?,
+    );
+    if c.patch_bias {
+        out.insert(
+            path(&[v, vit::CONV_PROJ, BIAS]),
+            src.take(&format!("{t}patch_embed.proj.bias"), &[h])?,
+        );
+    }
+    out.insert(
+        path(&[v, vit::CLASS_TOKEN]),
+        src.take(&format!("{t}cls_token"), &[1, 1, h])?,
+    );
+    out.insert(
+        path(&[v, vit::POS_EMBEDDING]),
+        src.take(&format!("{t}pos_embed"), &[1, tokens, h])?,
+    );
+    if c.pre_norm {
+        norm(
+            src,
+            out,
+            &format!("{t}norm_pre"),
+            &path(&[v, vit::LN_PRE]),
+            h,
+        )?;
+    }
+    for i in 0..layers {
+        let from = |leaf: &str| format!("{t}blocks.{i}.{leaf}");
+        let l = path(&[v, &block::layer(i)]);
+        let a = path(&[&l, block::SELF_ATTENTION]);
+        out.insert(
+            path(&[&a, block::IN_PROJ_WEIGHT]),
+            src.take(&from("attn.qkv.weight"), &[3 * h, h])?,
+        );
+        out.insert(
+            path(&[&a, block::IN_PROJ_BIAS]),
+            src.take(&from("attn.qkv.bias"), &[3 * h])?,
+        );
+        linear_pair(
+            src,
+            out,
+            &from("attn.proj"),
+            &path(&[&a, block::OUT_PROJ]),
+            h,
+            h,
+        )?;
+        norm(src, out, &from("norm1"), &path(&[&l, block::LN_1]), h)?;
+        norm(src, out, &from("norm2"), &path(&[&l, block::LN_2]), h)?;
+        linear_pair(
+            src,
+            out,
+            &from("mlp.fc1"),
+            &path(&[&l, block::MLP_IN]),
+            mlp,
+            h,
+        )?;
+        linear_pair(
+            src,
+            out,
+            &from("mlp.fc2"),
+            &path(&[&l, block::MLP_OUT]),
+            h,
+            mlp,
+        )?;
+    }
+    norm(src, out, &format!("{t}norm"), &path(&[v, vit::FINAL_LN]), h)?;
+    out.insert(
+        path(&[names::VISION_PROJ, WEIGHT]),
+        src.take("visual.head.proj.weight", &[embed_dim, h])?,
+    );
+    out.insert(path(&[names::VISION_PROJ, BIAS]), zeros(embed_dim)?);
+    Ok(c)
+}
+
+/// open_clip's own `VisionTransformer` (`visual.*`) onto our ViT.
+fn open_clip_vit(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    cfg_path: &Path,
+    vision_cfg: &serde_json::Value,
+    embed_dim: usize,
+    act: HiddenAct,
+) -> Result<VitConfig> {
+    if field(vision_cfg, "layers").is_some_and(serde_json::Value::is_array) {
+        return Err(Error::InvalidConfig(format!(
+            "{}: a ModifiedResNet vision tower (vision_cfg.layers is a list: RN50, PMC-CLIP) is \
+             not supported yet",
+            cfg_path.display()
+        )));
+    }
+    refuse_set(
+        cfg_path,
+        "vision_cfg",
+        vision_cfg,
+        &[
+            "attentional_pool",
+            "global_average_pool",
+            "no_ln_pre",
+            "ls_init_value",
+            "output_tokens",
+        ],
+    )?;
+    if let Some(pool) = field(vision_cfg, "pool_type").and_then(|v| v.as_str()) {
+        if pool != "tok" {
+            return Err(Error::InvalidConfig(format!(
+                "{}: vision_cfg.pool_type {pool:?} is not supported (\"tok\")",
+                cfg_path.display()
+            )));
+        }
+    }
+    let h = usize_or(vision_cfg, "width", 768);
+    let head_width = usize_or(vision_cfg, "head_width", 64);
+    let mlp_ratio = field(vision_cfg, "mlp_ratio")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(4.0);
+    let c = VitConfig {
+        image_size: usize_or(vision_cfg, "image_size", 224),
+        patch_size: usize_or(vision_cfg, "patch_size", 16),
+        hidden_size: h,
+        num_layers: usize_or(vision_cfg, "layers", 12),
+        num_heads: h / head_width.max(1),
+        mlp_dim: (h as f64 * mlp_ratio) as usize,
+        layer_norm_eps: 1e-5,
+        patch_bias: false,
+        pre_norm: true,
+        activation: act,
+    };
+    let v = names::VISION;
+    out.insert(
+        path(&[v, vit::CONV_PROJ, WEIGHT]),
+        src.take("visual.conv1.weight", &[h, 3, c.patch_size, c.patch_size])?,
+    );
+    out.insert(
+        path(&[v, vit::CLASS_TOKEN]),
+        src.take("visual.class_embedding", &[1, 1, h])?,
+    );
+    out.insert(
+        path(&[v, vit::POS_EMBEDDING]),
+        src.take("visual.positional_embedding", &[1, c.seq_len(), h])?,
+    );
+    norm(src, out, "visual.ln_pre", &path(&[v, vit::LN_PRE]), h)?;
+    let n = open_clip_blocks(src, out, "visual.", v, h, c.mlp_dim)?;
+    if n != c.num_layers {
+        return Err(Error::InvalidConfig(format!(
+            "{}: vision_cfg.layers is {}, the weights have {n} resblocks",
+            cfg_path.display(),
+            c.num_layers
+        )));
+    }
+    norm(src, out, "visual.ln_post", &path(&[v, vit::FINAL_LN]), h)?;
+    out.insert(
+        path(&[names::VISION_PROJ, WEIGHT]),
+        src.take_t("visual.proj", h, embed_dim)?,
+    );
+    out.insert(path(&[names::VISION_PROJ, BIAS]), zeros(embed_dim)?);
+    Ok(c)
+}
+
+/// open_clip's `TextTransformer` (top-level names) onto our CLIP text tower.
+#[allow(clippy::too_many_arguments)]
+fn open_clip_text(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    cfg_path: &Path,
+    text_cfg: &serde_json::Value,
+    embed_dim: usize,
+    act: HiddenAct,
+    eos: u32,
+) -> Result<ClipTextConfig> {
+    refuse_set(
+        cfg_path,
+        "text_cfg",
+        text_cfg,
+        &[
+            "no_causal_mask",
+            "embed_cls",
+            "ls_init_value",
+            "output_tokens",
+        ],
+    )?;
+    if let Some(pool) = field(text_cfg, "pool_type").and_then(|v| v.as_str()) {
+        if pool != "argmax" && pool != "eos" {
+            return Err(Error::InvalidConfig(format!(
+                "{}: text_cfg.pool_type {pool:?} is not supported (\"argmax\", \"eos\")",
+                cfg_path.display()
+            )));
+        }
+    }
+    let h = usize_or(text_cfg, "width", 512);
+    let mlp_ratio = field(text_cfg, "mlp_ratio")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(4.0);
+    let c = ClipTextConfig {
+        vocab_size: usize_or(text_cfg, "vocab_size", 49408),
+        hidden_size: h,
+        num_layers: usize_or(text_cfg, "layers", 12),
+        num_heads: usize_or(text_cfg, "heads", 8),
+        intermediate_size: (h as f64 * mlp_ratio) as usize,
+        max_position_embeddings: usize_or(text_cfg, "context_length", 77),
+        layer_norm_eps: 1e-5,
+        activation: act,
+        eos_token_id: eos,
+    };
+    // open_clip pools at the argmax of the ids: the end-of-text token only while it is the
+    // largest id of the vocabulary.
+    if eos as usize + 1 != c.vocab_size {
+        return Err(Error::InvalidConfig(format!(
+            "{}: the tokenizer's end-of-text id {eos} is not the vocabulary's last ({}), so \
+             open_clip's argmax pooling would not pick it",
+            cfg_path.display(),
+            c.vocab_size - 1
+        )));
+    }
+    let t = names::TEXT;
+    out.insert(
+        path(&[t, clip_text::TOKEN_EMBEDDING, WEIGHT]),
+        src.take("token_embedding.weight", &[c.vocab_size, h])?,
+    );
+    out.insert(
+        path(&[t, clip_text::POSITIONAL]),
+        src.take("positional_embedding", &[c.max_position_embeddings, h])?,
+    );
+    let n = open_clip_blocks(src, out, "", t, h, c.intermediate_size)?;
+    if n != c.num_layers {
+        return Err(Error::InvalidConfig(format!(
+            "{}: text_cfg.layers is {}, the weights have {n} resblocks",
+            cfg_path.display(),
+            c.num_layers
+        )));
+    }
+    norm(src, out, "ln_final", &path(&[t, clip_text::FINAL_LN]), h)?;
+    // A Linear (proj_bias or proj_type linear) or a bare [width, embed] parameter.
+    if src.has("text_projection.weight") {
+        out.insert(
+            path(&[names::TEXT_PROJ, WEIGHT]),
+            src.take("text_projection.weight", &[embed_dim, h])?,
+        );
+        let bias = if src.has("text_projection.bias") {
+            src.take("text_projection.bias", &[embed_dim])?
+        } else {
+            zeros(embed_dim)?
+        };
+        out.insert(path(&[names::TEXT_PROJ, BIAS]), bias);
+    } else {
+        out.insert(
+            path(&[names::TEXT_PROJ, WEIGHT]),
+            src.take_t("text_projection", h, embed_dim)?,
+        );
+        out.insert(path(&[names::TEXT_PROJ, BIAS]), zeros(embed_dim)?);
+    }
+    Ok(c)
+}
+
+/// open_clip's `HFTextEncoder` over a BERT model (`text.transformer.*`, `text.proj*`).
+fn open_clip_hf_text(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    opts: &ClipImportOptions,
+    cfg_path: &Path,
+    text_cfg: &serde_json::Value,
+    embed_dim: usize,
+) -> Result<(TextTower, TextProjection, serde_json::Value)> {
+    let pooling = match field(text_cfg, "hf_pooler_type").and_then(|v| v.as_str()) {
+        Some("cls_last_hidden_state_pooler") | Some("cls_pooler") => TextPooling::Cls,
+        Some("mean_pooler") => TextPooling::Mean,
+        other => {
+            return Err(Error::InvalidConfig(format!(
+                "{}: text_cfg.hf_pooler_type {other:?} is not supported \
+                 (cls_last_hidden_state_pooler, mean_pooler)",
+                cfg_path.display()
+            )))
+        }
+    };
+    let tp = "text.transformer.";
+    let renamed: HashMap<String, String> = src
+        .tensors
+        .keys()
+        .filter_map(|k| {
+            let short = k.strip_prefix(tp)?;
+            crate::import::hf_bert_name(short).map(|ours| (ours, k.clone()))
+        })
+        .collect();
+    let dims = |ours: &str| -> Result<Vec<usize>> {
+        let theirs = renamed.get(ours).ok_or_else(|| Error::MissingTensor {
+            path: src.file.clone(),
+            name: format!("{tp}{ours}"),
+            expected: Vec::new(),
+        })?;
+        src.dims(theirs)
+    };
+    let (bert, source) = match &opts.text_config {
+        Some(p) => {
+            let bert: BertConfig =
+                serde_json::from_value(read_json(p)?).map_err(|source| Error::Json {
+                    path: p.clone(),
+                    source,
+                })?;
+            (bert, json!({"config": p.display().to_string()}))
+        }
+        None => {
+            let word = dims("embeddings.word_embeddings.weight")?;
+            let h = word[1];
+            let bert = BertConfig {
+                vocab_size: word[0],
+                hidden_size: h,
+                num_hidden_layers: (0..)
+                    .take_while(|i| {
+                        renamed.contains_key(&format!("encoder.layer.{i}.output.dense.weight"))
+                    })
+                    .count(),
+                num_attention_heads: (h / 64).max(1),
+                intermediate_size: dims("encoder.layer.0.intermediate.dense.weight")?[0],
+                max_position_embeddings: dims("embeddings.position_embeddings.weight")?[0],
+                type_vocab_size: dims("embeddings.token_type_embeddings.weight")?[0],
+                layer_norm_eps: 1e-12,
+                hidden_act: HiddenAct::Gelu,
+            };
+            (
+                bert,
+                json!({"config": "inferred from the tensors; heads = hidden / 64"}),
+            )
+        }
+    };
+    for spec in names::bert_tensors(&bert) {
+        let ours = spec
+            .name
+            .strip_prefix(&format!("{}.", names::TEXT))
+            .expect("BERT tensors are under text.");
+        let theirs = renamed
+            .get(ours)
+            .cloned()
+            .unwrap_or_else(|| format!("{tp}{ours}"));
+        out.insert(spec.name.clone(), src.take(&theirs, &spec.shape)?);
+    }
+    // The BERT pooler is not used by these poolers; position ids are a buffer.
+    src.ignore(&format!("{tp}pooler."));
+    let h = bert.hidden_size;
+    let proj = match field(text_cfg, "hf_proj_type").and_then(|v| v.as_str()) {
+        Some("mlp") => {
+            let hidden = src.dims("text.proj.0.weight")?[0];
+            let p = |leaf: &str| path(&[names::TEXT_PROJ, leaf]);
+            out.insert(
+                path(&[&p(names::MLP_HEAD_IN), WEIGHT]),
+                src.take("text.proj.0.weight", &[hidden, h])?,
+            );
+            out.insert(path(&[&p(names::MLP_HEAD_IN), BIAS]), zeros(hidden)?);
+            out.insert(
+                path(&[&p(names::MLP_HEAD_OUT), WEIGHT]),
+                src.take("text.proj.2.weight", &[embed_dim, hidden])?,
+            );
+            out.insert(path(&[&p(names::MLP_HEAD_OUT), BIAS]), zeros(embed_dim)?);
+            TextProjection::Mlp { hidden }
+        }
+        Some("linear") => {
+            out.insert(
+                path(&[names::TEXT_PROJ, WEIGHT]),
+                src.take("text.proj.weight", &[embed_dim, h])?,
+            );
+            out.insert(path(&[names::TEXT_PROJ, BIAS]), zeros(embed_dim)?);
+            TextProjection::Linear
+        }
+        other => {
+            return Err(Error::InvalidConfig(format!(
+                "{}: text_cfg.hf_proj_type {other:?} is not supported (mlp, linear)",
+                cfg_path.display()
+            )))
+        }
+    };
+    Ok((TextTower::Bert { bert, pooling }, proj, source))
+}
+
+/// Builds a bundle in `out` from an open_clip checkpoint directory.
+pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
+    let dir = &opts.dir;
+    let cfg_path = dir.join("open_clip_config.json");
+    let cfg = read_json(&cfg_path)?;
+    let model_cfg = field(&cfg, "model_cfg").unwrap_or(&cfg);
+    let embed_dim = field(model_cfg, "embed_dim")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "{}: model_cfg.embed_dim is missing",
+                cfg_path.display()
+            ))
+        })? as usize;
+    let empty = json!({});
+    let vision_cfg = field(model_cfg, "vision_cfg").unwrap_or(&empty);
+    let text_cfg = field(model_cfg, "text_cfg").unwrap_or(&empty);
+    let act = if field(model_cfg, "quick_gelu").and_then(|v| v.as_bool()) == Some(true) {
+        HiddenAct::QuickGelu
+    } else {
+        HiddenAct::Gelu
+    };
+    let hf_text = field(text_cfg, "hf_model_name").is_some();
+    let tokenizer_json = resolve_tokenizer(opts, !hf_text)?;
+
+    let (file, tensors) = load_open_clip_checkpoint(dir)?;
+    let mut src = Source {
+        file,
+        tensors,
+        used: Default::default(),
+    };
+    if src.has("logit_bias") {
+        return Err(Error::InvalidConfig(format!(
+            "{}: logit_bias: SigLIP's sigmoid loss is not supported",
+            src.file.display()
+        )));
+    }
+    let mut w = HashMap::new();
+    let vit_cfg = if field(vision_cfg, "timm_model_name").is_some() {
+        timm_vit(&mut src, &mut w, &cfg_path, vision_cfg, embed_dim)?
+    } else {
+        open_clip_vit(&mut src, &mut w, &cfg_path, vision_cfg, embed_dim, act)?
+    };
+    let (text, text_projection, text_source, max_length) = if hf_text {
+        let (tower, proj, source) =
+            open_clip_hf_text(&mut src, &mut w, opts, &cfg_path, text_cfg, embed_dim)?;
+        let limit = usize_or(text_cfg, "context_length", 77).min(tower.max_positions());
+        (tower, proj, source, limit)
+    } else {
+        let tok = tokenizers::Tokenizer::from_bytes(&tokenizer_json)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let eos = tok.token_to_id(crate::clip_tokenizer::EOT).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "the tokenizer has no {} token for CLIP's text tower to pool at",
+                crate::clip_tokenizer::EOT
+            ))
+        })?;
+        let clip = open_clip_text(&mut src, &mut w, &cfg_path, text_cfg, embed_dim, act, eos)?;
+        let limit = clip.max_position_embeddings;
+        (
+            TextTower::Clip { clip },
+            TextProjection::Linear,
+            json!({"kind": "open_clip"}),
+            limit,
+        )
+    };
+    let ln_scale = src.take("logit_scale", &[])?;
+    w.insert(names::LOGIT_SCALE.to_owned(), ln_scale.clone());
+    if let Some(extra) = src.leftover() {
+        return Err(Error::InvalidConfig(format!(
+            "{}: tensor `{extra}` has no place in the layout open_clip_config.json describes",
+            src.file.display()
+        )));
+    }
+    let pre = field(&cfg, "preprocess_cfg").unwrap_or(&empty);
+    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+        match field(pre, key) {
+            None => Ok(default),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|source| Error::Json {
+                path: cfg_path.clone(),
+                source,
+            }),
+        }
+    };
+    let interpolation = match field(pre, "interpolation").and_then(|v| v.as_str()) {
+        None | Some("bicubic") => Interpolation::Bicubic,
+        Some("bilinear") => Interpolation::Bilinear,
+        Some(other) => {
+            return Err(Error::InvalidConfig(format!(
+                "{}: preprocess_cfg.interpolation {other:?} is not supported",
+                cfg_path.display()
+            )))
+        }
+    };
+    let resize = match field(pre, "resize_mode").and_then(|v| v.as_str()) {
+        None | Some("shortest") => ResizeMode::ShorterSideCenterCrop,
+        Some("squash") => ResizeMode::Squash,
+        Some(other) => {
+            return Err(Error::InvalidConfig(format!(
+                "{}: preprocess_cfg.resize_mode {other:?} is not supported",
+                cfg_path.display()
+            )))
+        }
+    };
+    let preprocess = ImagePreprocess {
+        image_size: vit_cfg.image_size,
+        mean: triple("mean", CLIP_MEAN)?,
+        std: triple("std", CLIP_STD)?,
+        channels: 3,
+        interpolation,
+        resize,
+    };
+    let config = BundleConfig {
+        format_version: FORMAT_VERSION,
+        model_id: opts.model_id.clone(),
+        files: Default::default(),
+        architecture: Architecture {
+            embed_dim,
+            text,
+            text_projection,
+            vision: VisionTower::Vit(vit_cfg),
+        },
+        logit_scale: ln_scale.to_scalar::<f32>()?.exp(),
+        preprocess,
+        tokenizer: TokenizerSettings {
+            max_length,
+            lowercase: false,
+        },
+        prompt_templates: None,
+        calibration: None,
+        model_sha256: None,
+        matching: None,
+        onnx: None,
+        provenance: json!({
+            "created_by": "mirage model import",
+            "layout": if hf_text { "open_clip-hf-text" } else { "open_clip" },
+            "source": dir.display().to_string(),
+            "weights": src.file.file_name().map(|f| f.to_string_lossy().into_owned()),
+            "text": text_source,
+            "trained": false,
+        }),
+    };
+    write_bundle(
+        out,
+        BundleContents {
+            config,
+            tensors: &w,
+            tokenizer_json: &tokenizer_json,
+            text_bank: None,
+        },
+    )
+}
+
+/// Imports whatever supported layout `opts.dir` holds.
+///
+/// # Errors
+///
+/// A BERT directory (use [`crate::import::import_hf`]), an unknown layout, or any import error.
+pub fn import(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
+    match detect(&opts.dir)? {
+        Layout::HfClip => import_hf_clip(opts, out),
+        Layout::OpenClip => import_open_clip(opts, out),
+        Layout::HfBert => Err(Error::InvalidConfig(format!(
+            "{} is a Hugging Face BERT model (a text tower only): import it with `mirage model \
+             import-hf --text {}`",
+            opts.dir.display(),
+            opts.dir.display()
+        ))),
+    }
 }

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod clip_tokenizer;
 pub mod config;
 pub mod engine;
 mod error;

@@ -396,7 +396,7 @@ fn cross_encoder_import_refuses_other_layouts() {
 #[test]
 fn hf_clip_import_matches_transformers() {
     use mirage_model::import_clip::{detect, import_hf_clip, ClipImportOptions, Layout};
-    let dir = common::cache_dir().join("parity/clip_hf");
+    let dir = common::cache_dir().join("parity/clip");
     let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
@@ -425,6 +425,7 @@ fn hf_clip_import_matches_transformers() {
         let opts = ClipImportOptions {
             dir: src.clone(),
             model_id: "clip-random".into(),
+            ..Default::default()
         };
         import_hf_clip(&opts, out.path()).unwrap();
         mirage_model::add_onnx(out.path()).unwrap();
@@ -481,7 +482,7 @@ fn hf_clip_import_matches_transformers() {
 #[test]
 fn hf_clip_import_refuses_what_does_not_fit_by_name() {
     use mirage_model::import_clip::{import_hf_clip, ClipImportOptions};
-    let dir = common::cache_dir().join("parity/clip_hf/hf_safetensors");
+    let dir = common::cache_dir().join("parity/clip/hf_safetensors");
     let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
@@ -498,6 +499,7 @@ fn hf_clip_import_refuses_what_does_not_fit_by_name() {
         let opts = ClipImportOptions {
             dir: tmp.path().to_path_buf(),
             model_id: "broken".into(),
+            ..Default::default()
         };
         import_hf_clip(&opts, out.path()).unwrap_err().to_string()
     };
@@ -532,4 +534,168 @@ fn hf_clip_import_refuses_what_does_not_fit_by_name() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("open_clip_config.json"), "{msg}");
+}
+
+/// Embeddings of `texts` and of the reference's pixels by the bundle in `bundle` on both
+/// engines, compared with the reference's (cosine ≥ 0.9999); what differs is returned.
+fn compare_with_reference(
+    bundle: &std::path::Path,
+    reference: &std::path::Path,
+    tag: &str,
+) -> Vec<String> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference.join("reference.json")).unwrap())
+            .unwrap();
+    let want =
+        candle_core::safetensors::load(reference.join("reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    let sentences: Vec<String> = serde_json::from_value(meta["sentences"].clone()).unwrap();
+    let embedded: Vec<usize> = serde_json::from_value(meta["embedded"].clone()).unwrap();
+    let texts: Vec<&str> = embedded.iter().map(|&i| sentences[i].as_str()).collect();
+    let want_text = want["text_embeds"].to_vec2::<f32>().unwrap();
+    let want_image = want["image_embeds"].to_vec2::<f32>().unwrap();
+    let mut failures = Vec::new();
+    for options in engines() {
+        let model = MirageModel::open(bundle, &options).unwrap();
+        let tag = format!("{tag} on {:?}", model.engine());
+        for (i, (a, b)) in model
+            .embed_texts(&texts)
+            .unwrap()
+            .iter()
+            .zip(&want_text)
+            .enumerate()
+        {
+            let c = cosine(a, b);
+            if c < 0.9999 {
+                failures.push(format!("{tag}: text {:?}: cosine {c}", texts[i]));
+            }
+        }
+        let got = model
+            .embed_pixels(&want["pixel_values"])
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (i, (a, b)) in got.iter().zip(&want_image).enumerate() {
+            let c = cosine(a, b);
+            if c < 0.9999 {
+                failures.push(format!("{tag}: image {i}: cosine {c}"));
+            }
+        }
+    }
+    failures
+}
+
+/// open_clip's own CLIP ViT layout (random weights, QuickGELU) from open_clip_model.safetensors
+/// and from open_clip_pytorch_model.bin, its tokenizer built from CLIP's BPE merge list: text
+/// and image embeddings match open_clip's `encode_text` / `encode_image` on both engines, and the
+/// built tokenizer gives open_clip's ids for every one of the 200 sentences but the one whose
+/// full-width colon open_clip's ftfy clean-up folds to ASCII first.
+#[test]
+fn open_clip_vit_import_matches_open_clip() {
+    use mirage_model::import_clip::{detect, import, ClipImportOptions, Layout};
+    let dir = common::cache_dir().join("parity/clip");
+    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+        return;
+    };
+    let bpe = common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz");
+    let mut failures = Vec::new();
+    for source in ["openclip_vit", "openclip_vit_bin"] {
+        let src = dir.join(source);
+        assert_eq!(detect(&src).unwrap(), Layout::OpenClip);
+        let out = tempfile::tempdir().unwrap();
+        let opts = ClipImportOptions {
+            dir: src.clone(),
+            model_id: "open-clip-random".into(),
+            bpe_vocab: Some(bpe.clone()),
+            ..Default::default()
+        };
+        let b = import(&opts, out.path()).unwrap();
+        assert_eq!(b.config().preprocess.mean, [0.5, 0.4, 0.3]);
+        mirage_model::add_onnx(out.path()).unwrap();
+        failures.extend(compare_with_reference(
+            out.path(),
+            &dir.join("openclip_vit"),
+            source,
+        ));
+        if source == "openclip_vit" {
+            let meta: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("openclip_vit/reference.json")).unwrap(),
+            )
+            .unwrap();
+            let sentences: Vec<String> = serde_json::from_value(meta["sentences"].clone()).unwrap();
+            let ids: Vec<Vec<u32>> =
+                serde_json::from_value(meta["open_clip_token_ids"].clone()).unwrap();
+            let model = MirageModel::open_cpu(out.path()).unwrap();
+            let differ: Vec<&String> = sentences
+                .iter()
+                .zip(&ids)
+                .filter(|(s, want)| {
+                    let got = model.tokenizer().encode_ids(&[s.as_str()]).unwrap();
+                    &got.ids[..got.lengths[0]] != want.as_slice()
+                })
+                .map(|(s, _)| s)
+                .collect();
+            assert!(
+                differ.len() == 1 && differ[0].contains('\u{ff1a}'),
+                "tokens differ from open_clip's for {differ:?}"
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Without a tokenizer.json or the merge list there is nothing to tokenise with.
+    let out = tempfile::tempdir().unwrap();
+    let opts = ClipImportOptions {
+        dir: dir.join("openclip_vit"),
+        model_id: "x".into(),
+        ..Default::default()
+    };
+    let msg = import(&opts, out.path()).unwrap_err().to_string();
+    assert!(msg.contains("bpe_simple_vocab_16e6.txt.gz"), "{msg}");
+}
+
+/// The BiomedCLIP layout (timm ViT-Ti/16 at 224 px, a Hugging Face BERT text tower with [CLS]
+/// pooling and an MLP projection; random weights) from open_clip_pytorch_model.bin, with the
+/// text model's config.json and with the config inferred from the weights: embeddings match
+/// open_clip's on both engines.
+#[test]
+fn biomedclip_layout_import_matches_open_clip() {
+    use mirage_model::config::{TextProjection, TextTower};
+    use mirage_model::import_clip::{import, ClipImportOptions};
+    let dir = common::cache_dir().join("parity/clip/biomedclip");
+    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for text_config in [Some(dir.join("text/config.json")), None] {
+        let out = tempfile::tempdir().unwrap();
+        let opts = ClipImportOptions {
+            dir: dir.clone(),
+            model_id: "biomedclip-random".into(),
+            text_config: text_config.clone(),
+            ..Default::default()
+        };
+        let b = import(&opts, out.path()).unwrap();
+        let arch = &b.config().architecture;
+        assert!(matches!(arch.text, TextTower::Bert { .. }));
+        assert_eq!(arch.text_projection, TextProjection::Mlp { hidden: 24 });
+        assert_eq!(b.config().tokenizer.max_length, 64);
+        mirage_model::add_onnx(out.path()).unwrap();
+        let tag = if text_config.is_some() {
+            "with config.json"
+        } else {
+            "inferred config"
+        };
+        // The inferred config has 32/64 → 1 head where the model has 4: only the given config
+        // can match; the inferred one must still load and run.
+        if text_config.is_some() {
+            failures.extend(compare_with_reference(out.path(), &dir, tag));
+        } else {
+            let model = MirageModel::open_cpu(out.path()).unwrap();
+            assert_eq!(
+                model.embed_texts(&["pleural effusion"]).unwrap()[0].len(),
+                16
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

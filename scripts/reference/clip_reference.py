@@ -1,4 +1,6 @@
-"""Reference outputs of a randomly initialised Hugging Face CLIPModel, for the import parity tests.
+"""Reference outputs of randomly initialised CLIP-family models, for the import parity tests: a
+Hugging Face CLIPModel, an open_clip CLIP ViT, and an open_clip model of the BiomedCLIP layout
+(timm ViT + Hugging Face BERT with an MLP projection, [CLS] pooling).
 
 The CLIP tokenizer is built from open_clip's shipped BPE vocabulary (the same merges OpenAI CLIP
 and every Hugging Face CLIP checkpoint use), the way Hugging Face converted it: byte-level
@@ -11,8 +13,13 @@ Writes into OUT_DIR:
   hf_bin/           the same weights as pytorch_model.bin (torch.save of the state dict)
   reference.safetensors   pixel_values, image_embeds, text_embeds (L2-normalised), logits
   reference.json    sentences (200, with their token ids) and which of them text_embeds holds
+  openclip_vit/     open_clip_config.json + open_clip_model.safetensors (no tokenizer: the
+                    importer builds it from the BPE vocabulary), and its reference files
+  openclip_vit_bin/ the same as open_clip_pytorch_model.bin
+  biomedclip/       open_clip_config.json + open_clip_pytorch_model.bin, the BERT tokenizer.json
+                    and, under text/, the BERT config.json; and its reference files
 
-    python scripts/reference/clip_reference.py BPE_VOCAB_GZ OUT_DIR
+    python scripts/reference/clip_reference.py BPE_VOCAB_GZ BERT_TOKENIZER_JSON OUT_DIR
 """
 
 import gzip
@@ -95,7 +102,77 @@ def randomise(model):
                 p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
 
 
-def main(bpe_gz, out):
+def open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx):
+    import open_clip
+    from open_clip.model import CLIP, CustomTextCLIP
+    from transformers import BertConfig
+
+    g = torch.Generator().manual_seed(13)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+
+    def finish(model, tokens, pixels, d, extra=None):
+        with torch.no_grad():
+            t = model.encode_text(tokens, normalize=True)
+            i = model.encode_image(pixels, normalize=True)
+        save_file({"pixel_values": pixels.contiguous(), "image_embeds": i.contiguous(),
+                   "text_embeds": t.contiguous()}, d / "reference.safetensors")
+        ref = {"sentences": texts, "embedded": embed_idx}
+        ref.update(extra or {})
+        (d / "reference.json").write_text(json.dumps(ref, ensure_ascii=False))
+
+    # The OpenAI/LAION layout: open_clip's own VisionTransformer and TextTransformer, QuickGELU.
+    cfg = dict(embed_dim=16, quick_gelu=True,
+               vision_cfg=dict(image_size=32, layers=2, width=48, patch_size=8, head_width=12),
+               text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=4, layers=2))
+    torch.manual_seed(1)
+    model = CLIP(**cfg).eval()
+    randomise(model)
+    d = out / "openclip_vit"
+    d.mkdir()
+    (d / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": cfg, "preprocess_cfg": {"mean": mean, "std": std}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, d / "open_clip_model.safetensors")
+    b = out / "openclip_vit_bin"
+    b.mkdir()
+    shutil.copy(d / "open_clip_config.json", b / "open_clip_config.json")
+    torch.save(model.state_dict(), b / "open_clip_pytorch_model.bin")
+    tok = open_clip.get_tokenizer("ViT-B-32")
+    ids = [[int(x) for x in row if x != 0] for row in tok(texts)]
+    finish(model, tok([texts[i] for i in embed_idx]), torch.randn(3, 3, 32, 32, generator=g), d,
+           {"open_clip_token_ids": ids})
+
+    # The BiomedCLIP layout: timm ViT (at 224 px: open_clip builds timm towers at their own
+    # size), a Hugging Face BERT text tower, [CLS] pooling, MLP projection.
+    d = out / "biomedclip"
+    (d / "text").mkdir(parents=True)
+    BertConfig(vocab_size=123, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=64, max_position_embeddings=64).save_pretrained(d / "text")
+    shutil.copy(bert_tokenizer, d / "tokenizer.json")
+    shutil.copy(bert_tokenizer, d / "text" / "tokenizer.json")
+    cfg = dict(embed_dim=16,
+               vision_cfg=dict(timm_model_name="vit_tiny_patch16_224", timm_model_pretrained=False,
+                               timm_pool="", timm_proj="linear", image_size=224),
+               text_cfg=dict(hf_model_name=str(d / "text"), hf_tokenizer_name=str(d / "text"),
+                             hf_proj_type="mlp", hf_pooler_type="cls_last_hidden_state_pooler",
+                             context_length=64, hf_model_pretrained=False))
+    torch.manual_seed(2)
+    model = CustomTextCLIP(**cfg).eval()
+    randomise(model)
+    # The config a user downloads names the hub model; ours must not point into this machine.
+    cfg["text_cfg"]["hf_model_name"] = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+    cfg["text_cfg"]["hf_tokenizer_name"] = cfg["text_cfg"]["hf_model_name"]
+    (d / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": cfg, "preprocess_cfg": {"mean": mean, "std": std}}))
+    torch.save(model.state_dict(), d / "open_clip_pytorch_model.bin")
+    from transformers import PreTrainedTokenizerFast
+    bert_tok = PreTrainedTokenizerFast(tokenizer_file=str(bert_tokenizer), pad_token="[PAD]")
+    sub = [texts[i] for i in embed_idx]
+    tokens = bert_tok(sub, return_tensors="pt", max_length=64, padding="max_length",
+                      truncation=True)["input_ids"]
+    finish(model, tokens, torch.randn(3, 3, 224, 224, generator=g), d)
+
+
+def main(bpe_gz, bert_tokenizer, out):
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
     st_dir, bin_dir = out / "hf_safetensors", out / "hf_bin"
@@ -152,8 +229,9 @@ def main(bpe_gz, out):
     (out / "reference.json").write_text(json.dumps({
         "sentences": texts, "token_ids": ids, "embedded": embed_idx,
     }, ensure_ascii=False))
-    print(f"clip reference written to {out}")
+    open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx)
+    print(f"clip references written to {out}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -90,12 +90,25 @@ enum Command {
 enum ModelCommand {
     /// Build a bundle from a CLIP-family checkpoint directory, its layout recognised from its
     /// files: a Hugging Face CLIPModel (config.json with model_type "clip"; model.safetensors,
-    /// sharded safetensors or pytorch_model.bin; tokenizer.json; preprocessor_config.json).
-    /// Every tensor is mapped or refused by name.
+    /// sharded safetensors or pytorch_model.bin; tokenizer.json; preprocessor_config.json), or an
+    /// open_clip checkpoint (open_clip_config.json with open_clip_model.safetensors or
+    /// open_clip_pytorch_model.bin): OpenAI/LAION CLIP ViTs, and timm ViT + Hugging Face BERT
+    /// models such as BiomedCLIP. Every tensor is mapped or refused by name.
     Import {
         /// The checkpoint directory.
         #[arg(long)]
         from: PathBuf,
+        /// tokenizer.json to use (default: the directory's own).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// CLIP's bpe_simple_vocab_16e6.txt.gz (in the open_clip_torch wheel): builds the
+        /// tokenizer of a CLIP text tower when the directory has no tokenizer.json.
+        #[arg(long)]
+        bpe_vocab: Option<PathBuf>,
+        /// config.json of an open_clip checkpoint's Hugging Face text model (BiomedCLIP names
+        /// a hub model; default: inferred from the weights, with 64-wide attention heads).
+        #[arg(long)]
+        text_config: Option<PathBuf>,
         /// Bundle directory to write.
         #[arg(long)]
         out: PathBuf,
@@ -344,10 +357,29 @@ fn run(command: Command) -> Result<()> {
         Command::Model(ModelCommand::ImportHf(args)) => import(args),
         Command::Model(ModelCommand::Import {
             from,
+            tokenizer,
+            bpe_vocab,
+            text_config,
             out,
             model_id,
             no_onnx,
-        }) => import_checkpoint(&from, &out, model_id, no_onnx),
+        }) => {
+            let model_id = match model_id {
+                Some(id) => id,
+                None => out
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .context("--out has no directory name; pass --model-id")?,
+            };
+            let opts = mirage_model::import_clip::ClipImportOptions {
+                dir: from,
+                model_id,
+                tokenizer,
+                bpe_vocab,
+                text_config,
+            };
+            import_checkpoint(&opts, &out, no_onnx)
+        }
         Command::Model(ModelCommand::ImportReranker {
             hf,
             out,
@@ -398,47 +430,21 @@ fn run(command: Command) -> Result<()> {
 }
 
 fn import_checkpoint(
-    from: &std::path::Path,
+    opts: &mirage_model::import_clip::ClipImportOptions,
     out: &std::path::Path,
-    model_id: Option<String>,
     no_onnx: bool,
 ) -> Result<()> {
-    use mirage_model::import_clip::{detect, import_hf_clip, ClipImportOptions, Layout};
-    let model_id = match model_id {
-        Some(id) => id,
-        None => out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .context("--out has no directory name; pass --model-id")?,
-    };
-    match detect(from).with_context(|| format!("reading {}", from.display()))? {
-        Layout::HfClip => {}
-        Layout::HfBert => bail!(
-            "{} is a Hugging Face BERT model (a text tower only): import it with `mirage model \
-             import-hf --text {}`",
-            from.display(),
-            from.display()
-        ),
-        Layout::OpenClip => bail!(
-            "{}: open_clip checkpoints are not supported yet; a Hugging Face CLIPModel directory \
-             of the same model imports",
-            from.display()
-        ),
-    }
-    let opts = ClipImportOptions {
-        dir: from.to_path_buf(),
-        model_id,
-    };
-    let mut bundle =
-        import_hf_clip(&opts, out).with_context(|| format!("importing {}", from.display()))?;
+    let mut bundle = mirage_model::import_clip::import(opts, out)
+        .with_context(|| format!("importing {}", opts.dir.display()))?;
     if !no_onnx {
         bundle = mirage_model::add_onnx(out).context("writing the ONNX graphs")?;
     }
     let c = bundle.config();
     eprintln!(
-        "wrote bundle {} ({}; text {}, vision {}, embed dim {}, logit scale {:.2})",
+        "wrote bundle {} ({}; {}; text {}, vision {}, embed dim {}, logit scale {:.2})",
         out.display(),
         c.model_id,
+        c.provenance["layout"].as_str().unwrap_or("?"),
         c.architecture.text.describe(),
         c.architecture.vision.describe(),
         c.architecture.embed_dim,

@@ -289,8 +289,7 @@ fn assets_dir_lib() -> std::path::PathBuf {
 /// directories are sent to the right command or refused with what was found.
 #[test]
 fn import_recognises_a_clip_checkpoint_and_serves_it() {
-    let Some(src) =
-        common::require_asset(common::cache_dir().join("parity/clip_hf/hf_safetensors"))
+    let Some(src) = common::require_asset(common::cache_dir().join("parity/clip/hf_safetensors"))
     else {
         return;
     };
@@ -381,4 +380,44 @@ fn import_recognises_a_clip_checkpoint_and_serves_it() {
     ]));
     assert!(err.contains("config.json"), "{err}");
     assert!(!out2.exists(), "nothing is written for a refused import");
+
+    // open_clip: the tokenizer is built from CLIP's merge list when asked, else refused.
+    let oc = src.parent().unwrap().join("openclip_vit");
+    let oc_out = dir.path().join("oc");
+    let err = fail(mirage(&[
+        "model",
+        "import",
+        "--from",
+        oc.to_str().unwrap(),
+        "--out",
+        oc_out.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("--bpe-vocab") || err.contains("bpe_simple_vocab"),
+        "{err}"
+    );
+    let bpe = common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz");
+    let out = mirage(&[
+        "model",
+        "import",
+        "--from",
+        oc.to_str().unwrap(),
+        "--bpe-vocab",
+        bpe.to_str().unwrap(),
+        "--out",
+        oc_out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && stderr.contains("open_clip"),
+        "{stderr}"
+    );
+    let got = embedding(&ok(mirage(&[
+        "embed",
+        "--bundle",
+        oc_out.to_str().unwrap(),
+        "--text",
+        "pleural effusion",
+    ])));
+    assert_eq!(got.len(), 16);
 }

@@ -255,7 +255,9 @@ fn imported_layouts_fine_tune_with_mirage_and_match_both_engines() {
         let ck = trainer.run().unwrap();
         let steps = metric_lines(&run, "step");
         assert!(
-            steps.iter().all(|l| l["loss"].as_f64().unwrap().is_finite()),
+            steps
+                .iter()
+                .all(|l| l["loss"].as_f64().unwrap().is_finite()),
             "{layout:?}"
         );
         let out = dir.path().join("bundle");
