@@ -3,7 +3,8 @@
 //! `cargo run --release -p mirage-model --example bench_encode -- MINILM_DIR GOLDEN_JSON OUT_DIR THREADS`
 //!
 //! Builds a MiniLM + ResNet-50 (attention pooling, 224 px, seeded) bundle with its ONNX graphs in
-//! `OUT_DIR/bundle`, writes the exact inputs to `OUT_DIR/inputs.json` (so the Python references
+//! `OUT_DIR/bundle` (unless one is there already: `scripts/bench-clip.sh` puts an imported CLIP
+//! there), writes the exact inputs to `OUT_DIR/inputs.json` (so the Python references
 //! run on the same texts and graph files), and prints one JSON object: for `ort` and `candle`,
 //! items/s per workload. Workloads: MiniLM on short sentences (≤ 32 tokens) and on whole reports
 //! (≥ 100 tokens, truncated at 256) at batch 1, 8, 32; ResNet-50 at batch 1 and 8.
@@ -98,8 +99,9 @@ fn main() -> anyhow::Result<()> {
                 rates.insert(format!("text_{name}_b{batch}"), rate.into());
             }
         }
+        let size = model.config().preprocess.image_size;
         for batch in [1usize, 8] {
-            let pixels = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu)?;
+            let pixels = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu)?;
             let rate = measure(batch, min_time, || {
                 model.embed_pixels(&pixels).expect("embed images");
             });

@@ -163,7 +163,7 @@ async fn main() -> Result<()> {
 
     let max_c = concurrency.iter().copied().max().unwrap_or(1);
     let mut settings = Settings {
-        bundle: bundle.clone(),
+        bundle: vec![bundle.clone()],
         port: 0,
         store,
         data_dir: work.join("data"),
@@ -177,7 +177,7 @@ async fn main() -> Result<()> {
         settings.engine.engine = engine.parse()?;
     }
     let state: AppState = mirage_server::serve::build_state(settings).await?;
-    eprintln!("engine: {}", state.encoder.model().engine_description());
+    eprintln!("engine: {}", state.models.default_model().model().engine_description());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = mirage_server::app::app(state.clone());
@@ -268,7 +268,7 @@ async fn main() -> Result<()> {
                     let (q, st, coll) = (q.clone(), st.clone(), coll.clone());
                     async move {
                         let text = q[i % q.len()].clone();
-                        let Ok(mut v) = st.encoder.embed(vec![Input::Text(text)]).await else {
+                        let Ok(mut v) = st.models.default_model().encoder.embed(vec![Input::Text(text)]).await else {
                             return false;
                         };
                         match endpoint {

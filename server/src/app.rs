@@ -19,7 +19,9 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorKind, InternalCause, Problem, PROBLEM_JSON};
 use crate::openapi::{finish_spec, Contract};
-use crate::routes::{audit, classify, collections, embeddings, media, ops, rerank, search};
+use crate::routes::{
+    audit, classify, collections, embeddings, media, models, ops, rerank, search,
+};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -58,6 +60,8 @@ fn routes() -> OpenApiRouter<AppState> {
             collections::upsert_items,
             collections::delete_items
         ))
+        .routes(routes!(models::list_models, models::load_model))
+        .routes(routes!(models::unload_model))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::info))
@@ -79,10 +83,18 @@ fn contract(state: &AppState) -> Contract {
             stores.push(kind);
         }
     }
+    // The served document is fixed when the server starts: it states a vector length and a
+    // passage size only when every model that can be served shares them.
+    let models = state.models.all();
+    let fixed = state.settings.models_dir.is_none();
+    let same = |f: &dyn Fn(&mirage_model::MirageModel) -> usize| {
+        let first = f(models[0].model());
+        (fixed && models.iter().all(|m| f(m.model()) == first)).then_some(first)
+    };
     Contract {
         max_inputs_per_request: state.settings.max_inputs_per_request,
-        embed_dim: Some(state.encoder.model().dim()),
-        max_chunk_tokens: Some(state.encoder.model().tokenizer().max_content_tokens()),
+        embed_dim: same(&|m| m.dim()),
+        max_chunk_tokens: same(&|m| m.tokenizer().max_content_tokens()),
         stores,
         auth: state.settings.auth_enabled(),
     }
@@ -284,7 +296,8 @@ pub(crate) fn public_path(path: &str) -> bool {
 }
 
 fn needs_admin(method: &Method, path: &str) -> bool {
-    path.starts_with("/v1/collections/") && method != Method::GET
+    (path.starts_with("/v1/collections/") || path == "/v1/models" || path.starts_with("/v1/models/"))
+        && method != Method::GET
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -143,15 +143,19 @@ pub struct Settings {
     /// Port to bind (0 picks a free one; the chosen one is logged and printed).
     #[arg(long, env = "MIRAGE_PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Model bundle directory (required).
+    /// Model bundle directory (required); repeat the flag (or separate with commas) to serve
+    /// several models, the first being the default for requests that name none.
     #[arg(
         long,
         env = "MIRAGE_BUNDLE",
-        default_value = "",
-        hide_default_value = true,
+        value_delimiter = ',',
         value_parser = any_path
     )]
-    pub bundle: PathBuf,
+    pub bundle: Vec<PathBuf>,
+    /// Folder `POST /v1/models` may load bundles from (paths relative to it); none disables
+    /// loading models at run time.
+    #[arg(long, env = "MIRAGE_MODELS_DIR", value_parser = any_path)]
+    pub models_dir: Option<PathBuf>,
     /// Default store for collections: `embedded:DIR` or `qdrant:URL` (gRPC).
     #[arg(long, env = "MIRAGE_STORE", default_value = "embedded:./indexes")]
     pub store: String,
@@ -263,6 +267,8 @@ impl Settings {
     pub fn finish(mut self) -> Result<Self> {
         let empty = |p: &PathBuf| p.as_os_str().is_empty();
         self.media_root = self.media_root.filter(|p| !empty(p));
+        self.models_dir = self.models_dir.filter(|p| !empty(p));
+        self.bundle.retain(|p| !empty(p));
         self.reranker = self.reranker.filter(|p| !empty(p));
         self.engine.ort_library = self.engine.ort_library.filter(|p| !empty(p));
         self.qdrant_url = self.qdrant_url.filter(|u| !u.is_empty());
@@ -277,11 +283,16 @@ impl Settings {
     /// Every problem at once.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
-        if self.bundle.as_os_str().is_empty() {
+        if self.bundle.is_empty() {
             problems.push(
                 "bundle is required (--bundle, MIRAGE_BUNDLE or `bundle` in the config file)"
                     .to_owned(),
             );
+        }
+        if let Some(dir) = &self.models_dir {
+            if !dir.is_dir() {
+                problems.push(format!("models_dir {} is not a directory", dir.display()));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir must not be empty".to_owned());
@@ -478,7 +489,7 @@ mod tests {
 
         let s = parse(&["--port", "9100"], Some(&file)).unwrap();
         assert_eq!((s.port, s.batch_size, s.engine.threads), (9100, 8, 3));
-        assert_eq!(s.bundle, PathBuf::from("/b"));
+        assert_eq!(s.bundle, vec![PathBuf::from("/b")]);
         assert_eq!(
             s.max_queue_items, 1024,
             "untouched settings keep the default"

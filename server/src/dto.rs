@@ -84,8 +84,9 @@ pub struct EmbeddingsRequest {
     /// What to embed.
     #[schema(value_type = EmbeddingInput)]
     pub input: Value,
-    /// Model id; when given it must be the served model's.
+    /// Model id (`GET /v1/models`); default: the server's default model.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub model: Option<String>,
     /// Output encoding.
     #[serde(default)]
@@ -177,6 +178,10 @@ pub struct ClassifyRequest {
     #[serde(default)]
     #[schema(maximum = 65535)]
     pub frame: u16,
+    /// Model id (`GET /v1/models`); default: the server's default model.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
+    pub model: Option<String>,
 }
 
 /// One label's result.
@@ -879,6 +884,11 @@ pub struct AuditRequest {
     #[serde(default)]
     #[schema(maximum = 65535)]
     pub frame: u16,
+    /// Model id (`GET /v1/models`) whose text bank scores the pairs; default: the server's
+    /// default model.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
+    pub model: Option<String>,
 }
 
 /// One pair's audit.
@@ -992,6 +1002,11 @@ impl StoreKind {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollectionRequest {
+    /// Model id (`GET /v1/models`) the collection is built with and searched by, for good;
+    /// default: the server's default model.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
+    pub model: Option<String>,
     /// Store of the new collection (default: the server's default store); this server's
     /// `/openapi.json` lists the stores it offers (`GET /info`: `store`, `qdrant`).
     #[serde(default)]
@@ -1320,8 +1335,65 @@ pub struct InfoResponse {
     pub media: bool,
     /// The cross-encoder of `POST /v1/rerank` and the `rerank` option (`--reranker`).
     pub reranker: Option<RerankerInfo>,
+    /// Every loaded model, the default (described by the fields above) first.
+    pub models: Vec<ModelCard>,
+    /// Whether `POST /v1/models` may load bundles (`--models-dir` is set).
+    pub model_loading: bool,
     /// Limits.
     pub limits: Limits,
+}
+
+/// A loaded model (the OpenAI model object, with what a client of this server needs).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelCard {
+    /// The model id requests name (`model`).
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix time it was loaded.
+    pub created: u64,
+    /// Always `mirage`.
+    pub owned_by: String,
+    /// Whether requests that name no model get this one.
+    pub default: bool,
+    /// Its identity, which collections built with it record.
+    pub bundle_sha256: String,
+    /// Joint embedding dimension.
+    pub embed_dim: usize,
+    /// Text tower, in words (`bert-l6-h384`, `clip-l12-h512`).
+    pub text: String,
+    /// Vision tower, in words.
+    pub vision: String,
+    /// `ort` or `candle`.
+    pub engine: String,
+    /// Image input side.
+    pub image_size: usize,
+    /// Text token limit.
+    pub max_tokens: usize,
+    /// Rows of its text bank (audit needs one).
+    pub text_bank_size: Option<usize>,
+    /// Bytes of its weights and ONNX graphs on disk: roughly the memory it holds.
+    pub weight_bytes: u64,
+    /// Items waiting for or in its inference queue.
+    pub queue_depth: usize,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    /// The loaded models, the default first.
+    pub data: Vec<ModelCard>,
+}
+
+/// `POST /v1/models`: load a bundle while the server runs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadModelRequest {
+    /// The bundle directory, relative to the server's `--models-dir` (no `..`, not absolute).
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[^/].*$")]
+    pub path: String,
 }
 
 /// The served cross-encoder.

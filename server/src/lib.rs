@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod infer;
 pub mod metrics;
+pub mod models;
 pub mod openapi;
 pub mod routes;
 pub mod serve;

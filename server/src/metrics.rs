@@ -70,6 +70,20 @@ pub struct Metrics {
     overload_rejections: AtomicU64,
 }
 
+/// One loaded model, as the metrics report it.
+pub struct ModelLine {
+    /// Its id.
+    pub model_id: String,
+    /// Its bundle sha256.
+    pub model_sha: String,
+    /// `ort` or `candle`.
+    pub engine: &'static str,
+    /// Bytes of weights and graphs on disk.
+    pub weight_bytes: u64,
+    /// Items queued or in flight.
+    pub queue_depth: usize,
+}
+
 impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
@@ -116,7 +130,8 @@ impl Metrics {
     }
 
     /// The exposition text; `queue_depth` is read live.
-    pub fn render(&self, build: &[(&str, &str)], queue_depth: usize) -> String {
+    pub fn render(&self, build: &[(&str, &str)], models: &[ModelLine]) -> String {
+        let queue_depth: usize = models.iter().map(|m| m.queue_depth).sum();
         let g = self.lock();
         let mut out = String::new();
         let labels: Vec<String> = build
@@ -125,6 +140,26 @@ impl Metrics {
             .collect();
         out.push_str("# HELP mirage_build_info Version and model of this server.\n# TYPE mirage_build_info gauge\n");
         let _ = writeln!(out, "mirage_build_info{{{}}} 1", labels.join(","));
+        out.push_str("# HELP mirage_model_weight_bytes Loaded models: bytes of weights and graphs on disk.\n# TYPE mirage_model_weight_bytes gauge\n");
+        for m in models {
+            let _ = writeln!(
+                out,
+                "mirage_model_weight_bytes{{model_id=\"{}\",model_sha=\"{}\",engine=\"{}\"}} {}",
+                escape(&m.model_id),
+                escape(&m.model_sha),
+                m.engine,
+                m.weight_bytes
+            );
+        }
+        out.push_str("# HELP mirage_model_queue_depth Items waiting for or in inference, by model.\n# TYPE mirage_model_queue_depth gauge\n");
+        for m in models {
+            let _ = writeln!(
+                out,
+                "mirage_model_queue_depth{{model_id=\"{}\"}} {}",
+                escape(&m.model_id),
+                m.queue_depth
+            );
+        }
         out.push_str("# HELP mirage_requests_total HTTP requests by route and status.\n# TYPE mirage_requests_total counter\n");
         for ((method, route, status), n) in &g.requests {
             let _ = writeln!(
@@ -191,7 +226,14 @@ mod tests {
         m.request("POST", "/v1/search", 200, 0.003);
         m.request("POST", "/v1/search", 200, 0.3);
         m.inference(0.01, 5);
-        let text = m.render(&[("version", "0.1.0")], 3);
+        let line = |id: &str, depth| ModelLine {
+            model_id: id.into(),
+            model_sha: "ab".into(),
+            engine: "ort",
+            weight_bytes: 10,
+            queue_depth: depth,
+        };
+        let text = m.render(&[("version", "0.1.0")], &[line("a", 1), line("b\"", 2)]);
         assert!(text.contains(
             "mirage_requests_total{method=\"POST\",route=\"/v1/search\",status=\"200\"} 2"
         ));
@@ -202,6 +244,10 @@ mod tests {
             "mirage_request_duration_seconds_bucket{route=\"/v1/search\",le=\"+Inf\"} 2"
         ));
         assert!(text.contains("mirage_batch_size_bucket{le=\"8\"} 1"));
-        assert!(text.contains("mirage_queue_depth 3"));
+        assert!(text.contains("mirage_queue_depth 3"), "queues of all models add up");
+        assert!(text.contains(
+            "mirage_model_weight_bytes{model_id=\"b\\\"\",model_sha=\"ab\",engine=\"ort\"} 10"
+        ));
+        assert!(text.contains("mirage_model_queue_depth{model_id=\"a\"} 1"));
     }
 }

@@ -1,4 +1,4 @@
-//! `mirage serve`: load the bundle, warm the model up, bind, serve until SIGINT/SIGTERM, then
+//! `mirage serve`: load the bundles, warm each model up, bind, serve until SIGINT/SIGTERM, then
 //! drain in-flight requests (bounded by `shutdown_timeout_secs`) and flush the collections.
 
 use std::net::SocketAddr;
@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mirage_model::reranker::Reranker;
-use mirage_model::{Bundle, MirageModel};
 
 use crate::app::app;
 use crate::config::{LogFormat, Settings};
-use crate::infer::{Encoder, Input};
 use crate::metrics::Metrics;
+use crate::models::ServedModel;
 use crate::state::AppState;
 
 /// Installs the log subscriber (text or JSON on stderr).
@@ -29,42 +28,23 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 
 /// Loads everything and returns the state, ready to serve.
 pub async fn build_state(settings: Settings) -> Result<AppState> {
-    let dir = settings.bundle.clone();
+    let metrics = Arc::new(Metrics::default());
+    let mut served = Vec::new();
+    for dir in &settings.bundle {
+        served.push(ServedModel::load(dir, &settings, metrics.clone()).await?);
+    }
     let options = settings.engine.options();
-    let reranker_dir = settings.reranker.clone();
-    let (model, bank, reranker) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let bundle =
-            Bundle::open(&dir).with_context(|| format!("opening bundle {}", dir.display()))?;
-        let model = MirageModel::load(&bundle, &options)?;
-        let bank = bundle.text_bank(model.device())?;
-        let reranker = reranker_dir
-            .map(|d| {
+    let reranker = match settings.reranker.clone() {
+        Some(d) => Some(
+            tokio::task::spawn_blocking(move || {
                 Reranker::open(&d, &options)
                     .with_context(|| format!("loading reranker {}", d.display()))
             })
-            .transpose()?;
-        Ok((model, bank, reranker))
-    })
-    .await??;
-    let metrics = Arc::new(Metrics::default());
-    let encoder = Encoder::start(
-        Arc::new(model),
-        settings.batch_size,
-        settings.max_queue_items,
-        metrics.clone(),
-    );
-    let state = AppState::new(settings, encoder, bank, reranker, metrics)?;
-    // One forward pass through each tower before declaring readiness, so the first user
-    // request does not pay for lazy initialisation and a broken model fails here, not later.
-    let s = state.encoder.model().config().preprocess.image_size;
-    state
-        .encoder
-        .embed(vec![
-            Input::Text("warm-up".into()),
-            Input::Pixels(vec![0.0; 3 * s * s]),
-        ])
-        .await
-        .map_err(|e| anyhow::anyhow!("model warm-up failed: {}", e.detail))?;
+            .await??,
+        ),
+        None => None,
+    };
+    let state = AppState::new(settings, served, reranker, metrics)?;
     state.set_ready(true);
     Ok(state)
 }
@@ -100,7 +80,13 @@ pub async fn run(settings: Settings, on_bound: impl FnOnce(SocketAddr)) -> Resul
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, model_id = %state.model_ref.model_id, "listening");
+    let models: Vec<String> = state
+        .models
+        .all()
+        .iter()
+        .map(|m| m.model_ref.model_id.clone())
+        .collect();
+    tracing::info!(%local, models = ?models, "listening");
     on_bound(local);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let signal_state = state.clone();

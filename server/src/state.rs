@@ -1,5 +1,5 @@
-//! Shared state of the HTTP service: the encoder queue, the stores and the open collections, the
-//! server's own per-collection settings, readiness and metrics.
+//! Shared state of the HTTP service: the served models (`models.rs`), the stores and the open
+//! collections, the server's own per-collection settings, readiness and metrics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -7,14 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mirage_index::{Collection, ModelRef, StoreSpec};
-use mirage_model::bundle::TextBank;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::config::Settings;
 use crate::error::{ApiError, ApiResult, ErrorKind};
-use crate::infer::Encoder;
 use crate::metrics::Metrics;
+use crate::models::{Models, ServedModel};
 
 /// What the server remembers about a collection beyond what the store keeps.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -64,16 +63,12 @@ pub struct AppState(pub Arc<Inner>);
 pub struct Inner {
     /// Effective settings.
     pub settings: Settings,
-    /// Inference queue (owns the model).
-    pub encoder: Encoder,
-    /// The bundle's text bank, for audit.
-    pub text_bank: Option<TextBank>,
+    /// The served models, each with its inference queue.
+    pub models: Models,
     /// The cross-encoder of `--reranker`, if any.
     pub reranker: Option<Arc<mirage_model::reranker::Reranker>>,
     /// One reranking at a time: it uses every core the engine is given.
     pub rerank_gate: tokio::sync::Semaphore,
-    /// The model reference collections are checked against.
-    pub model_ref: ModelRef,
     /// Default store.
     pub store: StoreSpec,
     /// Optional second store.
@@ -97,11 +92,16 @@ impl AppState {
     /// Builds the state; the registry file is read (or started empty).
     pub fn new(
         settings: Settings,
-        encoder: Encoder,
-        text_bank: Option<TextBank>,
+        served: Vec<ServedModel>,
         reranker: Option<mirage_model::reranker::Reranker>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        let models = Models::default();
+        for m in served {
+            models
+                .add(Arc::new(m))
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+        }
         let key = settings.qdrant_api_key.as_ref().map(|k| k.0.as_str());
         let store = settings.store.parse::<StoreSpec>()?.with_api_key(key);
         let qdrant = match &settings.qdrant_url {
@@ -124,14 +124,11 @@ impl AppState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e.into()),
         };
-        let model_ref = mirage_index::pipeline::model_ref(encoder.model());
         Ok(Self(Arc::new(Inner {
             settings,
-            encoder,
-            text_bank,
+            models,
             reranker: reranker.map(Arc::new),
             rerank_gate: tokio::sync::Semaphore::new(1),
-            model_ref,
             store,
             qdrant,
             metrics,
@@ -287,9 +284,36 @@ impl AppState {
                 "collection {name:?} does not exist; create it with PUT /v1/collections/{name}"
             )));
         };
-        c.check_model(&self.model_ref)?;
+        self.models.for_collection(name, c.model())?;
         open.insert(name.to_owned(), c.clone());
         Ok(c)
+    }
+
+    /// The open collection `name` and the loaded model it was built with.
+    pub async fn collection_and_model(
+        &self,
+        name: &str,
+    ) -> ApiResult<(Collection, Arc<ServedModel>)> {
+        let c = self.collection(name).await?;
+        let m = self.models.for_collection(name, c.model())?;
+        Ok((c, m))
+    }
+
+    /// The collections of every store built with `model`.
+    pub async fn collections_using(&self, model: &ModelRef) -> ApiResult<Vec<String>> {
+        let mut using = Vec::new();
+        for spec in self.stores() {
+            for name in mirage_index::list_collections(&spec).await? {
+                match self.collection(&name).await {
+                    Ok(c) if c.model() == model => using.push(name),
+                    Ok(_) => {}
+                    // Built with a model that is not loaded: not this one.
+                    Err(e) if e.kind == ErrorKind::Conflict => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(using)
     }
 
     /// Registers a freshly created collection as open.

@@ -24,10 +24,14 @@ pub async fn audit(
     State(state): State<AppState>,
     ApiBody(req): ApiBody<AuditRequest>,
 ) -> ApiResult<Json<AuditResponse>> {
-    if state.text_bank.is_none() {
+    let served = state.models.get(req.model.as_deref())?;
+    if served.text_bank.is_none() {
         return Err(ApiError::new(
             ErrorKind::NotSupportedByModel,
-            "the served bundle has no text bank (text_bank.safetensors), so s cannot be computed; serve a bundle exported by mirage-train",
+            format!(
+                "model {:?} has no text bank (text_bank.safetensors), so s cannot be computed; serve a bundle exported by mirage-train",
+                served.model_ref.model_id
+            ),
         ));
     }
     check_input_count(&state, req.pairs.len(), "pairs")?;
@@ -45,16 +49,16 @@ pub async fn audit(
         ids.push(p.id);
     }
     let n = captions.len();
-    let pixels: Vec<f32> = prepare_images(&state, images, req.frame.into())
+    let pixels: Vec<f32> = prepare_images(&state, &served, images, req.frame.into())
         .await?
         .into_iter()
         .flat_map(|(p, _)| p)
         .collect();
-    let worker_state = state.clone();
-    let audits = state
+    let worker = served.clone();
+    let audits = served
         .encoder
         .run(2 * n, move |m| {
-            let bank = worker_state
+            let bank = worker
                 .text_bank
                 .as_ref()
                 .expect("checked above — this is a bug");
@@ -65,7 +69,7 @@ pub async fn audit(
             Ok(audit_pairs(m, bank, &img, &refs, default_matching(m))?)
         })
         .await?;
-    let bank = state
+    let bank = served
         .text_bank
         .as_ref()
         .expect("checked above — this is a bug");
@@ -84,7 +88,7 @@ pub async fn audit(
         })
         .collect();
     Ok(Json(AuditResponse {
-        model_id: state.model_ref.model_id.clone(),
+        model_id: served.model_ref.model_id.clone(),
         threshold,
         bank_size: bank.captions.len(),
         flagged: results.iter().filter(|r| r.flagged).count(),

@@ -25,7 +25,8 @@ pub async fn classify(
 ) -> ApiResult<Json<ClassifyResponse>> {
     validate_labels(&req.labels)?;
     check_input_count(&state, req.labels.len(), "labels")?;
-    let model = state.encoder.model();
+    let served = state.models.get(req.model.as_deref())?;
+    let model = served.model();
     let templates = model
         .prompt_templates()
         .with_overrides(req.templates, req.negative_templates);
@@ -57,7 +58,12 @@ pub async fn classify(
             "the bundle's calibration temperature {temperature} is not a positive number"
         )));
     }
-    let (pixels, _) = prepare_images(&state, vec![("image".into(), req.image)], req.frame.into())
+    let (pixels, _) = prepare_images(
+        &state,
+        &served,
+        vec![("image".into(), req.image)],
+        req.frame.into(),
+    )
         .await?
         .pop()
         .expect("one image in, one out — this is a bug");
@@ -70,7 +76,7 @@ pub async fn classify(
                 0
             });
     let cost = 1 + prompts;
-    let scores = state
+    let scores = served
         .encoder
         .run(cost, move |m| {
             let emb = m.embed_preprocessed(pixels, 1)?;

@@ -56,7 +56,7 @@ async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse 
     }
 }
 
-/// Creates a collection for the served model (idempotent when it exists with the same model).
+/// Creates a collection bound to a loaded model (idempotent when it exists with the same model).
 #[utoipa::path(
     put,
     path = "/v1/collections/{name}",
@@ -78,7 +78,8 @@ pub async fn create_collection(
     if let Some(f) = req.fusion {
         f.over(mirage_index::hybrid::Fusion::default()).validate()?;
     }
-    let mut config = CollectionConfig::new(state.encoder.model().dim(), state.model_ref.clone());
+    let served = state.models.get(req.model.as_deref())?;
+    let mut config = CollectionConfig::new(served.model().dim(), served.model_ref.clone());
     let defaults = HnswParams::default();
     let h = req.hnsw.unwrap_or_default();
     config.hnsw = HnswParams {
@@ -98,6 +99,16 @@ pub async fn create_collection(
     state.forget_remote(&name).await;
     let existed = match state.collection(&name).await {
         Ok(c) => {
+            if c.model() != &served.model_ref {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "collection {name:?} already exists, built with model {:?}; a collection keeps the model it was created with, so it cannot be created again for {:?}",
+                        c.model().model_id,
+                        served.model_ref.model_id
+                    ),
+                ));
+            }
             let wanted = spec.kind();
             if req.store.is_some() && c.kind() != wanted {
                 return Err(ApiError::new(
@@ -236,8 +247,8 @@ pub async fn upsert_items(
     ApiBody(req): ApiBody<UpsertRequest>,
 ) -> ApiResult<Json<UpsertResponse>> {
     check_input_count(&state, req.items.len(), "items")?;
-    let collection = state.collection(&name).await?;
-    let tokenizer = state.encoder.model().tokenizer().clone();
+    let (collection, served) = state.collection_and_model(&name).await?;
+    let tokenizer = served.model().tokenizer().clone();
     let chunking = match req.chunking {
         Some(c) => Some(
             ChunkOptions::new(c.mode.into(), c.tokens, c.overlap, &tokenizer)
@@ -249,7 +260,7 @@ pub async fn upsert_items(
     let mut images = Vec::new();
     // Where each embedding goes, in input order.
     let mut slots = Vec::new();
-    let dim = state.encoder.model().dim();
+    let dim = served.model().dim();
     // Vectors the caller computed, checked before anything is embedded.
     let mut given = Vec::with_capacity(req.items.len());
     for (i, it) in req.items.iter().enumerate() {
@@ -320,7 +331,7 @@ pub async fn upsert_items(
         splits.push(spans);
         truncated.push(cut);
     }
-    let prepared = prepare_images(&state, images, req.frame.into()).await?;
+    let prepared = prepare_images(&state, &served, images, req.frame.into()).await?;
     let mut dicom = Vec::new();
     for ((i, _), (pixels, tags)) in req
         .items
@@ -333,7 +344,7 @@ pub async fn upsert_items(
         slots.push(Slot::Image(i));
         dicom.push((i, tags));
     }
-    let vectors = state.encoder.embed(inputs).await?;
+    let vectors = served.encoder.embed(inputs).await?;
     let mut items: Vec<Item> = req
         .items
         .into_iter()

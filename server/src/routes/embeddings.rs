@@ -88,15 +88,8 @@ pub async fn embeddings(
     State(state): State<AppState>,
     ApiBody(req): ApiBody<EmbeddingsRequest>,
 ) -> ApiResult<Json<EmbeddingsResponse>> {
-    let model = state.encoder.model();
-    if let Some(m) = &req.model {
-        if m != model.model_id() {
-            return Err(ApiError::not_found(format!(
-                "model {m:?} is not served here; this server serves {:?}",
-                model.model_id()
-            )));
-        }
-    }
+    let served = state.models.get(req.model.as_deref())?;
+    let model = served.model();
     if let Some(d) = req.dimensions {
         if d != model.dim() {
             return Err(ApiError::invalid(format!(
@@ -120,7 +113,7 @@ pub async fn embeddings(
             Item::Image(d) => images.push((format!("input[{i}]"), d.clone())),
         }
     }
-    let mut pixels = prepare_images(&state, images, req.frame.into())
+    let mut pixels = prepare_images(&state, &served, images, req.frame.into())
         .await?
         .into_iter();
     let inputs = items
@@ -135,7 +128,7 @@ pub async fn embeddings(
             ),
         })
         .collect();
-    let vectors = state.encoder.embed(inputs).await?;
+    let vectors = served.encoder.embed(inputs).await?;
     let data = vectors
         .into_iter()
         .enumerate()

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod collections;
 pub mod embeddings;
 pub mod media;
+pub mod models;
 pub mod ops;
 pub mod rerank;
 pub mod search;
@@ -56,13 +57,14 @@ pub fn decode_base64(data: &str, what: &str) -> ApiResult<Vec<u8>> {
 /// header fields of each.
 pub async fn prepare_images(
     state: &AppState,
+    model: &crate::models::ServedModel,
     images: Vec<(String, String)>,
     frame: u32,
 ) -> ApiResult<Vec<(Vec<f32>, std::collections::BTreeMap<String, String>)>> {
     if images.is_empty() {
         return Ok(Vec::new());
     }
-    let preprocess_cfg = state.encoder.model().config().preprocess.clone();
+    let preprocess_cfg = model.model().config().preprocess.clone();
     let result = tokio::task::spawn_blocking(move || {
         images
             .into_iter()

@@ -7,6 +7,7 @@ use axum::Json;
 
 use crate::dto::{HealthResponse, InfoResponse, Limits, RerankerInfo, StoreHealth};
 use crate::error::{ApiError, ApiResult, ErrorKind, Problem, STORE_RETRY_AFTER_SECS};
+use crate::metrics::ModelLine;
 use crate::state::AppState;
 
 /// Liveness: the process answers (also at `/livez`).
@@ -15,7 +16,7 @@ use crate::state::AppState;
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "pass".into(),
-        model_id: state.model_ref.model_id.clone(),
+        model_id: state.models.default_model().model_ref.model_id.clone(),
         stores: Vec::new(),
     })
 }
@@ -68,7 +69,7 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<HealthRespon
     }
     Ok(Json(HealthResponse {
         status: status.into(),
-        model_id: state.model_ref.model_id.clone(),
+        model_id: state.models.default_model().model_ref.model_id.clone(),
         stores,
     }))
 }
@@ -97,7 +98,8 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 #[utoipa::path(get, path = "/info", tag = "operations",
     responses((status = 200, description = "Server information", body = InfoResponse)))]
 pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
-    let m = state.encoder.model();
+    let served = state.models.default_model();
+    let m = served.model();
     let c = m.config();
     let s = &state.settings;
     Json(InfoResponse {
@@ -112,7 +114,7 @@ pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
         image_size: c.preprocess.image_size,
         max_tokens: c.tokenizer.max_length,
         calibration_temperature: c.calibration.as_ref().map(|c| c.temperature),
-        text_bank_size: state.text_bank.as_ref().map(|b| b.captions.len()),
+        text_bank_size: served.text_bank.as_ref().map(|b| b.captions.len()),
         store: state.store.to_string(),
         qdrant: state.qdrant.is_some(),
         auth: s.auth_enabled(),
@@ -125,6 +127,8 @@ pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
             max_tokens: r.config().max_length,
             num_labels: r.config().num_labels,
         }),
+        models: crate::routes::models::cards(&state),
+        model_loading: s.models_dir.is_some(),
         limits: Limits {
             max_body_bytes: s.max_body_bytes,
             max_inputs_per_request: s.max_inputs_per_request,
@@ -140,14 +144,26 @@ pub async fn info(State(state): State<AppState>) -> Json<InfoResponse> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let models = state.models.all();
+    let default = &models[0];
+    let loaded: Vec<ModelLine> = models
+        .iter()
+        .map(|m| ModelLine {
+            model_id: m.model_ref.model_id.clone(),
+            model_sha: m.model_ref.sha256.clone(),
+            engine: m.model().engine().as_str(),
+            weight_bytes: m.weight_bytes,
+            queue_depth: m.encoder.depth(),
+        })
+        .collect();
     let text = state.metrics.render(
         &[
             ("version", env!("CARGO_PKG_VERSION")),
-            ("model_id", &state.model_ref.model_id),
-            ("model_sha", &state.model_ref.sha256),
-            ("engine", state.encoder.model().engine().as_str()),
+            ("model_id", &default.model_ref.model_id),
+            ("model_sha", &default.model_ref.sha256),
+            ("engine", default.model().engine().as_str()),
         ],
-        state.encoder.depth(),
+        &loaded,
     );
     (
         [(

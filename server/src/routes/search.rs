@@ -7,7 +7,7 @@ use mirage_index::passages::{self, Group, PassageInfo};
 use mirage_index::rag::{self, RagOptions};
 use mirage_index::rerank;
 use mirage_index::types::{page_limit, unit_vector};
-use mirage_index::{Hit, SearchMode, VectorName};
+use mirage_index::{Hit, ModelRef, SearchMode, VectorName};
 
 use crate::dto::{
     ContentPart, GroupBy, GroupPassage, Mode, Provenance, RagRequest, RagResponse, SearchHit,
@@ -16,6 +16,7 @@ use crate::dto::{
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
 use crate::infer::Input;
+use crate::models::ServedModel;
 use crate::routes::{parse_filter, prepare_images};
 use crate::state::AppState;
 
@@ -39,11 +40,11 @@ fn vector_name(t: Target) -> VectorName {
     }
 }
 
-async fn embed_text(state: &AppState, text: String, what: &str) -> ApiResult<Vec<f32>> {
+async fn embed_text(served: &ServedModel, text: String, what: &str) -> ApiResult<Vec<f32>> {
     if text.trim().is_empty() {
         return Err(ApiError::invalid(format!("{what} is empty")));
     }
-    Ok(state
+    Ok(served
         .encoder
         .embed(vec![Input::Text(text)])
         .await?
@@ -53,15 +54,16 @@ async fn embed_text(state: &AppState, text: String, what: &str) -> ApiResult<Vec
 
 async fn embed_image(
     state: &AppState,
+    served: &ServedModel,
     data: String,
     what: &str,
     frame: u32,
 ) -> ApiResult<Vec<f32>> {
-    let (pixels, _) = prepare_images(state, vec![(what.to_owned(), data)], frame)
+    let (pixels, _) = prepare_images(state, served, vec![(what.to_owned(), data)], frame)
         .await?
         .pop()
         .expect("one image in, one out — this is a bug");
-    Ok(state
+    Ok(served
         .encoder
         .embed(vec![Input::Pixels(pixels)])
         .await?
@@ -71,19 +73,20 @@ async fn embed_image(
 
 struct Searched {
     hits: Vec<Hit>,
+    model: ModelRef,
     index_version: Option<u64>,
     store: &'static str,
     mode: Mode,
 }
 
-fn to_hit(state: &AppState, collection: &str, s: &Searched, rank: usize, h: Hit) -> SearchHit {
+fn to_hit(collection: &str, s: &Searched, rank: usize, h: Hit) -> SearchHit {
     SearchHit {
         rank,
         provenance: Provenance {
             collection: collection.to_owned(),
             item_id: h.id.clone(),
-            model_id: state.model_ref.model_id.clone(),
-            bundle_sha256: state.model_ref.sha256.clone(),
+            model_id: s.model.model_id.clone(),
+            bundle_sha256: s.model.sha256.clone(),
             store: s.store.to_owned(),
             index_version: s.index_version,
             score: h.score,
@@ -102,7 +105,6 @@ fn to_hit(state: &AppState, collection: &str, s: &Searched, rank: usize, h: Hit)
 }
 
 fn to_hits(
-    state: &AppState,
     collection: &str,
     mut s: Searched,
     first_rank: usize,
@@ -110,13 +112,12 @@ fn to_hits(
     let hits = std::mem::take(&mut s.hits);
     hits.into_iter()
         .enumerate()
-        .map(|(i, h)| to_hit(state, collection, &s, first_rank + i, h))
+        .map(|(i, h)| to_hit(collection, &s, first_rank + i, h))
         .collect()
 }
 
 /// Grouped hits: each document at its best passage, listing its passages.
 fn to_groups(
-    state: &AppState,
     collection: &str,
     s: &Searched,
     groups: Vec<Group>,
@@ -142,7 +143,7 @@ fn to_groups(
                 .into_iter()
                 .next()
                 .expect("a group holds at least one passage — this is a bug");
-            let mut hit = to_hit(state, collection, s, first_rank + i, best);
+            let mut hit = to_hit(collection, s, first_rank + i, best);
             hit.parent = Some(g.parent);
             hit.passages = Some(passages);
             hit
@@ -188,7 +189,7 @@ pub async fn search(
         (Some(_), None, Some(_)) => "text+vector",
     };
     let rerank = state.rerank(req.rerank, q.text.is_some(), "query.text")?;
-    let collection = state.collection(&req.collection).await?;
+    let (collection, served) = state.collection_and_model(&req.collection).await?;
     let (mode, fusion) = state
         .retrieval(&collection, q.text.is_some(), req.mode, req.fusion)
         .await?;
@@ -201,13 +202,13 @@ pub async fn search(
     if mode != RetrievalMode::Lexical {
         match (&q.vector, &q.text) {
             (Some(v), _) => {
-                vectors.push(unit_vector("query.vector", v, state.encoder.model().dim())?)
+                vectors.push(unit_vector("query.vector", v, served.model().dim())?)
             }
-            (None, Some(t)) => vectors.push(embed_text(&state, t.clone(), "query.text").await?),
+            (None, Some(t)) => vectors.push(embed_text(&served, t.clone(), "query.text").await?),
             (None, None) => {}
         }
         if let Some(i) = q.image {
-            vectors.push(embed_image(&state, i, "query.image", req.frame.into()).await?);
+            vectors.push(embed_image(&state, &served, i, "query.image", req.frame.into()).await?);
         }
     }
     let mut query = hybrid::Query::new(vectors, q.text, vector_name(req.target), mode, req.limit);
@@ -224,6 +225,7 @@ pub async fn search(
     let total = collection.count(filter).await?;
     let mut searched = Searched {
         hits: Vec::new(),
+        model: served.model_ref.clone(),
         index_version: collection.index_version(),
         store: collection.kind(),
         mode: mode.into(),
@@ -232,7 +234,7 @@ pub async fn search(
     let hits = match (req.group_by, rerank) {
         (Some(GroupBy::Parent), None) => {
             let groups = hybrid::search_groups(&collection, &query, size).await?;
-            to_groups(&state, &req.collection, &searched, groups, req.offset + 1)
+            to_groups(&req.collection, &searched, groups, req.offset + 1)
         }
         (group_by, Some((reranker, candidates))) => {
             let _turn = state.rerank_gate.acquire().await;
@@ -245,25 +247,25 @@ pub async fn search(
                     .skip(req.offset)
                     .take(req.limit)
                     .collect();
-                to_groups(&state, &req.collection, &searched, groups, req.offset + 1)
+                to_groups(&req.collection, &searched, groups, req.offset + 1)
             } else {
                 searched.hits = reranked
                     .into_iter()
                     .skip(req.offset)
                     .take(req.limit)
                     .collect();
-                to_hits(&state, &req.collection, searched, req.offset + 1)
+                to_hits(&req.collection, searched, req.offset + 1)
             }
         }
         (None, None) => {
             searched.hits = hybrid::search(&collection, &query).await?;
-            to_hits(&state, &req.collection, searched, req.offset + 1)
+            to_hits(&req.collection, searched, req.offset + 1)
         }
     };
     Ok(Json(SearchResponse {
         hits,
         collection: req.collection,
-        model_id: state.model_ref.model_id.clone(),
+        model_id: served.model_ref.model_id.clone(),
         query_modality: modality.into(),
         mode: mode.into(),
         target: req.target,
@@ -299,7 +301,7 @@ pub async fn rag_context(
     }
     let filter = parse_filter(req.filter)?;
     let rerank = state.rerank(req.rerank, req.question.is_some(), "question")?;
-    let collection = state.collection(&req.collection).await?;
+    let (collection, served) = state.collection_and_model(&req.collection).await?;
     options.min_score = match req.min_score {
         Some(m) => m,
         None => state
@@ -319,10 +321,10 @@ pub async fn rag_context(
     let mut vectors = Vec::new();
     if mode != RetrievalMode::Lexical {
         if let Some(q) = &req.question {
-            vectors.push(embed_text(&state, q.clone(), "question").await?);
+            vectors.push(embed_text(&served, q.clone(), "question").await?);
         }
         if let Some(i) = req.image {
-            vectors.push(embed_image(&state, i, "image", req.frame.into()).await?);
+            vectors.push(embed_image(&state, &served, i, "image", req.frame.into()).await?);
         }
     }
     let mut query = hybrid::Query::new(
@@ -352,12 +354,13 @@ pub async fn rag_context(
     };
     let searched = Searched {
         hits: rag.citations,
+        model: served.model_ref.clone(),
         index_version: collection.index_version(),
         store: collection.kind(),
         mode: mode.into(),
     };
     Ok(Json(RagResponse {
-        citations: to_hits(&state, &req.collection, searched, 1),
+        citations: to_hits(&req.collection, searched, 1),
         content_parts,
         context: rag.context,
         abstained: rag.abstained,

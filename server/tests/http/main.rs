@@ -9,6 +9,7 @@ mod e2e;
 mod errors;
 mod fuzz;
 mod harness;
+mod models;
 mod openapi_drift;
 mod passages;
 mod protection;
