@@ -17,7 +17,8 @@ scripts/fetch-assets.sh >/dev/null
 py=$(scripts/setup-python.sh | tail -n1)
 # The Python onnxruntime reference: the same release as the library mirage loads.
 "$py" -c 'import onnxruntime' 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check onnxruntime==1.28.0
-assets="${MIRAGE_ASSETS:-${MIRAGE_CACHE:-$HOME/.cache/mirage}/assets}"
+export MIRAGE_ASSETS="${MIRAGE_ASSETS:-${MIRAGE_CACHE:-$HOME/.cache/mirage}/assets}"
+assets="$MIRAGE_ASSETS"
 golden=model/tests/golden/minilm_radlabels.json
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -331,6 +331,16 @@ pub struct ResNetConfig {
     pub attention_heads: usize,
     /// Input side length the attention pool's positional embedding is sized for.
     pub image_size: usize,
+    /// CLIP's ModifiedResNet (OpenAI RN50, PMC-CLIP): a stem of three 3×3 convolutions and a
+    /// 2×2 average pool instead of the 7×7 convolution and max pool, and anti-aliased
+    /// downsampling (a strided block average-pools before its last convolution and in its
+    /// shortcut instead of striding a convolution). Bottleneck blocks only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub modified: bool,
+    /// Output width of the attention pool's `c_proj` (CLIP maps straight to the joint space
+    /// there); the trunk width when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_output_dim: Option<usize>,
 }
 
 fn default_attention_heads() -> usize {
@@ -368,12 +378,22 @@ impl ResNetConfig {
             pooling,
             attention_heads: 8,
             image_size: 224,
+            modified: false,
+            attention_output_dim: None,
         })
     }
 
     /// Channels of the trunk's last feature map (2048 for ResNet-50).
-    pub fn feature_dim(&self) -> usize {
+    pub fn trunk_dim(&self) -> usize {
         self.width * 8 * if self.bottleneck { 4 } else { 1 }
+    }
+
+    /// Width of the pooled feature: the attention pool's output width, else the trunk's.
+    pub fn feature_dim(&self) -> usize {
+        match (self.pooling, self.attention_output_dim) {
+            (VisionPooling::Attention, Some(d)) => d,
+            _ => self.trunk_dim(),
+        }
     }
 
     /// Side of the last feature map for an input of `image_size` (stride 32).
@@ -475,7 +495,8 @@ impl VisionTower {
             VisionTower::Resnet(c) => {
                 let blocks: usize = c.layers.iter().sum();
                 let depth = 2 + blocks * if c.bottleneck { 3 } else { 2 };
-                format!("resnet{depth}-w{}-{:?}", c.width, c.pooling).to_lowercase()
+                let kind = if c.modified { "clip-resnet" } else { "resnet" };
+                format!("{kind}{depth}-w{}-{:?}", c.width, c.pooling).to_lowercase()
             }
             VisionTower::Vit(c) => {
                 format!("vit-p{}-h{}-l{}", c.patch_size, c.hidden_size, c.num_layers)
@@ -743,12 +764,17 @@ impl BundleConfig {
                 if c.width == 0 || c.layers.contains(&0) {
                     problems.push("resnet width and every stage's block count must be > 0".into());
                 }
+                if c.modified && !(c.bottleneck && c.width % 2 == 0) {
+                    problems.push(
+                        "a modified (CLIP) resnet needs bottleneck blocks and an even width".into(),
+                    );
+                }
                 if c.pooling == VisionPooling::Attention
-                    && (c.attention_heads == 0 || c.feature_dim() % c.attention_heads != 0)
+                    && (c.attention_heads == 0 || c.trunk_dim() % c.attention_heads != 0)
                 {
                     problems.push(format!(
                         "resnet feature dim {} is not divisible by attention_heads {}",
-                        c.feature_dim(),
+                        c.trunk_dim(),
                         c.attention_heads
                     ));
                 }

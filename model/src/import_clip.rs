@@ -3,8 +3,9 @@
 //!   `model.safetensors`, sharded safetensors with `model.safetensors.index.json`, or a PyTorch
 //!   `pytorch_model.bin`, and `tokenizer.json`);
 //! - open_clip (`open_clip_config.json` + `open_clip_model.safetensors` or
-//!   `open_clip_pytorch_model.bin`): its own ViT and text transformer (OpenAI and LAION CLIP), or
-//!   a timm ViT with a Hugging Face BERT text tower and a linear or MLP projection (BiomedCLIP).
+//!   `open_clip_pytorch_model.bin`): its own ViT or ModifiedResNet (OpenAI's RN50 family) with
+//!   its text transformer (OpenAI and LAION CLIP), or a timm ViT or ModifiedResNet with a Hugging
+//!   Face BERT text tower and a linear or MLP projection (BiomedCLIP; PMC-CLIP's architecture).
 //!
 //! Every tensor of the checkpoint is mapped onto the bundle's scheme (`names.rs`) or refused by
 //! name; nothing is initialised at random except the zero biases of bias-free projections.
@@ -19,8 +20,8 @@ use serde_json::json;
 use crate::bundle::{write_bundle, Bundle, BundleContents};
 use crate::config::{
     Architecture, BertConfig, BundleConfig, ClipTextConfig, HiddenAct, ImagePreprocess,
-    Interpolation, ResizeMode, TextPooling, TextProjection, TextTower, TokenizerSettings,
-    VisionTower, VitConfig, CLIP_MEAN, CLIP_STD, FORMAT_VERSION,
+    Interpolation, ResNetConfig, ResizeMode, TextPooling, TextProjection, TextTower,
+    TokenizerSettings, VisionPooling, VisionTower, VitConfig, CLIP_MEAN, CLIP_STD, FORMAT_VERSION,
 };
 use crate::import::{load_safetensors, read_json};
 use crate::names::{self, block, clip_text, path, vit, BIAS, WEIGHT};
@@ -928,6 +929,67 @@ fn timm_vit(
     Ok(c)
 }
 
+/// open_clip's `ModifiedResNet` (`visual.*`: OpenAI's RN50 family; PMC-CLIP's vision tower)
+/// onto our ResNet with `modified` set. Its attention pool projects to the joint space itself, so
+/// our vision projection is the identity.
+fn open_clip_resnet(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    cfg_path: &Path,
+    vision_cfg: &serde_json::Value,
+    embed_dim: usize,
+) -> Result<ResNetConfig> {
+    let layers: Vec<usize> =
+        serde_json::from_value(vision_cfg["layers"].clone()).map_err(|source| Error::Json {
+            path: cfg_path.to_path_buf(),
+            source,
+        })?;
+    let layers: [usize; 4] = layers.try_into().map_err(|l: Vec<usize>| {
+        Error::InvalidConfig(format!(
+            "{}: vision_cfg.layers has {} stages; a ModifiedResNet has 4",
+            cfg_path.display(),
+            l.len()
+        ))
+    })?;
+    let width = usize_or(vision_cfg, "width", 64);
+    let head_width = usize_or(vision_cfg, "head_width", 64).max(1);
+    let c = ResNetConfig {
+        layers,
+        bottleneck: true,
+        width,
+        pooling: VisionPooling::Attention,
+        attention_heads: width * 32 / head_width,
+        image_size: usize_or(vision_cfg, "image_size", 224),
+        modified: true,
+        attention_output_dim: Some(embed_dim),
+    };
+    // Our names are open_clip's under `visual.` (torchvision's and CLIP's own).
+    for spec in names::vision_tensors(&VisionTower::Resnet(c.clone())) {
+        let short = spec
+            .name
+            .strip_prefix(&format!("{}.", names::VISION))
+            .expect("vision tensors are under vision.");
+        out.insert(
+            spec.name.clone(),
+            src.take(&format!("visual.{short}"), &spec.shape)?,
+        );
+    }
+    // BatchNorm's step counters are training state.
+    let counters: Vec<String> = src
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("visual.") && k.ends_with("num_batches_tracked"))
+        .cloned()
+        .collect();
+    src.used.extend(counters);
+    out.insert(
+        path(&[names::VISION_PROJ, WEIGHT]),
+        Tensor::eye(embed_dim, DType::F32, &Device::Cpu)?,
+    );
+    out.insert(path(&[names::VISION_PROJ, BIAS]), zeros(embed_dim)?);
+    Ok(c)
+}
+
 /// open_clip's own `VisionTransformer` (`visual.*`) onto our ViT.
 fn open_clip_vit(
     src: &mut Source,
@@ -937,13 +999,6 @@ fn open_clip_vit(
     embed_dim: usize,
     act: HiddenAct,
 ) -> Result<VitConfig> {
-    if field(vision_cfg, "layers").is_some_and(serde_json::Value::is_array) {
-        return Err(Error::InvalidConfig(format!(
-            "{}: a ModifiedResNet vision tower (vision_cfg.layers is a list: RN50, PMC-CLIP) is \
-             not supported yet",
-            cfg_path.display()
-        )));
-    }
     refuse_set(
         cfg_path,
         "vision_cfg",
@@ -1263,10 +1318,18 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
         )));
     }
     let mut w = HashMap::new();
-    let vit_cfg = if field(vision_cfg, "timm_model_name").is_some() {
-        timm_vit(&mut src, &mut w, &cfg_path, vision_cfg, embed_dim)?
+    let vision = if field(vision_cfg, "timm_model_name").is_some() {
+        VisionTower::Vit(timm_vit(
+            &mut src, &mut w, &cfg_path, vision_cfg, embed_dim,
+        )?)
+    } else if field(vision_cfg, "layers").is_some_and(serde_json::Value::is_array) {
+        VisionTower::Resnet(open_clip_resnet(
+            &mut src, &mut w, &cfg_path, vision_cfg, embed_dim,
+        )?)
     } else {
-        open_clip_vit(&mut src, &mut w, &cfg_path, vision_cfg, embed_dim, act)?
+        VisionTower::Vit(open_clip_vit(
+            &mut src, &mut w, &cfg_path, vision_cfg, embed_dim, act,
+        )?)
     };
     let (text, text_projection, text_source, max_length) = if hf_text {
         let (tower, proj, source) =
@@ -1330,7 +1393,7 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
         }
     };
     let preprocess = ImagePreprocess {
-        image_size: vit_cfg.image_size,
+        image_size: vision.image_size(),
         mean: triple("mean", CLIP_MEAN)?,
         std: triple("std", CLIP_STD)?,
         channels: 3,
@@ -1345,7 +1408,7 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
             embed_dim,
             text,
             text_projection,
-            vision: VisionTower::Vit(vit_cfg),
+            vision,
         },
         logit_scale: ln_scale.to_scalar::<f32>()?.exp(),
         preprocess,

@@ -341,8 +341,19 @@ pub fn bert_tensors(c: &BertConfig) -> Vec<TensorSpec> {
 fn resnet_tensors(c: &ResNetConfig, s: &mut Specs) {
     use resnet::*;
     let expansion = if c.bottleneck { 4 } else { 1 };
-    s.conv(STEM_CONV, c.width, 3, 7);
-    s.batch_norm(STEM_BN, c.width, false);
+    if c.modified {
+        let half = c.width / 2;
+        for (j, (out_c, in_c)) in [(half, 3), (half, half), (c.width, half)]
+            .into_iter()
+            .enumerate()
+        {
+            s.conv(&conv(j + 1), out_c, in_c, 3);
+            s.batch_norm(&bn(j + 1), out_c, false);
+        }
+    } else {
+        s.conv(STEM_CONV, c.width, 3, 7);
+        s.batch_norm(STEM_BN, c.width, false);
+    }
     let mut in_c = c.width;
     for (stage, &blocks) in c.layers.iter().enumerate() {
         let planes = c.width << stage;
@@ -371,7 +382,7 @@ fn resnet_tensors(c: &ResNetConfig, s: &mut Specs) {
         }
     }
     if c.pooling == VisionPooling::Attention {
-        let d = c.feature_dim();
+        let d = c.trunk_dim();
         let tokens = c.grid() * c.grid() + 1;
         let std = (d as f32).powf(-0.5);
         s.push(
@@ -379,9 +390,10 @@ fn resnet_tensors(c: &ResNetConfig, s: &mut Specs) {
             &[tokens, d],
             Init::Normal(std),
         );
-        for p in [Q_PROJ, K_PROJ, V_PROJ, C_PROJ] {
+        for p in [Q_PROJ, K_PROJ, V_PROJ] {
             s.linear(&path(&[ATTNPOOL, p]), d, d, std);
         }
+        s.linear(&path(&[ATTNPOOL, C_PROJ]), c.feature_dim(), d, std);
     }
 }
 

@@ -44,6 +44,9 @@ pub enum TinyVision {
     /// and CLIP's causal text transformer (2 blocks, width 16) in place of BERT, ending at the
     /// tiny tokenizer's `[SEP]`.
     Clip,
+    /// OpenAI CLIP's RN50 layout: CLIP's ModifiedResNet (width 4, one block per stage, attention
+    /// pool projecting to 24) with CLIP's text transformer, as [`TinyVision::Clip`].
+    ClipResNet,
     /// The BiomedCLIP layout: [`TinyVision::Vit`] (timm's ViT is torchvision's), BERT with
     /// `[CLS]` pooling and an MLP text projection (hidden width 12).
     BiomedClip,
@@ -59,11 +62,27 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
             pooling,
             attention_heads: 2,
             image_size: 64,
+            modified: false,
+            attention_output_dim: None,
         })
     };
     let vision_tower = match vision {
         TinyVision::ResNetAttention => resnet(true, VisionPooling::Attention),
         TinyVision::ResNetMean => resnet(false, VisionPooling::Mean),
+        TinyVision::ClipResNet => VisionTower::Resnet(ResNetConfig {
+            modified: true,
+            attention_output_dim: Some(24),
+            ..ResNetConfig {
+                layers: [1, 1, 1, 1],
+                bottleneck: true,
+                width: 4,
+                pooling: VisionPooling::Attention,
+                attention_heads: 2,
+                image_size: 64,
+                modified: false,
+                attention_output_dim: None,
+            }
+        }),
         TinyVision::Vit | TinyVision::BiomedClip => VisionTower::Vit(VitConfig {
             image_size: 64,
             patch_size: 16,
@@ -89,7 +108,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
             activation: HiddenAct::QuickGelu,
         }),
     };
-    let text = if vision == TinyVision::Clip {
+    let text = if matches!(vision, TinyVision::Clip | TinyVision::ClipResNet) {
         TextTower::Clip {
             clip: ClipTextConfig {
                 vocab_size: 123,

@@ -33,6 +33,7 @@ fn tiny_bundles_round_trip_and_embed() {
         TinyVision::Vit,
         TinyVision::Clip,
         TinyVision::BiomedClip,
+        TinyVision::ClipResNet,
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 8, 1).unwrap();

@@ -79,6 +79,7 @@ fn ort_equals_candle_on_every_tiny_architecture_and_batch_size() {
         TinyVision::Vit,
         TinyVision::Clip,
         TinyVision::BiomedClip,
+        TinyVision::ClipResNet,
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 24, 3).unwrap();

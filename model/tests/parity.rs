@@ -74,6 +74,8 @@ fn minilm_matches_pytorch_transformers_on_radlabels_sentences() {
             pooling: VisionPooling::Mean,
             attention_heads: 1,
             image_size: 64,
+            modified: false,
+            attention_output_dim: None,
         }),
         embed_dim: None,
         pooling: TextPooling::Mean,
@@ -697,5 +699,34 @@ fn biomedclip_layout_import_matches_open_clip() {
             );
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// open_clip's ModifiedResNet (the OpenAI RN50 layout: three-convolution stem, anti-aliased
+/// downsampling, an attention pool projecting to the joint space; random weights and BatchNorm
+/// statistics) with its text transformer, from open_clip_pytorch_model.bin: embeddings match
+/// open_clip's on both engines.
+#[test]
+fn open_clip_rn50_import_matches_open_clip() {
+    use mirage_model::config::VisionTower;
+    use mirage_model::import_clip::{import, ClipImportOptions};
+    let dir = common::cache_dir().join("parity/clip/openclip_rn50");
+    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let opts = ClipImportOptions {
+        dir: dir.clone(),
+        model_id: "rn50-random".into(),
+        bpe_vocab: Some(common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz")),
+        ..Default::default()
+    };
+    let b = import(&opts, out.path()).unwrap();
+    let VisionTower::Resnet(r) = &b.config().architecture.vision else {
+        panic!("a ModifiedResNet imports as a ResNet tower")
+    };
+    assert!(r.modified && r.attention_output_dim == Some(16));
+    mirage_model::add_onnx(out.path()).unwrap();
+    let failures = compare_with_reference(out.path(), &dir, "rn50");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,6 +1,6 @@
 """Reference outputs of randomly initialised CLIP-family models, for the import parity tests: a
-Hugging Face CLIPModel, an open_clip CLIP ViT, and an open_clip model of the BiomedCLIP layout
-(timm ViT + Hugging Face BERT with an MLP projection, [CLS] pooling).
+Hugging Face CLIPModel, an open_clip CLIP ViT and ModifiedResNet (RN50), and an open_clip model of
+the BiomedCLIP layout (timm ViT + Hugging Face BERT with an MLP projection, [CLS] pooling).
 
 The CLIP tokenizer is built from open_clip's shipped BPE vocabulary (the same merges OpenAI CLIP
 and every Hugging Face CLIP checkpoint use), the way Hugging Face converted it: byte-level
@@ -16,6 +16,8 @@ Writes into OUT_DIR:
   openclip_vit/     open_clip_config.json + open_clip_model.safetensors (no tokenizer: the
                     importer builds it from the BPE vocabulary), and its reference files
   openclip_vit_bin/ the same as open_clip_pytorch_model.bin
+  openclip_rn50/    open_clip's ModifiedResNet (the OpenAI RN50 layout) + its text transformer, as
+                    open_clip_pytorch_model.bin, and its reference files
   biomedclip/       open_clip_config.json + open_clip_pytorch_model.bin, the BERT tokenizer.json
                     and, under text/, the BERT config.json; and its reference files
 
@@ -140,6 +142,26 @@ def open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx):
     ids = [[int(x) for x in row if x != 0] for row in tok(texts)]
     finish(model, tok([texts[i] for i in embed_idx]), torch.randn(3, 3, 32, 32, generator=g), d,
            {"open_clip_token_ids": ids})
+
+    # The OpenAI RN50 layout: open_clip's ModifiedResNet (random BatchNorm statistics too).
+    cfg = dict(embed_dim=16, quick_gelu=True,
+               vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=8, head_width=64),
+               text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=4, layers=2))
+    torch.manual_seed(4)
+    model = CLIP(**cfg).eval()
+    randomise(model)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    d = out / "openclip_rn50"
+    d.mkdir()
+    (d / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": cfg, "preprocess_cfg": {"mean": mean, "std": std}}))
+    torch.save(model.state_dict(), d / "open_clip_pytorch_model.bin")
+    finish(model, tok([texts[i] for i in embed_idx]), torch.randn(3, 3, 64, 64, generator=g), d)
 
     # The BiomedCLIP layout: timm ViT (at 224 px: open_clip builds timm towers at their own
     # size), a Hugging Face BERT text tower, [CLS] pooling, MLP projection.

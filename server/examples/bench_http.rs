@@ -177,7 +177,10 @@ async fn main() -> Result<()> {
         settings.engine.engine = engine.parse()?;
     }
     let state: AppState = mirage_server::serve::build_state(settings).await?;
-    eprintln!("engine: {}", state.models.default_model().model().engine_description());
+    eprintln!(
+        "engine: {}",
+        state.models.default_model().model().engine_description()
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = mirage_server::app::app(state.clone());
@@ -268,7 +271,13 @@ async fn main() -> Result<()> {
                     let (q, st, coll) = (q.clone(), st.clone(), coll.clone());
                     async move {
                         let text = q[i % q.len()].clone();
-                        let Ok(mut v) = st.models.default_model().encoder.embed(vec![Input::Text(text)]).await else {
+                        let Ok(mut v) = st
+                            .models
+                            .default_model()
+                            .encoder
+                            .embed(vec![Input::Text(text)])
+                            .await
+                        else {
                             return false;
                         };
                         match endpoint {

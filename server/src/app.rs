@@ -19,9 +19,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorKind, InternalCause, Problem, PROBLEM_JSON};
 use crate::openapi::{finish_spec, Contract};
-use crate::routes::{
-    audit, classify, collections, embeddings, media, models, ops, rerank, search,
-};
+use crate::routes::{audit, classify, collections, embeddings, media, models, ops, rerank, search};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -296,7 +294,9 @@ pub(crate) fn public_path(path: &str) -> bool {
 }
 
 fn needs_admin(method: &Method, path: &str) -> bool {
-    (path.starts_with("/v1/collections/") || path == "/v1/models" || path.starts_with("/v1/models/"))
+    (path.starts_with("/v1/collections/")
+        || path == "/v1/models"
+        || path.starts_with("/v1/models/"))
         && method != Method::GET
 }
 

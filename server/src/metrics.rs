@@ -244,7 +244,10 @@ mod tests {
             "mirage_request_duration_seconds_bucket{route=\"/v1/search\",le=\"+Inf\"} 2"
         ));
         assert!(text.contains("mirage_batch_size_bucket{le=\"8\"} 1"));
-        assert!(text.contains("mirage_queue_depth 3"), "queues of all models add up");
+        assert!(
+            text.contains("mirage_queue_depth 3"),
+            "queues of all models add up"
+        );
         assert!(text.contains(
             "mirage_model_weight_bytes{model_id=\"b\\\"\",model_sha=\"ab\",engine=\"ort\"} 10"
         ));

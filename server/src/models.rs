@@ -42,23 +42,28 @@ impl ServedModel {
 
     /// Loads the bundle in `dir` with the server's engine and queue settings, and runs one
     /// forward pass through each tower, so a broken model fails here rather than on a request.
-    pub async fn load(dir: &Path, settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub async fn load(
+        dir: &Path,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let options = settings.engine.options();
         let owned = dir.to_path_buf();
-        let (model, bank, weight_bytes) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let bundle = Bundle::open(&owned)
-                .with_context(|| format!("opening bundle {}", owned.display()))?;
-            let model = MirageModel::load(&bundle, &options)
-                .with_context(|| format!("loading bundle {}", owned.display()))?;
-            let bank = bundle.text_bank(model.device())?;
-            let weight_bytes = ["model.safetensors", "text.onnx", "vision.onnx"]
-                .iter()
-                .filter_map(|f| std::fs::metadata(owned.join(f)).ok())
-                .map(|m| m.len())
-                .sum();
-            Ok((model, bank, weight_bytes))
-        })
-        .await??;
+        let (model, bank, weight_bytes) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let bundle = Bundle::open(&owned)
+                    .with_context(|| format!("opening bundle {}", owned.display()))?;
+                let model = MirageModel::load(&bundle, &options)
+                    .with_context(|| format!("loading bundle {}", owned.display()))?;
+                let bank = bundle.text_bank(model.device())?;
+                let weight_bytes = ["model.safetensors", "text.onnx", "vision.onnx"]
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(owned.join(f)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                Ok((model, bank, weight_bytes))
+            })
+            .await??;
         let model_ref = mirage_index::pipeline::model_ref(&model);
         let encoder = Encoder::start(
             Arc::new(model),

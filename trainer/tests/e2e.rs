@@ -239,10 +239,14 @@ fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
 
 #[test]
 fn imported_layouts_fine_tune_with_mirage_and_match_both_engines() {
-    // CLIP (causal text transformer, CLIP ViT) and BiomedCLIP (timm ViT, BERT with [CLS] pooling
-    // and an MLP text head) bundles as starting points: MIRAGE's loss trains them, and the
+    // CLIP (causal text transformer, CLIP ViT), BiomedCLIP (timm ViT, BERT with [CLS] pooling
+    // and an MLP text head) and CLIP RN50 (ModifiedResNet) bundles as starting points: MIRAGE's loss trains them, and the
     // export agrees with tch on candle and ONNX Runtime.
-    for layout in [TinyVision::Clip, TinyVision::BiomedClip] {
+    for layout in [
+        TinyVision::Clip,
+        TinyVision::BiomedClip,
+        TinyVision::ClipResNet,
+    ] {
         let common::Setup {
             dir,
             overrides: mut o,

@@ -252,11 +252,10 @@ impl GraphBuilder {
                 self.op("Relu", &[&y], Vec::new())
             }
             HiddenAct::QuickGelu => {
+                // ONNX Runtime's fused x·sigmoid(α·x): one pass over the MLP activations
+                // instead of three.
                 let y = self.op("Add", &[x, b], Vec::new());
-                let alpha = self.constant_f32("quick_gelu_alpha", &[], vec![1.702]);
-                let s = self.op("Mul", &[&y, &alpha], Vec::new());
-                let s = self.op("Sigmoid", &[&s], Vec::new());
-                self.op("Mul", &[&y, &s], Vec::new())
+                self.ms_op("QuickGelu", &[&y], vec![float("alpha", 1.702)])
             }
         }
     }

@@ -80,18 +80,37 @@ fn conv_bn(
     ))
 }
 
+/// Average pooling `k`×`k` with stride `k` (the modified ResNet's anti-aliasing).
+fn avg_pool(g: &mut GraphBuilder, x: &str, k: i64) -> String {
+    g.op(
+        "AveragePool",
+        &[x],
+        vec![ints("kernel_shape", &[k, k]), ints("strides", &[k, k])],
+    )
+}
+
 fn resnet(g: &mut GraphBuilder, w: &Weights<'_>, c: &ResNetConfig, x: &str) -> Result<String> {
-    let stem = conv_bn(g, w, x, VISION, STEM_CONV, STEM_BN, 2)?;
-    let stem = g.op("Relu", &[&stem], Vec::new());
-    let mut x = g.op(
-        "MaxPool",
-        &[&stem],
-        vec![
-            ints("kernel_shape", &[3, 3]),
-            ints("strides", &[2, 2]),
-            ints("pads", &[1, 1, 1, 1]),
-        ],
-    );
+    let mut x = if c.modified {
+        let mut y = x.to_owned();
+        for j in 1..=3 {
+            let stride = if j == 1 { 2 } else { 1 };
+            y = conv_bn(g, w, &y, VISION, &conv(j), &bn(j), stride)?;
+            y = g.op("Relu", &[&y], Vec::new());
+        }
+        avg_pool(g, &y, 2)
+    } else {
+        let stem = conv_bn(g, w, x, VISION, STEM_CONV, STEM_BN, 2)?;
+        let stem = g.op("Relu", &[&stem], Vec::new());
+        g.op(
+            "MaxPool",
+            &[&stem],
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+    };
     let expansion = if c.bottleneck { 4 } else { 1 };
     let mut in_c = c.width;
     for (stage, &n) in c.layers.iter().enumerate() {
@@ -99,12 +118,17 @@ fn resnet(g: &mut GraphBuilder, w: &Weights<'_>, c: &ResNetConfig, x: &str) -> R
         for b in 0..n {
             let p = path(&[VISION, &block(stage, b)]);
             let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+            // The modified ResNet average-pools where torchvision strides a convolution.
+            let (conv_stride, pool) = if c.modified { (1, stride) } else { (stride, 1) };
             let y = if c.bottleneck {
                 let y = conv_bn(g, w, &x, &p, &conv(1), &bn(1), 1)?;
                 let y = g.op("Relu", &[&y], Vec::new());
                 // torchvision (v1.5) puts the stride on the 3×3 convolution of a bottleneck.
-                let y = conv_bn(g, w, &y, &p, &conv(2), &bn(2), stride)?;
-                let y = g.op("Relu", &[&y], Vec::new());
+                let y = conv_bn(g, w, &y, &p, &conv(2), &bn(2), conv_stride)?;
+                let mut y = g.op("Relu", &[&y], Vec::new());
+                if pool > 1 {
+                    y = avg_pool(g, &y, pool);
+                }
                 conv_bn(g, w, &y, &p, &conv(3), &bn(3), 1)?
             } else {
                 let y = conv_bn(g, w, &x, &p, &conv(1), &bn(1), stride)?;
@@ -112,7 +136,12 @@ fn resnet(g: &mut GraphBuilder, w: &Weights<'_>, c: &ResNetConfig, x: &str) -> R
                 conv_bn(g, w, &y, &p, &conv(2), &bn(2), 1)?
             };
             let identity = if b == 0 && (stride != 1 || in_c != planes * expansion) {
-                conv_bn(g, w, &x, &p, DOWNSAMPLE_CONV, DOWNSAMPLE_BN, stride)?
+                let src = if pool > 1 {
+                    avg_pool(g, &x, pool)
+                } else {
+                    x.clone()
+                };
+                conv_bn(g, w, &src, &p, DOWNSAMPLE_CONV, DOWNSAMPLE_BN, conv_stride)?
             } else {
                 x.clone()
             };
@@ -137,7 +166,7 @@ fn attention_pool(
     c: &ResNetConfig,
     x: &str,
 ) -> Result<String> {
-    let dim = c.feature_dim() as i64;
+    let dim = c.trunk_dim() as i64;
     let heads = c.attention_heads as i64;
     let hd = dim / heads;
     let p = path(&[VISION, ATTNPOOL]);

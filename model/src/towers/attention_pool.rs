@@ -19,9 +19,11 @@ pub(crate) struct AttentionPool {
 }
 
 impl AttentionPool {
+    /// `dim`: the trunk's width; `out_dim`: the width of `c_proj`'s output.
     pub(crate) fn load(
         vb: &VarBuilder<'_>,
         dim: usize,
+        out_dim: usize,
         tokens: usize,
         heads: usize,
     ) -> Result<Self> {
@@ -31,7 +33,7 @@ impl AttentionPool {
             q: lin(Q_PROJ)?,
             k: lin(K_PROJ)?,
             v: lin(V_PROJ)?,
-            c: lin(C_PROJ)?,
+            c: linear(&vb.pp(C_PROJ), out_dim, dim)?,
             heads,
         })
     }

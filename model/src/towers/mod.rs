@@ -78,6 +78,7 @@ mod tests {
             TinyVision::Vit,
             TinyVision::Clip,
             TinyVision::BiomedClip,
+            TinyVision::ClipResNet,
         ] {
             let arch = tiny_config(vision, 16).architecture;
             let specs = names::model_tensors(&arch);

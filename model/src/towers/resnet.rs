@@ -1,5 +1,6 @@
-//! torchvision ResNet trunks (BatchNorm folded into the convolutions at load time) with CLIP
-//! attention pooling (`attention_pool`) or mean pooling.
+//! torchvision ResNet trunks (BatchNorm folded into the convolutions at load time), or CLIP's
+//! ModifiedResNet (three-convolution stem, anti-aliased downsampling), with CLIP attention
+//! pooling (`attention_pool`) or mean pooling.
 
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
@@ -88,6 +89,9 @@ fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
 struct Block {
     convs: Vec<ConvBn>,
     downsample: Option<ConvBn>,
+    /// Anti-aliased downsampling: average-pool this much before the last convolution and in
+    /// the shortcut (1: none).
+    pool: usize,
 }
 
 impl Block {
@@ -95,12 +99,16 @@ impl Block {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, c) in self.convs.iter().enumerate() {
+            if i == last && self.pool > 1 {
+                y = y.avg_pool2d(self.pool)?;
+            }
             y = c.forward(&y)?;
             if i != last {
                 y = y.relu()?;
             }
         }
         let identity = match &self.downsample {
+            Some(d) if self.pool > 1 => d.forward(&x.avg_pool2d(self.pool)?)?,
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
@@ -108,9 +116,10 @@ impl Block {
     }
 }
 
-/// torchvision ResNet trunk with pooling.
+/// A ResNet trunk with pooling.
 pub struct ResNet {
-    stem: ConvBn,
+    stem: Vec<ConvBn>,
+    modified: bool,
     blocks: Vec<Block>,
     pool: Option<AttentionPool>,
 }
@@ -119,7 +128,16 @@ impl ResNet {
     /// Loads from a VarBuilder rooted at `vision`.
     pub fn load(vb: &VarBuilder<'_>, c: &ResNetConfig) -> Result<Self> {
         let expansion = if c.bottleneck { 4 } else { 1 };
-        let stem = ConvBn::load(vb, STEM_CONV, STEM_BN, (c.width, 3, 7), 2)?;
+        let stem = if c.modified {
+            let half = c.width / 2;
+            [(half, 3, 2), (half, half, 1), (c.width, half, 1)]
+                .into_iter()
+                .enumerate()
+                .map(|(j, (o, i, s))| ConvBn::load(vb, &conv(j + 1), &bn(j + 1), (o, i, 3), s))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![ConvBn::load(vb, STEM_CONV, STEM_BN, (c.width, 3, 7), 2)?]
+        };
         let mut blocks = Vec::new();
         let mut in_c = c.width;
         for (stage, &n) in c.layers.iter().enumerate() {
@@ -128,12 +146,14 @@ impl ResNet {
             for b in 0..n {
                 let p = vb.pp(block(stage, b));
                 let stride = if b == 0 { stage_stride } else { 1 };
-                // torchvision (v1.5) puts the stride on the 3×3 convolution of a bottleneck.
+                // torchvision (v1.5) puts the stride on the 3×3 convolution of a bottleneck; the
+                // modified ResNet average-pools instead (`Block::pool`).
                 // (shape, stride) of each convolution in order.
+                let conv_stride = if c.modified { 1 } else { stride };
                 let specs = if c.bottleneck {
                     vec![
                         ((planes, in_c, 1), 1),
-                        ((planes, planes, 3), stride),
+                        ((planes, planes, 3), conv_stride),
                         ((planes * expansion, planes, 1), 1),
                     ]
                 } else {
@@ -150,36 +170,53 @@ impl ResNet {
                         DOWNSAMPLE_CONV,
                         DOWNSAMPLE_BN,
                         (planes * expansion, in_c, 1),
-                        stride,
+                        conv_stride,
                     )?)
                 } else {
                     None
                 };
-                blocks.push(Block { convs, downsample });
+                let pool = if c.modified { stride } else { 1 };
+                blocks.push(Block {
+                    convs,
+                    downsample,
+                    pool,
+                });
                 in_c = planes * expansion;
             }
         }
         let pool = match c.pooling {
             VisionPooling::Attention => Some(AttentionPool::load(
                 &vb.pp(ATTNPOOL),
+                c.trunk_dim(),
                 c.feature_dim(),
                 c.grid() * c.grid() + 1,
                 c.attention_heads,
             )?),
             VisionPooling::Mean => None,
         };
-        Ok(Self { stem, blocks, pool })
+        Ok(Self {
+            stem,
+            modified: c.modified,
+            blocks,
+            pool,
+        })
     }
 
     /// Pooled feature [B, C] for normalised images [B, 3, S, S].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.stem.forward(x)?.relu()?;
-        // Max-pool 3×3/2 with padding 1. After a ReLU every value is ≥ 0, so zero padding gives
-        // the same maxima as torch's −∞ padding.
-        let mut x = x
-            .pad_with_zeros(2, 1, 1)?
-            .pad_with_zeros(3, 1, 1)?
-            .max_pool2d_with_stride(3, 2)?;
+        let mut x = x.clone();
+        for conv in &self.stem {
+            x = conv.forward(&x)?.relu()?;
+        }
+        let mut x = if self.modified {
+            x.avg_pool2d(2)?
+        } else {
+            // Max-pool 3×3/2 with padding 1. After a ReLU every value is ≥ 0, so zero padding
+            // gives the same maxima as torch's −∞ padding.
+            x.pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?
+                .max_pool2d_with_stride(3, 2)?
+        };
         for block in &self.blocks {
             x = block.forward(&x)?;
         }

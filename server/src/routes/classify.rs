@@ -64,9 +64,9 @@ pub async fn classify(
         vec![("image".into(), req.image)],
         req.frame.into(),
     )
-        .await?
-        .pop()
-        .expect("one image in, one out — this is a bug");
+    .await?
+    .pop()
+    .expect("one image in, one out — this is a bug");
     let labels = req.labels;
     let prompts = labels.len()
         * (templates.positive.len()

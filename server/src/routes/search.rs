@@ -104,11 +104,7 @@ fn to_hit(collection: &str, s: &Searched, rank: usize, h: Hit) -> SearchHit {
     }
 }
 
-fn to_hits(
-    collection: &str,
-    mut s: Searched,
-    first_rank: usize,
-) -> Vec<SearchHit> {
+fn to_hits(collection: &str, mut s: Searched, first_rank: usize) -> Vec<SearchHit> {
     let hits = std::mem::take(&mut s.hits);
     hits.into_iter()
         .enumerate()
@@ -201,9 +197,7 @@ pub async fn search(
     let mut vectors = Vec::new();
     if mode != RetrievalMode::Lexical {
         match (&q.vector, &q.text) {
-            (Some(v), _) => {
-                vectors.push(unit_vector("query.vector", v, served.model().dim())?)
-            }
+            (Some(v), _) => vectors.push(unit_vector("query.vector", v, served.model().dim())?),
             (None, Some(t)) => vectors.push(embed_text(&served, t.clone(), "query.text").await?),
             (None, None) => {}
         }

@@ -60,7 +60,10 @@ async fn two_models_route_by_name_and_by_collection_and_load_and_unload_live() {
     assert_eq!(list.body["data"][1]["embed_dim"], 24);
     assert!(list.body["data"][1]["weight_bytes"].as_u64().unwrap() > 0);
     let info = api.get("/info", "/info").await.expect(200);
-    assert_eq!(info.body["model_id"], A, "the top-level fields describe the default");
+    assert_eq!(
+        info.body["model_id"], A,
+        "the top-level fields describe the default"
+    );
     assert_eq!(info.body["models"].as_array().unwrap().len(), 2);
     assert_eq!(info.body["model_loading"], true);
 
@@ -76,7 +79,9 @@ async fn two_models_route_by_name_and_by_collection_and_load_and_unload_live() {
     let r = embed(&api, None, "pleural effusion").await.expect(200);
     assert_eq!(r.body["model"], A);
     assert_eq!(r.body["data"][0]["embedding"].as_array().unwrap().len(), 16);
-    let r = embed(&api, Some("nope"), "x").await.expect_problem(404, "not-found");
+    let r = embed(&api, Some("nope"), "x")
+        .await
+        .expect_problem(404, "not-found");
     let detail = r.body["detail"].as_str().unwrap();
     assert!(detail.contains(A) && detail.contains(B), "{detail}");
     let png = data_uri("image/png", &png(3, 40));
@@ -197,8 +202,13 @@ async fn two_models_route_by_name_and_by_collection_and_load_and_unload_live() {
             }
         }
     }
-    assert!(served_c > 0 && gone_c > 0, "{served_c} served, {gone_c} after the unload");
-    embed(&api, Some(C), "x").await.expect_problem(404, "not-found");
+    assert!(
+        served_c > 0 && gone_c > 0,
+        "{served_c} served, {gone_c} after the unload"
+    );
+    embed(&api, Some(C), "x")
+        .await
+        .expect_problem(404, "not-found");
     let list = api.get("/v1/models", "/v1/models").await.expect(200);
     assert_eq!(ids(&list.body), [A, B]);
     let metrics = api.get("/metrics", "/metrics").await.expect(200);

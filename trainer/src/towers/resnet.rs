@@ -49,9 +49,18 @@ fn conv_bn(
 
 pub(crate) fn resnet_features(p: &Params, c: &ResNetConfig, x: &Tensor, mode: Mode) -> Tensor {
     let expansion = if c.bottleneck { 4 } else { 1 };
-    let mut x = conv_bn(p, VISION, STEM_CONV, STEM_BN, x, 2, mode)
-        .relu()
-        .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+    let mut x = if c.modified {
+        let mut y = x.shallow_clone();
+        for j in 1..=3 {
+            let stride = if j == 1 { 2 } else { 1 };
+            y = conv_bn(p, VISION, &conv(j), &bn(j), &y, stride, mode).relu();
+        }
+        y.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)
+    } else {
+        conv_bn(p, VISION, STEM_CONV, STEM_BN, x, 2, mode)
+            .relu()
+            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+    };
     let mut in_c = c.width;
     for (stage, &blocks) in c.layers.iter().enumerate() {
         let planes = c.width << stage;
@@ -61,16 +70,34 @@ pub(crate) fn resnet_features(p: &Params, c: &ResNetConfig, x: &Tensor, mode: Mo
             let unit = |j: usize, x: &Tensor, stride: i64| {
                 conv_bn(p, &pre, &conv(j), &bn(j), x, stride, mode)
             };
+            // The modified ResNet average-pools where torchvision strides a convolution.
+            let (conv_stride, pool) = if c.modified { (1, stride) } else { (stride, 1) };
+            let avg = |t: Tensor| {
+                if pool > 1 {
+                    t.avg_pool2d([pool, pool], [pool, pool], [0, 0], false, true, None::<i64>)
+                } else {
+                    t
+                }
+            };
             let y = if c.bottleneck {
                 let y = unit(1, &x, 1).relu();
-                let y = unit(2, &y, stride).relu();
+                let y = avg(unit(2, &y, conv_stride).relu());
                 unit(3, &y, 1)
             } else {
                 let y = unit(1, &x, stride).relu();
                 unit(2, &y, 1)
             };
             let identity = if b == 0 && (stride != 1 || in_c != planes * expansion) {
-                conv_bn(p, &pre, DOWNSAMPLE_CONV, DOWNSAMPLE_BN, &x, stride, mode)
+                let src = avg(x.shallow_clone());
+                conv_bn(
+                    p,
+                    &pre,
+                    DOWNSAMPLE_CONV,
+                    DOWNSAMPLE_BN,
+                    &src,
+                    conv_stride,
+                    mode,
+                )
             } else {
                 x.shallow_clone()
             };
