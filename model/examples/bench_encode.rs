@@ -123,6 +123,8 @@ fn write_bench_bundle(minilm: &str, bundle: &std::path::Path) -> anyhow::Result<
             embed_dim: None,
             pooling: TextPooling::Mean,
             max_length: None,
+            query_text_dir: None,
+            query_max_length: None,
             seed: 0,
             model_id: "bench".into(),
         },

@@ -80,6 +80,12 @@ pub struct Architecture {
     /// How the pooled text feature reaches the joint space (a linear layer unless stated).
     #[serde(default, skip_serializing_if = "TextProjection::is_linear")]
     pub text_projection: TextProjection,
+    /// A second text tower for queries (asymmetric retrievers such as MedCPT: a query encoder
+    /// beside the document encoder `text`), with its own linear projection `query_text_proj`.
+    /// Searches embed their text with it; indexing, zero-shot prompts and document embeddings
+    /// use `text`. Absent, one tower serves both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_text: Option<TextTower>,
     /// Vision tower.
     pub vision: VisionTower,
 }
@@ -577,6 +583,9 @@ pub struct TokenizerSettings {
     /// Lower-case text before tokenising (harmless when the tokenizer's normaliser already does).
     #[serde(default)]
     pub lowercase: bool,
+    /// Truncation length of queries for the query tower (`max_length` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_max_length: Option<usize>,
 }
 
 /// Zero-shot prompt templates; `{}` stands for the label.
@@ -758,6 +767,27 @@ impl BundleConfig {
                 self.tokenizer.max_length,
                 text.max_positions()
             ));
+        }
+        match (&arch.query_text, self.tokenizer.query_max_length) {
+            (Some(q), limit) => {
+                if q.num_heads() == 0 || !q.hidden_size().is_multiple_of(q.num_heads()) {
+                    problems.push(format!(
+                        "query text hidden_size {} is not divisible by num_attention_heads {}",
+                        q.hidden_size(),
+                        q.num_heads()
+                    ));
+                }
+                let limit = limit.unwrap_or(self.tokenizer.max_length);
+                if limit == 0 || limit > q.max_positions() {
+                    problems.push(format!(
+                        "the query token limit {limit} must be in 1..={} (the query tower's max_position_embeddings)",
+                        q.max_positions()
+                    ));
+                }
+            }
+            (None, Some(_)) => problems
+                .push("tokenizer.query_max_length is set but there is no query_text tower".into()),
+            (None, None) => {}
         }
         match &arch.vision {
             VisionTower::Resnet(c) => {

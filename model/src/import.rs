@@ -1,5 +1,5 @@
-//! `mirage model import-hf`: a bundle from a Hugging Face BERT directory plus optional torchvision
-//! vision weights. Whatever is not imported is initialised from a seed, and the bundle says so.
+//! `mirage model import-hf`: a bundle from a Hugging Face BERT directory (and optionally a second
+//! one as the query tower) plus optional torchvision vision weights. Whatever is not imported is initialised from a seed, and the bundle says so.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,11 @@ pub struct ImportOptions {
     pub pooling: TextPooling,
     /// Token limit; from `sentence_bert_config.json` or the position table when absent.
     pub max_length: Option<usize>,
+    /// A second BERT directory whose encoder embeds search queries (MedCPT's query encoder
+    /// beside its article encoder in `text_dir`); it must use the same tokenizer.
+    pub query_text_dir: Option<PathBuf>,
+    /// Token limit of queries (as `max_length`, from the query directory).
+    pub query_max_length: Option<usize>,
     /// Seed for everything initialised rather than imported.
     pub seed: u64,
     /// Model id written to the bundle.
@@ -101,9 +106,18 @@ fn take(
     Ok(missing)
 }
 
-/// Builds a bundle in `out` from `opts`.
-pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
-    let dir = &opts.text_dir;
+/// A Hugging Face BERT directory, read.
+struct BertDir {
+    bert: BertConfig,
+    tokenizer_json: Vec<u8>,
+    /// `sentence_bert_config.json`'s `max_seq_length`, if any.
+    max_seq_length: Option<usize>,
+    lowercase: bool,
+}
+
+/// Reads `dir` (config, tokenizer, sentence-transformers limit) and puts its BERT weights into
+/// `out` under `root`; a missing or misshapen tensor is refused by name.
+fn read_bert_dir(dir: &Path, root: &str, out: &mut HashMap<String, Tensor>) -> Result<BertDir> {
     let cfg_path = dir.join("config.json");
     let cfg_json = read_json(&cfg_path)?;
     if let Some(kind) = cfg_json.get("model_type").and_then(|v| v.as_str()) {
@@ -129,18 +143,77 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
     let tokenizer_json =
         std::fs::read(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
     let st_config = dir.join("sentence_bert_config.json");
-    let max_length = match opts.max_length {
-        Some(m) => m,
-        None if st_config.exists() => read_json(&st_config)?
+    let max_seq_length = if st_config.exists() {
+        read_json(&st_config)?
             .get("max_seq_length")
             .and_then(serde_json::Value::as_u64)
-            .map_or(bert.max_position_embeddings, |m| m as usize),
-        None => bert.max_position_embeddings,
+            .map(|m| m as usize)
+    } else {
+        None
     };
     let lowercase = read_json(&dir.join("tokenizer_config.json"))
         .ok()
         .and_then(|v| v.get("do_lower_case").and_then(serde_json::Value::as_bool))
         .unwrap_or(false);
+    let hf: HashMap<String, Tensor> = load_safetensors(&weights_path)?
+        .into_iter()
+        .filter_map(|(k, v)| hf_bert_name(&k).map(|k| (k, v)))
+        .collect();
+    let prefix = format!("{root}.");
+    let specs = names::tower_tensors(
+        root,
+        &TextTower::Bert {
+            bert: bert.clone(),
+            pooling: TextPooling::Mean,
+        },
+    );
+    let missing = take(&hf, &weights_path, &specs, &prefix, out)?;
+    if let Some(m) = missing.first() {
+        return Err(Error::MissingTensor {
+            path: weights_path,
+            name: m.name.strip_prefix(&prefix).unwrap_or(&m.name).to_owned(),
+            expected: m.shape.clone(),
+        });
+    }
+    Ok(BertDir {
+        bert,
+        tokenizer_json,
+        max_seq_length,
+        lowercase,
+    })
+}
+
+/// Builds a bundle in `out` from `opts`.
+pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
+    let dir = &opts.text_dir;
+    let mut tensors = HashMap::new();
+    let doc = read_bert_dir(dir, names::TEXT, &mut tensors)?;
+    let bert = doc.bert.clone();
+    let max_length = opts
+        .max_length
+        .or(doc.max_seq_length)
+        .unwrap_or(bert.max_position_embeddings);
+    let query = match &opts.query_text_dir {
+        Some(qdir) => {
+            let q = read_bert_dir(qdir, names::QUERY_TEXT, &mut tensors)?;
+            // One tokenizer serves both towers: a query tower trained on another vocabulary
+            // would read the wrong ids.
+            if q.tokenizer_json != doc.tokenizer_json {
+                return Err(Error::InvalidConfig(format!(
+                    "{}/tokenizer.json differs from {}/tokenizer.json: the query and document towers must share one tokenizer",
+                    qdir.display(),
+                    dir.display()
+                )));
+            }
+            Some(q)
+        }
+        None => None,
+    };
+    let query_max_length = query.as_ref().map(|q| {
+        opts.query_max_length
+            .or(q.max_seq_length)
+            .unwrap_or(q.bert.max_position_embeddings)
+    });
 
     let embed_dim = opts.embed_dim.unwrap_or(bert.hidden_size);
     let arch = Architecture {
@@ -150,33 +223,14 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
             pooling: opts.pooling,
         },
         text_projection: Default::default(),
+        query_text: query.as_ref().map(|q| TextTower::Bert {
+            bert: q.bert.clone(),
+            pooling: opts.pooling,
+        }),
         vision: opts.vision.clone(),
     };
-
-    let mut tensors = HashMap::new();
-    let hf: HashMap<String, Tensor> = load_safetensors(&weights_path)?
-        .into_iter()
-        .filter_map(|(k, v)| hf_bert_name(&k).map(|k| (k, v)))
-        .collect();
-    let text_prefix = format!("{}.", names::TEXT);
-    let missing = take(
-        &hf,
-        &weights_path,
-        &names::bert_tensors(&bert),
-        &text_prefix,
-        &mut tensors,
-    )?;
-    if let Some(m) = missing.first() {
-        return Err(Error::MissingTensor {
-            path: weights_path,
-            name: m
-                .name
-                .strip_prefix(&text_prefix)
-                .unwrap_or(&m.name)
-                .to_owned(),
-            expected: m.shape.clone(),
-        });
-    }
+    let tokenizer_json = doc.tokenizer_json;
+    let lowercase = doc.lowercase;
 
     let vision_specs = names::vision_tensors(&opts.vision);
     let vision_prefix = format!("{}.", names::VISION);
@@ -206,12 +260,17 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
     };
     let mut init_specs = vision_missing.clone();
     let mut head = names::head_tensors(&arch);
+    // A projection between equal widths starts as the identity: the imported towers' own
+    // space is the joint space (MiniLM, MedCPT).
     let identity_text_proj = embed_dim == bert.hidden_size;
-    if identity_text_proj {
-        for spec in &mut head {
-            if spec.name == format!("{}.weight", names::TEXT_PROJ) {
-                spec.init = Init::Identity;
-            }
+    let identity_query_proj = query
+        .as_ref()
+        .is_some_and(|q| embed_dim == q.bert.hidden_size);
+    for spec in &mut head {
+        let identity = (identity_text_proj && spec.name == format!("{}.weight", names::TEXT_PROJ))
+            || (identity_query_proj && spec.name == format!("{}.weight", names::QUERY_TEXT_PROJ));
+        if identity {
+            spec.init = Init::Identity;
         }
     }
     init_specs.extend(head);
@@ -230,6 +289,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
         tokenizer: TokenizerSettings {
             max_length,
             lowercase,
+            query_max_length,
         },
         prompt_templates: None,
         calibration: None,
@@ -240,6 +300,11 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
             "created_by": "mirage model import-hf",
             "text": {"kind": "imported", "dir": dir.display().to_string()},
             "text_projection": if identity_text_proj { "identity" } else { "random" },
+            "query_text": opts.query_text_dir.as_ref().map(|q| json!({
+                "kind": "imported",
+                "dir": q.display().to_string(),
+                "projection": if identity_query_proj { "identity" } else { "random" },
+            })),
             "vision": vision_source,
             "vision_tensors_initialised": vision_missing.len(),
             "seed": opts.seed,

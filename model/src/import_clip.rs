@@ -479,6 +479,7 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
         embed_dim: cfg.projection_dim,
         text: TextTower::Clip { clip: clip.clone() },
         text_projection: Default::default(),
+        query_text: None,
         vision: VisionTower::Vit(vit_cfg.clone()),
     };
 
@@ -596,6 +597,7 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
         tokenizer: TokenizerSettings {
             max_length: t.max_position_embeddings,
             lowercase: false,
+            query_max_length: None,
         },
         prompt_templates: None,
         calibration: None,
@@ -1408,6 +1410,7 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
             embed_dim,
             text,
             text_projection,
+            query_text: None,
             vision,
         },
         logit_scale: ln_scale.to_scalar::<f32>()?.exp(),
@@ -1415,6 +1418,7 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
         tokenizer: TokenizerSettings {
             max_length,
             lowercase: false,
+            query_max_length: None,
         },
         prompt_templates: None,
         calibration: None,

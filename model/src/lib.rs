@@ -28,6 +28,6 @@ pub mod towers;
 pub mod zeroshot;
 
 pub use bundle::{add_onnx, write_bundle, write_calibrated, Bundle, BundleContents, TextBank};
-pub use engine::{DeviceChoice, EngineChoice, EngineKind, EngineOptions};
+pub use engine::{DeviceChoice, EngineChoice, EngineKind, EngineOptions, TextRole};
 pub use error::{Error, Result};
 pub use model::MirageModel;

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 
 use crate::bundle::Bundle;
 use crate::config::{BundleConfig, PromptTemplates, TextTower};
-use crate::engine::{self, DeviceChoice, Engine, EngineKind, EngineOptions};
+use crate::engine::{self, DeviceChoice, Engine, EngineKind, EngineOptions, TextRole};
 use crate::image_input::{preprocess, DecodedImage};
 use crate::names;
 use crate::tokenize::{TextTokenizer, TokenIds};
@@ -27,6 +27,8 @@ pub struct MirageModel {
     config: BundleConfig,
     bundle_sha256: String,
     tokenizer: TextTokenizer,
+    /// The tokenizer at the query tower's limit (asymmetric bundles only).
+    query_tokenizer: Option<TextTokenizer>,
     engine: Box<dyn Engine>,
     inference_device: DeviceChoice,
     logit_scale: f32,
@@ -63,6 +65,22 @@ impl MirageModel {
         let engine = engine::load(bundle, tensors, options)?;
         let tokenizer = TextTokenizer::from_file(&bundle.tokenizer_path(), &config.tokenizer)?;
         let arch = &config.architecture;
+        let query_tokenizer = match &arch.query_text {
+            Some(_) => {
+                let settings = crate::config::TokenizerSettings {
+                    max_length: config
+                        .tokenizer
+                        .query_max_length
+                        .unwrap_or(config.tokenizer.max_length),
+                    ..config.tokenizer.clone()
+                };
+                Some(TextTokenizer::from_file(
+                    &bundle.tokenizer_path(),
+                    &settings,
+                )?)
+            }
+            None => None,
+        };
         if let TextTower::Clip { clip } = &arch.text {
             // The pooled feature is the end-of-text token's: a tokenizer that never emits it
             // would make every text embed garbage, so it is refused here, once.
@@ -86,6 +104,7 @@ impl MirageModel {
             bundle_sha256: bundle.sha256().to_owned(),
             config,
             tokenizer,
+            query_tokenizer,
             engine,
             inference_device: options.device,
             logit_scale: logit,
@@ -167,13 +186,26 @@ impl MirageModel {
         flat.chunks_exact(self.dim()).map(<[f32]>::to_vec).collect()
     }
 
+    /// Whether queries have a tower of their own (an asymmetric bundle such as MedCPT).
+    pub fn has_query_tower(&self) -> bool {
+        self.query_tokenizer.is_some()
+    }
+
+    /// The tokenizer of texts in `role`.
+    pub fn tokenizer_for(&self, role: TextRole) -> &TextTokenizer {
+        match (role, &self.query_tokenizer) {
+            (TextRole::Query, Some(q)) => q,
+            _ => &self.tokenizer,
+        }
+    }
+
     /// Embeds a batch in sub-batches of similar length (see [`length_groups`]) and returns the
     /// rows in input order.
-    fn embed_texts_flat(&self, texts: &[&str]) -> Result<Vec<f32>> {
-        let tokens = self.tokenizer.encode_ids(texts)?;
+    fn embed_texts_flat(&self, texts: &[&str], role: TextRole) -> Result<Vec<f32>> {
+        let tokens = self.tokenizer_for(role).encode_ids(texts)?;
         let groups = length_groups(&tokens.lengths);
         if groups.len() == 1 {
-            return self.engine.embed_tokens(&tokens);
+            return self.engine.embed_tokens(&tokens, role);
         }
         let d = self.dim();
         let mut out = vec![0f32; tokens.batch * d];
@@ -199,7 +231,7 @@ impl MirageModel {
                 batch: group.len(),
                 seq_len: len,
             };
-            let emb = self.engine.embed_tokens(&part)?;
+            let emb = self.engine.embed_tokens(&part, role)?;
             for (row, &i) in emb.chunks_exact(d).zip(&group) {
                 out[i * d..(i + 1) * d].copy_from_slice(row);
             }
@@ -209,7 +241,7 @@ impl MirageModel {
 
     /// Unit-norm joint text embeddings, [B, D].
     pub fn embed_texts_tensor(&self, texts: &[&str]) -> Result<Tensor> {
-        let flat = self.embed_texts_flat(texts)?;
+        let flat = self.embed_texts_flat(texts, TextRole::Document)?;
         Ok(Tensor::from_vec(
             flat,
             (texts.len(), self.dim()),
@@ -217,12 +249,23 @@ impl MirageModel {
         )?)
     }
 
-    /// Unit-norm joint text embeddings, one `Vec` per input.
+    /// Unit-norm joint text embeddings, one `Vec` per input (the document tower).
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed_texts_as(texts, TextRole::Document)
+    }
+
+    /// Unit-norm joint embeddings of search queries: by the query tower where the bundle has
+    /// one, else as [`Self::embed_texts`].
+    pub fn embed_queries(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed_texts_as(texts, TextRole::Query)
+    }
+
+    /// Unit-norm joint embeddings of texts in `role`.
+    pub fn embed_texts_as(&self, texts: &[&str], role: TextRole) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.rows(self.embed_texts_flat(texts)?))
+        Ok(self.rows(self.embed_texts_flat(texts, role)?))
     }
 
     /// Preprocesses decoded images into a [B, 3, S, S] tensor.

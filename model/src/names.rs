@@ -8,6 +8,7 @@
 //!   with CLIP's `ln_pre` when the configuration has one);
 //! - `text_proj.{weight,bias}`, `vision_proj.{weight,bias}`: linear projections to `embed_dim`
 //!   (an MLP text head has `text_proj.0.*` and `text_proj.2.*` instead);
+//! - `query_text.*`, `query_text_proj.*`: an asymmetric bundle's query tower, named as `text.*`;
 //! - `logit_scale`: a scalar holding ln σ (as in CLIP / open_clip).
 
 use crate::config::{
@@ -21,6 +22,10 @@ pub const TEXT: &str = "text";
 pub const VISION: &str = "vision";
 /// Text projection.
 pub const TEXT_PROJ: &str = "text_proj";
+/// Prefix of the query text tower of an asymmetric bundle (same names as [`TEXT`]'s).
+pub const QUERY_TEXT: &str = "query_text";
+/// Linear projection of the query text tower.
+pub const QUERY_TEXT_PROJ: &str = "query_text_proj";
 /// Vision projection.
 pub const VISION_PROJ: &str = "vision_proj";
 /// The first layer of an MLP text projection (under [`TEXT_PROJ`]).
@@ -277,16 +282,21 @@ impl Specs {
 
 /// Tensors of the text tower, under `text.`.
 pub fn text_tensors(t: &TextTower) -> Vec<TensorSpec> {
+    tower_tensors(TEXT, t)
+}
+
+/// Tensors of a text tower under `root` (`text`, or `query_text` for a query tower).
+pub fn tower_tensors(root: &str, t: &TextTower) -> Vec<TensorSpec> {
     match t {
-        TextTower::Bert { bert, .. } => bert_tensors(bert),
-        TextTower::Clip { clip } => clip_text_tensors(clip),
+        TextTower::Bert { bert, .. } => bert_tensors_at(root, bert),
+        TextTower::Clip { clip } => clip_text_tensors(root, clip),
     }
 }
 
-fn clip_text_tensors(c: &ClipTextConfig) -> Vec<TensorSpec> {
+fn clip_text_tensors(root: &str, c: &ClipTextConfig) -> Vec<TensorSpec> {
     use clip_text::*;
     let h = c.hidden_size;
-    let mut s = Specs::new(TEXT);
+    let mut s = Specs::new(root);
     s.push(
         &path(&[TOKEN_EMBEDDING, WEIGHT]),
         &[c.vocab_size, h],
@@ -304,9 +314,13 @@ fn clip_text_tensors(c: &ClipTextConfig) -> Vec<TensorSpec> {
 
 /// Tensors of a BERT encoder, under `text.`.
 pub fn bert_tensors(c: &BertConfig) -> Vec<TensorSpec> {
+    bert_tensors_at(TEXT, c)
+}
+
+fn bert_tensors_at(root: &str, c: &BertConfig) -> Vec<TensorSpec> {
     use bert::*;
     let h = c.hidden_size;
-    let mut s = Specs::new(TEXT);
+    let mut s = Specs::new(root);
     for (table, rows) in [
         (WORD, c.vocab_size),
         (POSITION, c.max_position_embeddings),
@@ -451,6 +465,10 @@ pub fn head_tensors(a: &Architecture) -> Vec<TensorSpec> {
         }
     }
     s.linear(VISION_PROJ, a.embed_dim, vf, (vf as f32).powf(-0.5));
+    if let Some(q) = &a.query_text {
+        let qh = q.hidden_size();
+        s.linear(QUERY_TEXT_PROJ, a.embed_dim, qh, (qh as f32).powf(-0.5));
+    }
     s.push(LOGIT_SCALE, &[], Init::Constant((1.0f32 / 0.07).ln()));
     s.out
 }
@@ -458,6 +476,9 @@ pub fn head_tensors(a: &Architecture) -> Vec<TensorSpec> {
 /// Every tensor of `model.safetensors` for this architecture, in a stable order.
 pub fn model_tensors(a: &Architecture) -> Vec<TensorSpec> {
     let mut all = text_tensors(&a.text);
+    if let Some(q) = &a.query_text {
+        all.extend(tower_tensors(QUERY_TEXT, q));
+    }
     all.extend(vision_tensors(&a.vision));
     all.extend(head_tensors(a));
     all

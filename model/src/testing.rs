@@ -155,6 +155,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
             embed_dim,
             text,
             text_projection,
+            query_text: None,
             vision: vision_tower,
         },
         logit_scale: (1.0f32 / 0.07).ln().exp(),
@@ -162,6 +163,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
         tokenizer: TokenizerSettings {
             max_length: 32,
             lowercase: true,
+            query_max_length: None,
         },
         prompt_templates: None,
         calibration: None,

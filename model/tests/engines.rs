@@ -342,3 +342,120 @@ fn a_thread_count_past_the_limit_is_refused_before_any_engine_starts() {
         "the limit itself is accepted"
     );
 }
+
+/// `dir/doc` and `dir/query`: two tiny Hugging Face BERT directories with the same tokenizer and
+/// different weights, and a bundle at `dir/asym` with the second as its query tower.
+fn asymmetric_bundle(dir: &Path, query_max_length: Option<usize>) -> PathBuf {
+    use mirage_model::config::{TextPooling, VisionPooling, VisionTower};
+    use mirage_model::import::{import_hf, ImportOptions};
+    mirage_model::testing::write_tiny_hf_dir(&dir.join("doc"), 3).unwrap();
+    mirage_model::testing::write_tiny_hf_dir(&dir.join("query"), 4).unwrap();
+    let opts = |text: &str, query: Option<&str>, max_length: Option<usize>| ImportOptions {
+        text_dir: dir.join(text),
+        vision_weights: None,
+        vision: VisionTower::Resnet(mirage_model::config::ResNetConfig {
+            layers: [1, 1, 1, 1],
+            bottleneck: false,
+            width: 4,
+            pooling: VisionPooling::Mean,
+            attention_heads: 1,
+            image_size: 64,
+            modified: false,
+            attention_output_dim: None,
+        }),
+        embed_dim: None,
+        pooling: TextPooling::Cls,
+        max_length,
+        query_text_dir: query.map(|q| dir.join(q)),
+        query_max_length,
+        seed: 1,
+        model_id: format!("{text}-{query:?}"),
+    };
+    import_hf(&opts("doc", Some("query"), None), &dir.join("asym")).unwrap();
+    import_hf(&opts("doc", None, None), &dir.join("doc-only")).unwrap();
+    // The query tower alone, cut where the asymmetric bundle cuts queries.
+    import_hf(
+        &opts("query", None, query_max_length),
+        &dir.join("query-only"),
+    )
+    .unwrap();
+    dir.join("asym")
+}
+
+#[test]
+fn an_asymmetric_bundle_embeds_queries_with_its_query_tower_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let asym = asymmetric_bundle(dir.path(), Some(8));
+    let Some(lib) = ort_library() else {
+        return;
+    };
+    let texts = ["pleural effusion on the left", "normal chest radiograph"];
+    for (engine, library) in [(EngineChoice::Ort, Some(lib)), (EngineChoice::Candle, None)] {
+        let open = |p: &Path| MirageModel::open(p, &options(engine, library.clone())).unwrap();
+        let (m, doc, query) = (
+            open(&asym),
+            open(&dir.path().join("doc-only")),
+            open(&dir.path().join("query-only")),
+        );
+        assert!(m.has_query_tower() && !doc.has_query_tower());
+        assert_close(
+            &format!("{engine:?} documents"),
+            &m.embed_texts(&texts).unwrap(),
+            &doc.embed_texts(&texts).unwrap(),
+        );
+        // Queries are cut at the query limit (8 tokens) before the query tower reads them.
+        assert_eq!(
+            m.tokenizer_for(mirage_model::TextRole::Query).max_length(),
+            8
+        );
+        assert_eq!(m.tokenizer().max_length(), 64);
+        assert_close(
+            &format!("{engine:?} queries"),
+            &m.embed_queries(&texts).unwrap(),
+            &query.embed_texts(&texts).unwrap(),
+        );
+        let (q, d) = (
+            m.embed_queries(&texts[..1]).unwrap(),
+            m.embed_texts(&texts[..1]).unwrap(),
+        );
+        assert!(cosine(&q[0], &d[0]) < 0.99, "the two towers differ");
+    }
+}
+
+#[test]
+fn a_query_tower_with_another_tokenizer_is_refused() {
+    use mirage_model::config::VisionTower;
+    use mirage_model::import::{import_hf, ImportOptions};
+    let dir = tempfile::tempdir().unwrap();
+    mirage_model::testing::write_tiny_hf_dir(&dir.path().join("doc"), 3).unwrap();
+    mirage_model::testing::write_tiny_hf_dir(&dir.path().join("query"), 4).unwrap();
+    let tok = dir.path().join("query/tokenizer.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+    v["model"]["vocab"]["lung"] = 200.into();
+    std::fs::write(&tok, v.to_string()).unwrap();
+    let opts = ImportOptions {
+        text_dir: dir.path().join("doc"),
+        vision_weights: None,
+        vision: VisionTower::Vit(mirage_model::config::VitConfig {
+            image_size: 32,
+            patch_size: 16,
+            hidden_size: 8,
+            num_layers: 1,
+            num_heads: 2,
+            mlp_dim: 8,
+            ..mirage_model::config::VitConfig::b16()
+        }),
+        embed_dim: None,
+        pooling: mirage_model::config::TextPooling::Cls,
+        max_length: None,
+        query_text_dir: Some(dir.path().join("query")),
+        query_max_length: None,
+        seed: 1,
+        model_id: "x".into(),
+    };
+    let msg = import_hf(&opts, &dir.path().join("out"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("share one tokenizer"), "{msg}");
+}

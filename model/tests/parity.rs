@@ -80,6 +80,8 @@ fn minilm_matches_pytorch_transformers_on_radlabels_sentences() {
         embed_dim: None,
         pooling: TextPooling::Mean,
         max_length: None,
+        query_text_dir: None,
+        query_max_length: None,
         seed: 7,
         model_id: "minilm-parity".into(),
     };

@@ -102,6 +102,21 @@ pub struct EmbeddingsRequest {
     #[serde(default)]
     #[schema(maximum = 65535)]
     pub frame: u16,
+    /// Whether texts are search queries or documents: a model with a query tower (MedCPT-style
+    /// asymmetric retrievers) embeds queries with it. Images ignore it.
+    #[serde(default)]
+    pub input_type: InputType,
+}
+
+/// What a text is, for models that embed queries and documents with different towers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// Indexed content (the document tower).
+    #[default]
+    Document,
+    /// A search query (the query tower where the model has one).
+    Query,
 }
 
 /// One embedding.

@@ -761,7 +761,7 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
                 .as_ref()
                 .context("--mode lexical matches words only: give a text")?;
             vectors.push(match (text, image) {
-                (Some(t), _) => model.embed_texts(&[t])?.remove(0),
+                (Some(t), _) => model.embed_queries(&[t])?.remove(0),
                 (None, Some(p)) => {
                     let img = load_image(p, DecodeOptions { frame: args.frame })?;
                     model.embed_images(&[img])?.remove(0)
@@ -1004,7 +1004,7 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
         let mut queries = Vec::new();
         if mode != RetrievalMode::Lexical {
             if let Some(q) = question {
-                queries.push(model.embed_texts(&[q])?.remove(0));
+                queries.push(model.embed_queries(&[q])?.remove(0));
             }
             if let Some(p) = image {
                 let img = load_image(p, DecodeOptions { frame: args.frame })?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use mirage_model::MirageModel;
+use mirage_model::{MirageModel, TextRole};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -16,8 +16,10 @@ use crate::metrics::Metrics;
 /// One item to embed.
 #[derive(Debug)]
 pub enum Input {
-    /// A text.
+    /// A text, embedded as a document.
     Text(String),
+    /// A search query: embedded by the query tower where the model has one.
+    Query(String),
     /// One image already preprocessed to 3 × S × S floats.
     Pixels(Vec<f32>),
 }
@@ -210,6 +212,7 @@ type EmbedJob = (
 fn run_embeds(model: &MirageModel, jobs: Vec<EmbedJob>, batch_size: usize, metrics: &Metrics) {
     // Flatten texts and images of every job, remembering where each result goes.
     let mut texts: Vec<(usize, usize, String)> = Vec::new();
+    let mut queries: Vec<(usize, usize, String)> = Vec::new();
     let mut images: Vec<(usize, usize, Vec<f32>)> = Vec::new();
     let mut outputs: Vec<Vec<Vec<f32>>> = Vec::with_capacity(jobs.len());
     let mut replies = Vec::with_capacity(jobs.len());
@@ -218,6 +221,7 @@ fn run_embeds(model: &MirageModel, jobs: Vec<EmbedJob>, batch_size: usize, metri
         for (i, input) in inputs.into_iter().enumerate() {
             match input {
                 Input::Text(t) => texts.push((j, i, t)),
+                Input::Query(t) => queries.push((j, i, t)),
                 Input::Pixels(p) => images.push((j, i, p)),
             }
         }
@@ -225,13 +229,15 @@ fn run_embeds(model: &MirageModel, jobs: Vec<EmbedJob>, batch_size: usize, metri
     }
     let _g = replies.first().map(|(_, s, _)| s.clone().entered());
     let result = (|| -> mirage_model::Result<()> {
-        for chunk in texts.chunks(batch_size) {
-            let t = Instant::now();
-            let refs: Vec<&str> = chunk.iter().map(|(_, _, s)| s.as_str()).collect();
-            for ((j, i, _), v) in chunk.iter().zip(model.embed_texts(&refs)?) {
-                outputs[*j][*i] = v;
+        for (items, role) in [(&texts, TextRole::Document), (&queries, TextRole::Query)] {
+            for chunk in items.chunks(batch_size) {
+                let t = Instant::now();
+                let refs: Vec<&str> = chunk.iter().map(|(_, _, s)| s.as_str()).collect();
+                for ((j, i, _), v) in chunk.iter().zip(model.embed_texts_as(&refs, role)?) {
+                    outputs[*j][*i] = v;
+                }
+                metrics.inference(t.elapsed().as_secs_f64(), chunk.len());
             }
-            metrics.inference(t.elapsed().as_secs_f64(), chunk.len());
         }
         for chunk in images.chunks_mut(batch_size) {
             let t = Instant::now();

@@ -176,6 +176,15 @@ struct ImportArgs {
     /// Hugging Face directory with config.json, model.safetensors and tokenizer.json.
     #[arg(long)]
     text: PathBuf,
+    /// A second BERT directory whose encoder embeds search queries, beside --text's documents
+    /// (MedCPT: --text MedCPT-Article-Encoder --query-text MedCPT-Query-Encoder --cls-pooling);
+    /// it must share --text's tokenizer.
+    #[arg(long)]
+    query_text: Option<PathBuf>,
+    /// Token limit of queries (default: the query directory's sentence_bert_config.json, else
+    /// its position table).
+    #[arg(long)]
+    query_max_length: Option<usize>,
     /// torchvision-named vision weights (safetensors); the vision tower is seeded-random without.
     #[arg(long)]
     vision: Option<PathBuf>,
@@ -211,6 +220,16 @@ struct ImportArgs {
     no_onnx: bool,
 }
 
+impl EmbedArgs {
+    fn role(&self) -> mirage_model::TextRole {
+        if self.query {
+            mirage_model::TextRole::Query
+        } else {
+            mirage_model::TextRole::Document
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
     /// One JSON object per line.
@@ -244,6 +263,9 @@ struct EmbedArgs {
     /// Frame of multi-frame DICOM files.
     #[arg(long, default_value_t = 0)]
     frame: u32,
+    /// Embed texts as search queries: a bundle with a query tower (MedCPT-style) then uses it.
+    #[arg(long)]
+    query: bool,
     /// Items per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -495,6 +517,8 @@ fn import(args: ImportArgs) -> Result<()> {
             TextPooling::Mean
         },
         max_length: args.max_length,
+        query_text_dir: args.query_text,
+        query_max_length: args.query_max_length,
         seed: args.seed,
         model_id,
     };
@@ -532,7 +556,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     if !texts.is_empty() {
         for chunk in texts.chunks(args.batch_size) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            for (t, e) in chunk.iter().zip(model.embed_texts(&refs)?) {
+            for (t, e) in chunk.iter().zip(model.embed_texts_as(&refs, args.role())?) {
                 rows.push(json!({"input": t, "embedding": e}));
             }
         }
@@ -579,13 +603,13 @@ fn embed_lines(model: &mirage_model::MirageModel, spec: &str, args: &EmbedArgs) 
             emit(embed_batch(
                 model,
                 std::mem::take(&mut batch),
-                args.frame,
+                args,
                 &mut bad,
             )?)?;
         }
     }
     if !batch.is_empty() {
-        emit(embed_batch(model, batch, args.frame, &mut bad)?)?;
+        emit(embed_batch(model, batch, args, &mut bad)?)?;
     }
     if args.format == OutputFormat::Json {
         print_rows(&collected, OutputFormat::Json)?;
@@ -598,9 +622,10 @@ fn embed_lines(model: &mirage_model::MirageModel, spec: &str, args: &EmbedArgs) 
 fn embed_batch(
     model: &mirage_model::MirageModel,
     batch: Vec<input_cmd::InputLine>,
-    frame: u32,
+    args: &EmbedArgs,
     bad: &mut input_cmd::BadLines,
 ) -> Result<Vec<serde_json::Value>> {
+    let frame = args.frame;
     let (mut texts, mut images, mut order) = (Vec::new(), Vec::new(), Vec::new());
     for l in batch {
         match (l.text, l.image) {
@@ -625,7 +650,7 @@ fn embed_batch(
     let text_vectors = if refs.is_empty() {
         Vec::new()
     } else {
-        model.embed_texts(&refs)?
+        model.embed_texts_as(&refs, args.role())?
     };
     let image_vectors = if images.is_empty() {
         Vec::new()

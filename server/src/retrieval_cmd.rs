@@ -290,7 +290,7 @@ pub(crate) fn run(args: EvalRetrievalArgs) -> Result<()> {
     let texts: Vec<&str> = bench.queries.iter().map(|q| q.text.as_str()).collect();
     let embed_started = Instant::now();
     let vectors = if variants.iter().any(|v| v.mode != RetrievalMode::Lexical) {
-        model.embed_texts(&texts)?
+        model.embed_queries(&texts)?
     } else {
         vec![Vec::new(); texts.len()]
     };

@@ -48,6 +48,8 @@ pub fn start(c: &TrainConfig, work_dir: &Path, device: Device) -> Result<Start> 
                 embed_dim: Some(m.embed_dim),
                 pooling: m.text_pooling,
                 max_length: Some(m.max_length),
+                query_text_dir: None,
+                query_max_length: None,
                 seed,
                 model_id: m.model_id.clone(),
             };
@@ -58,6 +60,12 @@ pub fn start(c: &TrainConfig, work_dir: &Path, device: Device) -> Result<Start> 
         (None, None) => anyhow::bail!("model.bundle or model.text_init is required"),
     };
     let mut cfg = bundle.config().clone();
+    if cfg.architecture.query_text.is_some() {
+        anyhow::bail!(
+            "{}: the bundle has a separate query tower (an asymmetric retriever such as MedCPT); the trainer fine-tunes one text tower, so it cannot start from this bundle",
+            bundle.dir().display()
+        );
+    }
     cfg.model_id.clone_from(&m.model_id);
     let arch = cfg.architecture.clone();
     let candle = bundle.load_tensors(&candle_core::Device::Cpu)?;

@@ -525,3 +525,42 @@ fn export_refuses_a_queue_still_holding_random_rows() {
     assert!(b.config().matching.is_some());
     let _ = Kind::Float;
 }
+
+#[test]
+fn a_bundle_with_a_query_tower_is_refused_as_a_starting_point() {
+    use mirage_model::config::{TextPooling, VisionPooling, VisionTower};
+    use mirage_model::import::{import_hf, ImportOptions};
+    let common::Setup {
+        dir,
+        overrides: mut o,
+        ..
+    } = common::setup(12, 6, TinyVision::ResNetMean);
+    mirage_model::testing::write_tiny_hf_dir(&dir.path().join("doc"), 3).unwrap();
+    mirage_model::testing::write_tiny_hf_dir(&dir.path().join("query"), 4).unwrap();
+    let bundle = dir.path().join("asym");
+    import_hf(
+        &ImportOptions {
+            text_dir: dir.path().join("doc"),
+            vision_weights: None,
+            vision: VisionTower::Resnet(
+                mirage_model::config::ResNetConfig::standard(18, VisionPooling::Mean).unwrap(),
+            ),
+            embed_dim: None,
+            pooling: TextPooling::Cls,
+            max_length: None,
+            query_text_dir: Some(dir.path().join("query")),
+            query_max_length: None,
+            seed: 1,
+            model_id: "asym".into(),
+        },
+        &bundle,
+    )
+    .unwrap();
+    o.retain(|s| !s.starts_with("model.bundle="));
+    o.push(format!("model.bundle={:?}", bundle.display().to_string()));
+    let cfg = TrainConfig::load(None, &o, None).unwrap();
+    let err = Trainer::new(cfg, &dir.path().join("run"), None, true)
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("query tower"), "{err:#}");
+}

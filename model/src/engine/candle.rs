@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::{Engine, EngineKind, EngineOptions};
+use super::{Engine, EngineKind, EngineOptions, TextRole};
 use crate::bundle::Bundle;
 use crate::names;
 use crate::tokenize::TokenIds;
@@ -18,6 +18,8 @@ pub(crate) struct CandleEngine {
     text: TextEncoder,
     vision: VisionEncoder,
     text_proj: TextHead,
+    /// The query tower of an asymmetric bundle.
+    query: Option<(TextEncoder, Linear)>,
     vision_proj: Linear,
     image_size: usize,
     threads: usize,
@@ -51,7 +53,15 @@ impl CandleEngine {
                 Some(p.get(arch.embed_dim, "bias")?),
             ))
         };
+        let query = match &arch.query_text {
+            Some(q) => Some((
+                TextEncoder::load(&vb.pp(names::QUERY_TEXT), q)?,
+                proj(names::QUERY_TEXT_PROJ, q.hidden_size())?,
+            )),
+            None => None,
+        };
         Ok(Self {
+            query,
             text_proj: TextHead::load(
                 &vb.pp(names::TEXT_PROJ),
                 arch.text_projection,
@@ -77,14 +87,21 @@ impl Engine for CandleEngine {
         format!("candle (cpu, {} threads)", self.threads)
     }
 
-    fn embed_tokens(&self, t: &TokenIds) -> Result<Vec<f32>> {
+    fn embed_tokens(&self, t: &TokenIds, role: TextRole) -> Result<Vec<f32>> {
         self.pool.install(|| {
             let shape = (t.batch, t.seq_len);
             let ids = Tensor::from_slice(&t.ids, shape, &Device::Cpu)?;
             let type_ids = Tensor::from_slice(&t.type_ids, shape, &Device::Cpu)?;
             let mask = Tensor::from_slice(&t.mask, shape, &Device::Cpu)?;
-            let f = self.text.forward(&ids, &type_ids, &mask)?;
-            let e = l2_normalize(&self.text_proj.forward(&f)?)?;
+            let projected = match (&self.query, role) {
+                (Some((tower, proj)), TextRole::Query) => {
+                    proj.forward(&tower.forward(&ids, &type_ids, &mask)?)?
+                }
+                _ => self
+                    .text_proj
+                    .forward(&self.text.forward(&ids, &type_ids, &mask)?)?,
+            };
+            let e = l2_normalize(&projected)?;
             Ok(e.flatten_all()?.to_vec1()?)
         })
     }

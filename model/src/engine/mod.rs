@@ -135,11 +135,23 @@ impl EngineOptions {
 
 /// The two forward passes. Implementations are thread-safe; outputs are row-major `[B, D]`
 /// unit-norm embeddings.
+/// Which text tower embeds a text: asymmetric bundles embed queries with their own tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextRole {
+    /// What is indexed, classified against or returned (the `text` tower).
+    #[default]
+    Document,
+    /// A search query (the `query_text` tower where the bundle has one).
+    Query,
+}
+
 pub(crate) trait Engine: Send + Sync {
     fn kind(&self) -> EngineKind;
     /// One line for logs and `/info`: engine, version, device, threads.
     fn describe(&self) -> String;
-    fn embed_tokens(&self, tokens: &TokenIds) -> Result<Vec<f32>>;
+    /// Unit joint embeddings of `tokens` by the document tower, or by the query tower for
+    /// [`TextRole::Query`] when the bundle has one.
+    fn embed_tokens(&self, tokens: &TokenIds, role: TextRole) -> Result<Vec<f32>>;
     /// `pixels` holds `count` preprocessed images of 3 × S × S.
     fn embed_pixels(&self, pixels: &[f32], count: usize) -> Result<Vec<f32>>;
 }

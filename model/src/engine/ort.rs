@@ -10,7 +10,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::{DeviceChoice, Engine, EngineKind, EngineOptions};
+use super::{DeviceChoice, Engine, EngineKind, EngineOptions, TextRole};
 use crate::bundle::Bundle;
 use crate::onnx::{self, TEXT_INPUTS, TEXT_OUTPUT, VISION_INPUT, VISION_OUTPUT};
 use crate::tokenize::TokenIds;
@@ -170,6 +170,8 @@ pub(crate) fn session(bytes: &[u8], options: &EngineOptions, tower: &str) -> Res
 
 pub(crate) struct OrtEngine {
     text: Mutex<Session>,
+    /// The query tower of an asymmetric bundle.
+    query_text: Option<Mutex<Session>>,
     vision: Mutex<Session>,
     dim: usize,
     image_size: usize,
@@ -193,10 +195,15 @@ impl OrtEngine {
             }
         };
         let text = session(&graphs.text, options, "text")?;
+        let query_text = match onnx::build_query(config, tensors)? {
+            Some(bytes) => Some(Mutex::new(session(&bytes, options, "query text")?)),
+            None => None,
+        };
         let vision = session(&graphs.vision, options, "vision")?;
         let device = options.device.as_str();
         Ok(Self {
             text: Mutex::new(text),
+            query_text,
             vision: Mutex::new(vision),
             dim: config.architecture.embed_dim,
             image_size: config.preprocess.image_size,
@@ -235,7 +242,7 @@ impl Engine for OrtEngine {
         self.description.clone()
     }
 
-    fn embed_tokens(&self, t: &TokenIds) -> Result<Vec<f32>> {
+    fn embed_tokens(&self, t: &TokenIds, role: TextRole) -> Result<Vec<f32>> {
         let widen = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>();
         let (ids, mask, types) = (widen(&t.ids), widen(&t.mask), widen(&t.type_ids));
         let shape = [t.batch as i64, t.seq_len as i64];
@@ -248,7 +255,11 @@ impl Engine for OrtEngine {
             n_mask => view(shape, &mask)?,
             n_types => view(shape, &types)?,
         ];
-        let mut session = Self::lock(&self.text);
+        let tower = match (&self.query_text, role) {
+            (Some(q), TextRole::Query) => q,
+            _ => &self.text,
+        };
+        let mut session = Self::lock(tower);
         let out = session.run(inputs).map_err(engine_error("text forward"))?;
         let data = out[TEXT_OUTPUT]
             .try_extract_tensor::<f32>()

@@ -42,6 +42,21 @@ pub const VISION_OUTPUT: &str = "embedding";
 /// ONNX Runtime releases we support all implement.
 pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 17..=21;
 
+/// The query tower's graph of an asymmetric bundle, serialised (`None` without one). It is
+/// built from the weights at load and never stored in a bundle.
+pub fn build_query(
+    config: &BundleConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<Option<Vec<u8>>> {
+    let w = graph::Weights::new(tensors);
+    let doc = format!(
+        "MIRAGE query text tower of model `{}`, written by mirage-rs {}",
+        config.model_id,
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(text::build_query(&config.architecture, &w, doc)?.map(|m| m.encode()))
+}
+
 /// Both towers' graphs, serialised.
 #[derive(Debug)]
 pub struct TowerGraphs {

@@ -18,16 +18,55 @@ use crate::names::bert::*;
 use crate::names::{self, clip_text, path, BIAS, TEXT, TEXT_PROJ, WEIGHT};
 use crate::Result;
 
+/// Where a text tower's weights are and where it projects to.
+struct Tower<'a> {
+    text: &'a TextTower,
+    root: &'a str,
+    projection: TextProjection,
+    proj: &'a str,
+    embed_dim: usize,
+}
+
 pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result<Model> {
-    let mut g = GraphBuilder::new("mirage_text", doc);
-    let (bert, pooling) = match &arch.text {
+    let tower = Tower {
+        text: &arch.text,
+        root: TEXT,
+        projection: arch.text_projection,
+        proj: TEXT_PROJ,
+        embed_dim: arch.embed_dim,
+    };
+    build_tower(&tower, w, "mirage_text", doc)
+}
+
+/// The query tower's graph of an asymmetric bundle (same interface as the text graph).
+pub(crate) fn build_query(
+    arch: &Architecture,
+    w: &Weights<'_>,
+    doc: String,
+) -> Result<Option<Model>> {
+    let Some(q) = &arch.query_text else {
+        return Ok(None);
+    };
+    let tower = Tower {
+        text: q,
+        root: names::QUERY_TEXT,
+        projection: TextProjection::Linear,
+        proj: names::QUERY_TEXT_PROJ,
+        embed_dim: arch.embed_dim,
+    };
+    build_tower(&tower, w, "mirage_query_text", doc).map(Some)
+}
+
+fn build_tower(t: &Tower<'_>, w: &Weights<'_>, name: &str, doc: String) -> Result<Model> {
+    let mut g = GraphBuilder::new(name, doc);
+    let (bert, pooling) = match t.text {
         TextTower::Bert { bert, pooling } => (bert, *pooling),
         TextTower::Clip { clip } => {
-            let pooled = clip_body(&mut g, w, clip)?;
-            return finish(g, w, arch, &pooled);
+            let pooled = clip_body(&mut g, w, t.root, clip)?;
+            return finish(g, w, t, &pooled);
         }
     };
-    let (x, mask) = bert_body(&mut g, w, TEXT, bert)?;
+    let (x, mask) = bert_body(&mut g, w, t.root, bert)?;
     let pooled = match pooling {
         TextPooling::Cls => {
             let first = g.scalar_i64("cls", 0);
@@ -46,36 +85,28 @@ pub(crate) fn build(arch: &Architecture, w: &Weights<'_>, doc: String) -> Result
             g.op("Div", &[&summed, &count], Vec::new())
         }
     };
-    finish(g, w, arch, &pooled)
+    finish(g, w, t, &pooled)
 }
 
 /// Projection, normalisation and the graph's output.
-fn finish(
-    mut g: GraphBuilder,
-    w: &Weights<'_>,
-    arch: &Architecture,
-    pooled: &str,
-) -> Result<Model> {
-    let out = match arch.text_projection {
-        TextProjection::Linear => g.project_normalize(pooled, w, TEXT_PROJ)?,
+fn finish(mut g: GraphBuilder, w: &Weights<'_>, t: &Tower<'_>, pooled: &str) -> Result<Model> {
+    let out = match t.projection {
+        TextProjection::Linear => g.project_normalize(pooled, w, t.proj)?,
         TextProjection::Mlp { .. } => {
-            let first = path(&[TEXT_PROJ, names::MLP_HEAD_IN]);
+            let first = path(&[t.proj, names::MLP_HEAD_IN]);
             let (fw, fb) = (path(&[&first, WEIGHT]), path(&[&first, BIAS]));
             let wt = g.tensor_t(&fw, w.get(&fw)?)?;
             let b = g.tensor(&fb, w.get(&fb)?)?;
             let h = g.op("MatMul", &[pooled, &wt], Vec::new());
             let h = g.bias_act(&h, &b, HiddenAct::Gelu);
-            g.project_normalize(&h, w, &path(&[TEXT_PROJ, names::MLP_HEAD_OUT]))?
+            g.project_normalize(&h, w, &path(&[t.proj, names::MLP_HEAD_OUT]))?
         }
     };
     g.output(
         &out,
         TEXT_OUTPUT,
         ElemType::Float,
-        vec![
-            Dim::Named("batch".into()),
-            Dim::Fixed(arch.embed_dim as i64),
-        ],
+        vec![Dim::Named("batch".into()), Dim::Fixed(t.embed_dim as i64)],
     );
     Ok(g.finish())
 }
@@ -181,12 +212,17 @@ fn position_rows(g: &mut GraphBuilder, pos: &str, ids: &str) -> String {
 /// CLIP's text transformer: returns the final-normed state of each item's first end-of-text
 /// token `[B, H]`. The mask and type-id inputs exist for the fixed interface and go unused: under
 /// the causal mask padding never reaches the end-of-text token.
-fn clip_body(g: &mut GraphBuilder, w: &Weights<'_>, c: &ClipTextConfig) -> Result<String> {
+fn clip_body(
+    g: &mut GraphBuilder,
+    w: &Weights<'_>,
+    root: &str,
+    c: &ClipTextConfig,
+) -> Result<String> {
     use clip_text::*;
     let [ids, _, _] = text_inputs(g);
-    let tok_name = path(&[TEXT, TOKEN_EMBEDDING, WEIGHT]);
+    let tok_name = path(&[root, TOKEN_EMBEDDING, WEIGHT]);
     let tok = g.tensor(&tok_name, w.get(&tok_name)?)?;
-    let pos_name = path(&[TEXT, POSITIONAL]);
+    let pos_name = path(&[root, POSITIONAL]);
     let pos = g.tensor(&pos_name, w.get(&pos_name)?)?;
     let x = g.op("Gather", &[&tok, &ids], vec![int("axis", 0)]);
     let x_pos = position_rows(g, &pos, &ids);
@@ -194,14 +230,14 @@ fn clip_body(g: &mut GraphBuilder, w: &Weights<'_>, c: &ClipTextConfig) -> Resul
     let x = g.pre_norm_blocks(
         &x,
         w,
-        TEXT,
+        root,
         c.num_layers,
         c.num_heads,
         c.layer_norm_eps,
         c.activation,
         true,
     )?;
-    let x = g.layer_norm(&x, w, &path(&[TEXT, FINAL_LN]), c.layer_norm_eps)?;
+    let x = g.layer_norm(&x, w, &path(&[root, FINAL_LN]), c.layer_norm_eps)?;
     // First end-of-text position: ArgMax of (ids == eos) returns the first maximum.
     let eos = g.constant_i64("eos", &[i64::from(c.eos_token_id)]);
     let hit = g.op("Equal", &[&ids, &eos], Vec::new());

@@ -6,7 +6,8 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::dto::{
-    Embedding, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat, Usage,
+    Embedding, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat, InputType,
+    Usage,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
@@ -108,7 +109,11 @@ pub async fn embeddings(
                 if t.trim().is_empty() {
                     return Err(ApiError::invalid(format!("input[{i}] is an empty text")));
                 }
-                prompt_tokens += model.tokenizer().count_tokens(t)?;
+                let role = match req.input_type {
+                    InputType::Document => mirage_model::TextRole::Document,
+                    InputType::Query => mirage_model::TextRole::Query,
+                };
+                prompt_tokens += model.tokenizer_for(role).count_tokens(t)?;
             }
             Item::Image(d) => images.push((format!("input[{i}]"), d.clone())),
         }
@@ -119,7 +124,10 @@ pub async fn embeddings(
     let inputs = items
         .into_iter()
         .map(|item| match item {
-            Item::Text(t) => Input::Text(t),
+            Item::Text(t) => match req.input_type {
+                InputType::Document => Input::Text(t),
+                InputType::Query => Input::Query(t),
+            },
             Item::Image(_) => Input::Pixels(
                 pixels
                     .next()

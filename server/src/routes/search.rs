@@ -46,7 +46,7 @@ async fn embed_text(served: &ServedModel, text: String, what: &str) -> ApiResult
     }
     Ok(served
         .encoder
-        .embed(vec![Input::Text(text)])
+        .embed(vec![Input::Query(text)])
         .await?
         .pop()
         .expect("one text in, one vector out — this is a bug"))

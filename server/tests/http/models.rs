@@ -249,3 +249,94 @@ async fn check_models_dir_is_needed(bundle: &Path, work: &Path) {
         .expect_problem(409, "conflict");
     assert!(r.body["detail"].as_str().unwrap().contains("--models-dir"));
 }
+
+/// A bundle with a query tower (MedCPT's layout): `/v1/embeddings` embeds with the tower
+/// `input_type` names, indexing uses the document tower and searches the query tower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asymmetric_model_searches_with_its_query_tower() {
+    use mirage_model::config::{TextPooling, VisionTower, VitConfig};
+    use mirage_model::import::{import_hf, ImportOptions};
+    let dir = tempfile::tempdir().unwrap();
+    mirage_model::testing::write_tiny_hf_dir(&dir.path().join("doc"), 3).unwrap();
+    mirage_model::testing::write_tiny_hf_dir(&dir.path().join("query"), 4).unwrap();
+    let bundle = dir.path().join("medcpt-like");
+    import_hf(
+        &ImportOptions {
+            text_dir: dir.path().join("doc"),
+            vision_weights: None,
+            vision: VisionTower::Vit(VitConfig {
+                image_size: 32,
+                patch_size: 16,
+                hidden_size: 8,
+                num_layers: 1,
+                num_heads: 2,
+                mlp_dim: 8,
+                ..VitConfig::b16()
+            }),
+            embed_dim: None,
+            pooling: TextPooling::Cls,
+            max_length: None,
+            query_text_dir: Some(dir.path().join("query")),
+            query_max_length: Some(16),
+            seed: 1,
+            model_id: "medcpt-like".into(),
+        },
+        &bundle,
+    )
+    .unwrap();
+    let model = MirageModel::open_cpu(&bundle).unwrap();
+    let server = Server::start(&bundle, &dir.path().join("work"), &[]);
+    let api = server.api.clone();
+    let text = "pleural effusion on the left";
+    let (q, d) = (
+        model.embed_queries(&[text]).unwrap().remove(0),
+        model.embed_texts(&[text]).unwrap().remove(0),
+    );
+    for (input_type, want) in [("query", &q), ("document", &d)] {
+        let r = api
+            .post(
+                "/v1/embeddings",
+                "/v1/embeddings",
+                &json!({"input": text, "input_type": input_type}),
+            )
+            .await
+            .expect(200);
+        let got = floats(&r.body["data"][0]["embedding"]);
+        assert!(cosine(&got, want) > 0.9999, "{input_type}");
+    }
+    api.post(
+        "/v1/embeddings",
+        "/v1/embeddings",
+        &json!({"input": text, "input_type": "passage"}),
+    )
+    .await
+    .expect_problem(422, "invalid-request");
+    api.put("/v1/collections/{name}", "/v1/collections/docs", &json!({}))
+        .await
+        .expect(201);
+    api.post(
+        "/v1/collections/{name}/items",
+        "/v1/collections/docs/items",
+        &json!({"items": [{"id": "r1", "text": text}]}),
+    )
+    .await
+    .expect(200);
+    let r = api
+        .post(
+            "/v1/search",
+            "/v1/search",
+            &json!({"collection": "docs", "query": {"text": text}, "mode": "dense", "exact": true}),
+        )
+        .await
+        .expect(200);
+    let score = r.body["hits"][0]["score"].as_f64().unwrap() as f32;
+    let want = cosine(&q, &d);
+    assert!(
+        (score - want).abs() < 1e-4,
+        "query tower vs document tower: {score} vs {want}"
+    );
+    assert!(
+        want < 0.99,
+        "the towers differ, so a text does not find itself at 1"
+    );
+}
