@@ -8,6 +8,9 @@
 # over test queries (study.md, study.json) and one forest plot per metric (difference-*.png).
 #
 #   scripts/ablation.sh [--out DIR] [--seeds "0 1 2"] [--eta 0.4] [--only "hard_nn ..."]
+#                       [--set key=value ...]   (extra trainer settings for every variant, e.g.
+#                                                --set model.bundle=bundles/biomedclip to start
+#                                                from an imported model)
 #
 # Resumable: a finished run (its test report exists) is skipped. ≈ 3 min per run on 2 cores.
 set -euo pipefail
@@ -17,13 +20,15 @@ out=runs/ablation
 seeds="0 1 2"
 eta=0.4
 only=""
+extra=()
 while (($#)); do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --seeds) seeds="$2"; shift 2 ;;
     --eta) eta="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --set) extra+=(--set "$2"); shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "ablation: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +60,7 @@ for seed in $seeds; do
   for v in $order; do
     settings=()
     for s in ${variants[$v]}; do settings+=(--set "$s"); done
-    study_run "$v-eta$eta-seed$seed" "$v" "$eta" "$seed" "${settings[@]}"
+    study_run "$v-eta$eta-seed$seed" "$v" "$eta" "$seed" "${settings[@]}" "${extra[@]}"
   done
 done
 "$bin/mirage" study-report --dir "$out" --baseline default

@@ -10,7 +10,9 @@
 #
 #   scripts/noise-study.sh [--dataset atlas|digits] [--data-args "ARGS"] [--out DIR] [--seeds "0 1"]
 #                          [--etas "0 0.2 0.4 0.6"] [--epochs N]
-#                          [--set key=value ...]   (extra trainer settings for both methods)
+#                          [--set key=value ...]   (extra trainer settings for both methods;
+#                                                   --set model.bundle=DIR starts both from an
+#                                                   imported model, e.g. BiomedCLIP)
 #
 # --dataset digits runs the same study on the handwritten digits (`mirage data digits`,
 # configs/study-digits.toml) instead of the MRI atlas. --data-args go to the dataset's builder
@@ -38,7 +40,7 @@ while (($#)); do
     --etas) etas="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
     --set) extra+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "noise-study: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
