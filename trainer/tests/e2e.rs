@@ -559,8 +559,8 @@ fn a_bundle_with_a_query_tower_is_refused_as_a_starting_point() {
     o.retain(|s| !s.starts_with("model.bundle="));
     o.push(format!("model.bundle={:?}", bundle.display().to_string()));
     let cfg = TrainConfig::load(None, &o, None).unwrap();
-    let err = Trainer::new(cfg, &dir.path().join("run"), None, true)
-        .err()
-        .expect("refused");
+    let Err(err) = Trainer::new(cfg, &dir.path().join("run"), None, true) else {
+        panic!("a bundle with a query tower must be refused")
+    };
     assert!(format!("{err:#}").contains("query tower"), "{err:#}");
 }
