@@ -12,6 +12,7 @@ mod harness;
 mod models;
 mod openapi_drift;
 mod passages;
+mod python_client;
 mod protection;
 #[cfg(feature = "qdrant")]
 mod qdrant;
