@@ -12,8 +12,8 @@ mod harness;
 mod models;
 mod openapi_drift;
 mod passages;
-mod python_client;
 mod protection;
+mod python_client;
 #[cfg(feature = "qdrant")]
 mod qdrant;
 mod retrieval;

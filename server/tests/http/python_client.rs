@@ -49,5 +49,8 @@ fn the_python_client_suite_passes_against_a_live_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "pytest failed:\n{report}");
-    assert!(!report.contains("skipped"), "no client test may skip here:\n{report}");
+    assert!(
+        !report.contains("skipped"),
+        "no client test may skip here:\n{report}"
+    );
 }
