@@ -104,6 +104,41 @@ def randomise(model):
                 p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
 
 
+# The tensors whose AdamW update the trainer's step test compares (open_clip names).
+STEP_TENSORS = [
+    "visual.conv1.weight", "visual.proj", "visual.transformer.resblocks.0.attn.in_proj_weight",
+    "visual.ln_post.weight", "transformer.resblocks.1.mlp.c_fc.weight", "ln_final.bias",
+    "text_projection", "token_embedding.weight", "positional_embedding", "logit_scale",
+]
+
+
+def step_reference(model, tok, texts, g, d):
+    """One CLIP training step of open_clip in PyTorch: symmetric InfoNCE at exp(logit_scale), then
+    AdamW with eps = 1000, so each parameter's update is (nearly) proportional to its gradient
+    and the comparison tests gradients rather than their signs. Saves the batch, the loss and the
+    updated tensors of STEP_TENSORS."""
+    import copy
+
+    import torch.nn.functional as F
+
+    m = copy.deepcopy(model).train()
+    step_texts = [texts[i] for i in (0, 20, 30, 40)]
+    pixels = torch.randn(4, 3, 32, 32, generator=g)
+    opt = torch.optim.AdamW(m.parameters(), lr=1.0, betas=(0.9, 0.999), eps=1000.0, weight_decay=0.0)
+    v = F.normalize(m.encode_image(pixels), dim=-1)
+    t = F.normalize(m.encode_text(tok(step_texts)), dim=-1)
+    logits = m.logit_scale.exp() * v @ t.T
+    target = torch.arange(len(step_texts))
+    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    loss.backward()
+    opt.step()
+    state = m.state_dict()
+    save_file({"pixels": pixels.contiguous(), "loss": loss.detach().reshape(1),
+               **{f"after.{k}": state[k].detach().contiguous() for k in STEP_TENSORS}},
+              d / "step.safetensors")
+    (d / "step.json").write_text(json.dumps({"texts": step_texts, "lr": 1.0, "eps": 1000.0}))
+
+
 def open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx):
     import open_clip
     from open_clip.model import CLIP, CustomTextCLIP
@@ -142,6 +177,7 @@ def open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx):
     ids = [[int(x) for x in row if x != 0] for row in tok(texts)]
     finish(model, tok([texts[i] for i in embed_idx]), torch.randn(3, 3, 32, 32, generator=g), d,
            {"open_clip_token_ids": ids})
+    step_reference(model, tok, texts, g, d)
 
     # The OpenAI RN50 layout: open_clip's ModifiedResNet (random BatchNorm statistics too).
     cfg = dict(embed_dim=16, quick_gelu=True,

@@ -564,3 +564,138 @@ fn a_bundle_with_a_query_tower_is_refused_as_a_starting_point() {
     };
     assert!(format!("{err:#}").contains("query tower"), "{err:#}");
 }
+
+/// One CLIP-baseline step of the trainer from an imported open_clip checkpoint equals open_clip's
+/// in PyTorch (`scripts/reference/clip_reference.py`, `step_reference`): the same random ViT
+/// CLIP, texts and pixels, symmetric InfoNCE, AdamW with eps = 1000 so the update follows the
+/// gradient. The loss agrees to 1e-4 and every compared tensor's update to cosine ≥ 0.999.
+#[test]
+fn a_training_step_from_an_imported_open_clip_model_equals_pytorchs() {
+    use mirage_model::import_clip::{import, ClipImportOptions};
+    use mirage_trainer::optim::AdamW;
+    use mirage_trainer::towers::{DualEncoder, Params};
+    use mirage_trainer::train::optimise_step;
+
+    let cache = std::env::var_os("MIRAGE_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::assets_dir().parent().unwrap().to_path_buf());
+    let reference = cache.join("parity/clip/openclip_vit");
+    if !reference.join("step.safetensors").is_file() {
+        mirage_model::testing::skip_or_fail(&format!(
+            "missing {} — run scripts/reference-data.sh",
+            reference.join("step.safetensors").display()
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    import(
+        &ClipImportOptions {
+            dir: reference.clone(),
+            model_id: "open-clip-random".into(),
+            bpe_vocab: Some(common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz")),
+            ..Default::default()
+        },
+        &bundle,
+    )
+    .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference.join("step.json")).unwrap())
+            .unwrap();
+    let texts: Vec<String> = serde_json::from_value(meta["texts"].clone()).unwrap();
+    let want =
+        mirage_trainer::checkpoint::read_tensors(&reference.join("step.safetensors"), Device::Cpu)
+            .unwrap();
+    let train = common::write_dataset(dir.path(), "train", 4, 1);
+    let mut o = common::small_run(&bundle, &train, None);
+    o.extend([
+        "loss.lambda_robust=0".to_owned(),
+        "loss.lambda_ot=0".into(),
+        "loss.balance=\"none\"".into(),
+        "optim.weight_decay=0".into(),
+        "optim.eps=1000".into(),
+        "optim.betas=[0.9, 0.999]".into(),
+    ]);
+    let cfg = TrainConfig::load(None, &o, None).unwrap();
+    let init = mirage_trainer::init::start(&cfg, &dir.path().join("work"), Device::Cpu).unwrap();
+    let before: std::collections::HashMap<String, Tensor> = init
+        .tensors
+        .iter()
+        .map(|(k, v)| (k.clone(), v.copy()))
+        .collect();
+    let arch = init.bundle_config.architecture.clone();
+    let model = DualEncoder {
+        params: Params::new(&arch, init.tensors, Device::Cpu).unwrap(),
+        arch,
+        text_dropout: 0.0,
+    };
+    let mut opt = AdamW::new(&model.params, &cfg.optim);
+    let tokenizer = mirage_model::tokenize::TextTokenizer::from_bytes(
+        &init.tokenizer_json,
+        &init.bundle_config.tokenizer,
+    )
+    .unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokens = TextBatch::from_ids(&tokenizer.encode_ids(&refs).unwrap(), Device::Cpu);
+    let out = optimise_step(
+        &model,
+        &mut opt,
+        None,
+        &want["pixels"],
+        &tokens,
+        &texts,
+        &cfg,
+        0,
+        1.0,
+        Kind::Float,
+    )
+    .unwrap();
+    let want_loss = want["loss"].double_value(&[0]);
+    assert!(
+        (out.loss - want_loss).abs() < 1e-4 * want_loss.max(1.0),
+        "loss {} vs PyTorch {want_loss}",
+        out.loss
+    );
+    // (ours, open_clip's, whether open_clip stores it [in, out] and ours [out, in])
+    let pairs = [
+        ("vision.conv_proj.weight", "visual.conv1.weight", false),
+        ("vision_proj.weight", "visual.proj", true),
+        (
+            "vision.encoder.layers.encoder_layer_0.self_attention.in_proj_weight",
+            "visual.transformer.resblocks.0.attn.in_proj_weight",
+            false,
+        ),
+        ("vision.encoder.ln.weight", "visual.ln_post.weight", false),
+        (
+            "text.encoder.layers.encoder_layer_1.mlp.0.weight",
+            "transformer.resblocks.1.mlp.c_fc.weight",
+            false,
+        ),
+        ("text.ln_final.bias", "ln_final.bias", false),
+        ("text_proj.weight", "text_projection", true),
+        (
+            "text.token_embedding.weight",
+            "token_embedding.weight",
+            false,
+        ),
+        ("text.positional_embedding", "positional_embedding", false),
+        ("logit_scale", "logit_scale", false),
+    ];
+    let flat = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+    for (ours, theirs, transposed) in pairs {
+        let after = model.params.get(ours).detach();
+        let update = flat(&(&after - &before[ours]));
+        let mut reference = want[&format!("after.{theirs}")].shallow_clone();
+        if transposed {
+            reference = reference.tr();
+        }
+        let shape = after.size();
+        let want_update =
+            flat(&(reference.reshape(shape.as_slice()) - before[ours].reshape(shape.as_slice())));
+        let c = common::cosine(&update, &want_update);
+        assert!(
+            c >= 0.999,
+            "{ours}: update cosine {c} with open_clip's {theirs}"
+        );
+    }
+}
