@@ -260,8 +260,46 @@ impl GraphBuilder {
         }
     }
 
+    /// `LayerNorm(x + skip + bias)` with the weights under `ln`, as one
+    /// `SkipLayerNormalization` that also returns the sum (the residual stream).
+    fn skip_norm(
+        &mut self,
+        x: &str,
+        skip: &str,
+        bias: &str,
+        w: &Weights<'_>,
+        ln: &str,
+        eps: f64,
+    ) -> Result<(String, String)> {
+        let (gw, gb) = (path(&[ln, WEIGHT]), path(&[ln, BIAS]));
+        let gamma = self.tensor(&gw, w.get(&gw)?)?;
+        let beta = self.tensor(&gb, w.get(&gb)?)?;
+        let (normed, sum) = (self.fresh("skipln"), self.fresh("residual"));
+        // Outputs 1 and 2 (mean, inverse std) are optional and left unnamed.
+        self.node(
+            "SkipLayerNormalization",
+            MS_DOMAIN,
+            &[x, skip, &gamma, &beta, bias],
+            &[&normed, "", "", &sum],
+            vec![float("epsilon", eps as f32)],
+        );
+        Ok((normed, sum))
+    }
+
+    /// `x·Wᵀ` for the `[out, in]` weight under `prefix`, and its bias as a separate value: the
+    /// bias is added where the sum is formed (`skip_norm`).
+    fn matmul_bias(&mut self, x: &str, w: &Weights<'_>, prefix: &str) -> Result<(String, String)> {
+        let (wn, bn) = (path(&[prefix, WEIGHT]), path(&[prefix, BIAS]));
+        let wt = self.tensor_t(&wn, w.get(&wn)?)?;
+        let b = self.tensor(&bn, w.get(&bn)?)?;
+        Ok((self.op("MatMul", &[x, &wt], Vec::new()), b))
+    }
+
     /// `n` pre-norm [`block`]s under `prefix` over `x` [B, S, H], as `towers::block`; `causal`
-    /// lets a token attend only to itself and earlier tokens (CLIP's text transformer).
+    /// lets a token attend only to itself and earlier tokens (CLIP's text transformer). Each
+    /// residual addition is fused with the LayerNorm that reads it (`SkipLayerNormalization`,
+    /// which also hands on the sum), so a block is two fused norms instead of two adds and two
+    /// norms; ONNX Runtime does not find this fusion itself in pre-norm graphs.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn pre_norm_blocks(
         &mut self,
@@ -275,10 +313,20 @@ impl GraphBuilder {
         causal: bool,
     ) -> Result<String> {
         let mut y = x.to_owned();
+        // The previous block's MLP output and bias, not yet added to the stream.
+        let mut pending: Option<(String, String)> = None;
         for i in 0..n {
             let l = path(&[prefix, &block::layer(i)]);
             let a = path(&[&l, block::SELF_ATTENTION]);
-            let n1 = self.layer_norm(&y, w, &path(&[&l, block::LN_1]), eps)?;
+            let ln1 = path(&[&l, block::LN_1]);
+            let n1 = match pending.take() {
+                Some((m, b)) => {
+                    let (normed, sum) = self.skip_norm(&m, &y, &b, w, &ln1, eps)?;
+                    y = sum;
+                    normed
+                }
+                None => self.layer_norm(&y, w, &ln1, eps)?,
+            };
             let (iw, ib) = (
                 path(&[&a, block::IN_PROJ_WEIGHT]),
                 path(&[&a, block::IN_PROJ_BIAS]),
@@ -293,9 +341,10 @@ impl GraphBuilder {
                     int("unidirectional", i64::from(causal)),
                 ],
             );
-            let attn = self.linear(&ctx, w, &path(&[&a, block::OUT_PROJ]))?;
-            y = self.op("Add", &[&y, &attn], Vec::new());
-            let n2 = self.layer_norm(&y, w, &path(&[&l, block::LN_2]), eps)?;
+            let (attn, attn_b) = self.matmul_bias(&ctx, w, &path(&[&a, block::OUT_PROJ]))?;
+            let (n2, sum) =
+                self.skip_norm(&attn, &y, &attn_b, w, &path(&[&l, block::LN_2]), eps)?;
+            y = sum;
             let (fw, fb) = (
                 path(&[&l, block::MLP_IN, WEIGHT]),
                 path(&[&l, block::MLP_IN, BIAS]),
@@ -304,7 +353,10 @@ impl GraphBuilder {
             let fc1_b = self.tensor(&fb, w.get(&fb)?)?;
             let m = self.op("MatMul", &[&n2, &fc1_w], Vec::new());
             let m = self.bias_act(&m, &fc1_b, act);
-            let m = self.linear(&m, w, &path(&[&l, block::MLP_OUT]))?;
+            pending = Some(self.matmul_bias(&m, w, &path(&[&l, block::MLP_OUT]))?);
+        }
+        if let Some((m, b)) = pending {
+            let m = self.op("Add", &[&m, &b], Vec::new());
             y = self.op("Add", &[&y, &m], Vec::new());
         }
         Ok(y)
