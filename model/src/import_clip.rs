@@ -91,93 +91,66 @@ struct HfClipConfig {
     projection_dim: usize,
 }
 
-// Defaults are transformers' CLIPTextConfig / CLIPVisionConfig defaults, which `config.json`
-// files written by older releases omit.
+// Missing fields take transformers' CLIPTextConfig / CLIPVisionConfig defaults, which
+// `config.json` files written by older releases omit.
 #[derive(Deserialize)]
+#[serde(default)]
 struct HfTextConfig {
-    #[serde(default = "d_vocab")]
     vocab_size: usize,
-    #[serde(default = "d_512")]
     hidden_size: usize,
-    #[serde(default = "d_2048")]
     intermediate_size: usize,
-    #[serde(default = "d_12")]
     num_hidden_layers: usize,
-    #[serde(default = "d_8")]
     num_attention_heads: usize,
-    #[serde(default = "d_77")]
     max_position_embeddings: usize,
-    #[serde(default = "d_act")]
     hidden_act: HiddenAct,
-    #[serde(default = "d_eps")]
     layer_norm_eps: f64,
-    #[serde(default = "d_eos")]
     eos_token_id: u32,
 }
 
+impl Default for HfTextConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 512,
+            intermediate_size: 2048,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 77,
+            hidden_act: HiddenAct::QuickGelu,
+            layer_norm_eps: 1e-5,
+            eos_token_id: 2,
+        }
+    }
+}
+
 #[derive(Deserialize)]
+#[serde(default)]
 struct HfVisionConfig {
-    #[serde(default = "d_768")]
     hidden_size: usize,
-    #[serde(default = "d_3072")]
     intermediate_size: usize,
-    #[serde(default = "d_12")]
     num_hidden_layers: usize,
-    #[serde(default = "d_12")]
     num_attention_heads: usize,
-    #[serde(default = "d_224")]
     image_size: usize,
-    #[serde(default = "d_32")]
     patch_size: usize,
-    #[serde(default = "d_act")]
     hidden_act: HiddenAct,
-    #[serde(default = "d_eps")]
     layer_norm_eps: f64,
-    #[serde(default = "d_3")]
     num_channels: usize,
 }
 
-fn d_vocab() -> usize {
-    49408
-}
-fn d_512() -> usize {
-    512
-}
-fn d_2048() -> usize {
-    2048
-}
-fn d_12() -> usize {
-    12
-}
-fn d_8() -> usize {
-    8
-}
-fn d_77() -> usize {
-    77
-}
-fn d_768() -> usize {
-    768
-}
-fn d_3072() -> usize {
-    3072
-}
-fn d_224() -> usize {
-    224
-}
-fn d_32() -> usize {
-    32
-}
-fn d_3() -> usize {
-    3
-}
-fn d_act() -> HiddenAct {
-    HiddenAct::QuickGelu
-}
-fn d_eps() -> f64 {
-    1e-5
-}
-fn d_eos() -> u32 {
-    2
+impl Default for HfVisionConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            image_size: 224,
+            patch_size: 32,
+            hidden_act: HiddenAct::QuickGelu,
+            layer_norm_eps: 1e-5,
+            num_channels: 3,
+        }
+    }
 }
 
 /// The `preprocessor_config.json` fields of `CLIPImageProcessor` that shape pixels.
@@ -377,29 +350,19 @@ fn hf_blocks(
             to(&[block::SELF_ATTENTION, block::IN_PROJ_BIAS]),
             Tensor::cat(&b, 0)?,
         );
-        let pairs: [(&str, &[&str], [usize; 2]); 5] = [
-            (
-                "self_attn.out_proj",
-                &[block::SELF_ATTENTION, block::OUT_PROJ],
-                [h, h],
-            ),
-            ("layer_norm1", &[block::LN_1], [h, 0]),
-            ("layer_norm2", &[block::LN_2], [h, 0]),
-            ("mlp.fc1", &[block::MLP_IN], [mlp, h]),
-            ("mlp.fc2", &[block::MLP_OUT], [h, mlp]),
-        ];
-        for (theirs, mine, [o, i_]) in pairs {
-            let wshape: Vec<usize> = if i_ == 0 { vec![o] } else { vec![o, i_] };
-            let mut leaf = mine.to_vec();
-            leaf.push(WEIGHT);
-            out.insert(
-                to(&leaf),
-                src.take(&from(&format!("{theirs}.weight")), &wshape)?,
-            );
-            leaf.pop();
-            leaf.push(BIAS);
-            out.insert(to(&leaf), src.take(&from(&format!("{theirs}.bias")), &[o])?);
-        }
+        let a = block::SELF_ATTENTION;
+        linear_pair(
+            src,
+            out,
+            &from("self_attn.out_proj"),
+            &to(&[a, block::OUT_PROJ]),
+            h,
+            h,
+        )?;
+        norm(src, out, &from("layer_norm1"), &to(&[block::LN_1]), h)?;
+        norm(src, out, &from("layer_norm2"), &to(&[block::LN_2]), h)?;
+        linear_pair(src, out, &from("mlp.fc1"), &to(&[block::MLP_IN]), mlp, h)?;
+        linear_pair(src, out, &from("mlp.fc2"), &to(&[block::MLP_OUT]), h, mlp)?;
     }
     Ok(())
 }
@@ -571,10 +534,7 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
         ("visual_projection.weight", names::VISION_PROJ, vh),
     ] {
         w.insert(path(&[ours, WEIGHT]), src.take(theirs, &[d, width])?);
-        w.insert(
-            path(&[ours, BIAS]),
-            Tensor::zeros(d, DType::F32, &Device::Cpu)?,
-        );
+        w.insert(path(&[ours, BIAS]), zeros(d)?);
     }
     let ln_scale = src.take("logit_scale", &[])?;
     w.insert(names::LOGIT_SCALE.to_owned(), ln_scale.clone());
