@@ -30,35 +30,14 @@ echo "making a random open_clip ViT-B-16-quickgelu and importing it" >&2
   --out "$work/bundle" --model-id vit-b-16-random
 rm -rf "$work/openclip"
 echo "threads: $threads" >&2
-for ((r = 1; r <= rounds; r++)); do
-  echo "round $r/$rounds" >&2
-  engines=ort
-  ((r == 1)) && engines=ort,candle
-  ours() { BENCH_ENGINES=$engines RAYON_NUM_THREADS=$threads "$bin" "$assets/minilm" "$golden" "$work" "$threads" >"$work/ours.$r"; }
-  onnx() { OMP_NUM_THREADS=$threads "$py" scripts/bench/encode_ref.py onnxruntime - "$work/bundle" "$work/inputs.json" "$threads" 2>/dev/null >"$work/onnx.$r"; }
-  torch() { OMP_NUM_THREADS=$threads "$py" scripts/bench/clip_ref.py torch "$work" "$work/inputs.json" "$threads" 2>/dev/null >"$work/torch.$r"; }
-  case $((r % 3)) in
-    1) ours; onnx; torch ;;
-    2) onnx; torch; ours ;;
-    0) torch; ours; onnx ;;
-  esac
-done
-python3 - "$work" "$rounds" <<'PY'
-import json, sys
-from pathlib import Path
-work, rounds = Path(sys.argv[1]), int(sys.argv[2])
-load = lambda name: [json.loads((work / f"{name}.{r}").read_text()) for r in range(1, rounds + 1)]
-best = lambda runs: {k: max(r[k] for r in runs) for k in runs[0] if k != "version"}
-ours_runs, onnx_runs, torch_runs = load("ours"), load("onnx"), load("torch")
-ours = {"ort": best([r["ort"] for r in ours_runs]), "candle": ours_runs[0]["candle"]}
-onnx, torch = best(onnx_runs) | {"version": onnx_runs[0]["version"]}, best(torch_runs)
-rows = [(f"text_{k}_b{b}", f"CLIP text, {'short sentences' if k == 'short' else 'whole reports (77 tokens)'}, batch {b}", "texts/s")
-        for k in ("short", "reports") for b in (1, 8, 32)]
-rows += [(f"image_b{b}", f"ViT-B/16 224 px, batch {b}", "images/s") for b in (1, 8)]
-print(f"best of {rounds} interleaved rounds (candle: first round)")
-print(f"| workload | unit | mirage ort | mirage candle | Python onnxruntime {onnx['version']} (our graph) | PyTorch open_clip | ort / onnxruntime | ort / open_clip | candle / open_clip |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for key, name, unit in rows:
-    o, c, p, t = ours["ort"][key], ours["candle"][key], onnx[key], torch[key]
-    print(f"| {name} | {unit} | {o:.1f} | {c:.1f} | {p:.1f} | {t:.1f} | {o / p:.2f} | {o / t:.2f} | {c / t:.2f} |")
-PY
+source scripts/lib/bench-rounds.sh
+# candle, the slow pure-Rust engine, runs in the first round only.
+ours() {
+  local engines=ort
+  (($1 == 1)) && engines=ort,candle
+  BENCH_ENGINES=$engines RAYON_NUM_THREADS=$threads "$bin" "$assets/minilm" "$golden" "$work" "$threads" >"$work/ours.$1"
+}
+onnx() { OMP_NUM_THREADS=$threads "$py" scripts/bench/encode_ref.py onnxruntime - "$work/bundle" "$work/inputs.json" "$threads" 2>/dev/null >"$work/onnx.$1"; }
+torch() { OMP_NUM_THREADS=$threads "$py" scripts/bench/clip_ref.py torch "$work" "$work/inputs.json" "$threads" 2>/dev/null >"$work/torch.$1"; }
+interleave "$rounds"
+python3 scripts/bench/encode_table.py "$work" "$rounds" "PyTorch open_clip" "CLIP text" "ViT-B/16 224 px" "whole reports (77 tokens)"
