@@ -66,19 +66,14 @@ impl MirageModel {
         let tokenizer = TextTokenizer::from_file(&bundle.tokenizer_path(), &config.tokenizer)?;
         let arch = &config.architecture;
         let query_tokenizer = match &arch.query_text {
-            Some(_) => {
-                let settings = crate::config::TokenizerSettings {
-                    max_length: config
+            Some(_) => Some(
+                tokenizer.with_max_length(
+                    config
                         .tokenizer
                         .query_max_length
                         .unwrap_or(config.tokenizer.max_length),
-                    ..config.tokenizer.clone()
-                };
-                Some(TextTokenizer::from_file(
-                    &bundle.tokenizer_path(),
-                    &settings,
-                )?)
-            }
+                )?,
+            ),
             None => None,
         };
         if let TextTower::Clip { clip } = &arch.text {

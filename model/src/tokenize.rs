@@ -119,6 +119,19 @@ impl TextTokenizer {
         })
     }
 
+    /// The same tokenizer cutting texts at `max_length` tokens (an asymmetric bundle's queries).
+    pub fn with_max_length(&self, max_length: usize) -> Result<Self> {
+        let mut out = self.clone();
+        out.inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        out.max_length = max_length;
+        Ok(out)
+    }
+
     /// The bundle's token limit (special tokens included): longer texts are cut to it.
     pub fn max_length(&self) -> usize {
         self.max_length
