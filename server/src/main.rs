@@ -181,8 +181,8 @@ struct ImportArgs {
     /// it must share --text's tokenizer.
     #[arg(long)]
     query_text: Option<PathBuf>,
-    /// Token limit of queries (default: the query directory's sentence_bert_config.json, else
-    /// its position table).
+    /// Token limit of queries, 1 to the query model's position table (default: the query
+    /// directory's sentence_bert_config.json, else its position table).
     #[arg(long)]
     query_max_length: Option<usize>,
     /// torchvision-named vision weights (safetensors); the vision tower is seeded-random without.
