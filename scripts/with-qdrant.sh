@@ -2,7 +2,7 @@
 # Runs a command with a fresh Qdrant server for the Qdrant test suites: starts the Qdrant binary
 # of MIRAGE_QDRANT_TOOLS (a folder with `qdrant`, `start.sh`, `stop.sh`; default: the first
 # shared/tools/qdrant found beside or above this checkout) on free loopback ports with storage in
-# a temporary folder, exports MIRAGE_QDRANT_URL (its gRPC URL) and MIRAGE_QDRANT_TOOLS (for the
+# a temporary folder, exports MIRAGE_QDRANT_URL (its gRPC URL), MIRAGE_QDRANT_REST_URL and MIRAGE_QDRANT_TOOLS (for the
 # tests that start, kill and restart nodes of their own), runs the command, and stops the server
 # by its pid file whatever the command's outcome.
 #
@@ -48,6 +48,8 @@ if ! "$tools/start.sh" --wait --dir "$data" --http-port "$http_port" --grpc-port
   exit 1
 fi
 export MIRAGE_QDRANT_URL="http://127.0.0.1:$grpc_port"
+# Its REST URL: snapshots are downloaded and uploaded there.
+export MIRAGE_QDRANT_REST_URL="http://127.0.0.1:$http_port"
 export MIRAGE_QDRANT_TOOLS="$tools"
 echo "with-qdrant: $("$tools/qdrant" --version 2>/dev/null || echo qdrant) at $MIRAGE_QDRANT_URL (storage $data)" >&2
 "$@"

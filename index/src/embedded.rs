@@ -34,6 +34,7 @@ use crate::hnsw::HnswGraph;
 use crate::kernels::dot;
 use crate::lexical;
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
+use crate::snapshot::{staging_name, ArchiveWriter, SnapshotInfo, SnapshotManifest, Staging};
 use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
     LexicalRequest, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
@@ -115,6 +116,9 @@ pub struct EmbeddedCollection {
     state: RwLock<State>,
     /// Committed writes so far (persisted in `meta`): the version a search result cites.
     generation: std::sync::atomic::AtomicU64,
+    /// Held by a snapshot while it links the graph dumps its database copy names, and by every
+    /// checkpoint, which may remove those dumps.
+    dumps_pinned: Mutex<()>,
     _lock: fs_err::File,
 }
 
@@ -276,7 +280,8 @@ pub fn list_collections(root: &Path) -> Result<Vec<String>> {
     for entry in entries {
         let entry = entry?;
         if let Some(name) = entry.file_name().to_str() {
-            if EmbeddedCollection::exists(root, name) {
+            // Staging folders of restores hold a manifest too; no collection starts with '.'.
+            if validate_collection_name(name).is_ok() && EmbeddedCollection::exists(root, name) {
                 names.push(name.to_owned());
             }
         }
@@ -362,9 +367,11 @@ impl EmbeddedCollection {
             reader: Mutex::new(reader),
             state: RwLock::new(state),
             generation: generation.into(),
+            dumps_pinned: Mutex::new(()),
             _lock: lock,
         };
         collection.remove_stray_dumps()?;
+        collection.remove_stale_staging()?;
         Ok(collection)
     }
 
@@ -867,6 +874,10 @@ impl EmbeddedCollection {
     }
 
     fn checkpoint(&self, conn: &Connection, state: &State) -> Result<()> {
+        let _pinned = self
+            .dumps_pinned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // The writer lock is held: every committed point is in the graphs, none is in flight.
         let covered = last_point(conn)?;
         let mut names = Vec::new();
@@ -918,6 +929,138 @@ impl EmbeddedCollection {
         self.checkpoint(&conn, &state)
     }
 
+    /// Writes a snapshot archive of the collection to `out` (which must not exist) while it keeps
+    /// serving reads and writes ([`crate::snapshot`]). It holds exactly the items committed when
+    /// the database copy began: SQLite's online backup copies every page in one step, that is
+    /// in one read transaction, which WAL lets writers go on beside. The graph dumps that copy
+    /// names go along; on restore, points newer than them are inserted again, as after a crash.
+    pub fn snapshot(&self, out: &Path) -> Result<SnapshotInfo> {
+        let staging = Staging::create(self.dir.join(staging_name(SNAPSHOT_STAGING)))?;
+        let db = staging.path().join(DB_FILE);
+        let dumps = {
+            // Pinned until linked: a flush in between would remove the dumps the copy names.
+            let _pinned = self
+                .dumps_pinned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            {
+                let source = open_db(&self.dir)?;
+                let mut copy = Connection::open(&db)?;
+                let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
+                let step = backup.step(-1)?;
+                if step != rusqlite::backup::StepResult::Done {
+                    return Err(IndexError::Graph(format!(
+                        "the database copy stopped before its end ({step:?}); retry the snapshot"
+                    )));
+                }
+            }
+            let copy = Connection::open(&db)?;
+            let mut dumps = Vec::new();
+            for name in VectorName::ALL {
+                if let Some((_, basename)) = read_graph_meta(&copy, name)? {
+                    if !basename.is_empty() {
+                        let file = format!("{basename}.{DUMP_EXT}");
+                        fs_err::hard_link(self.dir.join(&file), staging.path().join(&file))?;
+                        dumps.push(file);
+                    }
+                }
+            }
+            dumps
+        };
+        let copy = Connection::open(&db)?;
+        let items: i64 = copy.query_row("SELECT count(*) FROM items", [], |r| r.get(0))?;
+        let generation = read_generation(&copy)?;
+        drop(copy);
+        let mut archive = ArchiveWriter::create(out)?;
+        archive.append_file(MANIFEST_FILE, &self.dir.join(MANIFEST_FILE))?;
+        archive.append_file(DB_FILE, &db)?;
+        for file in &dumps {
+            archive.append_file(file, &staging.path().join(file))?;
+        }
+        let m = &self.manifest;
+        archive.finish(SnapshotManifest::new(
+            "embedded",
+            &m.name,
+            m.model.clone(),
+            m.dim,
+            items as u64,
+            Some(generation),
+        ))
+    }
+
+    /// Restores the snapshot archive at `archive` as collection `name` (default: the name it
+    /// was taken under) under `root`, after checking every checksum, the format versions, and
+    /// that the archive's manifest agrees with the collection's. An existing collection of that
+    /// name is never replaced. Returns the collection, open.
+    pub fn restore(archive: &Path, root: &Path, name: Option<&str>) -> Result<Self> {
+        if let Some(name) = name {
+            validate_collection_name(name)?;
+        }
+        fs_err::create_dir_all(root)?;
+        remove_abandoned(root, RESTORE_STAGING)?;
+        let staging = Staging::create(root.join(staging_name(RESTORE_STAGING)))?;
+        let info = crate::snapshot::verify(archive, Some(staging.path()))?;
+        let snap = &info.manifest;
+        let refuse = |reason: String| IndexError::Snapshot {
+            path: archive.to_path_buf(),
+            reason,
+        };
+        if snap.kind != "embedded" {
+            return Err(refuse(format!(
+                "it holds a {} collection; restore it into a {} store",
+                snap.kind, snap.kind
+            )));
+        }
+        let mut manifest = Manifest::read(staging.path()).map_err(|e| refuse(e.to_string()))?;
+        if manifest.model != snap.model
+            || manifest.dim != snap.dim
+            || manifest.name != snap.collection
+        {
+            return Err(refuse(format!(
+                "its {MANIFEST_FILE} (collection {:?}, model {}, dimension {}) disagrees with its snapshot manifest (collection {:?}, model {}, dimension {})",
+                manifest.name, manifest.model.sha256, manifest.dim, snap.collection, snap.model.sha256, snap.dim
+            )));
+        }
+        manifest.check_engine(staging.path())?;
+        let target = name.unwrap_or(&snap.collection).to_owned();
+        validate_collection_name(&target)?;
+        if manifest.name != target {
+            manifest.name = target.clone();
+            manifest.write(staging.path())?;
+        }
+        let dir = Self::path(root, &target);
+        if dir.exists() {
+            return Err(IndexError::CollectionExists {
+                name: target,
+                reason: format!(
+                    "{} exists; restore under another name, or delete the collection first",
+                    dir.display()
+                ),
+            });
+        }
+        // The rename is atomic: the collection appears whole or not at all.
+        fs_err::rename(staging.path(), &dir)?;
+        staging.keep();
+        sync_dir(root)?;
+        Self::open(root, &target)
+    }
+
+    /// Removes the staging folders of snapshots that a killed process left in the collection
+    /// (the collection is locked to this process, so no snapshot of another one is running).
+    fn remove_stale_staging(&self) -> Result<()> {
+        for entry in fs_err::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(SNAPSHOT_STAGING))
+            {
+                fs_err::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes graph dumps that the database does not reference (left by a crash mid-flush).
     fn remove_stray_dumps(&self) -> Result<()> {
         let conn = self
@@ -945,6 +1088,26 @@ impl EmbeddedCollection {
         }
         Ok(())
     }
+}
+
+/// Prefix of the folder a snapshot stages its database copy in, inside the collection.
+const SNAPSHOT_STAGING: &str = ".snapshot-";
+/// Prefix of the folder a restore extracts into, under the store's root.
+const RESTORE_STAGING: &str = ".restore-";
+
+/// Removes restore folders under `root` whose process is gone.
+fn remove_abandoned(root: &Path, prefix: &str) -> Result<()> {
+    for entry in fs_err::read_dir(root)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| crate::snapshot::is_abandoned(n, prefix))
+        {
+            fs_err::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Directory of existing collection `name` under `root`, or why there is none.

@@ -64,6 +64,15 @@ pub enum IndexError {
         /// What is wrong.
         reason: String,
     },
+    /// A snapshot archive was refused: damaged, truncated, altered, of another format, or not
+    /// one at all. The reason names what failed.
+    #[error("snapshot {path} refused: {reason}")]
+    Snapshot {
+        /// The archive.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// Filesystem error; the message names the path.
     #[error(transparent)]
     Io(#[from] std::io::Error),

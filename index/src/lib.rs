@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod qdrant;
 pub mod rag;
 pub mod rerank;
+pub mod snapshot;
 pub mod store;
 pub mod testing;
 pub mod types;
@@ -33,7 +34,7 @@ pub use filter::Filter;
 pub use graph::{BareGraph, GraphEngine};
 pub use hnsw::HnswGraph;
 pub use kernels::dot;
-pub use store::{drop_collection, list_collections, locate, probe, Collection, StoreSpec};
+pub use store::{drop_collection, list_collections, locate, probe, restore, Collection, StoreSpec};
 pub use types::{
     CollectionConfig, CollectionInfo, Hit, HnswParams, Item, LegHit, Legs, LexicalRequest,
     ModelRef, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,

@@ -764,6 +764,264 @@ fn sparse_weights(counts: &[(String, u32)], len: usize, avg_len: f64) -> (Vec<u3
     by_index.into_iter().unzip()
 }
 
+/// The file name of Qdrant's own collection snapshot inside a MIRAGE-RS archive.
+const QDRANT_SNAPSHOT_FILE: &str = "qdrant.snapshot";
+
+/// Qdrant's REST API, which alone downloads and uploads snapshots (gRPC only creates them).
+struct Rest {
+    base: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Rest {
+    /// `rest_url`, or the gRPC `url` with Qdrant's default REST port (6333) for its default
+    /// gRPC port (6334).
+    fn new(url: &str, rest_url: Option<&str>, api_key: Option<&str>) -> Result<Self> {
+        let base = match rest_url {
+            Some(r) => r.trim_end_matches('/').to_owned(),
+            None => match url.trim_end_matches('/').strip_suffix(":6334") {
+                Some(host) => format!("{host}:6333"),
+                None => {
+                    return Err(IndexError::invalid(format!(
+                        "snapshots of Qdrant collections go through Qdrant's REST API, and {url} is not on the default gRPC port 6334: give the REST URL (--qdrant-rest-url or MIRAGE_QDRANT_REST_URL)"
+                    )))
+                }
+            },
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| IndexError::Graph(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            base,
+            api_key: api_key.map(str::to_owned),
+            http,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.api_key {
+            Some(k) => r.header("api-key", k),
+            None => r,
+        }
+    }
+
+    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let fail = |failure, message: String| IndexError::Qdrant { failure, message };
+        let res = req.send().await.map_err(|e| {
+            fail(
+                StoreFailure::Unavailable,
+                format!("{what} at {}: {e}", self.base),
+            )
+        })?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
+        }
+        let body = res.text().await.unwrap_or_default();
+        let failure = match status.as_u16() {
+            401 | 403 => StoreFailure::Unauthenticated,
+            429 | 502..=504 => StoreFailure::Unavailable,
+            _ => StoreFailure::Rejected,
+        };
+        Err(fail(
+            failure,
+            format!("{what} at {}: HTTP {status}: {body}", self.base),
+        ))
+    }
+}
+
+impl QdrantCollection {
+    /// Writes a snapshot archive of the collection to `out` ([`crate::snapshot`]): Qdrant takes
+    /// its own snapshot (consistent, while the collection serves writes), which is downloaded,
+    /// checked against the checksum Qdrant reports, archived, and deleted from the server.
+    pub async fn snapshot(
+        &self,
+        rest_url: Option<&str>,
+        api_key: Option<&str>,
+        out: &std::path::Path,
+    ) -> Result<crate::snapshot::SnapshotInfo> {
+        let rest = Rest::new(&self.url, rest_url, api_key)?;
+        let items = self.count(None).await?;
+        let created = self
+            .client
+            .create_snapshot(self.name.as_str())
+            .await
+            .map_err(|e| self.fail("create snapshot", e))?;
+        let Some(desc) = created.snapshot_description else {
+            return Err(IndexError::Qdrant {
+                failure: StoreFailure::Rejected,
+                message: format!("create snapshot of {}: no snapshot described", self.name),
+            });
+        };
+        let downloaded = self.download_snapshot(&rest, &desc, out).await;
+        if let Err(e) = self
+            .client
+            .delete_snapshot(qdrant::DeleteSnapshotRequestBuilder::new(
+                self.name.as_str(),
+                desc.name.as_str(),
+            ))
+            .await
+        {
+            tracing::warn!(collection = %self.name, snapshot = %desc.name, error = %e,
+                "could not delete Qdrant's copy of a snapshot after archiving it");
+        }
+        let (file, size) = downloaded?;
+        let manifest = crate::snapshot::SnapshotManifest::new(
+            "qdrant",
+            &self.name,
+            self.model.clone(),
+            self.dim,
+            items,
+            None,
+        );
+        let out = out.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut archive = crate::snapshot::ArchiveWriter::create(&out)?;
+            archive.append(QDRANT_SNAPSHOT_FILE, std::io::BufReader::new(file), size)?;
+            archive.finish(manifest)
+        })
+        .await
+        .map_err(|e| IndexError::Graph(format!("snapshot task failed: {e}")))?
+    }
+
+    /// Downloads Qdrant's snapshot into an unnamed file beside `out`, checking its sha256.
+    async fn download_snapshot(
+        &self,
+        rest: &Rest,
+        desc: &qdrant::SnapshotDescription,
+        out: &std::path::Path,
+    ) -> Result<(std::fs::File, u64)> {
+        use sha2::Digest as _;
+        use std::io::{Seek, Write};
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut file = tempfile::tempfile_in(&dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("a temporary file in {}: {e}", dir.display()),
+            )
+        })?;
+        let what = format!("download snapshot {} of {}", desc.name, self.name);
+        let mut res = rest
+            .send(
+                &what,
+                rest.request(
+                    reqwest::Method::GET,
+                    &format!("/collections/{}/snapshots/{}", self.name, desc.name),
+                ),
+            )
+            .await?;
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = res.chunk().await.map_err(|e| IndexError::Qdrant {
+            failure: StoreFailure::Unavailable,
+            message: format!("{what}: {e}"),
+        })? {
+            hash.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)?;
+        }
+        let got = hex::encode(hash.finalize());
+        if desc.checksum.as_deref().is_some_and(|want| want != got) {
+            return Err(IndexError::Qdrant {
+                failure: StoreFailure::Unavailable,
+                message: format!(
+                    "{what}: the download's sha256 {got} is not Qdrant's {:?}",
+                    desc.checksum
+                ),
+            });
+        }
+        file.rewind()?;
+        Ok((file, size))
+    }
+}
+
+/// Restores a snapshot archive of a Qdrant collection as collection `name` (default: the name
+/// it was taken under): every checksum is checked, then Qdrant's snapshot is uploaded through
+/// the REST API. An existing collection of that name is never replaced.
+pub async fn restore(
+    url: &str,
+    rest_url: Option<&str>,
+    api_key: Option<&str>,
+    archive: &std::path::Path,
+    name: Option<&str>,
+) -> Result<QdrantCollection> {
+    let rest = Rest::new(url, rest_url, api_key)?;
+    let dir = tempfile::tempdir()?;
+    let info = {
+        let (archive, into) = (archive.to_path_buf(), dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || crate::snapshot::verify(&archive, Some(&into)))
+            .await
+            .map_err(|e| IndexError::Graph(format!("snapshot task failed: {e}")))??
+    };
+    let snap = &info.manifest;
+    if snap.kind != "qdrant" {
+        return Err(IndexError::Snapshot {
+            path: archive.to_path_buf(),
+            reason: format!(
+                "it holds a {} collection; restore it into a {} store",
+                snap.kind, snap.kind
+            ),
+        });
+    }
+    let Some(file) = snap.files.iter().find(|f| f.name == QDRANT_SNAPSHOT_FILE) else {
+        return Err(IndexError::Snapshot {
+            path: archive.to_path_buf(),
+            reason: format!("it holds no {QDRANT_SNAPSHOT_FILE}"),
+        });
+    };
+    let target = name.unwrap_or(&snap.collection).to_owned();
+    validate_collection_name(&target)?;
+    let client = connect(url, api_key)?;
+    if client
+        .collection_exists(target.as_str())
+        .await
+        .map_err(|e| qerr("collection_exists", e))?
+    {
+        return Err(IndexError::CollectionExists {
+            name: target,
+            reason: format!(
+                "it exists at {url}; restore under another name, or delete the collection first"
+            ),
+        });
+    }
+    let path = dir.path().join(QDRANT_SNAPSHOT_FILE);
+    let body = reqwest::Body::from(tokio::fs::File::open(&path).await?);
+    let part = reqwest::multipart::Part::stream_with_length(body, file.size)
+        .file_name(QDRANT_SNAPSHOT_FILE)
+        .mime_str("application/octet-stream")
+        .map_err(|e| IndexError::Graph(format!("multipart: {e}")))?;
+    let form = reqwest::multipart::Form::new().part("snapshot", part);
+    rest.send(
+        &format!("upload snapshot as {target}"),
+        rest.request(
+            reqwest::Method::POST,
+            &format!(
+                "/collections/{target}/snapshots/upload?wait=true&priority=snapshot&checksum={}",
+                file.sha256
+            ),
+        )
+        .multipart(form),
+    )
+    .await?;
+    let c = QdrantCollection::open_with(client, url, &target).await?;
+    if c.model != snap.model || c.dim != snap.dim {
+        return Err(IndexError::Snapshot {
+            path: archive.to_path_buf(),
+            reason: format!(
+                "the restored collection {target:?} records model {} and dimension {}, the archive's manifest {} and {}",
+                c.model.sha256, c.dim, snap.model.sha256, snap.dim
+            ),
+        });
+    }
+    Ok(c)
+}
+
 /// Deletes a collection created by mirage.
 pub async fn drop_collection(url: &str, api_key: Option<&str>, name: &str) -> Result<()> {
     // Opening first checks that it exists and is ours.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::embedded::{self, EmbeddedCollection};
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
+use crate::snapshot::SnapshotInfo;
 use crate::types::{
     CollectionConfig, CollectionInfo, Hit, Item, LexicalRequest, ModelRef, SearchRequest,
     StoredItem,
@@ -26,6 +27,9 @@ pub enum StoreSpec {
         url: String,
         /// API key, if the server wants one.
         api_key: Option<String>,
+        /// REST endpoint, which snapshots need (default: the gRPC URL's host on port 6333 when
+        /// the gRPC port is Qdrant's default 6334).
+        rest_url: Option<String>,
     },
 }
 
@@ -34,9 +38,22 @@ impl StoreSpec {
     /// caller finds the key: a library does not read the environment.
     pub fn with_api_key(self, key: Option<&str>) -> Self {
         match self {
-            Self::Qdrant { url, .. } => Self::Qdrant {
+            Self::Qdrant { url, rest_url, .. } => Self::Qdrant {
                 url,
                 api_key: key.filter(|k| !k.is_empty()).map(str::to_owned),
+                rest_url,
+            },
+            embedded => embedded,
+        }
+    }
+
+    /// The same store with Qdrant's REST URL (for snapshots); embedded stores have none.
+    pub fn with_rest_url(self, rest: Option<&str>) -> Self {
+        match self {
+            Self::Qdrant { url, api_key, .. } => Self::Qdrant {
+                url,
+                api_key,
+                rest_url: rest.filter(|r| !r.is_empty()).map(str::to_owned),
             },
             embedded => embedded,
         }
@@ -55,10 +72,15 @@ impl std::fmt::Debug for StoreSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Embedded(root) => f.debug_tuple("Embedded").field(root).finish(),
-            Self::Qdrant { url, api_key } => f
+            Self::Qdrant {
+                url,
+                api_key,
+                rest_url,
+            } => f
                 .debug_struct("Qdrant")
                 .field("url", url)
                 .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
+                .field("rest_url", rest_url)
                 .finish(),
         }
     }
@@ -83,6 +105,7 @@ impl std::str::FromStr for StoreSpec {
             Ok(Self::Qdrant {
                 url: url.to_string(),
                 api_key: None,
+                rest_url: None,
             })
         } else {
             Err(IndexError::invalid(format!(
@@ -139,7 +162,7 @@ impl Collection {
                 Ok(Self::Embedded(Arc::new(c)))
             }
             #[cfg(feature = "qdrant")]
-            StoreSpec::Qdrant { url, api_key } => Ok(Self::Qdrant(Arc::new(
+            StoreSpec::Qdrant { url, api_key, .. } => Ok(Self::Qdrant(Arc::new(
                 crate::qdrant::QdrantCollection::create_or_open(
                     url,
                     api_key.as_deref(),
@@ -162,7 +185,7 @@ impl Collection {
                 Ok(Self::Embedded(Arc::new(c)))
             }
             #[cfg(feature = "qdrant")]
-            StoreSpec::Qdrant { url, api_key } => Ok(Self::Qdrant(Arc::new(
+            StoreSpec::Qdrant { url, api_key, .. } => Ok(Self::Qdrant(Arc::new(
                 crate::qdrant::QdrantCollection::open(url, api_key.as_deref(), name).await?,
             ))),
             #[cfg(not(feature = "qdrant"))]
@@ -361,6 +384,68 @@ impl Collection {
     }
 }
 
+impl Collection {
+    /// Writes a snapshot archive of the collection to `out`, which must not exist
+    /// ([`crate::snapshot`]); the collection keeps serving meanwhile. `spec` is the store it
+    /// lives in (a Qdrant snapshot goes through the REST URL and key it names).
+    pub async fn snapshot(&self, spec: &StoreSpec, out: PathBuf) -> Result<SnapshotInfo> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || c.snapshot(&out)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => {
+                let StoreSpec::Qdrant {
+                    api_key, rest_url, ..
+                } = spec
+                else {
+                    return Err(IndexError::invalid(
+                        "a Qdrant collection's snapshot needs its Qdrant store",
+                    ));
+                };
+                c.snapshot(rest_url.as_deref(), api_key.as_deref(), &out)
+                    .await
+            }
+        }
+    }
+}
+
+/// Restores the snapshot archive `archive` into `spec` as collection `name` (default: the
+/// name it was taken under), after checking its checksums, format and model record. An
+/// existing collection is never replaced.
+pub async fn restore(
+    spec: &StoreSpec,
+    archive: PathBuf,
+    name: Option<String>,
+) -> Result<Collection> {
+    match spec {
+        StoreSpec::Embedded(root) => {
+            let root = root.clone();
+            let c = blocking(move || EmbeddedCollection::restore(&archive, &root, name.as_deref()))
+                .await?;
+            Ok(Collection::Embedded(Arc::new(c)))
+        }
+        #[cfg(feature = "qdrant")]
+        StoreSpec::Qdrant {
+            url,
+            api_key,
+            rest_url,
+        } => Ok(Collection::Qdrant(Arc::new(
+            crate::qdrant::restore(
+                url,
+                rest_url.as_deref(),
+                api_key.as_deref(),
+                &archive,
+                name.as_deref(),
+            )
+            .await?,
+        ))),
+        #[cfg(not(feature = "qdrant"))]
+        StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
+    }
+}
+
 /// Deletes a collection and everything in it.
 pub async fn drop_collection(spec: &StoreSpec, name: &str) -> Result<()> {
     match spec {
@@ -369,7 +454,7 @@ pub async fn drop_collection(spec: &StoreSpec, name: &str) -> Result<()> {
             blocking(move || embedded::drop_collection(&root, &name)).await
         }
         #[cfg(feature = "qdrant")]
-        StoreSpec::Qdrant { url, api_key } => {
+        StoreSpec::Qdrant { url, api_key, .. } => {
             crate::qdrant::drop_collection(url, api_key.as_deref(), name).await
         }
         #[cfg(not(feature = "qdrant"))]
@@ -386,7 +471,7 @@ pub async fn list_collections(spec: &StoreSpec) -> Result<Vec<String>> {
             blocking(move || embedded::list_collections(&root)).await
         }
         #[cfg(feature = "qdrant")]
-        StoreSpec::Qdrant { url, api_key } => {
+        StoreSpec::Qdrant { url, api_key, .. } => {
             crate::qdrant::list_collections(url, api_key.as_deref()).await
         }
         #[cfg(not(feature = "qdrant"))]
@@ -450,7 +535,9 @@ pub async fn probe(spec: &StoreSpec) -> Result<String> {
             .await
         }
         #[cfg(feature = "qdrant")]
-        StoreSpec::Qdrant { url, api_key } => crate::qdrant::probe(url, api_key.as_deref()).await,
+        StoreSpec::Qdrant { url, api_key, .. } => {
+            crate::qdrant::probe(url, api_key.as_deref()).await
+        }
         #[cfg(not(feature = "qdrant"))]
         StoreSpec::Qdrant { .. } => Err(qdrant_not_built()),
     }
@@ -465,6 +552,7 @@ mod tests {
         let spec = StoreSpec::Qdrant {
             url: "http://q:6334".into(),
             api_key: Some("s3cret-key".into()),
+            rest_url: None,
         };
         let shown = format!("{spec:?}");
         assert!(!shown.contains("s3cret"), "{shown}");

@@ -8,3 +8,4 @@ mod persistence;
 mod pipeline;
 mod recall;
 mod semantics;
+mod snapshots;
