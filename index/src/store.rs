@@ -388,6 +388,7 @@ impl Collection {
     /// Writes a snapshot archive of the collection to `out`, which must not exist
     /// ([`crate::snapshot`]); the collection keeps serving meanwhile. `spec` is the store it
     /// lives in (a Qdrant snapshot goes through the REST URL and key it names).
+    #[cfg_attr(not(feature = "qdrant"), allow(unused_variables))]
     pub async fn snapshot(&self, spec: &StoreSpec, out: PathBuf) -> Result<SnapshotInfo> {
         match self {
             Self::Embedded(c) => {

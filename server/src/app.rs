@@ -19,7 +19,9 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorKind, InternalCause, Problem, PROBLEM_JSON};
 use crate::openapi::{finish_spec, Contract};
-use crate::routes::{audit, classify, collections, embeddings, media, models, ops, rerank, search};
+use crate::routes::{
+    audit, classify, collections, embeddings, media, models, ops, rerank, search, snapshots,
+};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -58,6 +60,13 @@ fn routes() -> OpenApiRouter<AppState> {
             collections::upsert_items,
             collections::delete_items
         ))
+        .routes(routes!(snapshots::create_snapshot))
+        .routes(routes!(snapshots::list_snapshots))
+        .routes(routes!(
+            snapshots::download_snapshot,
+            snapshots::delete_snapshot
+        ))
+        .routes(routes!(snapshots::restore_snapshot))
         .routes(routes!(models::list_models, models::load_model))
         .routes(routes!(models::unload_model))
         .routes(routes!(ops::health))
@@ -294,10 +303,13 @@ pub(crate) fn public_path(path: &str) -> bool {
 }
 
 fn needs_admin(method: &Method, path: &str) -> bool {
-    (path.starts_with("/v1/collections/")
-        || path == "/v1/models"
-        || path.starts_with("/v1/models/"))
-        && method != Method::GET
+    // Snapshots hold whole collections: even reading them is an administrator's business.
+    let snapshots = path == "/v1/snapshots" || path.starts_with("/v1/snapshots/");
+    snapshots
+        || ((path.starts_with("/v1/collections/")
+            || path == "/v1/models"
+            || path.starts_with("/v1/models/"))
+            && method != Method::GET)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -338,7 +350,7 @@ async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> R
     if needs_admin(req.method(), req.uri().path()) {
         return ApiError::new(
             ErrorKind::Forbidden,
-            "this key has read scope; creating, deleting and writing collections needs an admin key",
+            "this key has read scope; creating, deleting and writing collections, and snapshots, need an admin key",
         )
         .into_response();
     }
@@ -372,6 +384,12 @@ mod tests {
         assert!(needs_admin(&Method::POST, "/v1/collections/a/items"));
         assert!(!needs_admin(&Method::GET, "/v1/collections/a"));
         assert!(!needs_admin(&Method::POST, "/v1/search"));
+        assert!(needs_admin(&Method::GET, "/v1/snapshots"));
+        assert!(needs_admin(
+            &Method::GET,
+            "/v1/snapshots/a-1.mirage-snapshot.tar"
+        ));
+        assert!(needs_admin(&Method::POST, "/v1/collections/a/snapshots"));
         assert!(public_path("/ready") && !public_path("/v1/search"));
     }
 }

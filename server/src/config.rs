@@ -166,7 +166,12 @@ pub struct Settings {
     /// API key of the Qdrant store(s), if the server wants one.
     #[arg(long, env = "MIRAGE_QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<Secret>,
-    /// Where the server keeps its own per-collection settings (`collections.json`).
+    /// Qdrant's REST URL, through which snapshots of Qdrant collections are downloaded and
+    /// uploaded (default: the gRPC URL's host on port 6333 when its port is 6334).
+    #[arg(long, env = "MIRAGE_QDRANT_REST_URL")]
+    pub qdrant_rest_url: Option<String>,
+    /// Where the server keeps its own per-collection settings (`collections.json`) and the
+    /// snapshot archives it writes (`snapshots/`).
     #[arg(
         long,
         env = "MIRAGE_DATA_DIR",
@@ -273,6 +278,7 @@ impl Settings {
         self.engine.ort_library = self.engine.ort_library.filter(|p| !empty(p));
         self.qdrant_url = self.qdrant_url.filter(|u| !u.is_empty());
         self.qdrant_api_key = self.qdrant_api_key.filter(|k| !k.0.is_empty());
+        self.qdrant_rest_url = self.qdrant_rest_url.filter(|u| !u.is_empty());
         self.cors_origins.retain(|o| !o.trim().is_empty());
         self.api_keys.retain(|k| !k.0.is_empty());
         self.admin_keys.retain(|k| !k.0.is_empty());

@@ -1260,6 +1260,65 @@ pub struct DeleteItemsRequest {
     pub filter: Option<Value>,
 }
 
+/// A snapshot archive in the server's snapshot folder: the collection's name, a dash, the
+/// millisecond it was taken, `.mirage-snapshot.tar`.
+#[derive(ToSchema)]
+#[schema(
+    pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,179}\.mirage-snapshot\.tar$",
+    example = "reports-1765065600000.mirage-snapshot.tar"
+)]
+pub struct SnapshotName(pub String);
+
+/// A snapshot archive the server holds.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotResponse {
+    /// File name in the server's snapshot folder (`GET /v1/snapshots/{snapshot}` downloads it).
+    #[schema(value_type = SnapshotName)]
+    pub name: String,
+    /// `embedded` or `qdrant`: the store it restores into.
+    pub store: String,
+    /// The collection it was taken of.
+    #[schema(value_type = CollectionName)]
+    pub collection: String,
+    /// Model id of the bundle its vectors come from.
+    pub model_id: String,
+    /// sha256 of that bundle.
+    pub bundle_sha256: String,
+    /// Items it holds.
+    pub items: u64,
+    /// The collection's version it holds (embedded collections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_version: Option<u64>,
+    /// Archive size in bytes.
+    pub size_bytes: u64,
+    /// sha256 of the whole archive, when the server computed it (a new snapshot); a listing
+    /// reads only the manifests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Seconds since the Unix epoch when it was taken.
+    pub created_unix: u64,
+}
+
+/// `GET /v1/snapshots`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotList {
+    /// Newest first.
+    pub snapshots: Vec<SnapshotResponse>,
+    /// Files in the snapshot folder that are not readable archives, with the reason.
+    pub unreadable: Vec<String>,
+}
+
+/// `POST /v1/snapshots/{snapshot}/restore`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Collection name to restore as (default: the name it was taken under). An existing
+    /// collection is never replaced (409).
+    #[serde(default, rename = "as")]
+    #[schema(value_type = Option<CollectionName>)]
+    pub as_name: Option<String>,
+}
+
 /// Response of a delete.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeleteResponse {

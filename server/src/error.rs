@@ -288,7 +288,7 @@ impl From<mirage_index::IndexError> for ApiError {
             }
             // The problem's title already says "Invalid request".
             E::InvalidRequest(detail) => Self::invalid(detail),
-            E::Dimension { .. } => Self::invalid(e.to_string()),
+            E::Dimension { .. } | E::Snapshot { .. } => Self::invalid(e.to_string()),
             E::Qdrant { failure, .. } => {
                 use mirage_index::StoreFailure as F;
                 let (kind, detail, retry_after) = match failure {

@@ -22,9 +22,9 @@ use mirage_model::reranker::Reranker;
 use mirage_server::config::{EngineArgs, Secret};
 use serde_json::json;
 
-/// Where collections live.
+/// Which store.
 #[derive(Args, Clone)]
-pub(crate) struct StoreArgs {
+pub(crate) struct StoreFlags {
     /// Store: `embedded:DIR` (one directory per collection under DIR) or `qdrant:URL` (gRPC,
     /// e.g. qdrant:http://localhost:6334).
     #[arg(long, env = "MIRAGE_STORE", default_value = "embedded:./indexes")]
@@ -32,6 +32,32 @@ pub(crate) struct StoreArgs {
     /// API key of the Qdrant store(s), if the server wants one.
     #[arg(long, env = "MIRAGE_QDRANT_API_KEY", hide_env_values = true)]
     qdrant_api_key: Option<Secret>,
+    /// Qdrant's REST URL, for snapshots (default: the gRPC URL's host on port 6333 when its
+    /// port is 6334).
+    #[arg(long, env = "MIRAGE_QDRANT_REST_URL")]
+    qdrant_rest_url: Option<String>,
+}
+
+impl StoreFlags {
+    pub(crate) fn spec(&self) -> Result<StoreSpec> {
+        self.parse(&self.store)
+    }
+
+    /// `store` (this command's or another one it checks) with the API key and REST URL.
+    fn parse(&self, store: &str) -> Result<StoreSpec> {
+        let key = self.qdrant_api_key.as_ref().map(|k| k.0.as_str());
+        Ok(store
+            .parse::<StoreSpec>()?
+            .with_api_key(key)
+            .with_rest_url(self.qdrant_rest_url.as_deref()))
+    }
+}
+
+/// Where collections live, and which one.
+#[derive(Args, Clone)]
+pub(crate) struct StoreArgs {
+    #[command(flatten)]
+    location: StoreFlags,
     /// Collection name.
     #[arg(long, env = "MIRAGE_COLLECTION")]
     pub(crate) collection: String,
@@ -39,13 +65,11 @@ pub(crate) struct StoreArgs {
 
 impl StoreArgs {
     pub(crate) fn spec(&self) -> Result<StoreSpec> {
-        self.parse(&self.store)
+        self.location.spec()
     }
 
-    /// `store` (this command's or another one it checks) with the API key.
     fn parse(&self, store: &str) -> Result<StoreSpec> {
-        let key = self.qdrant_api_key.as_ref().map(|k| k.0.as_str());
-        Ok(store.parse::<StoreSpec>()?.with_api_key(key))
+        self.location.parse(store)
     }
 }
 
@@ -59,6 +83,36 @@ pub(crate) enum IndexCommand {
     Compact(CompactArgs),
     /// Delete items by id or by filter, or the whole collection.
     Delete(DeleteArgs),
+    /// Write a checksummed snapshot archive of a collection while it serves (embedded: a
+    /// consistent copy of its database and graphs; Qdrant: Qdrant's own snapshot).
+    Snapshot(SnapshotArgs),
+    /// Restore a snapshot archive as a new collection, after checking its checksums, format
+    /// and model.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SnapshotArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The archive to write; it must not exist (a snapshot never replaces a file).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub(crate) struct RestoreArgs {
+    #[command(flatten)]
+    store: StoreFlags,
+    /// The archive (written by `mirage index snapshot` or the server's snapshot route).
+    archive: PathBuf,
+    /// Collection name to restore as (default: the name it was taken under); an existing
+    /// collection is never replaced.
+    #[arg(long = "as", value_name = "NAME")]
+    as_name: Option<String>,
+    /// Refuse the archive unless its vectors come from this bundle.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -507,7 +561,51 @@ pub(crate) fn run_index(command: IndexCommand) -> Result<()> {
             Ok(())
         }
         IndexCommand::Delete(args) => delete(args, &rt),
+        IndexCommand::Snapshot(SnapshotArgs { store, out }) => {
+            let spec = store.spec()?;
+            let c = rt.block_on(Collection::open(&spec, &store.collection))?;
+            let started = std::time::Instant::now();
+            let info = rt.block_on(c.snapshot(&spec, out))?;
+            eprintln!(
+                "wrote {} ({} items, {:.1} MB) in {:.2} s",
+                info.path.display(),
+                info.manifest.items,
+                info.size_bytes as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+        IndexCommand::Restore(args) => restore(args, &rt),
     }
+}
+
+fn restore(args: RestoreArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
+    let spec = args.store.spec()?;
+    if let Some(bundle) = &args.bundle {
+        // Checked before anything is written: the manifest alone says which model it holds.
+        let (wanted, _) = bundle_ref(&mirage_model::bundle::Bundle::open(bundle)?);
+        let held = mirage_index::snapshot::describe(&args.archive)?;
+        held.model
+            .ensure_matches(&held.collection, &wanted)
+            .context("the archive holds another model's vectors")?;
+    }
+    let started = std::time::Instant::now();
+    let c = rt.block_on(mirage_index::restore(
+        &spec,
+        args.archive.clone(),
+        args.as_name.clone(),
+    ))?;
+    let info = rt.block_on(c.info())?;
+    eprintln!(
+        "restored {} as {} ({} items) in {:.2} s",
+        args.archive.display(),
+        info.name,
+        info.items,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
 }
 
 fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {

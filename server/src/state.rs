@@ -103,12 +103,18 @@ impl AppState {
                 .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
         }
         let key = settings.qdrant_api_key.as_ref().map(|k| k.0.as_str());
-        let store = settings.store.parse::<StoreSpec>()?.with_api_key(key);
+        let rest = settings.qdrant_rest_url.as_deref();
+        let store = settings
+            .store
+            .parse::<StoreSpec>()?
+            .with_api_key(key)
+            .with_rest_url(rest);
         let qdrant = match &settings.qdrant_url {
             Some(url) => Some(
                 format!("qdrant:{url}")
                     .parse::<StoreSpec>()?
-                    .with_api_key(key),
+                    .with_api_key(key)
+                    .with_rest_url(rest),
             ),
             None => None,
         };

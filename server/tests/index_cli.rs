@@ -637,3 +637,215 @@ fn precomputed_vectors_in_and_query_vectors_out_through_npy() {
     let again: serde_json::Value = serde_json::from_str(again.lines().next().unwrap()).unwrap();
     assert_eq!(again["ids"][0], "img-3");
 }
+
+/// A collection "big" of `n` items with long texts, made through the library with the
+/// fixture's bundle identity, so a snapshot of it takes long enough to be interrupted.
+fn big_collection(f: &Fixture, n: usize) {
+    let bundle = mirage_model::bundle::Bundle::open(Path::new(&f.bundle)).unwrap();
+    let (model, dim) = mirage_index::pipeline::bundle_ref(&bundle);
+    let c = EmbeddedCollection::create_or_open(
+        &f.root.join("indexes"),
+        "big",
+        &mirage_index::CollectionConfig::new(dim, model),
+    )
+    .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let filler = "consolidation in the right lower lobe with a small effusion. ".repeat(64);
+    for start in (0..n).step_by(500) {
+        let batch = (start..(start + 500).min(n))
+            .map(|i| {
+                let v: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+                mirage_index::Item {
+                    id: format!("doc-{i}"),
+                    text: Some(format!("report {i}: {filler}")),
+                    image: None,
+                    payload: serde_json::Map::new(),
+                    text_vector: Some(v),
+                    image_vector: None,
+                }
+            })
+            .collect();
+        c.upsert(batch).unwrap();
+    }
+    c.flush().unwrap();
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn snapshot_and_restore_from_the_shell_and_sigkill_mid_snapshot_leaves_no_half_archive() {
+    let f = fixture(0);
+    let store = f.store();
+    big_collection(&f, 6000);
+    let snaps = f.root.join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let path = |name: &str| snaps.join(name).display().to_string();
+    let snapshot = |out: &str| {
+        mirage(&[
+            "index",
+            "snapshot",
+            "--store",
+            &store,
+            "--collection",
+            "big",
+            "--out",
+            out,
+        ])
+    };
+    let info: serde_json::Value = serde_json::from_str(&ok(snapshot(&path("a.tar")))).unwrap();
+    assert_eq!(info["manifest"]["items"], 6000);
+    assert_eq!(info["manifest"]["kind"], "embedded");
+    let size = info["size_bytes"].as_u64().unwrap();
+    assert!(
+        size > 20_000_000,
+        "{size} bytes: too small to be interrupted"
+    );
+
+    // SIGKILL at moments inside the snapshot: the staging folder's appearance says it began.
+    let collection_dir = f.root.join("indexes").join("big");
+    let mut interrupted = 0;
+    for (k, delay_ms) in [0u64, 10, 40, 120].into_iter().enumerate() {
+        let out = path(&format!("k{k}.tar"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .args([
+                "index",
+                "snapshot",
+                "--store",
+                &store,
+                "--collection",
+                "big",
+                "--out",
+                &out,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let staging = || {
+            listing(&collection_dir)
+                .iter()
+                .any(|n| n.starts_with(".snapshot-"))
+        };
+        while !staging() && started.elapsed().as_secs() < 60 {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !finished && staging() {
+            interrupted += 1;
+            // No half archive under any name: the archive is whole or absent.
+            assert!(!Path::new(&out).exists(), "a half archive at {out}");
+        }
+        assert_eq!(
+            listing(&snaps)
+                .iter()
+                .filter(|n| n.starts_with('.'))
+                .count(),
+            0
+        );
+        if Path::new(&out).exists() {
+            mirage_index::snapshot::verify(Path::new(&out), None).unwrap();
+        }
+        // The collection opens whole (and sweeps the staging folder), and the name is free to
+        // use again.
+        let info = info_json_of(&store, "big");
+        assert_eq!(info["items"], 6000);
+        assert!(listing(&collection_dir)
+            .iter()
+            .all(|n| !n.starts_with(".snapshot-")));
+        if !Path::new(&out).exists() {
+            ok(snapshot(&out));
+        }
+    }
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills landed inside a snapshot"
+    );
+
+    // Restore under a new name; the bundle check; never over an existing collection.
+    let restored: serde_json::Value = serde_json::from_str(&ok(mirage(&[
+        "index",
+        "restore",
+        &path("a.tar"),
+        "--as",
+        "big-copy",
+        "--store",
+        &store,
+        "--bundle",
+        &f.bundle,
+    ])))
+    .unwrap();
+    assert_eq!(restored["name"], "big-copy");
+    assert_eq!(restored["items"], 6000);
+    let err = fail(mirage(&[
+        "index",
+        "restore",
+        &path("a.tar"),
+        "--store",
+        &store,
+    ]));
+    assert!(err.contains("already exists"), "{err}");
+    let other = f.root.join("other-bundle");
+    write_tiny_bundle(&other, TinyVision::ResNetMean, 16, 12).unwrap();
+    let err = fail(mirage(&[
+        "index",
+        "restore",
+        &path("a.tar"),
+        "--as",
+        "wrong",
+        "--store",
+        &store,
+        "--bundle",
+        &other.display().to_string(),
+    ]));
+    assert!(err.contains("another model"), "{err}");
+
+    // A truncated archive is refused with the reason, and leaves nothing behind.
+    let bytes = std::fs::read(path("a.tar")).unwrap();
+    std::fs::write(path("cut.tar"), &bytes[..bytes.len() / 3]).unwrap();
+    let err = fail(mirage(&[
+        "index",
+        "restore",
+        &path("cut.tar"),
+        "--as",
+        "cut",
+        "--store",
+        &store,
+    ]));
+    assert!(
+        err.contains("refused") && err.contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(
+        mirage_index::embedded::list_collections(&f.root.join("indexes")).unwrap(),
+        ["big", "big-copy"]
+    );
+    assert!(listing(&f.root.join("indexes"))
+        .iter()
+        .all(|n| !n.starts_with('.')));
+}
+
+fn info_json_of(store: &str, collection: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(mirage(&[
+        "index",
+        "info",
+        "--store",
+        store,
+        "--collection",
+        collection,
+    ])))
+    .unwrap()
+}

@@ -18,7 +18,7 @@ use crate::infer::Input;
 use crate::routes::{check_input_count, parse_filter, prepare_images};
 use crate::state::{AppState, CollectionSettings};
 
-async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse {
+pub(crate) async fn describe(state: &AppState, info: CollectionInfo) -> CollectionResponse {
     let settings = state.collection_settings(&info.name).await;
     let search_mode =
         CollectionSettings::mode(settings.as_ref(), true, info.lexical.is_some()).into();

@@ -9,6 +9,7 @@ pub mod models;
 pub mod ops;
 pub mod rerank;
 pub mod search;
+pub mod snapshots;
 
 use base64::Engine;
 use mirage_model::image_input::{decode_image, preprocess, DecodeOptions};

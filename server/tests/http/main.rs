@@ -17,6 +17,7 @@ mod python_client;
 #[cfg(feature = "qdrant")]
 mod qdrant;
 mod retrieval;
+mod snapshots;
 mod web_ui;
 
 use std::path::Path;
