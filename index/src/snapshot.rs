@@ -334,7 +334,7 @@ impl ArchiveWriter {
 
     /// Adds `size` bytes from `reader` as entry `name`, recording their checksum.
     pub(crate) fn append(&mut self, name: &str, reader: impl Read, size: u64) -> Result<()> {
-        check_entry_name(name).map_err(|r| IndexError::invalid(r))?;
+        check_entry_name(name).map_err(IndexError::invalid)?;
         let mut header = entry_header(size, self.mtime);
         let mut hashing = Hashing::new(reader.take(size));
         self.tar.append_data(&mut header, name, &mut hashing)?;

@@ -245,6 +245,7 @@ impl Collection {
     }
 
     /// Inserts or replaces items; returns once they are durable.
+    #[tracing::instrument(name = "store.upsert", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn upsert(&self, items: Vec<Item>) -> Result<()> {
         match self {
             Self::Embedded(c) => {
@@ -257,6 +258,7 @@ impl Collection {
     }
 
     /// Deletes items by id; returns how many existed.
+    #[tracing::instrument(name = "store.delete", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn delete(&self, ids: Vec<String>) -> Result<u64> {
         match self {
             Self::Embedded(c) => {
@@ -269,6 +271,7 @@ impl Collection {
     }
 
     /// Deletes the items whose payload passes the filter; returns how many.
+    #[tracing::instrument(name = "store.delete_by_filter", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn delete_by_filter(&self, filter: Filter) -> Result<u64> {
         filter.validate()?;
         match self {
@@ -282,6 +285,7 @@ impl Collection {
     }
 
     /// Items by id, in the order asked; unknown ids are left out.
+    #[tracing::instrument(name = "store.get", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn get(&self, ids: Vec<String>) -> Result<Vec<StoredItem>> {
         match self {
             Self::Embedded(c) => {
@@ -294,6 +298,7 @@ impl Collection {
     }
 
     /// Which of `ids` are present (for resumable indexing).
+    #[tracing::instrument(name = "store.existing", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn existing(&self, ids: Vec<String>) -> Result<HashSet<String>> {
         match self {
             Self::Embedded(c) => Ok(c.existing(&ids)),
@@ -303,6 +308,7 @@ impl Collection {
     }
 
     /// Number of items, or of items passing the filter.
+    #[tracing::instrument(name = "store.count", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn count(&self, filter: Option<Filter>) -> Result<u64> {
         match self {
             Self::Embedded(c) => {
@@ -315,6 +321,7 @@ impl Collection {
     }
 
     /// k-nearest-neighbour search.
+    #[tracing::instrument(name = "store.search", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>> {
         match self {
             Self::Embedded(c) => {
@@ -329,6 +336,7 @@ impl Collection {
     /// BM25 search of the items' texts ([`crate::lexical`]); same analyzer and formula in both
     /// stores. A Qdrant collection made before lexical search existed has no index: an error
     /// says so.
+    #[tracing::instrument(name = "store.lexical_search", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn lexical_search(&self, req: LexicalRequest) -> Result<Vec<Hit>> {
         match self {
             Self::Embedded(c) => {
@@ -350,6 +358,7 @@ impl Collection {
     }
 
     /// Sizes and settings.
+    #[tracing::instrument(name = "store.info", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn info(&self) -> Result<CollectionInfo> {
         match self {
             Self::Embedded(c) => Ok(c.info()),
@@ -360,6 +369,7 @@ impl Collection {
 
     /// Makes recent writes cheap to reopen (embedded: dumps the graphs). Writes are durable
     /// without it.
+    #[tracing::instrument(name = "store.flush", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn flush(&self) -> Result<()> {
         match self {
             Self::Embedded(c) => {
@@ -372,6 +382,7 @@ impl Collection {
     }
 
     /// Embedded: rebuilds the graphs without tombstones. Qdrant optimises on its own.
+    #[tracing::instrument(name = "store.compact", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn compact(&self) -> Result<()> {
         match self {
             Self::Embedded(c) => {
@@ -389,6 +400,7 @@ impl Collection {
     /// ([`crate::snapshot`]); the collection keeps serving meanwhile. `spec` is the store it
     /// lives in (a Qdrant snapshot goes through the REST URL and key it names).
     #[cfg_attr(not(feature = "qdrant"), allow(unused_variables))]
+    #[tracing::instrument(name = "store.snapshot", skip_all, fields(collection = %self.name(), store = self.kind()))]
     pub async fn snapshot(&self, spec: &StoreSpec, out: PathBuf) -> Result<SnapshotInfo> {
         match self {
             Self::Embedded(c) => {

@@ -211,7 +211,20 @@ async fn problems_and_telemetry(
     let id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("request", %method, %path, request_id = %id);
+    // Attribute names follow OpenTelemetry's HTTP conventions; `otel.*` name and kind the
+    // exported span.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        url.path = %path,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %id,
+    );
+    crate::telemetry::continue_trace(&span, req.headers());
     let start = Instant::now();
     let res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let mut res = if res.status().is_client_error() || res.status().is_server_error() {
@@ -224,6 +237,12 @@ async fn problems_and_telemetry(
         .get::<RouteTemplate>()
         .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
     let status = res.status();
+    span.record("otel.name", format!("{method} {route}"));
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let elapsed = start.elapsed().as_secs_f64();
     state
         .metrics

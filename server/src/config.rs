@@ -238,6 +238,10 @@ pub struct Settings {
     /// Log format.
     #[arg(long, env = "MIRAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export traces (request, inference-queue and store spans) over OTLP/HTTP to this endpoint,
+    /// e.g. http://localhost:4318 (`/v1/traces` is appended unless given). Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Folder the indexed image references resolve under, for `GET /v1/media` thumbnails (the
     /// web page's result images); none serves no images.
     #[arg(long, env = "MIRAGE_MEDIA_ROOT", value_parser = any_path)]
@@ -279,6 +283,7 @@ impl Settings {
         self.qdrant_url = self.qdrant_url.filter(|u| !u.is_empty());
         self.qdrant_api_key = self.qdrant_api_key.filter(|k| !k.0.is_empty());
         self.qdrant_rest_url = self.qdrant_rest_url.filter(|u| !u.is_empty());
+        self.otlp_endpoint = self.otlp_endpoint.filter(|u| !u.trim().is_empty());
         self.cors_origins.retain(|o| !o.trim().is_empty());
         self.api_keys.retain(|k| !k.0.is_empty());
         self.admin_keys.retain(|k| !k.0.is_empty());
@@ -298,6 +303,11 @@ impl Settings {
         if let Some(dir) = &self.models_dir {
             if !dir.is_dir() {
                 problems.push(format!("models_dir {} is not a directory", dir.display()));
+            }
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            if let Err(e) = crate::telemetry::traces_url(e) {
+                problems.push(format!("otlp_endpoint: {e}"));
             }
         }
         if self.data_dir.as_os_str().is_empty() {

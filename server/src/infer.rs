@@ -120,17 +120,29 @@ impl Encoder {
             return Ok(Vec::new());
         }
         let permit = self.admit(inputs.len())?;
+        let span = self.queue_span(inputs.len());
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Embed {
                 inputs,
                 reply,
-                span: tracing::Span::current(),
+                span: span.clone(),
                 _permit: permit,
             })
             .map_err(|_| ApiError::internal("encoder thread is gone"))?;
-        rx.await
+        tracing::Instrument::instrument(rx, span)
+            .await
             .map_err(|_| ApiError::internal("encoder thread dropped a reply"))?
+    }
+
+    /// The span of one request's stay in the queue, from admission to its reply.
+    fn queue_span(&self, items: usize) -> tracing::Span {
+        tracing::info_span!(
+            "inference.queue",
+            model = %self.model.model_id(),
+            items,
+            queue_depth = self.depth(),
+        )
     }
 
     /// Runs `work` on the encoder thread (for work that is not a plain embedding, such as
@@ -141,6 +153,7 @@ impl Encoder {
         work: impl FnOnce(&MirageModel) -> ApiResult<T> + Send + 'static,
     ) -> ApiResult<T> {
         let permit = self.admit(cost)?;
+        let span = self.queue_span(cost);
         let (reply, rx) = oneshot::channel();
         let work: Custom = Box::new(move |m| {
             let out = work(m);
@@ -152,10 +165,11 @@ impl Encoder {
         self.tx
             .send(Job::Custom {
                 work,
-                span: tracing::Span::current(),
+                span: span.clone(),
             })
             .map_err(|_| ApiError::internal("encoder thread is gone"))?;
-        rx.await
+        tracing::Instrument::instrument(rx, span)
+            .await
             .map_err(|_| ApiError::internal("encoder thread dropped a reply"))?
     }
 }
@@ -178,7 +192,7 @@ fn worker(model: &MirageModel, rx: &Receiver<Job>, batch_size: usize, metrics: &
         for job in jobs {
             match job {
                 Job::Custom { work, span } => {
-                    let _g = span.enter();
+                    let _g = tracing::info_span!(parent: &span, "inference.run").entered();
                     let t = Instant::now();
                     // A panic in one request's work must not take the encoder down with it.
                     let result =
@@ -227,7 +241,19 @@ fn run_embeds(model: &MirageModel, jobs: Vec<EmbedJob>, batch_size: usize, metri
         }
         replies.push((reply, span, permit));
     }
-    let _g = replies.first().map(|(_, s, _)| s.clone().entered());
+    // One forward pass serves several requests: its span is a child of the first request's
+    // queue span and follows from the others'.
+    let batch = tracing::info_span!(
+        parent: replies.first().and_then(|(_, s, _)| s.id()),
+        "inference.batch",
+        requests = replies.len(),
+        texts = texts.len() + queries.len(),
+        images = images.len(),
+    );
+    for (_, s, _) in replies.iter().skip(1) {
+        batch.follows_from(s);
+    }
+    let _g = batch.entered();
     let result = (|| -> mirage_model::Result<()> {
         for (items, role) in [(&texts, TextRole::Document), (&queries, TextRole::Query)] {
             for chunk in items.chunks(batch_size) {

@@ -18,3 +18,4 @@ pub mod openapi;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod telemetry;

@@ -52,7 +52,7 @@ enum Command {
     #[command(subcommand)]
     Index(index_cmd::IndexCommand),
     /// Search a collection by text or image; prints one JSON object per hit.
-    Search(index_cmd::SearchArgs),
+    Search(Box<index_cmd::SearchArgs>),
     /// Build an MLLM-ready context from a collection (what `POST /v1/rag/context` returns).
     Rag(Box<index_cmd::RagArgs>),
     /// Score every (image, caption) pair of a pair file with the matching score s (what
@@ -317,7 +317,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(settings) => serve(*settings, &cli.log),
             command => {
-                mirage_server::serve::init_logging(&cli.log, Default::default());
+                // Only the server exports traces; the commands log to stderr.
+                mirage_server::telemetry::init(&cli.log, Default::default(), None)?.shutdown();
                 run(command)
             }
         }
@@ -352,12 +353,20 @@ fn serve(settings: mirage_server::config::Settings, log: &str) -> Result<()> {
     let settings = settings.finish()?;
     // Serving logs lifecycle events at info unless the user asked for something else.
     let filter = if log == "warn" { "info" } else { log };
-    mirage_server::serve::init_logging(filter, settings.log_format);
+    let telemetry = mirage_server::telemetry::init(
+        filter,
+        settings.log_format,
+        settings.otlp_endpoint.as_deref(),
+    )?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(mirage_server::serve::run(settings, |addr| {
+    let served = runtime.block_on(mirage_server::serve::run(settings, |addr| {
         // Scripts and tests read the bound address from this line.
         println!("listening on http://{addr}");
-    }))
+    }));
+    drop(runtime);
+    // After the runtime: the exporter's client blocks while it sends the last spans.
+    telemetry.shutdown();
+    served
 }
 
 fn run(command: Command) -> Result<()> {
@@ -445,7 +454,7 @@ fn run(command: Command) -> Result<()> {
         Command::Embed(args) => embed(args),
         Command::Classify(args) => classify_cmd(args),
         Command::Index(cmd) => index_cmd::run_index(cmd),
-        Command::Search(args) => index_cmd::search(args),
+        Command::Search(args) => index_cmd::search(*args),
         Command::Rag(args) => index_cmd::rag(*args),
         Command::Audit(args) => audit_cmd::audit(*args),
     }

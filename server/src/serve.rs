@@ -9,22 +9,10 @@ use anyhow::{Context, Result};
 use mirage_model::reranker::Reranker;
 
 use crate::app::app;
-use crate::config::{LogFormat, Settings};
+use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::models::ServedModel;
 use crate::state::AppState;
-
-/// Installs the log subscriber (text or JSON on stderr).
-pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::new(filter);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
 
 /// Loads everything and returns the state, ready to serve.
 pub async fn build_state(settings: Settings) -> Result<AppState> {

@@ -9,6 +9,7 @@ from mirage_client import (
     Client,
     InvalidImage,
     InvalidRequest,
+    MirageError,
     NotFound,
     Unavailable,
     rag_messages,
@@ -149,3 +150,23 @@ def test_retries_on_429_and_503_then_raise():
         return len(calls)
 
     assert asyncio.run(run()) == 2
+
+
+def test_snapshot_download_and_restore(client, collection, tmp_path):
+    snap = client.create_snapshot(collection)
+    assert snap["collection"] == collection and snap["items"] >= 1
+    assert any(s["name"] == snap["name"] for s in client.snapshots()["snapshots"])
+    path = tmp_path / snap["name"]
+    assert client.download_snapshot(snap["name"], str(path)) == snap["size_bytes"]
+    import hashlib
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == snap["sha256"]
+    copy = f"{collection}-restored"
+    restored = client.restore_snapshot(snap["name"], as_name=copy)
+    assert restored["name"] == copy and restored["items"] == snap["items"]
+    with pytest.raises(MirageError) as e:
+        client.restore_snapshot(snap["name"], as_name=copy)
+    assert e.value.status == 409
+    with pytest.raises(NotFound):
+        client.download_snapshot("absent-1.mirage-snapshot.tar", str(tmp_path / "x"))
+    client.delete_collection(copy)
+    client.delete_snapshot(snap["name"])

@@ -122,10 +122,7 @@ fn a_restored_snapshot_has_every_item_vector_and_answer_of_the_original() {
         "{:?}",
         again.err()
     );
-    let e = src
-        .snapshot(&out)
-        .err()
-        .expect("an existing file is refused");
+    let e = src.snapshot(&out).expect_err("an existing file is refused");
     assert!(e.to_string().contains("exists"), "{e}");
     let e = EmbeddedCollection::restore(&out, &other, Some("../escape"))
         .err()

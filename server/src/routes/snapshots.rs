@@ -234,7 +234,7 @@ pub async fn restore_snapshot(
     let path = archive_path(&state, &name)?;
     let manifest = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || snapshot::describe(&path))
+        tokio::task::spawn_blocking(move || snapshot::describe(&path).map_err(ApiError::from))
             .await
             .map_err(ApiError::internal)??
     };

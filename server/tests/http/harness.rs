@@ -44,6 +44,7 @@ impl Server {
             .args(extra)
             .env_remove("MIRAGE_QDRANT_URL")
             .env_remove("MIRAGE_QDRANT_API_KEY")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .envs(env.iter().copied())
             .env("MIRAGE_LOG", "warn")
             .stdout(Stdio::piped())

@@ -18,6 +18,7 @@ mod python_client;
 mod qdrant;
 mod retrieval;
 mod snapshots;
+mod traces;
 mod web_ui;
 
 use std::path::Path;

@@ -209,6 +209,34 @@ class Client(_Routes):
         return self.request("DELETE", f"/v1/collections/{collection}/items",
                             json=_drop_none({"ids": None if ids is None else list(ids), "filter": filter}))
 
+    # Snapshots (admin)
+    def create_snapshot(self, collection: str) -> Dict[str, Any]:
+        """Archives the collection while it serves; returns `name`, `items`, `size_bytes`, `sha256`."""
+        return self.request("POST", f"/v1/collections/{collection}/snapshots")
+
+    def snapshots(self) -> Dict[str, Any]:
+        return self.request("GET", "/v1/snapshots")
+
+    def download_snapshot(self, name: str, path: str) -> int:
+        """Streams the archive to `path`; returns its size in bytes."""
+        with self._http.stream("GET", f"/v1/snapshots/{name}") as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _result(resp)
+            size = 0
+            with open(path, "wb") as out:
+                for chunk in resp.iter_bytes():
+                    out.write(chunk)
+                    size += len(chunk)
+        return size
+
+    def delete_snapshot(self, name: str) -> Dict[str, Any]:
+        return self.request("DELETE", f"/v1/snapshots/{name}")
+
+    def restore_snapshot(self, name: str, as_name: Optional[str] = None) -> Dict[str, Any]:
+        """Restores an archive as a new collection (default: its own name)."""
+        return self.request("POST", f"/v1/snapshots/{name}/restore", json=_drop_none({"as": as_name}))
+
 
 class AsyncClient(_Routes):
     """The same routes as `Client`, awaitable."""
@@ -282,6 +310,16 @@ class AsyncClient(_Routes):
         body = [dict(i, image=encode_image(i["image"])) if "image" in i else dict(i) for i in items]
         return await self.request("POST", f"/v1/collections/{collection}/items",
                                   json=_drop_none({"items": body, **options}))
+
+    async def create_snapshot(self, collection: str) -> Dict[str, Any]:
+        return await self.request("POST", f"/v1/collections/{collection}/snapshots")
+
+    async def snapshots(self) -> Dict[str, Any]:
+        return await self.request("GET", "/v1/snapshots")
+
+    async def restore_snapshot(self, name: str, as_name: Optional[str] = None) -> Dict[str, Any]:
+        return await self.request("POST", f"/v1/snapshots/{name}/restore",
+                                  json=_drop_none({"as": as_name}))
 
     async def delete_collection(self, name: str) -> Dict[str, Any]:
         return await self.request("DELETE", f"/v1/collections/{name}")
