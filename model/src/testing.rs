@@ -19,6 +19,14 @@ use crate::Result;
 /// A 123-token WordPiece tokenizer (medical words and single characters) with BERT's special tokens.
 pub const TINY_TOKENIZER_JSON: &[u8] = include_bytes!("../tests/fixtures/tiny_tokenizer.json");
 
+/// The directory of the package under test: the `CARGO_MANIFEST_DIR` cargo and nextest set when
+/// they run a test, else `compiled` (the caller's `env!("CARGO_MANIFEST_DIR")`). A test binary
+/// may be reused from a checkout at another path (one shared target dir), so the path baked in
+/// at compile time can point at a checkout that is gone.
+pub fn package_dir(compiled: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| compiled.into(), std::path::PathBuf::from)
+}
+
 /// A test that cannot run here (`why`: what is missing and how to get it) fails under CI (`CI`
 /// set: CI provides everything, so a skip there would hide a missing install step) and prints
 /// that it skips elsewhere. The one skip-or-fail rule of every crate's tests; the caller returns

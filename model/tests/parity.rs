@@ -56,10 +56,10 @@ fn minilm_matches_pytorch_transformers_on_radlabels_sentences() {
         return;
     };
     let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/golden/minilm_radlabels.json"
-        ))
+        &std::fs::read_to_string(
+            mirage_model::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden/minilm_radlabels.json"),
+        )
         .unwrap(),
     )
     .unwrap();

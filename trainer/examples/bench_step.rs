@@ -195,7 +195,8 @@ fn main() -> Result<()> {
         }
         Ok(())
     };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/mirage_torch.py");
+    let script = mirage_model::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/mirage_torch.py");
     let python = a
         .python
         .clone()

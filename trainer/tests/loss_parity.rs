@@ -55,7 +55,8 @@ fn loss_probe_matches_pytorch_for_every_variant() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = dir.path().join("in.safetensors");
     write_inputs(&inputs, 3);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mirage_torch.py");
+    let script = mirage_model::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/mirage_torch.py");
     let variants: &[&[&str]] = &[
         &[],
         &[
@@ -178,7 +179,8 @@ fn adamw_matches_torch_optim_adamw() {
         (&p * grads.get(s)).sum(Kind::Float).backward();
         opt.step_tensors(std::iter::once((&name, &p)), lr);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mirage_torch.py");
+    let script = mirage_model::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/mirage_torch.py");
     let out = std::process::Command::new(&py)
         .arg(&script)
         .args([

@@ -33,7 +33,7 @@ fn schemathesis() -> Option<PathBuf> {
 
 /// Runs schemathesis against `server`; panics with its report when any check fails.
 fn fuzz(st: &Path, server: &Server, label: &str, key: Option<&str>, report: &Path) {
-    let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let hooks = mirage_model::testing::package_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
     let mut cmd = Command::new(st);
     cmd.arg("run")
         .arg(format!("{}/openapi.json", server.api.base))

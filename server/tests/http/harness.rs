@@ -114,7 +114,8 @@ impl Drop for Server {
 pub fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
+        let path = mirage_model::testing::package_dir(env!("CARGO_MANIFEST_DIR"))
+            .join("../openapi/openapi.json");
         serde_json::from_slice(&std::fs::read(&path).expect("openapi/openapi.json")).unwrap()
     })
 }

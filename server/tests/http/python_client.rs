@@ -32,7 +32,8 @@ fn the_python_client_suite_passes_against_a_live_server() {
             media.to_str().unwrap(),
         ],
     );
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+    let root =
+        mirage_model::testing::package_dir(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
     let out = Command::new(python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
         .current_dir(&root)
