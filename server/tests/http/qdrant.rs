@@ -698,3 +698,90 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
         .expect(200);
     assert_eq!(r.body["total"], 1020);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qdrant_collection_is_snapshotted_and_restored_over_http() {
+    let Some((dir, node, bundle)) = one_node("the Qdrant snapshot test") else {
+        return;
+    };
+    let work = dir.path().join("work");
+    let server = Server::start(
+        &bundle,
+        &work,
+        &[
+            "--qdrant-url",
+            &node.grpc_url(),
+            "--qdrant-rest-url",
+            &node.http_url(),
+        ],
+    );
+    let api = server.api.clone();
+    api.put(C, "/v1/collections/q", &json!({"store": "qdrant"}))
+        .await
+        .expect(201);
+    api.post(ITEMS, "/v1/collections/q/items", &texts("q", 8))
+        .await
+        .expect(200);
+    let snap = api
+        .post(
+            "/v1/collections/{name}/snapshots",
+            "/v1/collections/q/snapshots",
+            &json!({}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(snap.body["store"], "qdrant");
+    assert_eq!(snap.body["items"], 8);
+    let name = snap.body["name"].as_str().unwrap();
+    let restored = api
+        .post(
+            "/v1/snapshots/{snapshot}/restore",
+            &format!("/v1/snapshots/{name}/restore"),
+            &json!({"as": "q-copy"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(restored.body["store"], "qdrant");
+    assert_eq!(restored.body["items"], 8);
+    let want = ranking(
+        &api.post(S, S, &search_body("q", "chest x-ray"))
+            .await
+            .expect(200),
+    );
+    let got = ranking(
+        &api.post(S, S, &search_body("q-copy", "chest x-ray"))
+            .await
+            .expect(200),
+    );
+    assert_same_ranking(&got, &want, "the restored copy");
+    drop(server);
+
+    // Qdrant's REST port unreachable: the snapshot is a 503, and no archive is left behind.
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        mirage_index::testing::free_port().unwrap()
+    );
+    let server = Server::start(
+        &bundle,
+        &dir.path().join("work2"),
+        &[
+            "--qdrant-url",
+            &node.grpc_url(),
+            "--qdrant-rest-url",
+            &closed,
+        ],
+    );
+    server
+        .api
+        .post(
+            "/v1/collections/{name}/snapshots",
+            "/v1/collections/q/snapshots",
+            &json!({}),
+        )
+        .await
+        .expect_problem(503, "store-unavailable");
+    let left = std::fs::read_dir(dir.path().join("work2/data/snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0);
+}
