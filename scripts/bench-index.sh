@@ -7,7 +7,9 @@
 #
 #   scripts/bench-index.sh [N]      (default 100000; THREADS=… to change the build threads,
 #                                    QUANTIZATIONS=f32 to build one store, FILTERED=false to skip
-#                                    the filtered sweep, EF=64,128,256 for another ef sweep)
+#                                    the filtered sweep, EF=64,128,256 for another ef sweep;
+#                                    LIBRARY=false to skip the library part, CLI=false the CLI part,
+#                                    CLI_EF=… its ef sweep, REPEAT=… its query-set repetitions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
@@ -22,12 +24,27 @@ quant="${QUANTIZATIONS:-f32,f16,i8}"
 bench="$target/release/examples/bench_ann"
 mirage="$target/release/mirage"
 
-out="$cache/bench/ann-synthetic-$n"
-rm -rf "$out"
-"$bench" "$out" --n "$n" --threads "$threads" --quantizations "$quant" \
-  --filtered "${FILTERED:-true}" --ef "${EF:-16,32,64,128,256}"
-echo
-"$py" scripts/bench/ann_peers.py "$out"
+if [[ "${LIBRARY:-true}" == true ]]; then
+  out="$cache/bench/ann-synthetic-$n"
+  rm -rf "$out"
+  "$bench" "$out" --n "$n" --threads "$threads" --quantizations "$quant" \
+    --filtered "${FILTERED:-true}" --ef "${EF:-16,32,64,128,256}"
+  echo
+  "$py" scripts/bench/ann_peers.py "$out"
+  echo
+fi
+
+if [[ "${CLI:-true}" == true && -d "$assets/minilm" ]]; then
+  # The same comparison as a user meets it: `mirage index build --format npy` and
+  # `mirage search --vectors` against hnswlib, on freshly written vectors of the same kind.
+  source scripts/lib/bench-bundle.sh
+  bundle="$(bench_bundle "$mirage" "$cache" "$assets")"
+  cli="$cache/bench/ann-cli-$n"
+  rm -rf "$cli"
+  "$bench" "$cli" --n "$n" --threads "$threads" --ef "${CLI_EF:-16,32,64,128,256}" --data-only true
+  "$py" scripts/bench/ann_cli.py "$cli" "$mirage" "$bundle"
+  echo
+fi
 
 if [[ -d "$assets/minilm" && -d "$assets/radlabels/synthetic_reports" ]]; then
   source scripts/lib/bench-bundle.sh

@@ -9,6 +9,8 @@
 //! bench_ann OUT_DIR [--n 100000] [--dim 384] [--queries 1000] [--m 16] [--ef-construction 200]
 //!           [--ef 16,32,64,128,256] [--threads 2] [--quantizations f32,f16,i8]
 //!           [--filtered true|false] [--embeddings FILE.f32 --dim D --holdout Q]
+//!           [--data-only true]   (write the vectors, queries, exact top-10 and meta.json, build
+//!                                 nothing: the CLI benchmark's input)
 //! ```
 
 use std::io::Write;
@@ -34,6 +36,7 @@ struct Args {
     dataset: String,
     quantizations: Vec<Quantization>,
     filtered: bool,
+    data_only: bool,
 }
 
 fn parse() -> Args {
@@ -51,6 +54,7 @@ fn parse() -> Args {
         dataset: String::new(),
         quantizations: Quantization::ALL.to_vec(),
         filtered: true,
+        data_only: false,
     };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -73,6 +77,7 @@ fn parse() -> Args {
                     .collect()
             }
             "--filtered" => a.filtered = value.parse().expect("--filtered: true or false"),
+            "--data-only" => a.data_only = value.parse().expect("--data-only: true or false"),
             "--embeddings" => a.embeddings = Some(PathBuf::from(&value)),
             "--dataset" => a.dataset = value,
             "--quantizations" => {
@@ -219,6 +224,25 @@ fn main() {
         }
     }
     drop(gt);
+    let meta = |extra: serde_json::Value| {
+        let mut meta = serde_json::json!({
+            "n": n, "dim": a.dim, "queries": queries.len(), "k": k, "m": a.m,
+            "ef_construction": a.ef_construction, "ef_search": a.ef, "threads": a.threads,
+            "dataset": dataset,
+        });
+        meta.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        std::fs::write(
+            a.out.join("meta.json"),
+            serde_json::to_string_pretty(&meta).unwrap(),
+        )
+        .unwrap();
+    };
+    if a.data_only {
+        meta(serde_json::json!({}));
+        return;
+    }
 
     let params = HnswParams {
         m: a.m,
@@ -321,10 +345,7 @@ fn main() {
         }
     }
 
-    let mut meta = serde_json::json!({
-        "n": n, "dim": a.dim, "queries": queries.len(), "k": k, "m": a.m,
-        "ef_construction": a.ef_construction, "ef_search": a.ef, "threads": a.threads,
-        "dataset": dataset,
+    let mut extra = serde_json::json!({
         "ours_graph": {"name": "mirage: graph alone (f32)", "build_s": graph_build_s,
                        "bytes_per_vector": graph_bytes, "points": graph_points},
         "ours_quantized": stores.get(1..).unwrap_or_default(),
@@ -332,13 +353,9 @@ fn main() {
         "filtered": filtered,
     });
     if let Some(first) = stores.first() {
-        meta["ours"] = first.clone();
+        extra["ours"] = first.clone();
     }
-    std::fs::write(
-        a.out.join("meta.json"),
-        serde_json::to_string_pretty(&meta).unwrap(),
-    )
-    .unwrap();
+    meta(extra);
 }
 
 /// Ids (the row numbers) of the store's top `k` for `q` at beam `ef`, with or without each

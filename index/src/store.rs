@@ -333,6 +333,27 @@ impl Collection {
         }
     }
 
+    /// Several k-nearest-neighbour searches, each answered (or refused) in order. The embedded
+    /// store runs them in one task on the blocking pool: a batch of queries pays one hand-over
+    /// between threads instead of one each, which at low `ef` is a fifth of a query's time.
+    #[tracing::instrument(name = "store.search_many", skip_all, fields(collection = %self.name(), store = self.kind(), queries = reqs.len()))]
+    pub async fn search_many(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Result<Vec<Hit>>>> {
+        match self {
+            Self::Embedded(c) => {
+                let c = c.clone();
+                blocking(move || Ok(reqs.iter().map(|r| c.search(r)).collect())).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => {
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in &reqs {
+                    out.push(c.search(r).await);
+                }
+                Ok(out)
+            }
+        }
+    }
+
     /// BM25 search of the items' texts ([`crate::lexical`]); same analyzer and formula in both
     /// stores. A Qdrant collection made before lexical search existed has no index: an error
     /// says so.

@@ -234,9 +234,10 @@ pub(crate) struct BuildArgs {
     text_column: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
-    /// Items per embedding batch and write.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Items per embedding batch and write (default 32); for --format npy, items per write
+    /// (one SQLite transaction and one parallel graph insert; default 4096).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Image decoding threads (default: available cores, at most 8).
     #[arg(long)]
     decode_threads: Option<usize>,
@@ -609,7 +610,7 @@ fn restore(args: RestoreArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
 }
 
 fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
-    if args.batch_size == 0 {
+    if args.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
     }
     let spec = args.store.spec()?;
@@ -642,7 +643,7 @@ fn build(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         ProgressArg::Quiet => ProgressMode::Quiet,
     };
     let pipeline = PipelineOptions {
-        batch_size: args.batch_size,
+        batch_size: args.batch_size.unwrap_or(EMBED_BATCH),
         decode_threads: args
             .decode_threads
             .unwrap_or(PipelineOptions::default().decode_threads),
@@ -736,6 +737,12 @@ fn open_for_build(
 
 /// `mirage index build --format npy`: upserts precomputed vectors in batches, without loading
 /// the model (the bundle names the collection's model and dimension).
+/// Items per embedding batch of a corpus build.
+const EMBED_BATCH: usize = 32;
+/// Items per write of a vector import: nothing waits on an encoder, so each SQLite transaction
+/// (one fsync) and each graph insert (linked on every core) takes many.
+const IMPORT_BATCH: usize = 4096;
+
 fn import_vectors(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let Some(path) = args.vectors.clone() else {
         bail!("--format npy needs --vectors FILE.npy");
@@ -784,7 +791,10 @@ fn import_vectors(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let total = items.len();
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
-        let batch: Vec<_> = items.by_ref().take(args.batch_size).collect();
+        let batch: Vec<_> = items
+            .by_ref()
+            .take(args.batch_size.unwrap_or(IMPORT_BATCH))
+            .collect();
         rt.block_on(collection.upsert(batch))?;
     }
     rt.block_on(collection.flush())?;
@@ -976,7 +986,11 @@ pub(crate) fn search(args: SearchArgs) -> Result<()> {
     })
 }
 
-/// `mirage search --vectors`: one query per row, one at a time (as a client would send them).
+/// Queries of `mirage search --vectors` per task on the store's blocking pool.
+const QUERY_CHUNK: usize = 256;
+
+/// `mirage search --vectors`: one query per row, one at a time (as a client would send them),
+/// handed to the store in chunks.
 fn search_vectors(
     args: &SearchArgs,
     path: &std::path::Path,
@@ -996,13 +1010,33 @@ fn search_vectors(
     let filter = args.filter.as_deref().map(Filter::from_json).transpose()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let started = std::time::Instant::now();
-    for (i, q) in queries.iter_rows().enumerate() {
-        let hits = rt
-            .block_on(c.search(args.request(q.to_vec(), filter.clone())))
-            .map_err(|e| anyhow::anyhow!("query {i} (row {i} of {}): {e}", path.display()))?;
-        let (ids, scores): (Vec<String>, Vec<f32>) =
-            hits.into_iter().map(|h| (h.id, h.score)).unzip();
-        writeln!(out, "{}", json!({"query": i, "ids": ids, "scores": scores}))?;
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        query: usize,
+        ids: Vec<&'a str>,
+        scores: Vec<f32>,
+    }
+    let rows: Vec<&[f32]> = queries.iter_rows().collect();
+    for (chunk, group) in rows.chunks(QUERY_CHUNK).enumerate() {
+        let first = chunk * QUERY_CHUNK;
+        let reqs = group
+            .iter()
+            .map(|q| args.request(q.to_vec(), filter.clone()))
+            .collect();
+        let answers = rt.block_on(c.search_many(reqs))?;
+        for (i, hits) in answers.into_iter().enumerate() {
+            let query = first + i;
+            let hits = hits.map_err(|e| {
+                anyhow::anyhow!("query {query} (row {query} of {}): {e}", path.display())
+            })?;
+            let row = Row {
+                query,
+                ids: hits.iter().map(|h| h.id.as_str()).collect(),
+                scores: hits.iter().map(|h| h.score).collect(),
+            };
+            serde_json::to_writer(&mut out, &row)?;
+            out.write_all(b"\n")?;
+        }
     }
     out.flush()?;
     let seconds = started.elapsed().as_secs_f64();
