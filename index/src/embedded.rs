@@ -29,8 +29,7 @@ use serde_json::{Map, Value};
 use crate::error::{IndexError, Result};
 use crate::filter::Filter;
 use crate::flat::{FlatVectors, Scored, TopK};
-use crate::graph::{GraphEngine, ENGINE};
-use crate::hnsw::HnswGraph;
+use crate::graph::{self, GraphEngine, ENGINE};
 use crate::kernels::dot;
 use crate::lexical;
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
@@ -1168,12 +1167,13 @@ fn read_graph_meta(conn: &Connection, name: VectorName) -> Result<Option<(u64, S
 }
 
 fn new_graph(manifest: &Manifest, capacity: usize) -> Result<Box<dyn GraphEngine>> {
-    Ok(Box::new(HnswGraph::new(
+    graph::create(
+        &manifest.engine,
         manifest.dim,
         &manifest.hnsw,
         manifest.hnsw.quantization,
         capacity,
-    )))
+    )
 }
 
 fn build_graph(manifest: &Manifest, flat: &FlatVectors) -> Result<Box<dyn GraphEngine>> {
@@ -1260,13 +1260,14 @@ fn load_state(dir: &Path, manifest: &Manifest, conn: &Connection) -> Result<Stat
         let loaded = match read_graph_meta(conn, name)? {
             Some((covered, basename)) if !basename.is_empty() => {
                 let path = dir.join(format!("{basename}.{DUMP_EXT}"));
-                match HnswGraph::load(
+                match graph::open(
+                    &manifest.engine,
                     &path,
                     manifest.dim,
                     &manifest.hnsw,
                     manifest.hnsw.quantization,
                 ) {
-                    Ok(g) => Some((covered, Box::new(g) as Box<dyn GraphEngine>)),
+                    Ok(g) => Some((covered, g)),
                     Err(e) => {
                         tracing::warn!(error = %e, "graph dump unreadable; rebuilding from the database");
                         None

@@ -3,21 +3,19 @@
 //! The store talks to a graph through [`GraphEngine`] only: add points, search with a predicate
 //! on the point id and a beam width, save and load, size and memory. Everything else (SQLite as
 //! the truth, checkpoints, replay, filters, the exact fallback, crash safety) lives in the store
-//! and is shared by every engine. The engine is [`HnswGraph`] (`hnsw.rs`); which engine built a
-//! collection is recorded in its manifest.
+//! and is shared by every engine. The engine is [`HnswGraph`] (`hnsw/`); which engine built a
+//! collection is recorded in its manifest, and the store makes and loads graphs only through
+//! `create` and `open` here, keyed on that name.
 //!
 //! Deleted and replaced points stay in the graph as tombstones until `compact` rebuilds it: the
 //! store's predicate skips points that are no longer live, so a search never returns one.
 
 use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{IndexError, Result};
 use crate::hnsw::HnswGraph;
-use crate::kernels::dot;
+pub use crate::hnsw::{BareGraph, ENGINE};
 use crate::types::{HnswParams, Quantization};
-
-/// The engine this build writes, as recorded in manifests (and its dump format's version).
-pub const ENGINE: &str = "mirage-hnsw-1";
 
 /// One vector space's graph, as the embedded store sees it. Points are keyed by their SQLite
 /// point id; scores are inner products of unit vectors (higher is closer).
@@ -49,51 +47,43 @@ pub trait GraphEngine: Send + Sync {
     fn quantization(&self) -> Quantization;
 }
 
-/// The graph exactly as the embedded store configures it, without the store around it: for
-/// benchmarks that separate the graph's cost from the store's.
-pub struct BareGraph(HnswGraph);
-
-impl BareGraph {
-    /// Builds a graph over `vectors` (unit length), ids = positions, on every core.
-    pub fn build(
-        vectors: &[Vec<f32>],
-        params: &HnswParams,
-        quantization: Quantization,
-    ) -> Result<Self> {
-        let dim = vectors.first().map_or(1, Vec::len);
-        let graph = HnswGraph::new(dim, params, quantization, vectors.len());
-        let batch: Vec<(u64, &[f32])> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64, v.as_slice()))
-            .collect();
-        graph.add(&batch)?;
-        Ok(Self(graph))
+/// An empty graph of the engine named `engine` (a manifest's) for `dim`-dimensional vectors,
+/// with room for `capacity` points. An engine this build does not have is refused.
+pub(crate) fn create(
+    engine: &str,
+    dim: usize,
+    params: &HnswParams,
+    quantization: Quantization,
+    capacity: usize,
+) -> Result<Box<dyn GraphEngine>> {
+    match engine {
+        ENGINE => Ok(Box::new(HnswGraph::new(
+            dim,
+            params,
+            quantization,
+            capacity,
+        ))),
+        other => Err(IndexError::invalid(format!(
+            "a graph of the {other} engine was asked for, this build uses {ENGINE}"
+        ))),
     }
+}
 
-    /// Ids of the approximate `k` nearest neighbours, best first; quantised graphs rescore their
-    /// beam against `vectors` in f32 as the store does.
-    pub fn search(&self, vectors: &[Vec<f32>], query: &[f32], k: usize, ef: usize) -> Vec<usize> {
-        let mut hits = self.0.search(query, k, ef, None).unwrap_or_default();
-        if self.0.quantization() != Quantization::F32 {
-            for h in &mut hits {
-                h.1 = dot(query, &vectors[h.0 as usize]);
-            }
-            hits.sort_by(|a, b| b.1.total_cmp(&a.1));
-        }
-        hits.into_iter()
-            .take(k)
-            .map(|(id, _)| id as usize)
-            .collect()
-    }
-
-    /// Bytes the graph holds.
-    pub fn memory_bytes(&self) -> usize {
-        self.0.memory_bytes()
-    }
-
-    /// The instruction set the distance kernels run on here.
-    pub fn isa(&self) -> String {
-        crate::kernels::isa().into()
+/// Loads the graph that the engine named `engine` (a manifest's) saved to `path`. A dump that
+/// is damaged, foreign, or made for other settings is an error, never a crash, so the store can
+/// rebuild from its database. An engine this build does not have is refused.
+pub(crate) fn open(
+    engine: &str,
+    path: &Path,
+    dim: usize,
+    params: &HnswParams,
+    quantization: Quantization,
+) -> Result<Box<dyn GraphEngine>> {
+    match engine {
+        ENGINE => Ok(Box::new(HnswGraph::load(path, dim, params, quantization)?)),
+        other => Err(IndexError::Corrupt {
+            path: path.parent().unwrap_or(path).to_path_buf(),
+            reason: format!("its graph was built by the {other} engine, this build uses {ENGINE}"),
+        }),
     }
 }

@@ -31,8 +31,8 @@ pub mod types;
 pub use embedded::EmbeddedCollection;
 pub use error::{IndexError, Result, StoreFailure};
 pub use filter::Filter;
-pub use graph::{BareGraph, GraphEngine};
-pub use hnsw::HnswGraph;
+pub use graph::GraphEngine;
+pub use hnsw::{BareGraph, HnswGraph};
 pub use kernels::dot;
 pub use store::{drop_collection, list_collections, locate, probe, restore, Collection, StoreSpec};
 pub use types::{
