@@ -687,8 +687,8 @@ fn snapshot_and_restore_from_the_shell_and_sigkill_mid_snapshot_leaves_no_half_a
     let snaps = f.root.join("snaps");
     std::fs::create_dir_all(&snaps).unwrap();
     let path = |name: &str| snaps.join(name).display().to_string();
-    let snapshot = |out: &str| {
-        mirage(&[
+    let args = |out: &str| {
+        [
             "index",
             "snapshot",
             "--store",
@@ -697,8 +697,10 @@ fn snapshot_and_restore_from_the_shell_and_sigkill_mid_snapshot_leaves_no_half_a
             "big",
             "--out",
             out,
-        ])
+        ]
+        .map(str::to_owned)
     };
+    let snapshot = |out: &str| mirage(&args(out).each_ref().map(String::as_str));
     let info: serde_json::Value = serde_json::from_str(&ok(snapshot(&path("a.tar")))).unwrap();
     assert_eq!(info["manifest"]["items"], 6000);
     assert_eq!(info["manifest"]["kind"], "embedded");
@@ -714,16 +716,7 @@ fn snapshot_and_restore_from_the_shell_and_sigkill_mid_snapshot_leaves_no_half_a
     for (k, delay_ms) in [0u64, 10, 40, 120].into_iter().enumerate() {
         let out = path(&format!("k{k}.tar"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_mirage"))
-            .args([
-                "index",
-                "snapshot",
-                "--store",
-                &store,
-                "--collection",
-                "big",
-                "--out",
-                &out,
-            ])
+            .args(args(&out))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

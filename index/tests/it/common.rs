@@ -1,4 +1,7 @@
-use mirage_index::{CollectionConfig, Item, ModelRef};
+use mirage_index::{
+    CollectionConfig, EmbeddedCollection, Filter, Item, ModelRef, SearchMode, SearchRequest,
+    VectorName,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -69,4 +72,21 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// The top 10 (id, score) of a text-vector search of `c`, with an optional filter.
+pub(crate) fn search(
+    c: &EmbeddedCollection,
+    q: &[f32],
+    filter: Option<&Filter>,
+    mode: SearchMode,
+) -> Vec<(String, f32)> {
+    let mut r = SearchRequest::new(q.to_vec(), VectorName::Text, 10);
+    r.filter = filter.cloned();
+    r.mode = mode;
+    c.search(&r)
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.id, h.score))
+        .collect()
 }

@@ -3,9 +3,7 @@
 
 use mirage_index::graph::ENGINE;
 use mirage_index::testing::embedding_like_vectors;
-use mirage_index::{
-    EmbeddedCollection, Filter, IndexError, Quantization, SearchMode, SearchRequest, VectorName,
-};
+use mirage_index::{EmbeddedCollection, Filter, IndexError, Quantization, SearchMode};
 use serde_json::json;
 
 use crate::common::*;
@@ -29,22 +27,6 @@ fn build(
         .collect();
     c.upsert(items).unwrap();
     c
-}
-
-fn search(
-    c: &EmbeddedCollection,
-    q: &[f32],
-    filter: Option<&Filter>,
-    mode: SearchMode,
-) -> Vec<(String, f32)> {
-    let mut r = SearchRequest::new(q.to_vec(), VectorName::Text, 10);
-    r.filter = filter.cloned();
-    r.mode = mode;
-    c.search(&r)
-        .unwrap()
-        .into_iter()
-        .map(|h| (h.id, h.score))
-        .collect()
 }
 
 fn overlap(a: &[(String, f32)], b: &[(String, f32)]) -> usize {

@@ -26,16 +26,6 @@ fn items(c: &EmbeddedCollection, n: usize) -> Vec<StoredItem> {
         .unwrap()
 }
 
-fn top(c: &EmbeddedCollection, q: &[f32], mode: SearchMode) -> Vec<(String, f32)> {
-    let mut r = SearchRequest::new(q.to_vec(), VectorName::Text, 10);
-    r.mode = mode;
-    c.search(&r)
-        .unwrap()
-        .into_iter()
-        .map(|h| (h.id, h.score))
-        .collect()
-}
-
 /// A collection with a flushed graph, writes after the flush, and deletes.
 fn sample(root: &Path) -> EmbeddedCollection {
     let c = EmbeddedCollection::create_or_open(root, "src", &small_threshold()).unwrap();
@@ -102,11 +92,11 @@ fn a_restored_snapshot_has_every_item_vector_and_answer_of_the_original() {
         assert_eq!(items(restored, 300), items(&src, 300));
         for q in &queries {
             assert_eq!(
-                top(restored, q, SearchMode::Exact),
-                top(&src, q, SearchMode::Exact)
+                search(restored, q, None, SearchMode::Exact),
+                search(&src, q, None, SearchMode::Exact)
             );
             // The graph came back too (the dump, plus the points after it replayed).
-            let graph = top(restored, q, SearchMode::Auto);
+            let graph = search(restored, q, None, SearchMode::Auto);
             assert_eq!(graph.len(), 10);
         }
     }
@@ -213,7 +203,7 @@ fn a_snapshot_during_concurrent_writes_holds_exactly_the_writes_acknowledged_bef
         assert_eq!(got.len(), 1);
         let q = random_vectors(4000, DIM, 9)[n - 1].clone();
         assert_eq!(
-            top(&restored, &q, SearchMode::Auto)[0].0,
+            search(&restored, &q, None, SearchMode::Auto)[0].0,
             format!("id-{}", n - 1)
         );
     }
