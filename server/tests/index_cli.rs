@@ -102,13 +102,20 @@ impl Fixture {
     }
 }
 
-/// `mirage index info` of the collection "reports" in `store`.
-fn info_of(store: &str) -> std::process::Output {
-    mirage(&["index", "info", "--store", store, "--collection", "reports"])
+/// `mirage index info` of `collection` in `store`.
+fn info_of(store: &str, collection: &str) -> std::process::Output {
+    mirage(&[
+        "index",
+        "info",
+        "--store",
+        store,
+        "--collection",
+        collection,
+    ])
 }
 
-fn info_json(store: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(info_of(store))).unwrap()
+fn info_json(store: &str, collection: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(info_of(store, collection))).unwrap()
 }
 
 #[test]
@@ -175,7 +182,7 @@ fn build_search_info_delete_from_the_shell() {
         .iter()
         .all(|h| h["payload"]["year"].as_i64().unwrap() >= 2019));
 
-    let info = info_json(&store);
+    let info = info_json(&store, "reports");
     assert_eq!(info["items"], 30);
     assert_eq!(info["image_vectors"], 10);
 
@@ -198,7 +205,7 @@ fn build_search_info_delete_from_the_shell() {
         "--collection",
         "reports",
     ]));
-    let info = info_json(&store);
+    let info = info_json(&store, "reports");
     assert_eq!(info["items"], 24);
     assert_eq!(info["tombstones"], 0);
 
@@ -243,7 +250,7 @@ fn build_search_info_delete_from_the_shell() {
         "x",
     ]));
     assert!(err.contains("was built with model"), "{err}");
-    let err = fail(info_of("mongodb:x"));
+    let err = fail(info_of("mongodb:x", "reports"));
     assert!(err.contains("embedded:DIR or qdrant:URL"), "{err}");
     let err = fail(mirage(&[
         "index",
@@ -261,7 +268,7 @@ fn build_search_info_delete_from_the_shell() {
     ]));
     assert!(err.contains("/nonexistent.jsonl"), "{err}");
     if !cfg!(feature = "qdrant") {
-        let err = fail(info_of("qdrant:http://127.0.0.1:1"));
+        let err = fail(info_of("qdrant:http://127.0.0.1:1", "reports"));
         assert!(err.contains("features"), "{err}");
     }
     ok(mirage(&[
@@ -273,7 +280,7 @@ fn build_search_info_delete_from_the_shell() {
         "reports",
         "--all",
     ]));
-    let err = fail(info_of(&store));
+    let err = fail(info_of(&store, "reports"));
     assert!(err.contains("does not exist"), "{err}");
 }
 
@@ -467,15 +474,7 @@ fn precomputed_vectors_in_and_query_vectors_out_through_npy() {
     };
     let summary = ok(build(&vectors_npy, &ids_txt, &payload_jsonl, &[]));
     assert!(summary.contains("\"imported\":60"), "{summary}");
-    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
-        "index",
-        "info",
-        "--store",
-        &store,
-        "--collection",
-        "scans",
-    ])))
-    .unwrap();
+    let info: serde_json::Value = info_json(&store, "scans");
     assert_eq!(info["items"], 60);
     assert_eq!(info["image_vectors"], 60);
     assert_eq!(info["text_vectors"], 0);
@@ -612,15 +611,7 @@ fn precomputed_vectors_in_and_query_vectors_out_through_npy() {
         "x",
     ]));
     assert!(err.contains("--corpus is required"), "{err}");
-    let info: serde_json::Value = serde_json::from_str(&ok(mirage(&[
-        "index",
-        "info",
-        "--store",
-        &store,
-        "--collection",
-        "scans",
-    ])))
-    .unwrap();
+    let info: serde_json::Value = info_json(&store, "scans");
     assert_eq!(info["items"], 60);
 
     // A rebuild from the database keeps every item and answer.
@@ -754,7 +745,7 @@ fn snapshot_and_restore_from_the_shell_and_sigkill_mid_snapshot_leaves_no_half_a
         }
         // The collection opens whole (and sweeps the staging folder), and the name is free to
         // use again.
-        let info = info_json_of(&store, "big");
+        let info = info_json(&store, "big");
         assert_eq!(info["items"], 6000);
         assert!(listing(&collection_dir)
             .iter()
@@ -829,16 +820,4 @@ fn snapshot_and_restore_from_the_shell_and_sigkill_mid_snapshot_leaves_no_half_a
     assert!(listing(&f.root.join("indexes"))
         .iter()
         .all(|n| !n.starts_with('.')));
-}
-
-fn info_json_of(store: &str, collection: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(mirage(&[
-        "index",
-        "info",
-        "--store",
-        store,
-        "--collection",
-        collection,
-    ])))
-    .unwrap()
 }
