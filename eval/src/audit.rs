@@ -220,11 +220,18 @@ pub fn audit_corpus(
                     .with_context(|| format!("pair {}: {}", p.id, p.image.display()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let pixels = model.image_batch(&images)?;
+        let pixels = model.preprocess_images(&images)?;
         let texts = &captions[start..start + chunk.len()];
         for (i, (p, r)) in chunk
             .iter()
-            .zip(audit_pairs(model, bank, &pixels, texts, matching)?)
+            .zip(audit_pairs(
+                model,
+                bank,
+                &pixels,
+                images.len(),
+                texts,
+                matching,
+            )?)
             .enumerate()
         {
             let index = start + i;

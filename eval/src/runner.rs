@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::Tensor;
 use mirage_data::corpus::CorpusFormat;
 use mirage_data::pairs::read_pairs;
 use mirage_model::bundle::TextBank;
@@ -30,7 +29,7 @@ use mirage_model::config::{Matching, MatchingOverride};
 use mirage_model::image_input::{load_image, DecodeOptions};
 use mirage_model::matching::{default_matching, matching_scores};
 use mirage_model::zeroshot::{prototypes, served_temperature};
-use mirage_model::{Bundle, MirageModel};
+use mirage_model::{Bundle, Embeddings, MirageModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -306,14 +305,14 @@ fn read_tasks(data: &Path) -> Result<BTreeMap<String, TaskSpec>> {
     })
 }
 
-/// Unit embeddings [N, D] of the images, decoded as the server decodes uploads.
+/// Unit embeddings of the images, one row each, decoded as the server decodes uploads.
 fn embed_image_files(
     model: &MirageModel,
     root: &Path,
     files: &[String],
     batch: usize,
-) -> Result<Tensor> {
-    let mut parts = Vec::new();
+) -> Result<Embeddings> {
+    let mut all = Embeddings::default();
     for chunk in files.chunks(batch.max(1)) {
         let decoded = chunk
             .iter()
@@ -323,19 +322,19 @@ fn embed_image_files(
                     .with_context(|| format!("decoding {}", path.display()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let pixels = model.image_batch(&decoded)?;
-        parts.push(model.embed_pixels(&pixels)?);
+        let pixels = model.preprocess_images(&decoded)?;
+        all.extend(&model.embed_pixel_batch(&pixels, decoded.len())?)?;
     }
-    Ok(Tensor::cat(&parts, 0)?)
+    Ok(all)
 }
 
-fn embed_texts(model: &MirageModel, texts: &[String], batch: usize) -> Result<Tensor> {
-    let mut parts = Vec::new();
+fn embed_texts(model: &MirageModel, texts: &[String], batch: usize) -> Result<Embeddings> {
+    let mut all = Embeddings::default();
     for chunk in texts.chunks(batch.max(1)) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        parts.push(model.embed_texts_tensor(&refs)?);
+        all.extend(&model.embed_text_batch(&refs)?)?;
     }
-    Ok(Tensor::cat(&parts, 0)?)
+    Ok(all)
 }
 
 /// A text bank of the distinct `captions` embedded by `model`, scored with the model's own logit
@@ -390,10 +389,6 @@ fn inject_noise(captions: &[String], rate: f64, seed: u64) -> (Vec<String>, Vec<
     (noisy_captions, noisy)
 }
 
-fn rows(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1()?)
-}
-
 fn mean(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
     let v: Vec<f64> = xs.into_iter().collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -434,17 +429,17 @@ fn class_truth(
 /// times the cosine of each image to each class's prompt-ensemble prototype.
 fn zero_shot_logits(
     model: &MirageModel,
-    image_emb: &Tensor,
+    image_emb: &Embeddings,
     task: &TaskSpec,
     truth: Vec<usize>,
 ) -> Result<LabelledLogits> {
     let protos = prototypes(model, &task.classes, &task.prompts)?;
-    let cos: Vec<Vec<f32>> = image_emb.matmul(&protos.t()?)?.to_vec2()?;
+    let cos = image_emb.similarities(&protos)?;
     let scale = f64::from(model.logit_scale());
     Ok(LabelledLogits {
         logits: cos
-            .into_iter()
-            .map(|row| row.into_iter().map(|c| f64::from(c) * scale).collect())
+            .chunks_exact(protos.len())
+            .map(|row| row.iter().map(|&c| f64::from(c) * scale).collect())
             .collect(),
         truth,
     })
@@ -479,7 +474,7 @@ pub fn evaluate(
     let image_emb = embed_image_files(model, &images_root, &split.images, o.batch_size)?;
     let (unique, text_of) = distinct(&split.captions);
     let text_emb = embed_texts(model, &unique, o.batch_size)?;
-    let sims = rows(&image_emb.matmul(&text_emb.t()?)?)?;
+    let sims = image_emb.similarities(&text_emb)?;
     let (i2t, t2i) = grouped_ranks(&sims, unique.len(), &text_of);
     let retrieval = Retrieval {
         image_to_text: metrics::recall_from_ranks(&i2t),
@@ -490,7 +485,7 @@ pub fn evaluate(
 
     let needs_reference = tasks.values().any(|t| !t.classes.is_empty());
     // Read once: it decides whether the reference split is needed and scores the noisy pairs.
-    let bundled_bank = bundle.text_bank(&candle_core::Device::Cpu)?;
+    let bundled_bank = bundle.text_bank()?;
     let reference = if needs_reference || bundled_bank.is_none() {
         Some(read_split(&o.data, &o.reference_split)?)
     } else {
@@ -506,7 +501,7 @@ pub fn evaluate(
             per_query.insert(format!("{key}_r{k}"), hits(ranks, k));
         }
     }
-    let mut reference_emb: Option<Tensor> = None;
+    let mut reference_emb: Option<Embeddings> = None;
     for (name, task) in &tasks {
         if !task.classes.is_empty() {
             let truth = class_truth(&labels, &split.images, name, &task.classes)?;
@@ -550,7 +545,7 @@ pub fn evaluate(
             let ref_emb = reference_emb.as_ref().expect("just embedded");
             let ref_truth = class_truth(&labels, &reference.images, name, &task.classes)?;
             let n_ref = ref_truth.len();
-            let sims = rows(&image_emb.matmul(&ref_emb.t()?)?)?;
+            let sims = image_emb.similarities(ref_emb)?;
             let knn_pred: Vec<usize> = sims
                 .chunks(n_ref)
                 .map(|row| knn_vote(row, &ref_truth, task.classes.len(), o.k, 0.07))
@@ -567,7 +562,11 @@ pub fn evaluate(
         }
         if !task.labels.is_empty() {
             let protos = prototypes(model, &task.labels, &task.prompts)?;
-            let cos: Vec<Vec<f32>> = image_emb.matmul(&protos.t()?)?.to_vec2()?;
+            let cos: Vec<Vec<f32>> = image_emb
+                .similarities(&protos)?
+                .chunks_exact(protos.len())
+                .map(<[f32]>::to_vec)
+                .collect();
             let mut per_label = BTreeMap::new();
             for (j, label) in task.labels.iter().enumerate() {
                 let present = split
@@ -614,9 +613,10 @@ pub fn evaluate(
             .iter()
             .map(|m| f64::from(m.s))
             .collect();
-        let cosine: Vec<f64> = rows(&(&image_emb * &noisy_text_emb)?.sum(1)?)?
-            .into_iter()
-            .map(f64::from)
+        let cosine: Vec<f64> = image_emb
+            .rows()
+            .zip(noisy_text_emb.rows())
+            .map(|(i, t)| f64::from(mirage_model::kernels::dot(i, t)))
             .collect();
         let clean: Vec<bool> = noisy.iter().map(|n| !n).collect();
         Some(NoiseDetection {

@@ -30,7 +30,6 @@ use crate::error::{IndexError, Result};
 use crate::filter::Filter;
 use crate::flat::{FlatVectors, Scored, TopK};
 use crate::graph::{self, GraphEngine, ENGINE};
-use crate::kernels::dot;
 use crate::lexical;
 use crate::manifest::{sync_dir, Manifest, FORMAT_VERSION, MANIFEST_FILE};
 use crate::snapshot::{staging_name, ArchiveWriter, SnapshotInfo, SnapshotManifest, Staging};
@@ -38,6 +37,7 @@ use crate::types::{
     checked_vectors, unit_vector, validate_search, CollectionConfig, CollectionInfo, Hit, Item,
     LexicalRequest, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,
 };
+use mirage_model::kernels::dot;
 
 const DB_FILE: &str = "items.sqlite";
 const LOCK_FILE: &str = "LOCK";

@@ -13,7 +13,6 @@ mod flat;
 pub mod graph;
 mod hnsw;
 pub mod hybrid;
-mod kernels;
 pub mod lexical;
 pub mod manifest;
 pub mod npy;
@@ -33,7 +32,7 @@ pub use error::{IndexError, Result, StoreFailure};
 pub use filter::Filter;
 pub use graph::GraphEngine;
 pub use hnsw::{BareGraph, HnswGraph};
-pub use kernels::dot;
+pub use mirage_model::kernels::dot;
 pub use store::{drop_collection, list_collections, locate, probe, restore, Collection, StoreSpec};
 pub use types::{
     CollectionConfig, CollectionInfo, Hit, HnswParams, Item, LegHit, Legs, LexicalRequest,

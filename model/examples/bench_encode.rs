@@ -101,9 +101,12 @@ fn main() -> anyhow::Result<()> {
         }
         let size = model.config().preprocess.image_size;
         for batch in [1usize, 8] {
-            let pixels = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu)?;
+            let pixels = Tensor::randn(0f32, 1.0, (batch * 3 * size * size,), &Device::Cpu)?
+                .to_vec1::<f32>()?;
             let rate = measure(batch, min_time, || {
-                model.embed_pixels(&pixels).expect("embed images");
+                model
+                    .embed_pixel_batch(&pixels, batch)
+                    .expect("embed images");
             });
             rates.insert(format!("image_b{batch}"), rate.into());
         }

@@ -11,6 +11,7 @@ use crate::config::{
     BundleConfig, Calibration, BUNDLE_JSON, FORMAT_VERSION, MODEL_SAFETENSORS, TEXT_BANK_JSONL,
     TEXT_BANK_SAFETENSORS, TOKENIZER_JSON,
 };
+use crate::embeddings::Embeddings;
 use crate::names::{self, TensorSpec};
 use crate::{Error, Result};
 
@@ -40,8 +41,8 @@ impl std::fmt::Debug for Bundle {
 /// The memory bank exported with a bundle.
 #[derive(Debug)]
 pub struct TextBank {
-    /// K×D unit rows.
-    pub embeddings: Tensor,
+    /// K unit rows of the joint dimension.
+    pub embeddings: Embeddings,
     /// The caption of each row.
     pub captions: Vec<String>,
 }
@@ -260,7 +261,8 @@ impl Bundle {
     }
 
     /// The exported memory bank, when the bundle has one.
-    pub fn text_bank(&self, device: &Device) -> Result<Option<TextBank>> {
+    pub fn text_bank(&self) -> Result<Option<TextBank>> {
+        let device = &Device::Cpu;
         let Some(sha) = self.config.files.get(TEXT_BANK_SAFETENSORS) else {
             return Ok(None);
         };
@@ -314,8 +316,12 @@ impl Bundle {
                 dims[0]
             )));
         }
+        let rows = embeddings
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Ok(Some(TextBank {
-            embeddings: embeddings.to_dtype(DType::F32)?,
+            embeddings: Embeddings::new(rows, self.config.architecture.embed_dim)?,
             captions,
         }))
     }
@@ -420,11 +426,8 @@ pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> 
     files.insert(TOKENIZER_JSON.to_owned(), sha256_hex(tokenizer_json));
 
     if let Some(bank) = text_bank {
-        let dims = bank.embeddings.dims();
-        if dims.len() != 2
-            || dims[1] != config.architecture.embed_dim
-            || dims[0] != bank.captions.len()
-        {
+        let dims = [bank.embeddings.len(), bank.embeddings.dim()];
+        if dims[1] != config.architecture.embed_dim || dims[0] != bank.captions.len() {
             return Err(Error::InvalidConfig(format!(
                 "text bank of shape {dims:?} with {} captions does not fit embed_dim {}",
                 bank.captions.len(),
@@ -433,7 +436,10 @@ pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> 
         }
         let name = names::TEXT_BANK.to_owned();
         let mut one = BTreeMap::new();
-        one.insert(&name, bank.embeddings.to_dtype(DType::F32)?.contiguous()?);
+        one.insert(
+            &name,
+            Tensor::from_slice(bank.embeddings.as_slice(), (dims[0], dims[1]), &Device::Cpu)?,
+        );
         let bank_bytes = serialize(&one)?;
         write_file(&dir.join(TEXT_BANK_SAFETENSORS), &bank_bytes)?;
         files.insert(TEXT_BANK_SAFETENSORS.to_owned(), sha256_hex(&bank_bytes));

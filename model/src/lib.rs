@@ -11,12 +11,14 @@
 pub mod bundle;
 pub mod clip_tokenizer;
 pub mod config;
+pub mod embeddings;
 pub mod engine;
 mod error;
 pub mod image_input;
 pub mod import;
 pub mod import_clip;
 pub mod init;
+pub mod kernels;
 pub mod matching;
 pub mod model;
 pub mod names;
@@ -28,6 +30,7 @@ pub mod towers;
 pub mod zeroshot;
 
 pub use bundle::{add_onnx, write_bundle, write_calibrated, Bundle, BundleContents, TextBank};
+pub use embeddings::Embeddings;
 pub use engine::{DeviceChoice, EngineChoice, EngineKind, EngineOptions, TextRole};
 pub use error::{Error, Result};
 pub use model::MirageModel;

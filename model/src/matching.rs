@@ -4,11 +4,10 @@
 //! the image's nearest bank captions say scores high; a caption that belongs to another image
 //! scores low, which is how the noise audit flags likely mismatched pairs.
 
-use candle_core::{Tensor, D};
-
 use crate::bundle::TextBank;
 use crate::config::Matching;
-use crate::towers::layers::l2_normalize;
+use crate::embeddings::{normalize, softmax, Embeddings};
+use crate::kernels::dot;
 use crate::{Error, MirageModel, Result};
 
 /// One pair's score.
@@ -24,44 +23,55 @@ pub struct MatchScore {
     pub nearest_similarity: f32,
 }
 
-/// Scores pairs of unit image embeddings `images` [B, D] and unit caption embeddings `texts`
-/// [B, D] against `bank`.
+/// Scores pairs of unit image embeddings `images` and unit caption embeddings `texts` (row i of
+/// each is pair i) against `bank`.
 pub fn matching_scores(
     bank: &TextBank,
     matching: Matching,
-    images: &Tensor,
-    texts: &Tensor,
+    images: &Embeddings,
+    texts: &Embeddings,
 ) -> Result<Vec<MatchScore>> {
-    if images.dims() != texts.dims() {
+    if images.len() != texts.len() || images.dim() != texts.dim() {
         return Err(Error::InvalidInput(format!(
-            "{:?} image embeddings for {:?} caption embeddings",
-            images.dims(),
-            texts.dims()
+            "{} image embeddings of {} values for {} caption embeddings of {}",
+            images.len(),
+            images.dim(),
+            texts.len(),
+            texts.dim()
         )));
     }
     if bank.captions.is_empty() {
         return Err(Error::InvalidInput("the text bank is empty".into()));
     }
-    let sims = images.matmul(&bank.embeddings.t()?)?; // [B, K]
-    let weights = candle_nn::ops::softmax(&(&sims * f64::from(matching.nn_scale))?, D::Minus1)?;
-    let nearest: Vec<u32> = weights.argmax(D::Minus1)?.to_vec1()?;
-    let nn = if matching.hard {
-        bank.embeddings
-            .index_select(&Tensor::new(nearest.as_slice(), images.device())?, 0)?
-    } else {
-        l2_normalize(&weights.matmul(&bank.embeddings)?)?
-    };
-    let s: Vec<f32> = (texts * nn)?.sum(D::Minus1)?.to_vec1()?;
-    let w: Vec<Vec<f32>> = weights.to_vec2()?;
-    let sims: Vec<Vec<f32>> = sims.to_vec2()?;
-    Ok(s.into_iter()
-        .zip(nearest)
-        .zip(w.into_iter().zip(sims))
-        .map(|((s, k), (w, sim))| MatchScore {
-            s,
-            nearest: k as usize,
-            nearest_weight: w[k as usize],
-            nearest_similarity: sim[k as usize],
+    let k = bank.embeddings.len();
+    let sims = images.similarities(&bank.embeddings)?; // images × bank rows
+    Ok(sims
+        .chunks_exact(k)
+        .zip(texts.rows())
+        .map(|(sim, t)| {
+            let mut w: Vec<f32> = sim.iter().map(|x| x * matching.nn_scale).collect();
+            softmax(&mut w);
+            // The first of equal weights, as an argmax does.
+            let nearest = w
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, x)| if *x > w[best] { i } else { best });
+            let s = if matching.hard {
+                dot(t, bank.embeddings.row(nearest))
+            } else {
+                let mut n = vec![0f32; bank.embeddings.dim()];
+                for (wk, q) in w.iter().zip(bank.embeddings.rows()) {
+                    n.iter_mut().zip(q).for_each(|(a, b)| *a += wk * b);
+                }
+                normalize(&mut n);
+                dot(t, &n)
+            };
+            MatchScore {
+                s,
+                nearest,
+                nearest_weight: w[nearest],
+                nearest_similarity: sim[nearest],
+            }
         })
         .collect())
 }
@@ -91,8 +101,9 @@ pub struct PairAudit {
 }
 
 /// Audits (image, caption) pairs, as `POST /v1/audit` and `mirage audit` do: embeds the
-/// preprocessed images `pixels` [B, 3, S, S] and the `captions` with `model`, and scores each pair
-/// against `bank` with `matching` (the bundle's settings, [`default_matching`], for its own bank).
+/// `count` preprocessed images `pixels` ([`MirageModel::preprocess_images`]) and the `captions`
+/// with `model`, and scores each pair against `bank` with `matching` (the bundle's settings,
+/// [`default_matching`], for its own bank).
 ///
 /// # Errors
 ///
@@ -100,20 +111,20 @@ pub struct PairAudit {
 pub fn audit_pairs(
     model: &MirageModel,
     bank: &TextBank,
-    pixels: &Tensor,
+    pixels: &[f32],
+    count: usize,
     captions: &[&str],
     matching: Matching,
 ) -> Result<Vec<PairAudit>> {
-    let images = model.embed_pixels(pixels)?;
-    let texts = model.embed_texts_tensor(captions)?;
+    let images = model.embed_pixel_batch(pixels, count)?;
+    let texts = model.embed_text_batch(captions)?;
     let scores = matching_scores(bank, matching, &images, &texts)?;
-    let direct: Vec<f32> = (images * texts)?.sum(D::Minus1)?.to_vec1()?;
     Ok(scores
         .into_iter()
-        .zip(direct)
-        .map(|(m, direct)| PairAudit {
+        .zip(images.rows().zip(texts.rows()))
+        .map(|(m, (i, t))| PairAudit {
             s: m.s,
-            image_caption_similarity: direct,
+            image_caption_similarity: dot(i, t),
             nearest: m.nearest,
             nearest_weight: m.nearest_weight,
             nearest_similarity: m.nearest_similarity,
@@ -124,9 +135,8 @@ pub fn audit_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
-    fn unit(rows: &[[f32; 2]]) -> Tensor {
+    fn unit(rows: &[[f32; 2]]) -> Embeddings {
         let flat: Vec<f32> = rows
             .iter()
             .flat_map(|r| {
@@ -134,7 +144,7 @@ mod tests {
                 [r[0] / n, r[1] / n]
             })
             .collect();
-        Tensor::from_vec(flat, (rows.len(), 2), &Device::Cpu).unwrap()
+        Embeddings::new(flat, 2).unwrap()
     }
 
     #[test]
@@ -151,9 +161,7 @@ mod tests {
         };
         let scores = matching_scores(&bank, m, &images, &texts).unwrap();
         assert_eq!(scores[0].nearest, 0);
-        assert!(
-            (scores[0].nearest_similarity - images.to_vec2::<f32>().unwrap()[0][0]).abs() < 1e-6
-        );
+        assert!((scores[0].nearest_similarity - images.row(0)[0]).abs() < 1e-6);
         assert!(scores[0].s > 0.99, "{scores:?}");
         assert!(scores[1].s < 0.01, "{scores:?}");
         // Hard NN is the limit of soft NN as σ_q grows.

@@ -3,10 +3,11 @@
 //! prompt templates, logit scale); the two forward passes run on the engine chosen at load
 //! (`engine/`).
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use crate::bundle::Bundle;
 use crate::config::{BundleConfig, PromptTemplates, TextTower};
+use crate::embeddings::Embeddings;
 use crate::engine::{self, DeviceChoice, Engine, EngineKind, EngineOptions, TextRole};
 use crate::image_input::{preprocess, DecodedImage};
 use crate::names;
@@ -234,14 +235,12 @@ impl MirageModel {
         Ok(out)
     }
 
-    /// Unit-norm joint text embeddings, [B, D].
-    pub fn embed_texts_tensor(&self, texts: &[&str]) -> Result<Tensor> {
-        let flat = self.embed_texts_flat(texts, TextRole::Document)?;
-        Ok(Tensor::from_vec(
-            flat,
-            (texts.len(), self.dim()),
-            &self.device,
-        )?)
+    /// Unit-norm joint text embeddings of a batch (the document tower), one row per text.
+    pub fn embed_text_batch(&self, texts: &[&str]) -> Result<Embeddings> {
+        Embeddings::new(
+            self.embed_texts_flat(texts, TextRole::Document)?,
+            self.dim(),
+        )
     }
 
     /// Unit-norm joint text embeddings, one `Vec` per input (the document tower).
@@ -263,8 +262,8 @@ impl MirageModel {
         Ok(self.rows(self.embed_texts_flat(texts, role)?))
     }
 
-    /// Preprocesses decoded images into a [B, 3, S, S] tensor.
-    pub fn image_batch(&self, images: &[DecodedImage]) -> Result<Tensor> {
+    /// Preprocesses decoded images for this model: `images.len()` × 3 × S × S values.
+    pub fn preprocess_images(&self, images: &[DecodedImage]) -> Result<Vec<f32>> {
         if images.is_empty() {
             return Err(Error::InvalidInput("empty image batch".into()));
         }
@@ -273,25 +272,20 @@ impl MirageModel {
         for img in images {
             data.extend(preprocess(img, &self.config.preprocess)?);
         }
-        Ok(Tensor::from_vec(
-            data,
-            (images.len(), 3, s, s),
-            &self.device,
-        )?)
+        Ok(data)
     }
 
-    /// Unit-norm joint image embeddings for a preprocessed batch [B, 3, S, S], [B, D].
-    pub fn embed_pixels(&self, pixels: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = pixels.dims4()?;
+    /// Unit-norm joint image embeddings of `count` preprocessed images (`count` × 3 × S × S
+    /// values, as [`Self::preprocess_images`] gives them), one row per image.
+    pub fn embed_pixel_batch(&self, pixels: &[f32], count: usize) -> Result<Embeddings> {
         let s = self.config.preprocess.image_size;
-        if (c, h, w) != (3, s, s) {
+        if count == 0 || pixels.len() != count * 3 * s * s {
             return Err(Error::InvalidInput(format!(
-                "pixel batch of shape [{b}, {c}, {h}, {w}], expected [B, 3, {s}, {s}]"
+                "{} preprocessed values for {count} images of 3x{s}x{s}",
+                pixels.len()
             )));
         }
-        let data = pixels.flatten_all()?.to_vec1::<f32>()?;
-        let flat = self.engine.embed_pixels(&data, b)?;
-        Ok(Tensor::from_vec(flat, (b, self.dim()), &self.device)?)
+        Embeddings::new(self.engine.embed_pixels(pixels, count)?, self.dim())
     }
 
     /// Unit-norm joint image embeddings of images already run through
@@ -316,7 +310,9 @@ impl MirageModel {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.embed_pixels(&self.image_batch(images)?)?.to_vec2()?)
+        Ok(self
+            .embed_pixel_batch(&self.preprocess_images(images)?, images.len())?
+            .to_rows())
     }
 }
 

@@ -19,6 +19,17 @@ use crate::Result;
 /// A 123-token WordPiece tokenizer (medical words and single characters) with BERT's special tokens.
 pub const TINY_TOKENIZER_JSON: &[u8] = include_bytes!("../tests/fixtures/tiny_tokenizer.json");
 
+/// `model`'s embeddings of a [B, 3, S, S] pixel tensor, one `Vec` per image (reference inputs
+/// are kept as tensors).
+pub fn embed_pixel_tensor(
+    model: &crate::MirageModel,
+    pixels: &candle_core::Tensor,
+) -> Result<Vec<Vec<f32>>> {
+    let b = pixels.dim(0)?;
+    let flat = pixels.flatten_all()?.to_vec1::<f32>()?;
+    Ok(model.embed_pixel_batch(&flat, b)?.to_rows())
+}
+
 /// The directory of the package under test: the `CARGO_MANIFEST_DIR` cargo and nextest set when
 /// they run a test, else `compiled` (the caller's `env!("CARGO_MANIFEST_DIR")`). A test binary
 /// may be reused from a checkout at another path (one shared target dir), so the path baked in
@@ -238,7 +249,7 @@ pub fn write_tiny_bundle_with_bank(
     write_tiny(dir, vision, embed_dim, &tensors, None)?;
     let model = crate::MirageModel::open_cpu(dir)?;
     let bank = TextBank {
-        embeddings: model.embed_texts_tensor(captions)?,
+        embeddings: model.embed_text_batch(captions)?,
         captions: captions.iter().map(|c| (*c).to_owned()).collect(),
     };
     write_tiny(dir, vision, embed_dim, &tensors, Some(&bank))

@@ -2,12 +2,11 @@
 //! is the re-normalised mean of its prompts' embeddings; probabilities are a softmax over
 //! σ·cos / T. Multi-label mode scores every label against its own negation prompts.
 
-use candle_core::{Tensor, D};
 use serde::Serialize;
 
 use crate::config::PromptTemplates;
+use crate::embeddings::{normalize, softmax, Embeddings};
 use crate::model::MirageModel;
-use crate::towers::layers::l2_normalize;
 use crate::{Error, Result};
 
 /// Single- or multi-label.
@@ -54,8 +53,13 @@ pub fn validate_labels(labels: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Class prototypes [C, D] for `labels` from `templates` (ensemble mean, re-normalised).
-pub fn prototypes(model: &MirageModel, labels: &[String], templates: &[String]) -> Result<Tensor> {
+/// Class prototypes, one row per label: the mean of the label's template embeddings,
+/// re-normalised (a prompt ensemble).
+pub fn prototypes(
+    model: &MirageModel,
+    labels: &[String],
+    templates: &[String],
+) -> Result<Embeddings> {
     if templates.is_empty() {
         return Err(Error::InvalidInput("no prompt templates".into()));
     }
@@ -64,10 +68,21 @@ pub fn prototypes(model: &MirageModel, labels: &[String], templates: &[String]) 
         .flat_map(|l| templates.iter().map(move |t| fill(t, l)))
         .collect();
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let emb = model.embed_texts_tensor(&refs)?; // [C*T, D]
-    let d = emb.dim(1)?;
-    let mean = emb.reshape((labels.len(), templates.len(), d))?.mean(1)?;
-    l2_normalize(&mean)
+    let emb = model.embed_text_batch(&refs)?; // C·T rows
+    let d = emb.dim();
+    let mut out = Vec::with_capacity(labels.len() * d);
+    for label in 0..labels.len() {
+        let mut mean = vec![0f32; d];
+        for t in 0..templates.len() {
+            mean.iter_mut()
+                .zip(emb.row(label * templates.len() + t))
+                .for_each(|(m, x)| *m += x);
+        }
+        mean.iter_mut().for_each(|m| *m /= templates.len() as f32);
+        normalize(&mut mean);
+        out.extend(mean);
+    }
+    Embeddings::new(out, d)
 }
 
 /// The temperature zero-shot probabilities use when a request names none: the bundle's fitted
@@ -80,10 +95,11 @@ pub fn served_temperature(model: &MirageModel) -> f32 {
         .map_or(1.0, |c| c.temperature)
 }
 
-/// Classifies unit image embeddings [B, D] against `labels`; one result list per image.
+/// Classifies unit image embeddings (one row per image) against `labels`; one result list per
+/// image.
 pub fn classify(
     model: &MirageModel,
-    images: &Tensor,
+    images: &Embeddings,
     labels: &[String],
     templates: Option<&PromptTemplates>,
     mode: ClassifyMode,
@@ -108,28 +124,38 @@ pub fn classify(
             "temperature {t} must be positive"
         )));
     }
-    let scale = f64::from(model.logit_scale() / t);
+    let scale = model.logit_scale() / t;
     let pos = prototypes(model, labels, &templates.positive)?;
-    let cos_pos = images.matmul(&pos.t()?)?; // [B, C]
-    let probs = match mode {
-        ClassifyMode::SingleLabel => candle_nn::ops::softmax(&(&cos_pos * scale)?, D::Minus1)?,
+    let cos_pos = images.similarities(&pos)?; // images × labels
+    let c = labels.len();
+    let probs: Vec<f32> = match mode {
+        ClassifyMode::SingleLabel => cos_pos
+            .chunks_exact(c)
+            .flat_map(|row| {
+                let mut logits: Vec<f32> = row.iter().map(|x| x * scale).collect();
+                softmax(&mut logits);
+                logits
+            })
+            .collect(),
         ClassifyMode::MultiLabel => {
             let neg = prototypes(model, labels, &templates.negative)?;
-            let cos_neg = images.matmul(&neg.t()?)?;
+            let cos_neg = images.similarities(&neg)?;
             // p = e^{σ·cos⁺} / (e^{σ·cos⁺} + e^{σ·cos⁻}) = sigmoid(σ·(cos⁺ − cos⁻))
-            candle_nn::ops::sigmoid(&((&cos_pos - &cos_neg)? * scale)?)?
+            cos_pos
+                .iter()
+                .zip(&cos_neg)
+                .map(|(p, n)| 1.0 / (1.0 + (-(p - n) * scale).exp()))
+                .collect()
         }
     };
-    let probs: Vec<Vec<f32>> = probs.to_vec2()?;
-    let cos: Vec<Vec<f32>> = cos_pos.to_vec2()?;
     Ok(probs
-        .into_iter()
-        .zip(cos)
-        .map(|(p, c)| {
+        .chunks_exact(c)
+        .zip(cos_pos.chunks_exact(c))
+        .map(|(p, cos)| {
             labels
                 .iter()
-                .zip(p.into_iter().zip(c))
-                .map(|(label, (probability, score))| LabelScore {
+                .zip(p.iter().zip(cos))
+                .map(|(label, (&probability, &score))| LabelScore {
                     label: label.clone(),
                     probability,
                     score,

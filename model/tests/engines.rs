@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use mirage_model::testing::{write_tiny_bundle, TinyVision};
+use mirage_model::testing::{embed_pixel_tensor, write_tiny_bundle, TinyVision};
 use mirage_model::{
     add_onnx, Bundle, DeviceChoice, EngineChoice, EngineKind, EngineOptions, Error, MirageModel,
 };
@@ -93,8 +93,8 @@ fn ort_equals_candle_on_every_tiny_architecture_and_batch_size() {
             let b = candle.embed_texts(t).unwrap();
             assert_close(&format!("{vision:?} text batch {batch}"), &a, &b);
             let px = pixels(batch, 64, batch as u64);
-            let a = ort.embed_pixels(&px).unwrap().to_vec2::<f32>().unwrap();
-            let b = candle.embed_pixels(&px).unwrap().to_vec2::<f32>().unwrap();
+            let a = embed_pixel_tensor(&ort, &px).unwrap();
+            let b = embed_pixel_tensor(&candle, &px).unwrap();
             assert_close(&format!("{vision:?} image batch {batch}"), &a, &b);
             for row in &a {
                 let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -133,13 +133,9 @@ fn batch_and_padding_invariance(vision: TinyVision) {
             );
         }
         let px = pixels(32, 64, 9);
-        let all = model.embed_pixels(&px).unwrap().to_vec2::<f32>().unwrap();
+        let all = embed_pixel_tensor(model, &px).unwrap();
         for batch in [1usize, 7] {
-            let part = model
-                .embed_pixels(&px.narrow(0, 0, batch).unwrap())
-                .unwrap()
-                .to_vec2::<f32>()
-                .unwrap();
+            let part = embed_pixel_tensor(model, &px.narrow(0, 0, batch).unwrap()).unwrap();
             assert_close(
                 &format!("{:?}: image batch {batch}", model.engine()),
                 &all[..batch],

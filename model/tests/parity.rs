@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use mirage_model::config::{TextPooling, VisionPooling, VisionTower};
 use mirage_model::import::{import_hf, ImportOptions};
+use mirage_model::testing::embed_pixel_tensor;
 use mirage_model::testing::{tiny_config, TinyVision, TINY_TOKENIZER_JSON};
 use mirage_model::towers::vision::VisionEncoder;
 use mirage_model::{
@@ -230,7 +231,7 @@ fn check_engines(
     let reference = expected.to_vec2::<f32>().unwrap();
     for options in engines() {
         let model = MirageModel::open(dir.path(), &options).unwrap();
-        let got = model.embed_pixels(input).unwrap().to_vec2::<f32>().unwrap();
+        let got = embed_pixel_tensor(&model, input).unwrap();
         for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
             let c = cosine(g, r);
             println!("{name} via {:?}: image {i} cosine {c:.7}", model.engine());
@@ -449,11 +450,7 @@ fn hf_clip_import_matches_transformers() {
                     failures.push(format!("{tag}: text {:?}: cosine {c}", texts[i]));
                 }
             }
-            let got_image = model
-                .embed_pixels(pixels)
-                .unwrap()
-                .to_vec2::<f32>()
-                .unwrap();
+            let got_image = embed_pixel_tensor(&model, pixels).unwrap();
             for (i, (a, b)) in got_image.iter().zip(&want_image).enumerate() {
                 let c = cosine(a, b);
                 if c < 0.9999 {
@@ -574,11 +571,7 @@ fn compare_with_reference(
                 failures.push(format!("{tag}: text {:?}: cosine {c}", texts[i]));
             }
         }
-        let got = model
-            .embed_pixels(&want["pixel_values"])
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let got = embed_pixel_tensor(&model, &want["pixel_values"]).unwrap();
         for (i, (a, b)) in got.iter().zip(&want_image).enumerate() {
             let c = cosine(a, b);
             if c < 0.9999 {

@@ -79,18 +79,23 @@ fn truncated_and_mislabelled_files_are_typed_errors() {
     assert!(matches!(e, Error::MissingFile { .. }), "{e}");
 }
 
+/// Embeddings of `n` random 64 px pixel batches.
+fn random_images(m: &MirageModel, n: usize) -> mirage_model::Embeddings {
+    let pixels =
+        candle_core::Tensor::randn(0f32, 1.0, (n * 3 * 64 * 64,), &candle_core::Device::Cpu)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+    m.embed_pixel_batch(&pixels, n).unwrap()
+}
+
 #[test]
 fn single_label_probabilities_sum_to_one_and_follow_scores() {
     let (_d, m) = model();
     let labels: Vec<String> = ["pneumonia", "pleural effusion", "normal"]
         .map(String::from)
         .to_vec();
-    let imgs = m
-        .embed_pixels(
-            &candle_core::Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &candle_core::Device::Cpu)
-                .unwrap(),
-        )
-        .unwrap();
+    let imgs = random_images(&m, 2);
     let out = classify(&m, &imgs, &labels, None, ClassifyMode::SingleLabel, None).unwrap();
     assert_eq!(out.len(), 2);
     for scores in &out {
@@ -129,8 +134,7 @@ fn prototypes_are_the_renormalised_template_mean() {
     let templates = vec!["a scan showing {}".to_owned(), "{}".to_owned()];
     let p = prototypes(&m, &["edema".to_owned()], &templates)
         .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+        .to_rows();
     let e = m.embed_texts(&["a scan showing edema", "edema"]).unwrap();
     let mean: Vec<f32> = e[0].iter().zip(&e[1]).map(|(a, b)| (a + b) / 2.0).collect();
     let n = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -147,27 +151,14 @@ fn multi_label_scores_each_label_against_its_negation() {
         positive: vec!["{}".into()],
         negative: vec!["no {}".into()],
     };
-    let img = m
-        .embed_pixels(
-            &candle_core::Tensor::randn(0f32, 1.0, (1, 3, 64, 64), &candle_core::Device::Cpu)
-                .unwrap(),
-        )
-        .unwrap();
+    let img = random_images(&m, 1);
     let out = classify(&m, &img, &labels, Some(&t), ClassifyMode::MultiLabel, None).unwrap();
     let pos = prototypes(&m, &labels, &t.positive).unwrap();
     let neg = prototypes(&m, &labels, &t.negative).unwrap();
-    let cp = img
-        .matmul(&pos.t().unwrap())
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
-    let cn = img
-        .matmul(&neg.t().unwrap())
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let cp = img.similarities(&pos).unwrap();
+    let cn = img.similarities(&neg).unwrap();
     for (i, s) in out[0].iter().enumerate() {
-        let expected = 1.0 / (1.0 + (-(m.logit_scale() * (cp[0][i] - cn[0][i]))).exp());
+        let expected = 1.0 / (1.0 + (-(m.logit_scale() * (cp[i] - cn[i]))).exp());
         assert!(
             (s.probability - expected).abs() < 1e-5,
             "{} vs {expected}",
@@ -179,16 +170,7 @@ fn multi_label_scores_each_label_against_its_negation() {
 #[test]
 fn bad_label_lists_are_refused() {
     let (_d, m) = model();
-    let img = m
-        .embed_pixels(
-            &candle_core::Tensor::zeros(
-                (1, 3, 64, 64),
-                candle_core::DType::F32,
-                &candle_core::Device::Cpu,
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    let img = m.embed_pixel_batch(&[0f32; 3 * 64 * 64], 1).unwrap();
     for (labels, needle) in [
         (vec![], "empty"),
         (vec!["a".to_owned(), "a".to_owned()], "twice"),

@@ -81,7 +81,7 @@ pub(crate) fn audit(a: AuditArgs) -> Result<()> {
     let (bundle, model) = a.engine.open(&a.bundle)?;
     let bank = match a.bank {
         BankChoice::Bundle => {
-            let Some(bank) = bundle.text_bank(model.device())? else {
+            let Some(bank) = bundle.text_bank()? else {
                 bail!(
                     "{} has no text bank (text_bank.safetensors), so s cannot be computed against it; use a bundle exported by mirage-train, or --bank corpus",
                     a.bundle.display()

@@ -705,8 +705,8 @@ fn classify_cmd(args: ClassifyArgs) -> Result<()> {
     };
     let one = |path: &std::path::Path| -> Result<serde_json::Value> {
         let image = load_image(path, DecodeOptions { frame: args.frame })?;
-        let pixels = model.image_batch(std::slice::from_ref(&image))?;
-        let emb = model.embed_pixels(&pixels)?;
+        let pixels = model.preprocess_images(std::slice::from_ref(&image))?;
+        let emb = model.embed_pixel_batch(&pixels, 1)?;
         let mut scores = classify(
             &model,
             &emb,

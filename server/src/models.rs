@@ -55,7 +55,7 @@ impl ServedModel {
                     .with_context(|| format!("opening bundle {}", owned.display()))?;
                 let model = MirageModel::load(&bundle, &options)
                     .with_context(|| format!("loading bundle {}", owned.display()))?;
-                let bank = bundle.text_bank(model.device())?;
+                let bank = bundle.text_bank()?;
                 let weight_bytes = ["model.safetensors", "text.onnx", "vision.onnx"]
                     .iter()
                     .filter_map(|f| std::fs::metadata(owned.join(f)).ok())

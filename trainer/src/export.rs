@@ -83,11 +83,14 @@ pub fn export(checkpoint_path: &Path, out: &Path, opts: &ExportOptions) -> Resul
         }
         let rows =
             candle_core::safetensors::load(ck.join(checkpoint::QUEUE), &candle_core::Device::Cpu)?;
+        let rows = rows.get("rows").context("queue checkpoint lacks `rows`")?;
+        let dim = rows.dim(1)?;
+        let rows = rows
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Some(TextBank {
-            embeddings: rows
-                .get("rows")
-                .context("queue checkpoint lacks `rows`")?
-                .clone(),
+            embeddings: mirage_model::Embeddings::new(rows, dim)?,
             captions: meta.captions,
         })
     };

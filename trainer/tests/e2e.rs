@@ -188,10 +188,7 @@ fn tiny_resnet_learns_exports_and_matches_candle() {
     assert!((f64::from(c.logit_scale) - lp).abs() < 1e-4 * lp);
     assert_eq!(c.provenance["method"], "mirage");
     assert_eq!(c.provenance["step"], 64);
-    let bank = b
-        .text_bank(&candle_core::Device::Cpu)
-        .unwrap()
-        .expect("bank exported");
+    let bank = b.text_bank().unwrap().expect("bank exported");
     assert_eq!(bank.captions.len(), 48);
     assert!(bank.captions.iter().all(|c| !c.is_empty()));
 
@@ -228,7 +225,7 @@ fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
     let out = dir.path().join("bundle");
     let b = export(&ck, &out, &ExportOptions::default()).unwrap();
     assert!(b.config().matching.is_none());
-    assert!(b.text_bank(&candle_core::Device::Cpu).unwrap().is_none());
+    assert!(b.text_bank().unwrap().is_none());
     assert_eq!(b.config().provenance["method"], "clip");
     let images = vec![
         dir.path().join("images/train_0.jpg"),
@@ -521,7 +518,7 @@ fn export_refuses_a_queue_still_holding_random_rows() {
         },
     )
     .unwrap();
-    assert!(b.text_bank(&candle_core::Device::Cpu).unwrap().is_none());
+    assert!(b.text_bank().unwrap().is_none());
     assert!(b.config().matching.is_some());
     let _ = Kind::Float;
 }

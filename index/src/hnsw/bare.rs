@@ -3,8 +3,8 @@
 use super::HnswGraph;
 use crate::error::Result;
 use crate::graph::GraphEngine;
-use crate::kernels::dot;
 use crate::types::{HnswParams, Quantization};
+use mirage_model::kernels::dot;
 
 /// The graph exactly as the embedded store configures it, without the store around it: for
 /// benchmarks that separate the graph's cost from the store's.
@@ -51,6 +51,6 @@ impl BareGraph {
 
     /// The instruction set the distance kernels run on here.
     pub fn isa(&self) -> String {
-        crate::kernels::isa().into()
+        mirage_model::kernels::isa().into()
     }
 }

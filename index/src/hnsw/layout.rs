@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::sync::atomic::AtomicU32;
 
 use super::RELAXED;
-use crate::kernels::{dot, dot_f16, dot_i8, encode_f16, encode_i8, f16_to_f32};
 use crate::types::Quantization;
+use mirage_model::kernels::{dot, dot_f16, dot_i8, encode_f16, encode_i8, f16_to_f32};
 
 /// Stored vectors, row `i` at `i * dim`.
 pub(super) enum Vectors {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::kernels::dot;
+use mirage_model::kernels::dot;
 
 fn unit_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
     use rand::{Rng, SeedableRng};

@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use candle_core::Tensor;
 use mirage_model::matching::{audit_pairs, default_matching};
 
 use crate::dto::{AuditRequest, AuditResponse, AuditResult};
@@ -62,11 +61,15 @@ pub async fn audit(
                 .text_bank
                 .as_ref()
                 .expect("checked above — this is a bug");
-            let s = m.config().preprocess.image_size;
-            let img = Tensor::from_vec(pixels, (n, 3, s, s), m.device())
-                .map_err(mirage_model::Error::from)?;
             let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
-            Ok(audit_pairs(m, bank, &img, &refs, default_matching(m))?)
+            Ok(audit_pairs(
+                m,
+                bank,
+                &pixels,
+                n,
+                &refs,
+                default_matching(m),
+            )?)
         })
         .await?;
     let bank = served

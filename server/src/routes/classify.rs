@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use candle_core::Tensor;
 use mirage_model::zeroshot::{classify as zero_shot, validate_labels, ClassifyMode};
 
 use crate::dto::{ClassifyRequest, ClassifyResponse, LabelResult};
@@ -79,8 +78,7 @@ pub async fn classify(
     let scores = served
         .encoder
         .run(cost, move |m| {
-            let emb = m.embed_preprocessed(pixels, 1)?;
-            let emb = Tensor::new(emb, m.device()).map_err(mirage_model::Error::from)?;
+            let emb = m.embed_pixel_batch(&pixels, 1)?;
             let mut out = zero_shot(m, &emb, &labels, Some(&templates), mode, Some(temperature))?;
             Ok(out
                 .pop()

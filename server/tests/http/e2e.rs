@@ -415,17 +415,14 @@ async fn product_path(qdrant: Option<&str>) {
     ], "threshold": 0.3});
     let r = api.post(a, a, &pairs).await.expect(200);
     let bundle_obj = mirage_model::Bundle::open(&bundle).unwrap();
-    let bank = bundle_obj
-        .text_bank(&candle_core::Device::Cpu)
-        .unwrap()
-        .unwrap();
-    let imgs = candle_core::Tensor::new(
-        vec![embed_image(&model, &png_a), embed_image(&model, &jpg)],
-        &candle_core::Device::Cpu,
+    let bank = bundle_obj.text_bank().unwrap().unwrap();
+    let imgs = mirage_model::Embeddings::from_rows(
+        &[embed_image(&model, &png_a), embed_image(&model, &jpg)],
+        model.dim(),
     )
     .unwrap();
     let caps = model
-        .embed_texts_tensor(&["chest x-ray with pneumonia", "axial brain mri"])
+        .embed_text_batch(&["chest x-ray with pneumonia", "axial brain mri"])
         .unwrap();
     let want = matching_scores(&bank, Default::default(), &imgs, &caps).unwrap();
     for (res, w) in r.body["results"].as_array().unwrap().iter().zip(&want) {

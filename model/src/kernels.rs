@@ -3,15 +3,16 @@
 //!
 //! Every kernel is written once, portably, in lanes the compiler vectorises, and compiled twice:
 //! as is, and inside a function built for AVX2/FMA that runs only after the CPU is seen to have
-//! both (twice the speed of the SSE2 baseline). Those dispatchers are the crate's only unsafe
-//! calls.
+//! both (twice the speed of the SSE2 baseline). Those dispatchers are this module's only unsafe
+//! calls. The vector index keeps its graphs in these encodings; the model's zero-shot,
+//! matching and similarity matrices use `dot`.
 
 /// Lanes of the portable kernels: enough independent sums for two AVX registers (or four SSE
 /// ones); one running sum would keep the compiler from reordering, so from vectorising.
 const LANES: usize = 16;
 
 /// Which instruction set the kernels run on here.
-pub(crate) fn isa() -> &'static str {
+pub fn isa() -> &'static str {
     if has_avx2_fma() {
         "avx2+fma"
     } else {
@@ -19,6 +20,7 @@ pub(crate) fn isa() -> &'static str {
     }
 }
 
+#[inline]
 fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -35,10 +37,14 @@ fn has_avx2_fma() -> bool {
 macro_rules! dispatch {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $portable:ident) => {
         $(#[$doc])*
+        // Inline: the hot loops of the vector index call these, and must get them compiled at
+        // that crate's optimisation level, not this one's.
+        #[inline]
         #[allow(unsafe_code)]
         $vis fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
+                #[inline]
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) -> $ret {
                     $portable($($arg),*, true)
@@ -60,12 +66,12 @@ dispatch! {
 
 dispatch! {
     /// Inner product of an f32 query with a vector stored by [`encode_f16`].
-    pub(crate) fn dot_f16(a: &[f32], b: &[u16]) -> f32 => dot_f16_lanes
+    pub fn dot_f16(a: &[f32], b: &[u16]) -> f32 => dot_f16_lanes
 }
 
 dispatch! {
     /// Inner product of two i8 codes (scale them by both vectors' [`encode_i8`] scales).
-    pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 => dot_i8_lanes
+    pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 => dot_i8_lanes
 }
 
 #[inline(always)]
@@ -130,7 +136,8 @@ const F16_MIN_NORMAL: f32 = 6.103_515_6e-5;
 
 /// IEEE half-precision bits of `x`, rounded to nearest; tiny magnitudes flush to zero. Unit
 /// vectors never come near the f16 range limit.
-pub(crate) fn encode_f16(x: f32) -> u16 {
+#[inline]
+pub fn encode_f16(x: f32) -> u16 {
     if x.abs() < F16_MIN_NORMAL || !x.is_finite() {
         return if x.is_sign_negative() { 0x8000 } else { 0 };
     }
@@ -154,7 +161,7 @@ pub(crate) fn encode_f16(x: f32) -> u16 {
 
 /// The f32 value of normal (or zero) f16 bits: the exponent rebiased by one multiply, no branch.
 #[inline(always)]
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
+pub fn f16_to_f32(h: u16) -> f32 {
     let sign = u32::from(h & 0x8000) << 16;
     // 2^112 moves the f16 exponent bias (15) to f32's (127).
     let magnitude = f32::from_bits(u32::from(h & 0x7fff) << 13) * f32::from_bits(0x7780_0000);
@@ -163,7 +170,8 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
 
 /// Codes `v` as i8 with one scale per vector (the largest magnitude maps to ±127), so
 /// `dot(a, b) ≈ scale_a · scale_b · dot_i8(codes_a, codes_b)`; writes the codes into `out`.
-pub(crate) fn encode_i8(v: &[f32], out: &mut [i8]) -> f32 {
+#[inline]
+pub fn encode_i8(v: &[f32], out: &mut [i8]) -> f32 {
     let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
         out.fill(0);
