@@ -24,6 +24,7 @@ pub mod rag;
 pub mod rerank;
 pub mod snapshot;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod types;
 

@@ -24,6 +24,7 @@ pub mod model;
 pub mod names;
 pub mod onnx;
 pub mod reranker;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tokenize;
 pub mod towers;
