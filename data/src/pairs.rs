@@ -10,10 +10,47 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 
-use crate::corpus::{read_corpus, CorpusFormat, CorpusOptions};
+use crate::corpus::{read_corpus, CorpusError, CorpusFormat, CorpusOptions};
+
+/// Why a pair file cannot be read; each names the file and, for a row, its line.
+#[derive(Debug, thiserror::Error)]
+pub enum PairsError {
+    /// The file as a whole: cannot be opened, lacks a required column, unknown format.
+    #[error(transparent)]
+    Corpus(#[from] CorpusError),
+    /// A row the corpus reader refuses (bad JSON, a missing id, an image escaping the root).
+    #[error("{}:{line}: {reason}", path.display())]
+    BadRow {
+        /// The pair file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A row without an image.
+    #[error("{}:{line}: no image; a {format} pair file needs one on every row", path.display())]
+    NoImage {
+        /// The pair file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The file's format.
+        format: CorpusFormat,
+    },
+    /// No row has a caption.
+    #[error("{}{}: no usable pairs ({rows} rows read)", path.display(), first_empty.map_or_else(String::new, |line| format!(":{line}: no caption")))]
+    NoPairs {
+        /// The pair file.
+        path: PathBuf,
+        /// Rows read.
+        rows: usize,
+        /// Line of the first row with an empty caption, if any.
+        first_empty: Option<usize>,
+    },
+}
 
 /// One image–caption pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +89,7 @@ pub fn read_pairs(
     path: &Path,
     format: CorpusFormat,
     image_root: Option<&Path>,
-) -> Result<(Vec<Pair>, ReadReport)> {
+) -> Result<(Vec<Pair>, ReadReport), PairsError> {
     let root = image_root
         .map(Path::to_path_buf)
         .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
@@ -66,14 +103,20 @@ pub fn read_pairs(
         report.rows += 1;
         let record = match row {
             Ok(record) => record,
-            Err(bad) => bail!("{}:{}: {}", path.display(), bad.line, bad.reason),
+            Err(bad) => {
+                return Err(PairsError::BadRow {
+                    path: path.to_path_buf(),
+                    line: bad.line,
+                    reason: bad.reason,
+                })
+            }
         };
         let (Some(image), Some(image_ref)) = (record.image, record.image_ref) else {
-            bail!(
-                "{}:{}: no image; a {format} pair file needs one on every row",
-                path.display(),
-                record.line
-            );
+            return Err(PairsError::NoImage {
+                path: path.to_path_buf(),
+                line: record.line,
+                format,
+            });
         };
         match record.text {
             Some(caption) => pairs.push(Pair {
@@ -90,14 +133,11 @@ pub fn read_pairs(
         }
     }
     if pairs.is_empty() {
-        let first_empty = report
-            .first_empty_caption
-            .map_or_else(String::new, |line| format!(":{line}: no caption"));
-        bail!(
-            "{}{first_empty}: no usable pairs ({} rows read)",
-            path.display(),
-            report.rows
-        );
+        return Err(PairsError::NoPairs {
+            path: path.to_path_buf(),
+            rows: report.rows,
+            first_empty: report.first_empty_caption,
+        });
     }
     Ok((pairs, report))
 }
