@@ -319,10 +319,7 @@ impl EmbeddedCollection {
                 model: config.model.clone(),
                 hnsw: config.hnsw,
                 engine: ENGINE.into(),
-                created_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                created_unix: crate::manifest::unix_now(),
             };
             // The manifest is written last: a directory without one is an unfinished creation
             // that the next attempt simply completes.
@@ -936,15 +933,15 @@ impl EmbeddedCollection {
     pub fn snapshot(&self, out: &Path) -> Result<SnapshotInfo> {
         let staging = Staging::create(self.dir.join(staging_name(SNAPSHOT_STAGING)))?;
         let db = staging.path().join(DB_FILE);
-        let dumps = {
+        let (dumps, items, generation) = {
             // Pinned until linked: a flush in between would remove the dumps the copy names.
             let _pinned = self
                 .dumps_pinned
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut copy = Connection::open(&db)?;
             {
                 let source = open_db(&self.dir)?;
-                let mut copy = Connection::open(&db)?;
                 let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
                 let step = backup.step(-1)?;
                 if step != rusqlite::backup::StepResult::Done {
@@ -953,7 +950,7 @@ impl EmbeddedCollection {
                     )));
                 }
             }
-            let copy = Connection::open(&db)?;
+            // What the copy holds: its dumps (linked while pinned), items and version.
             let mut dumps = Vec::new();
             for name in VectorName::ALL {
                 if let Some((_, basename)) = read_graph_meta(&copy, name)? {
@@ -964,12 +961,9 @@ impl EmbeddedCollection {
                     }
                 }
             }
-            dumps
+            let items: i64 = copy.query_row("SELECT count(*) FROM items", [], |r| r.get(0))?;
+            (dumps, items, read_generation(&copy)?)
         };
-        let copy = Connection::open(&db)?;
-        let items: i64 = copy.query_row("SELECT count(*) FROM items", [], |r| r.get(0))?;
-        let generation = read_generation(&copy)?;
-        drop(copy);
         let mut archive = ArchiveWriter::create(out)?;
         archive.append_file(MANIFEST_FILE, &self.dir.join(MANIFEST_FILE))?;
         archive.append_file(DB_FILE, &db)?;

@@ -101,6 +101,13 @@ impl Manifest {
     }
 }
 
+/// Seconds since the Unix epoch (0 on a clock set before it): creation times in manifests.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs_err::File::open(dir)?.sync_all()?;
     Ok(())

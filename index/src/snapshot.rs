@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{IndexError, Result};
+use crate::manifest::unix_now;
 use crate::types::ModelRef;
 
 /// Version of the archive layout written by this build; other versions are refused.
@@ -65,7 +66,8 @@ pub struct SnapshotManifest {
     pub model: ModelRef,
     /// Vector dimension.
     pub dim: usize,
-    /// Items it holds.
+    /// Items it holds (a Qdrant collection's: counted just before Qdrant took its snapshot, so
+    /// writes racing the snapshot can make it differ).
     pub items: u64,
     /// The collection's version (committed writes) it holds; the Qdrant store keeps none.
     #[serde(default)]
@@ -114,12 +116,6 @@ pub struct SnapshotInfo {
     pub sha256: String,
     /// Its manifest.
     pub manifest: SnapshotManifest,
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn refused(path: &Path, reason: impl Into<String>) -> IndexError {
@@ -387,21 +383,49 @@ impl ArchiveWriter {
     }
 }
 
-/// Entry names are plain file names: nothing an extraction could place outside its folder.
-fn check_entry_name(name: &str) -> std::result::Result<(), String> {
-    let ok = !name.is_empty()
+/// Whether `name` is a plain file name: letters, digits, '.', '-' and '_', not starting with
+/// '.', at most 200 bytes. Archive entries and the server's archive names keep to it, so nothing
+/// read from an archive or a request can name a path outside its folder.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+fn check_entry_name(name: &str) -> std::result::Result<(), String> {
+    if is_plain_file_name(name) {
         Ok(())
     } else {
         Err(format!(
             "it holds an entry named {name:?}; a snapshot holds only plain file names"
         ))
     }
+}
+
+/// The manifest whose bytes and seal an archive at `path` holds, checked against its seal and
+/// its format.
+fn sealed_manifest(path: &Path, bytes: &[u8], seal: &str) -> Result<SnapshotManifest> {
+    if seal.split_whitespace().next() != Some(&hex::encode(Sha256::digest(bytes))) {
+        return Err(refused(
+            path,
+            format!("its {MANIFEST_ENTRY} does not match its checksum: the manifest was altered or damaged"),
+        ));
+    }
+    let manifest: SnapshotManifest = serde_json::from_slice(bytes)
+        .map_err(|e| refused(path, format!("its {MANIFEST_ENTRY} cannot be read: {e}")))?;
+    if manifest.snapshot_format != SNAPSHOT_FORMAT {
+        return Err(refused(
+            path,
+            format!(
+                "it has snapshot format {} (this build reads format {SNAPSHOT_FORMAT})",
+                manifest.snapshot_format
+            ),
+        ));
+    }
+    Ok(manifest)
 }
 
 /// Reads the whole archive at `path`, checking every checksum, and writes its files into the
@@ -515,24 +539,7 @@ pub fn verify(path: &Path, into: Option<&Path>) -> Result<SnapshotInfo> {
             format!("it ends before the manifest's seal ({SEAL_ENTRY}): it is truncated"),
         ));
     };
-    let want = seal.split_whitespace().next().unwrap_or_default();
-    if want != hex::encode(Sha256::digest(&manifest_bytes)) {
-        return Err(refused(
-            path,
-            format!("its {MANIFEST_ENTRY} does not match its checksum: the manifest was altered or damaged"),
-        ));
-    }
-    let manifest: SnapshotManifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| refused(path, format!("its {MANIFEST_ENTRY} cannot be read: {e}")))?;
-    if manifest.snapshot_format != SNAPSHOT_FORMAT {
-        return Err(refused(
-            path,
-            format!(
-                "it has snapshot format {} (this build reads format {SNAPSHOT_FORMAT})",
-                manifest.snapshot_format
-            ),
-        ));
-    }
+    let manifest = sealed_manifest(path, &manifest_bytes, &seal)?;
     for listed in &manifest.files {
         match seen.iter().find(|f| f.name == listed.name) {
             None => {
@@ -572,7 +579,7 @@ pub fn verify(path: &Path, into: Option<&Path>) -> Result<SnapshotInfo> {
 }
 
 /// The manifest of the archive at `path`, read by skipping over the files (it checks the
-/// manifest's seal but not the files: [`verify`] does). For listing archives cheaply.
+/// manifest's seal and format but not the files: [`verify`] does). For listing archives cheaply.
 pub fn describe(path: &Path) -> Result<SnapshotManifest> {
     let file = fs_err::File::open(path)?;
     let mut archive = tar::Archive::new(file.into_parts().0);
@@ -599,11 +606,7 @@ pub fn describe(path: &Path) -> Result<SnapshotManifest> {
     let (Some(bytes), Some(seal)) = (manifest_bytes, seal) else {
         return Err(refused(path, "it has no sealed manifest: it is truncated"));
     };
-    if seal.split_whitespace().next() != Some(&hex::encode(Sha256::digest(&bytes))) {
-        return Err(refused(path, "its manifest does not match its checksum"));
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| refused(path, format!("its {MANIFEST_ENTRY} cannot be read: {e}")))
+    sealed_manifest(path, &bytes, &seal)
 }
 
 /// A folder removed (with what is in it) when dropped, unless kept.

@@ -47,16 +47,21 @@ impl StoreSpec {
         }
     }
 
-    /// The same store with Qdrant's REST URL (for snapshots); embedded stores have none.
-    pub fn with_rest_url(self, rest: Option<&str>) -> Self {
-        match self {
+    /// The same store with Qdrant's REST URL (for snapshots; checked by [`check_rest_url`]);
+    /// embedded stores have none.
+    pub fn with_rest_url(self, rest: Option<&str>) -> Result<Self> {
+        let rest = rest.filter(|r| !r.is_empty());
+        if let Some(r) = rest {
+            check_rest_url(r)?;
+        }
+        Ok(match self {
             Self::Qdrant { url, api_key, .. } => Self::Qdrant {
                 url,
                 api_key,
-                rest_url: rest.filter(|r| !r.is_empty()).map(str::to_owned),
+                rest_url: rest.map(str::to_owned),
             },
             embedded => embedded,
-        }
+        })
     }
 
     /// `embedded` or `qdrant`: the name [`Collection::kind`] gives its collections.
@@ -65,6 +70,17 @@ impl StoreSpec {
             Self::Embedded(_) => "embedded",
             Self::Qdrant { .. } => "qdrant",
         }
+    }
+}
+
+/// Refuses a Qdrant REST URL that is not an http(s) URL.
+pub fn check_rest_url(url: &str) -> Result<()> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(IndexError::invalid(format!(
+            "Qdrant's REST URL must be an http(s) URL, e.g. http://localhost:6333 (got {url:?})"
+        )))
     }
 }
 
@@ -335,7 +351,7 @@ impl Collection {
 
     /// Several k-nearest-neighbour searches, each answered (or refused) in order. The embedded
     /// store runs them in one task on the blocking pool: a batch of queries pays one hand-over
-    /// between threads instead of one each, which at low `ef` is a fifth of a query's time.
+    /// between threads instead of one each.
     #[tracing::instrument(name = "store.search_many", skip_all, fields(collection = %self.name(), store = self.kind(), queries = reqs.len()))]
     pub async fn search_many(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Result<Vec<Hit>>>> {
         match self {

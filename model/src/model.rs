@@ -178,8 +178,8 @@ impl MirageModel {
             .unwrap_or_else(default_templates)
     }
 
-    fn rows(&self, flat: Vec<f32>) -> Vec<Vec<f32>> {
-        flat.chunks_exact(self.dim()).map(<[f32]>::to_vec).collect()
+    fn rows(&self, flat: Vec<f32>) -> Result<Vec<Vec<f32>>> {
+        Ok(Embeddings::new(flat, self.dim())?.to_rows())
     }
 
     /// Whether queries have a tower of their own (an asymmetric bundle such as MedCPT).
@@ -259,7 +259,7 @@ impl MirageModel {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.rows(self.embed_texts_flat(texts, role)?))
+        self.rows(self.embed_texts_flat(texts, role)?)
     }
 
     /// Preprocesses decoded images for this model: `images.len()` × 3 × S × S values.
@@ -302,7 +302,7 @@ impl MirageModel {
                 pixels.len()
             )));
         }
-        Ok(self.rows(self.engine.embed_pixels(&pixels, count)?))
+        self.rows(self.engine.embed_pixels(&pixels, count)?)
     }
 
     /// Unit-norm joint image embeddings, one `Vec` per image.

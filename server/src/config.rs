@@ -166,8 +166,8 @@ pub struct Settings {
     /// API key of the Qdrant store(s), if the server wants one.
     #[arg(long, env = "MIRAGE_QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<Secret>,
-    /// Qdrant's REST URL, through which snapshots of Qdrant collections are downloaded and
-    /// uploaded (default: the gRPC URL's host on port 6333 when its port is 6334).
+    /// Qdrant's REST URL (http or https), through which snapshots of Qdrant collections are
+    /// downloaded and uploaded (default: the gRPC URL's host on port 6333 when its port is 6334).
     #[arg(long, env = "MIRAGE_QDRANT_REST_URL")]
     pub qdrant_rest_url: Option<String>,
     /// Where the server keeps its own per-collection settings (`collections.json`) and the
@@ -303,6 +303,11 @@ impl Settings {
         if let Some(dir) = &self.models_dir {
             if !dir.is_dir() {
                 problems.push(format!("models_dir {} is not a directory", dir.display()));
+            }
+        }
+        if let Some(u) = &self.qdrant_rest_url {
+            if let Err(e) = mirage_index::store::check_rest_url(u) {
+                problems.push(format!("qdrant_rest_url: {e}"));
             }
         }
         if let Some(e) = &self.otlp_endpoint {
@@ -529,6 +534,29 @@ mod tests {
         )
         .unwrap();
         assert!(s.media_root.is_none() && s.api_keys.is_empty());
+    }
+
+    #[test]
+    fn urls_that_are_not_http_are_refused_before_anything_starts() {
+        let e = format!(
+            "{:#}",
+            parse(
+                &[
+                    "--bundle",
+                    "/b",
+                    "--qdrant-rest-url",
+                    "qdrant:6333",
+                    "--otlp-endpoint",
+                    "collector:4318"
+                ],
+                None
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("qdrant_rest_url") && e.contains("otlp_endpoint"),
+            "{e}"
+        );
     }
 
     #[test]

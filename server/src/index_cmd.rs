@@ -32,8 +32,8 @@ pub(crate) struct StoreFlags {
     /// API key of the Qdrant store(s), if the server wants one.
     #[arg(long, env = "MIRAGE_QDRANT_API_KEY", hide_env_values = true)]
     qdrant_api_key: Option<Secret>,
-    /// Qdrant's REST URL, for snapshots (default: the gRPC URL's host on port 6333 when its
-    /// port is 6334).
+    /// Qdrant's REST URL (http or https), for snapshots (default: the gRPC URL's host on port
+    /// 6333 when its port is 6334).
     #[arg(long, env = "MIRAGE_QDRANT_REST_URL")]
     qdrant_rest_url: Option<String>,
 }
@@ -49,7 +49,7 @@ impl StoreFlags {
         Ok(store
             .parse::<StoreSpec>()?
             .with_api_key(key)
-            .with_rest_url(self.qdrant_rest_url.as_deref()))
+            .with_rest_url(self.qdrant_rest_url.as_deref())?)
     }
 }
 

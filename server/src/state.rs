@@ -108,13 +108,13 @@ impl AppState {
             .store
             .parse::<StoreSpec>()?
             .with_api_key(key)
-            .with_rest_url(rest);
+            .with_rest_url(rest)?;
         let qdrant = match &settings.qdrant_url {
             Some(url) => Some(
                 format!("qdrant:{url}")
                     .parse::<StoreSpec>()?
                     .with_api_key(key)
-                    .with_rest_url(rest),
+                    .with_rest_url(rest)?,
             ),
             None => None,
         };

@@ -310,7 +310,7 @@ fn a_qdrant_collection_snapshot_restores_under_a_new_name() {
     let rt = runtime();
     rt.block_on(async {
         let spec: mirage_index::StoreSpec = format!("qdrant:{url}").parse().unwrap();
-        let spec = spec.with_rest_url(rest.as_deref());
+        let spec = spec.with_rest_url(rest.as_deref()).unwrap();
         let name = format!("snap-{}", std::process::id());
         let copy = format!("{name}-copy");
         for n in [&name, &copy] {

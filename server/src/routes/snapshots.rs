@@ -28,13 +28,7 @@ fn folder(state: &AppState) -> PathBuf {
 /// reaches outside it.
 fn archive_path(state: &AppState, name: &str) -> ApiResult<PathBuf> {
     let stem = name.strip_suffix(&format!(".{EXTENSION}")).unwrap_or("");
-    let ok = !stem.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && stem
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if !ok {
+    if stem.is_empty() || !snapshot::is_plain_file_name(name) {
         return Err(ApiError::invalid(format!(
             "snapshot {name:?} is not a snapshot name: letters, digits, '.', '-' or '_', ending in .{EXTENSION}"
         )));
