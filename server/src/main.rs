@@ -28,9 +28,10 @@ use serde_json::json;
     about = "Noise-robust medical image–text retrieval: embed, classify, index, serve"
 )]
 struct Cli {
-    /// Log filter (RUST_LOG syntax).
-    #[arg(long, env = "MIRAGE_LOG", default_value = "warn", global = true)]
-    log: String,
+    /// Log filter (RUST_LOG syntax) [default: `serve` logs lifecycle events at info (ONNX Runtime's
+    /// session-building chatter at warn); the other commands log warnings only].
+    #[arg(long, env = "MIRAGE_LOG", global = true)]
+    log: Option<String>,
     /// TrueType font for the PNG plots of `eval` and `study-report` (default: DejaVu Sans or
     /// Liberation Sans from the system).
     #[arg(long, env = "MIRAGE_PLOT_FONT", global = true)]
@@ -315,10 +316,13 @@ fn main() -> std::process::ExitCode {
             mirage_eval::plot::prefer_font(font);
         }
         match cli.command {
-            Command::Serve(settings) => serve(*settings, &cli.log),
+            Command::Serve(settings) => {
+                serve(*settings, cli.log.as_deref().unwrap_or("info,ort=warn"))
+            }
             command => {
                 // Only the server exports traces; the commands log to stderr.
-                mirage_server::telemetry::init(&cli.log, Default::default(), None)?.shutdown();
+                let filter = cli.log.as_deref().unwrap_or("warn");
+                mirage_server::telemetry::init(filter, Default::default(), None)?.shutdown();
                 run(command)
             }
         }
@@ -349,10 +353,8 @@ fn parse_cli() -> Result<Cli> {
     Ok(Cli::from_arg_matches(&matches)?)
 }
 
-fn serve(settings: mirage_server::config::Settings, log: &str) -> Result<()> {
+fn serve(settings: mirage_server::config::Settings, filter: &str) -> Result<()> {
     let settings = settings.finish()?;
-    // Serving logs lifecycle events at info unless the user asked for something else.
-    let filter = if log == "warn" { "info" } else { log };
     let telemetry = mirage_server::telemetry::init(
         filter,
         settings.log_format,

@@ -519,6 +519,26 @@ async fn replicas(
     Ok(out)
 }
 
+/// Each node's view of the states of all of a collection's replicas (its own and its peers').
+async fn replica_views(
+    http: &reqwest::Client,
+    nodes: &[&QdrantNode],
+    name: &str,
+) -> Result<Vec<Vec<String>>, String> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let c = rest(http, format!("{}/collections/{name}/cluster", n.http_url())).await?;
+        let r = &c["result"];
+        let states = ["local_shards", "remote_shards"]
+            .iter()
+            .flat_map(|k| r[k].as_array().into_iter().flatten())
+            .map(|s| s["state"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        out.push(states);
+    }
+    Ok(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     let Some(tools) = qdrant_tools("the Qdrant cluster test") else {
@@ -527,6 +547,9 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     let Some(radlabels) = require_asset(assets_dir().join("radlabels")) else {
         return;
     };
+    // Where a failure happened, in the test's output (the servers' logs share it).
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("[cluster {:6.1}s] {what}", t0.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().unwrap();
     let n1 = QdrantNode::start(&tools, &dir.path().join("n1"), true, None, None).unwrap();
     let boot = n1.p2p_uri().unwrap();
@@ -545,6 +568,7 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
         },
     )
     .await;
+    phase("three peers");
 
     // The 1,000 radlabels reports, indexed through node 1 into 3 shards × 2 replicas.
     let corpus = dir.path().join("radlabels.jsonl");
@@ -583,6 +607,7 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
         "cluster indexing: {} items/s",
         summary["items_per_second"].as_f64().unwrap()
     );
+    phase("indexed");
     let nodes = [&n1, &n2, &n3];
     let placed = replicas(&http, &nodes, "radlabels").await.unwrap();
     assert_eq!(placed.len(), 6, "3 shards × 2 replicas: {placed:?}");
@@ -616,7 +641,9 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     }
 
     // Lose node 3: every search still answers, with the same top-10.
+    phase("searched with every node up");
     n3.kill().unwrap();
+    phase("node 3 killed");
     for (q, want) in queries.iter().zip(&before) {
         let r = api
             .post(S, S, &search_body("radlabels", q))
@@ -626,6 +653,7 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     }
     // Writes keep being acknowledged (write consistency factor 1: one live replica per shard
     // suffices, the dead one catches up on return).
+    phase("searched without node 3");
     let mut acknowledged = ids.clone();
     for batch in 0..4 {
         let body = texts(&format!("during-outage-{batch}"), 5);
@@ -644,31 +672,43 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     }
 
     // Node 3 returns and catches up: every replica active and holding the same points.
+    phase("wrote and counted without node 3");
     n3.launch().unwrap();
-    let settled = eventually(
-        "every replica active again",
-        Duration::from_secs(120),
-        || {
-            let http = http.clone();
-            async move {
-                let r = replicas(&http, &nodes, "radlabels").await.ok()?;
-                (r.len() == 6 && r.iter().all(|(_, _, s)| s == "Active")).then_some(r)
+    phase("node 3 relaunched");
+    // Caught up means: every node's view of the consensus (a restarted node first reports the
+    // replica states it saved before it died) has all 6 replicas Active, and the replicas of each
+    // shard hold the same points, summing to every acknowledged write.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        let views = replica_views(&http, &nodes, "radlabels").await;
+        let placed = replicas(&http, &nodes, "radlabels").await;
+        if let (Ok(views), Ok(placed)) = (&views, &placed) {
+            let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for (shard, points, _) in placed {
+                per_shard.entry(*shard).or_default().push(*points);
             }
-        },
-    )
-    .await;
-    let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for (shard, points, _) in &settled {
-        per_shard.entry(*shard).or_default().push(*points);
-    }
-    for (shard, counts) in &per_shard {
+            let active = views
+                .iter()
+                .all(|v| v.len() == 6 && v.iter().all(|s| s == "Active"));
+            let same = per_shard.values().all(|c| c.len() == 2 && c[0] == c[1]);
+            let total: u64 = per_shard.values().map(|c| c[0]).sum();
+            if active && same && total == acknowledged.len() as u64 {
+                break;
+            }
+        }
+        let observed = format!("{views:?} {placed:?}");
+        if seen.last() != Some(&observed) {
+            seen.push(observed);
+        }
         assert!(
-            counts.iter().all(|c| *c == counts[0]),
-            "shard {shard}: {counts:?}"
+            Instant::now() < deadline,
+            "node 3 did not catch up within 120 s; observed, in order:\n{}",
+            seen.join("\n")
         );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let total: u64 = per_shard.values().map(|c| c[0]).sum();
-    assert_eq!(total, acknowledged.len() as u64, "{per_shard:?}");
+    phase(&format!("caught up, after {} distinct states", seen.len()));
     // Every acknowledged item, read with consistency `all` (present on every replica).
     let uuids: HashMap<String, &String> = acknowledged
         .iter()
