@@ -19,7 +19,7 @@ use clap::Parser;
 use mirage_trainer::bank::MemoryQueue;
 use mirage_trainer::checkpoint::{write_json, write_tensors};
 use mirage_trainer::config::TrainConfig;
-use mirage_trainer::device::{compute_kind, parse_device};
+use mirage_trainer::device::compute_kind;
 use mirage_trainer::init::start;
 use mirage_trainer::optim::AdamW;
 use mirage_trainer::towers::{DualEncoder, Params, TextBatch};
@@ -105,7 +105,7 @@ fn main() -> Result<()> {
         "loss.balance=\"none\"".into(),
     ]);
     let clip = TrainConfig::load(None, &clip_sets, None)?;
-    let device = parse_device(&a.device)?;
+    let device = mirage.runtime.device.resolve();
     let compute = compute_kind(mirage.runtime.precision, device);
     let work = tempfile::tempdir()?;
     let init = start(&mirage, work.path(), device)?;
@@ -157,7 +157,7 @@ fn main() -> Result<()> {
         let model = DualEncoder {
             params: Params::new(&arch, tensors, device)?,
             arch: arch.clone(),
-            text_dropout: 0.1,
+            text_dropout: cfg.model.text_dropout,
         };
         let opt = AdamW::new(&model.params, &cfg.optim);
         let queue = (!cfg.loss.is_clip())

@@ -15,6 +15,8 @@ use mirage_data::corpus::CorpusFormat;
 use mirage_model::config::{ResNetConfig, TextPooling, VisionPooling, VisionTower, VitConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceSpec;
+
 /// The whole configuration. The resolved value is written beside every checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -67,6 +69,9 @@ pub struct ModelConfig {
     pub max_length: usize,
     /// Text pooling.
     pub text_pooling: TextPooling,
+    /// Dropout probability of a BERT text tower in training mode, on the embeddings and every
+    /// layer's outputs (not on attention probabilities), in [0, 1). The CLIP text tower has none.
+    pub text_dropout: f64,
     /// Model id written into the exported bundle.
     pub model_id: String,
 }
@@ -83,6 +88,7 @@ impl Default for ModelConfig {
             embed_dim: 768,
             max_length: 77,
             text_pooling: TextPooling::Mean,
+            text_dropout: 0.1,
             model_id: "mirage".into(),
         }
     }
@@ -456,7 +462,7 @@ pub enum Precision {
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSpec,
     /// Forward precision.
     pub precision: Precision,
     /// Seed of weights, shuffling, noise, augmentation and dropout.
@@ -468,7 +474,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            device: "auto".into(),
+            device: DeviceSpec::Auto,
             precision: Precision::Auto,
             seed: 114_514,
             threads: None,
@@ -602,6 +608,13 @@ impl TrainConfig {
                 ));
             }
         }
+        // 1 would zero every text feature, so the range is half-open.
+        if !(0.0..1.0).contains(&self.model.text_dropout) {
+            problems.push(format!(
+                "model.text_dropout {} is not in [0, 1)",
+                self.model.text_dropout
+            ));
+        }
         if !(0.0..=1.0).contains(&self.noise.fp_rate) {
             problems.push(format!(
                 "noise.fp_rate {} is not in [0, 1]",
@@ -639,9 +652,6 @@ impl TrainConfig {
         }
         if self.checkpoint.every_steps == 0 || self.checkpoint.log_every_steps == 0 {
             problems.push("checkpoint.every_steps and log_every_steps must be positive".into());
-        }
-        if let Err(e) = crate::device::parse_device(&self.runtime.device) {
-            problems.push(e.to_string());
         }
         if problems.is_empty() {
             Ok(())
@@ -849,6 +859,60 @@ mod tests {
             "optim.batch_size=64".into(),
         ]);
         assert!(TrainConfig::load(None, &o, None).unwrap().loss.is_clip());
+    }
+
+    #[test]
+    fn text_dropout_defaults_to_bert_s_and_must_be_below_one() {
+        let c = TrainConfig::load(None, &base(), None).unwrap();
+        assert_eq!(c.model.text_dropout, 0.1);
+        let mut o = base();
+        o.push("model.text_dropout=0".into());
+        assert_eq!(
+            TrainConfig::load(None, &o, None)
+                .unwrap()
+                .model
+                .text_dropout,
+            0.0
+        );
+        for bad in ["1", "1.5", "-0.1", "nan"] {
+            let mut o = base();
+            o.push(format!("model.text_dropout={bad}"));
+            let e = TrainConfig::load(None, &o, None).unwrap_err().to_string();
+            assert!(e.contains("model.text_dropout"), "{bad}: {e}");
+            assert!(e.contains("[0, 1)"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn device_is_parsed_with_the_config() {
+        for (text, spec) in [
+            ("auto", DeviceSpec::Auto),
+            ("cpu", DeviceSpec::Cpu),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:1", DeviceSpec::Cuda(1)),
+        ] {
+            let mut o = base();
+            o.push(format!("runtime.device={text:?}"));
+            let c = TrainConfig::load(None, &o, None).unwrap();
+            assert_eq!(c.runtime.device, spec, "{text}");
+            // The resolved config a run writes reads back the same.
+            let again: TrainConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+            assert_eq!(again.runtime.device, spec, "{text}");
+        }
+        assert_eq!(
+            TrainConfig::load(None, &base(), None)
+                .unwrap()
+                .runtime
+                .device,
+            DeviceSpec::Auto
+        );
+        let mut o = base();
+        o.push("runtime.device=\"gpu\"".into());
+        let e = TrainConfig::load(None, &o, None).unwrap_err().to_string();
+        assert!(
+            e.contains("runtime.device \"gpu\" is not auto, cpu, cuda or cuda:N"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The training loop: queue fill, steps, metrics, validation, checkpoints, resume, plots.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::bank::MemoryQueue;
 use crate::checkpoint::{self, QueueMeta, RunState};
 use crate::config::{NoiseConfig, NoiseMode, QueueFill, TrainConfig};
 use crate::data::{epoch_batches, Batch, Dataset, Loader, NoisePlan};
-use crate::device::{check_available, compute_kind, parse_device};
+use crate::device::{check_available, compute_kind};
 use crate::loss::{mirage_loss, nearest_text, Lambdas, LogScales};
 use crate::optim::{lr_at, AdamW};
 use crate::towers::{
@@ -173,6 +174,263 @@ fn vec_f64(t: &Tensor) -> Vec<f64> {
     .expect("a float tensor converts to Vec<f64>")
 }
 
+/// The device and compute kind of the run, with libtorch's threads and generator set up. It comes
+/// first: the seed must be in place before anything draws from libtorch's generator (the queue's
+/// random rows).
+fn start_runtime(config: &TrainConfig) -> Result<(Device, Kind)> {
+    let device = config.runtime.device.resolve();
+    check_available(device)?;
+    if let Some(n) = config.runtime.threads {
+        tch::set_num_threads(n as i32);
+    }
+    tch::manual_seed(config.runtime.seed as i64);
+    Ok((device, compute_kind(config.runtime.precision, device)))
+}
+
+/// Creates `run_dir` and resolves the checkpoint to resume, if any. A fresh run into a directory
+/// that already has checkpoints is refused: its checkpoints would mix with the earlier run's.
+fn prepare_run_dir(run_dir: &Path, resume: Option<&Path>) -> Result<Option<PathBuf>> {
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    let resume_dir = resume.map(checkpoint::resolve).transpose()?;
+    if resume_dir.is_none() && checkpoint::checkpoints_dir(run_dir).join("LATEST").exists() {
+        bail!(
+            "{} already has checkpoints: pass --resume {} to continue it, or choose a new \
+             --out",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
+    Ok(resume_dir)
+}
+
+/// The bundle description, tokenizer and weights the run starts from: the checkpoint's when
+/// resuming, else those the config's initialisation builds.
+fn first_weights(
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume_dir: Option<&Path>,
+    device: Device,
+) -> Result<(BundleConfig, Vec<u8>, BTreeMap<String, Tensor>)> {
+    Ok(match resume_dir {
+        Some(ck) => {
+            let base: BundleConfig = checkpoint::read_json(&ck.join(checkpoint::BUNDLE_BASE))?;
+            let tok = std::fs::read(ck.join(checkpoint::TOKENIZER))?;
+            let tensors = checkpoint::read_tensors(&ck.join(checkpoint::WEIGHTS), device)?;
+            (base, tok, tensors.into_iter().collect())
+        }
+        None => {
+            let s = crate::init::start(config, run_dir, device)?;
+            (s.bundle_config, s.tokenizer_json, s.tensors)
+        }
+    })
+}
+
+/// Both towers over `tensors`, with the log-scales the config does not train frozen.
+fn build_model(
+    config: &TrainConfig,
+    bundle_base: &BundleConfig,
+    tensors: BTreeMap<String, Tensor>,
+    device: Device,
+) -> Result<DualEncoder> {
+    let arch = bundle_base.architecture.clone();
+    let mut params = Params::new(&arch, tensors, device)?;
+    if !config.temps.learnable {
+        for n in [names::LOGIT_SCALE, LOG_SCALE_ROBUST, LOG_SCALE_OT] {
+            params.freeze(n);
+        }
+    }
+    if !config.nn.learnable || config.loss.is_clip() {
+        params.freeze(LOG_SCALE_QUEUE);
+    }
+    if config.loss.is_clip() {
+        params.freeze(LOG_SCALE_ROBUST);
+        params.freeze(LOG_SCALE_OT);
+    }
+    Ok(DualEncoder {
+        params,
+        arch,
+        text_dropout: config.model.text_dropout,
+    })
+}
+
+/// The training pairs (the configured prefix share, with their noise plan), checked against the
+/// batch size and the tolerated share of empty captions; returns them with their file.
+fn training_set(
+    config: &TrainConfig,
+    run_dir: &Path,
+    bundle_base: &BundleConfig,
+    tokenizer: TextTokenizer,
+) -> Result<(Arc<Dataset>, PathBuf)> {
+    let train_path = config
+        .data
+        .train
+        .clone()
+        .context("data.train is required")?;
+    let (mut pairs, report) = read_pairs(
+        &train_path,
+        config.data.format,
+        config.data.image_root.as_deref(),
+    )?;
+    let keep = ((pairs.len() as f64) * config.data.rate).floor() as usize;
+    pairs.truncate(keep.max(1));
+    let n = config.optim.batch_size;
+    if pairs.len() < n {
+        bail!(
+            "{} has {} usable pairs, fewer than one batch of {n}",
+            train_path.display(),
+            pairs.len()
+        );
+    }
+    if report.empty_captions > 0 {
+        eprintln!(
+            "data: {} of {} training rows skipped for an empty caption",
+            report.empty_captions, report.rows
+        );
+    }
+    let empty_share = report.empty_captions as f64 / report.rows.max(1) as f64;
+    if empty_share > config.data.max_bad_share {
+        bail!(
+            "{:.1}% of the training rows have empty captions, above data.max_bad_share \
+             {:.1}%",
+            empty_share * 100.0,
+            config.data.max_bad_share * 100.0
+        );
+    }
+    let noise = NoisePlan::new(&config.noise, pairs.len(), config.runtime.seed);
+    if config.noise.mode == NoiseMode::Fixed && config.noise.fp_rate > 0.0 {
+        let mut f = std::fs::File::create(run_dir.join("noise.jsonl"))?;
+        for p in noise.fixed_pairs() {
+            writeln!(f, "{}", serde_json::to_string(&p)?)?;
+        }
+    }
+    let train = Arc::new(Dataset {
+        pairs,
+        preprocess: bundle_base.preprocess.clone(),
+        tokenizer,
+        noise,
+        augment: config.data.augment,
+        seed: config.runtime.seed,
+    });
+    Ok((train, train_path))
+}
+
+/// The validation pairs, when the config names a file.
+fn validation_set(
+    config: &TrainConfig,
+    bundle_base: &BundleConfig,
+    tokenizer: TextTokenizer,
+) -> Result<Option<Arc<Dataset>>> {
+    let Some(p) = &config.data.valid else {
+        return Ok(None);
+    };
+    let (mut pairs, _) = read_pairs(p, config.data.format, config.data.image_root.as_deref())?;
+    if let Some(l) = config.data.valid_limit {
+        pairs.truncate(l);
+    }
+    // Validation injects noise as a fixed seeded set at the training rate, so the same pairs
+    // are corrupted every epoch and the AUC is comparable across epochs.
+    let noise = NoisePlan::new(
+        &NoiseConfig {
+            fp_rate: config.noise.fp_rate,
+            mode: NoiseMode::Fixed,
+        },
+        pairs.len(),
+        config.runtime.seed ^ 0x7A11D,
+    );
+    Ok(Some(Arc::new(Dataset {
+        pairs,
+        preprocess: bundle_base.preprocess.clone(),
+        tokenizer,
+        noise,
+        augment: false,
+        seed: config.runtime.seed,
+    })))
+}
+
+/// The memory queue of random rows (None for the CLIP baseline); `config` must already be
+/// resolved for the corpus, which fixes the queue's size.
+fn new_queue(config: &TrainConfig, dim: usize, device: Device) -> Option<MemoryQueue> {
+    (!config.loss.is_clip()).then(|| {
+        MemoryQueue::random(
+            config.queue.size.unwrap_or(config.optim.batch_size),
+            dim,
+            device,
+            config.queue.init_fill == QueueFill::Warm,
+        )
+    })
+}
+
+/// Progress of a run that starts at step 0, with the schedule's lengths from the resolved
+/// `config` and the training set's size.
+fn fresh_state(config: &TrainConfig, train_len: usize) -> RunState {
+    let steps_per_epoch = (train_len / config.optim.batch_size) as u64;
+    let total_steps = steps_per_epoch * config.optim.epochs as u64;
+    let warmup_epochs = config.optim.warmup_epochs.unwrap_or_default();
+    let warmup_steps = (warmup_epochs * steps_per_epoch as f64).round() as u64;
+    RunState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        steps_per_epoch,
+        total_steps,
+        warmup_steps,
+        train_pairs: train_len,
+        unreadable_images: 0,
+        samples_read: 0,
+        last_validation: None,
+        finished: false,
+    }
+}
+
+/// Loads the optimizer moments and the queue of checkpoint `ck` into `optimizer` and `queue`
+/// and returns its progress. A different training set is refused: the saved epoch order and
+/// position would point at other pairs.
+fn restore_checkpoint(
+    ck: &Path,
+    train_path: &Path,
+    train_len: usize,
+    optimizer: &mut AdamW,
+    queue: Option<&mut MemoryQueue>,
+    device: Device,
+) -> Result<RunState> {
+    let st: RunState = checkpoint::read_json(&ck.join(checkpoint::STATE))?;
+    if st.train_pairs != train_len {
+        bail!(
+            "the checkpoint was trained on {} pairs, {} has {train_len}: resume with the same \
+             data",
+            st.train_pairs,
+            train_path.display()
+        );
+    }
+    let opt = checkpoint::read_tensors(&ck.join(checkpoint::OPTIMIZER), device)?;
+    optimizer.load_state(&opt, st.step)?;
+    if let Some(q) = queue {
+        let rows = checkpoint::read_tensors(&ck.join(checkpoint::QUEUE), device)?;
+        let meta: QueueMeta = checkpoint::read_json(&ck.join(checkpoint::QUEUE_META))?;
+        let r = rows.get("rows").context("queue checkpoint lacks `rows`")?;
+        if r.size() != q.rows.size() {
+            bail!(
+                "checkpoint queue has shape {:?}, the config asks for {:?}",
+                r.size(),
+                q.rows.size()
+            );
+        }
+        q.rows = r.to_kind(Kind::Float);
+        q.ptr = meta.ptr;
+        q.filled = meta.filled;
+        q.written_at = meta.written_at;
+        q.captions = meta.captions;
+    }
+    eprintln!(
+        "resuming {} at step {} (epoch {})",
+        ck.display(),
+        st.step,
+        st.epoch
+    );
+    Ok(st)
+}
+
 impl Trainer {
     /// Prepares a fresh run in `run_dir` (which must not hold checkpoints yet) or resumes the
     /// checkpoint `resume`.
@@ -182,210 +440,34 @@ impl Trainer {
         resume: Option<&Path>,
         quiet: bool,
     ) -> Result<Self> {
-        let device = parse_device(&config.runtime.device)?;
-        check_available(device)?;
-        if let Some(n) = config.runtime.threads {
-            tch::set_num_threads(n as i32);
-        }
-        tch::manual_seed(config.runtime.seed as i64);
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("creating run directory {}", run_dir.display()))?;
-        let resume_dir = resume.map(checkpoint::resolve).transpose()?;
-        if resume_dir.is_none() && checkpoint::checkpoints_dir(run_dir).join("LATEST").exists() {
-            bail!(
-                "{} already has checkpoints: pass --resume {} to continue it, or choose a new \
-                 --out",
-                run_dir.display(),
-                run_dir.display()
-            );
-        }
-
-        let (bundle_base, tokenizer_json, tensors) = match &resume_dir {
-            Some(ck) => {
-                let base: BundleConfig = checkpoint::read_json(&ck.join(checkpoint::BUNDLE_BASE))?;
-                let tok = std::fs::read(ck.join(checkpoint::TOKENIZER))?;
-                let tensors = checkpoint::read_tensors(&ck.join(checkpoint::WEIGHTS), device)?;
-                (base, tok, tensors.into_iter().collect())
-            }
-            None => {
-                let s = crate::init::start(&config, run_dir, device)?;
-                (s.bundle_config, s.tokenizer_json, s.tensors)
-            }
-        };
-        let arch = bundle_base.architecture.clone();
-        let mut params = Params::new(&arch, tensors, device)?;
-        if !config.temps.learnable {
-            for n in [names::LOGIT_SCALE, LOG_SCALE_ROBUST, LOG_SCALE_OT] {
-                params.freeze(n);
-            }
-        }
-        if !config.nn.learnable || config.loss.is_clip() {
-            params.freeze(LOG_SCALE_QUEUE);
-        }
-        if config.loss.is_clip() {
-            params.freeze(LOG_SCALE_ROBUST);
-            params.freeze(LOG_SCALE_OT);
-        }
-        let model = DualEncoder {
-            params,
-            arch,
-            text_dropout: 0.1,
-        };
+        let (device, compute) = start_runtime(&config)?;
+        let resume_dir = prepare_run_dir(run_dir, resume)?;
+        let (bundle_base, tokenizer_json, tensors) =
+            first_weights(&config, run_dir, resume_dir.as_deref(), device)?;
+        let model = build_model(&config, &bundle_base, tensors, device)?;
         let tokenizer = TextTokenizer::from_bytes(&tokenizer_json, &bundle_base.tokenizer)?;
-
-        let train_path = config
-            .data
-            .train
-            .clone()
-            .context("data.train is required")?;
-        let (mut pairs, report) = read_pairs(
-            &train_path,
-            config.data.format,
-            config.data.image_root.as_deref(),
-        )?;
-        let keep = ((pairs.len() as f64) * config.data.rate).floor() as usize;
-        pairs.truncate(keep.max(1));
-        let n = config.optim.batch_size;
-        if pairs.len() < n {
-            bail!(
-                "{} has {} usable pairs, fewer than one batch of {n}",
-                train_path.display(),
-                pairs.len()
-            );
-        }
-        if report.empty_captions > 0 {
-            eprintln!(
-                "data: {} of {} training rows skipped for an empty caption",
-                report.empty_captions, report.rows
-            );
-        }
-        let empty_share = report.empty_captions as f64 / report.rows.max(1) as f64;
-        if empty_share > config.data.max_bad_share {
-            bail!(
-                "{:.1}% of the training rows have empty captions, above data.max_bad_share \
-                 {:.1}%",
-                empty_share * 100.0,
-                config.data.max_bad_share * 100.0
-            );
-        }
-        let noise = NoisePlan::new(&config.noise, pairs.len(), config.runtime.seed);
-        if config.noise.mode == NoiseMode::Fixed && config.noise.fp_rate > 0.0 {
-            let mut f = std::fs::File::create(run_dir.join("noise.jsonl"))?;
-            for p in noise.fixed_pairs() {
-                writeln!(f, "{}", serde_json::to_string(&p)?)?;
-            }
-        }
-        let train_len = pairs.len();
-        let train = Arc::new(Dataset {
-            pairs,
-            preprocess: bundle_base.preprocess.clone(),
-            tokenizer: tokenizer.clone(),
-            noise,
-            augment: config.data.augment,
-            seed: config.runtime.seed,
-        });
-        let valid = match &config.data.valid {
-            Some(p) => {
-                let (mut pairs, _) =
-                    read_pairs(p, config.data.format, config.data.image_root.as_deref())?;
-                if let Some(l) = config.data.valid_limit {
-                    pairs.truncate(l);
-                }
-                // Validation injects noise as a fixed seeded set at the training rate, so the
-                // same pairs are corrupted every epoch and the AUC is comparable across epochs.
-                let noise = NoisePlan::new(
-                    &NoiseConfig {
-                        fp_rate: config.noise.fp_rate,
-                        mode: NoiseMode::Fixed,
-                    },
-                    pairs.len(),
-                    config.runtime.seed ^ 0x7A11D,
-                );
-                Some(Arc::new(Dataset {
-                    pairs,
-                    preprocess: bundle_base.preprocess.clone(),
-                    tokenizer,
-                    noise,
-                    augment: false,
-                    seed: config.runtime.seed,
-                }))
-            }
-            None => None,
-        };
-
+        let (train, train_path) = training_set(&config, run_dir, &bundle_base, tokenizer.clone())?;
+        let valid = validation_set(&config, &bundle_base, tokenizer)?;
+        let train_len = train.pairs.len();
         for line in config.resolve_for_corpus(train_len)? {
             if !quiet {
                 eprintln!("derived from the corpus: {line}");
             }
         }
-        let steps_per_epoch = (train_len / n) as u64;
-        let total_steps = steps_per_epoch * config.optim.epochs as u64;
-        let warmup_epochs = config.optim.warmup_epochs.unwrap_or_default();
-        let warmup_steps = (warmup_epochs * steps_per_epoch as f64).round() as u64;
         let mut optimizer = AdamW::new(&model.params, &config.optim);
-        let dim = model.arch.embed_dim;
-        let mut queue = (!config.loss.is_clip()).then(|| {
-            MemoryQueue::random(
-                config.queue.size.unwrap_or(n),
-                dim,
-                device,
-                config.queue.init_fill == QueueFill::Warm,
-            )
-        });
+        let mut queue = new_queue(&config, model.arch.embed_dim, device);
         let state = match &resume_dir {
-            Some(ck) => {
-                let st: RunState = checkpoint::read_json(&ck.join(checkpoint::STATE))?;
-                if st.train_pairs != train_len {
-                    bail!(
-                        "the checkpoint was trained on {} pairs, {} has {train_len}: resume with \
-                         the same data",
-                        st.train_pairs,
-                        train_path.display()
-                    );
-                }
-                let opt = checkpoint::read_tensors(&ck.join(checkpoint::OPTIMIZER), device)?;
-                optimizer.load_state(&opt, st.step)?;
-                if let Some(q) = queue.as_mut() {
-                    let rows = checkpoint::read_tensors(&ck.join(checkpoint::QUEUE), device)?;
-                    let meta: QueueMeta = checkpoint::read_json(&ck.join(checkpoint::QUEUE_META))?;
-                    let r = rows.get("rows").context("queue checkpoint lacks `rows`")?;
-                    if r.size() != q.rows.size() {
-                        bail!(
-                            "checkpoint queue has shape {:?}, the config asks for {:?}",
-                            r.size(),
-                            q.rows.size()
-                        );
-                    }
-                    q.rows = r.to_kind(Kind::Float);
-                    q.ptr = meta.ptr;
-                    q.filled = meta.filled;
-                    q.written_at = meta.written_at;
-                    q.captions = meta.captions;
-                }
-                eprintln!(
-                    "resuming {} at step {} (epoch {})",
-                    ck.display(),
-                    st.step,
-                    st.epoch
-                );
-                st
-            }
-            None => RunState {
-                step: 0,
-                epoch: 0,
-                batch_in_epoch: 0,
-                steps_per_epoch,
-                total_steps,
-                warmup_steps,
-                train_pairs: train_len,
-                unreadable_images: 0,
-                samples_read: 0,
-                last_validation: None,
-                finished: false,
-            },
+            Some(ck) => restore_checkpoint(
+                ck,
+                &train_path,
+                train_len,
+                &mut optimizer,
+                queue.as_mut(),
+                device,
+            )?,
+            None => fresh_state(&config, train_len),
         };
         std::fs::write(run_dir.join("config.toml"), toml::to_string(&config)?)?;
-        let compute = compute_kind(config.runtime.precision, device);
         Ok(Self {
             config,
             run_dir: run_dir.to_path_buf(),

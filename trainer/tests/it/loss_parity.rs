@@ -2,8 +2,6 @@
 //! (`scripts/mirage_torch.py`), over the knobs of §6.3. Needs the pip torch venv
 //! (`MIRAGE_TORCH_PYTHON`, set by `scripts/torch-env.sh`, which `scripts/test.sh` sources).
 
-mod common;
-
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
@@ -92,7 +90,7 @@ fn loss_probe_matches_pytorch_for_every_variant() {
             py_args.extend(["--set".to_owned(), (*s).to_owned()]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, ours, err) = common::run(&refs);
+        let (code, ours, err) = crate::common::run(&refs);
         assert_eq!(code, 0, "{sets:?}: {err}");
         let out = std::process::Command::new(&py)
             .args(&py_args)
@@ -134,15 +132,15 @@ fn loss_probe_rejects_bad_inputs() {
         &bad,
     )
     .unwrap();
-    let (code, _, err) = common::run(&["loss", "--inputs", bad.to_str().unwrap()]);
+    let (code, _, err) = crate::common::run(&["loss", "--inputs", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("text_features"), "{err}");
-    let (code, _, err) = common::run(&["loss", "--inputs", "/nonexistent.safetensors"]);
+    let (code, _, err) = crate::common::run(&["loss", "--inputs", "/nonexistent.safetensors"]);
     assert_eq!(code, 2);
     assert!(err.contains("nonexistent"), "{err}");
     let good = dir.path().join("in.safetensors");
     write_inputs(&good, 1);
-    let (code, _, err) = common::run(&[
+    let (code, _, err) = crate::common::run(&[
         "loss",
         "--inputs",
         good.to_str().unwrap(),

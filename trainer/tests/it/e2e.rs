@@ -2,12 +2,10 @@
 //! JPEG files, their loss falls, the export loads in `mirage-model`, and tch and candle embed
 //! the same texts and images alike; a killed run resumes and finishes; bad input is refused.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cosine, small_run, tiny_bundle, write_dataset, CLASSES};
+use crate::common::{cosine, small_run, tiny_bundle, write_dataset, CLASSES};
 use mirage_model::image_input::{load_image, preprocess, DecodeOptions};
 use mirage_model::testing::TinyVision;
 use mirage_model::{EngineChoice, EngineOptions, MirageModel};
@@ -42,13 +40,13 @@ fn assert_parity(trainer: &Trainer, bundle_dir: &Path, images: &[std::path::Path
         "export writes the ONNX graphs"
     );
     let mut engines = vec![EngineChoice::Candle];
-    if common::ort_library_present() {
+    if crate::common::ort_library_present() {
         engines.push(EngineChoice::Ort);
     }
     for engine in engines {
         let options = EngineOptions {
             engine,
-            assets: Some(common::assets_dir()),
+            assets: Some(crate::common::assets_dir()),
             ..EngineOptions::default()
         };
         let model = MirageModel::open(bundle_dir, &options).unwrap();
@@ -201,11 +199,11 @@ fn tiny_resnet_learns_exports_and_matches_candle() {
 
 #[test]
 fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
-    let common::Setup {
+    let crate::common::Setup {
         dir,
         overrides: mut o,
         ..
-    } = common::setup(36, 3, TinyVision::Vit);
+    } = crate::common::setup(36, 3, TinyVision::Vit);
     o.extend([
         "optim.epochs=2".to_owned(),
         "loss.lambda_robust=0".into(),
@@ -244,11 +242,11 @@ fn imported_layouts_fine_tune_with_mirage_and_match_both_engines() {
         TinyVision::BiomedClip,
         TinyVision::ClipResNet,
     ] {
-        let common::Setup {
+        let crate::common::Setup {
             dir,
             overrides: mut o,
             ..
-        } = common::setup(36, 5, layout);
+        } = crate::common::setup(36, 5, layout);
         o.push("optim.epochs=2".to_owned());
         let cfg = TrainConfig::load(None, &o, None).unwrap();
         let run = dir.path().join("run");
@@ -300,11 +298,11 @@ fn final_weights(run: &Path) -> std::collections::HashMap<String, Tensor> {
 
 #[test]
 fn killed_run_resumes_and_matches_an_uninterrupted_one() {
-    let common::Setup {
+    let crate::common::Setup {
         dir,
         overrides: mut o,
         ..
-    } = common::setup(60, 4, TinyVision::ResNetMean);
+    } = crate::common::setup(60, 4, TinyVision::ResNetMean);
     o.extend([
         "optim.epochs=6".to_owned(),
         "checkpoint.every_steps=3".into(),
@@ -315,7 +313,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     let cfg_arg = config.to_str().unwrap();
 
     let whole = dir.path().join("whole");
-    let (code, _, err) = common::run(&[
+    let (code, _, err) = crate::common::run(&[
         "train",
         "--config",
         cfg_arg,
@@ -326,7 +324,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     assert_eq!(code, 0, "{err}");
 
     let run = dir.path().join("killed");
-    let mut child = common::bin()
+    let mut child = crate::common::bin()
         .args([
             "train",
             "--config",
@@ -366,7 +364,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     );
 
     // Without --resume the run directory is protected.
-    let (code, _, err) = common::run(&[
+    let (code, _, err) = crate::common::run(&[
         "train",
         "--config",
         cfg_arg,
@@ -378,7 +376,7 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     assert!(err.contains("--resume"), "{err}");
 
     // `--resume` alone continues with the configuration saved in the checkpoint.
-    let (code, out, err) = common::run(&[
+    let (code, out, err) = crate::common::run(&[
         "train",
         "--out",
         run.to_str().unwrap(),
@@ -408,11 +406,11 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
 
 #[test]
 fn bad_configuration_and_data_are_refused_clearly() {
-    let common::Setup {
+    let crate::common::Setup {
         dir,
         overrides: base,
         ..
-    } = common::setup(24, 5, TinyVision::ResNetMean);
+    } = crate::common::setup(24, 5, TinyVision::ResNetMean);
     let runs = std::cell::Cell::new(0);
     let go = |extra: &[&str]| {
         runs.set(runs.get() + 1);
@@ -427,7 +425,7 @@ fn bad_configuration_and_data_are_refused_clearly() {
             args.extend(["--set".to_owned(), o.to_owned()]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::run(&refs)
+        crate::common::run(&refs)
     };
     let (code, _, err) = go(&["queue.size=50"]);
     assert_eq!(code, 2);
@@ -495,11 +493,11 @@ fn bad_configuration_and_data_are_refused_clearly() {
 
 #[test]
 fn export_refuses_a_queue_still_holding_random_rows() {
-    let common::Setup {
+    let crate::common::Setup {
         dir,
         overrides: mut o,
         ..
-    } = common::setup(24, 6, TinyVision::ResNetMean);
+    } = crate::common::setup(24, 6, TinyVision::ResNetMean);
     o.extend([
         "queue.init_fill=\"random\"".to_owned(),
         "optim.max_steps=1".into(),
@@ -527,11 +525,11 @@ fn export_refuses_a_queue_still_holding_random_rows() {
 fn a_bundle_with_a_query_tower_is_refused_as_a_starting_point() {
     use mirage_model::config::{TextPooling, VisionPooling, VisionTower};
     use mirage_model::import::{import_hf, ImportOptions};
-    let common::Setup {
+    let crate::common::Setup {
         dir,
         overrides: mut o,
         ..
-    } = common::setup(12, 6, TinyVision::ResNetMean);
+    } = crate::common::setup(12, 6, TinyVision::ResNetMean);
     mirage_model::testing::write_tiny_hf_dir(&dir.path().join("doc"), 3).unwrap();
     mirage_model::testing::write_tiny_hf_dir(&dir.path().join("query"), 4).unwrap();
     let bundle = dir.path().join("asym");
@@ -575,7 +573,7 @@ fn a_training_step_from_an_imported_open_clip_model_equals_pytorchs() {
 
     let cache = std::env::var_os("MIRAGE_CACHE")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| common::assets_dir().parent().unwrap().to_path_buf());
+        .unwrap_or_else(|| crate::common::assets_dir().parent().unwrap().to_path_buf());
     let reference = cache.join("parity/clip/openclip_vit");
     if !reference.join("step.safetensors").is_file() {
         mirage_model::testing::skip_or_fail(&format!(
@@ -590,7 +588,9 @@ fn a_training_step_from_an_imported_open_clip_model_equals_pytorchs() {
         &ClipImportOptions {
             dir: reference.clone(),
             model_id: "open-clip-random".into(),
-            bpe_vocab: Some(common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz")),
+            bpe_vocab: Some(
+                crate::common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz"),
+            ),
             ..Default::default()
         },
         &bundle,
@@ -603,8 +603,8 @@ fn a_training_step_from_an_imported_open_clip_model_equals_pytorchs() {
     let want =
         mirage_trainer::checkpoint::read_tensors(&reference.join("step.safetensors"), Device::Cpu)
             .unwrap();
-    let train = common::write_dataset(dir.path(), "train", 4, 1);
-    let mut o = common::small_run(&bundle, &train, None);
+    let train = crate::common::write_dataset(dir.path(), "train", 4, 1);
+    let mut o = crate::common::small_run(&bundle, &train, None);
     o.extend([
         "loss.lambda_robust=0".to_owned(),
         "loss.lambda_ot=0".into(),
@@ -689,7 +689,7 @@ fn a_training_step_from_an_imported_open_clip_model_equals_pytorchs() {
         let shape = after.size();
         let want_update =
             flat(&(reference.reshape(shape.as_slice()) - before[ours].reshape(shape.as_slice())));
-        let c = common::cosine(&update, &want_update);
+        let c = crate::common::cosine(&update, &want_update);
         assert!(
             c >= 0.999,
             "{ours}: update cosine {c} with open_clip's {theirs}"
