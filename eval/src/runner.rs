@@ -21,9 +21,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
 use mirage_data::corpus::CorpusFormat;
-use mirage_data::pairs::read_pairs;
+use mirage_data::pairs::{read_pairs, PairsError};
 use mirage_model::bundle::TextBank;
 use mirage_model::config::{Matching, MatchingOverride};
 use mirage_model::image_input::{load_image, DecodeOptions};
@@ -38,6 +37,151 @@ use crate::metrics::{
     self, auc, caption_columns, expected_calibration_error, grouped_ranks, knn_vote, Recall,
 };
 use crate::plot::{line_chart, Series};
+
+/// Why an evaluation or calibration cannot run or be saved; each names the option, file, image
+/// or label at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// `noise` is outside [0, 1).
+    #[error("--noise {0} must be in [0, 1)")]
+    NoiseRate(f64),
+    /// `k` is 0.
+    #[error("--k must be at least 1")]
+    NoNeighbours,
+    /// `ece_bins` is 0.
+    #[error("--ece-bins must be at least 1")]
+    NoEceBins,
+    /// A split's file cannot be read as pairs.
+    #[error("reading split {split:?}")]
+    Split {
+        /// The split's name.
+        split: String,
+        /// What the pair reader refused.
+        #[source]
+        source: PairsError,
+    },
+    /// A row of a split has no caption.
+    #[error("{}:{line}: no caption ({rows} rows without one); every evaluated pair needs one", path.display())]
+    NoCaption {
+        /// The split's file.
+        path: PathBuf,
+        /// 1-based line of the first such row.
+        line: usize,
+        /// Rows without a caption.
+        rows: usize,
+    },
+    /// A split has fewer than two pairs.
+    #[error("{} has {pairs} pairs; evaluation needs at least 2", path.display())]
+    TooFewPairs {
+        /// The split's file.
+        path: PathBuf,
+        /// Pairs read.
+        pairs: usize,
+    },
+    /// A line of `labels.jsonl` is not JSON.
+    #[error("{}:{line}: not JSON", path.display())]
+    LabelsJson {
+        /// `labels.jsonl`.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A row of `labels.jsonl` names no image.
+    #[error("{}:{line}: no \"image\"", path.display())]
+    LabelsNoImage {
+        /// `labels.jsonl`.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+    },
+    /// `dataset.json` is not JSON.
+    #[error("{} is not JSON", path.display())]
+    DatasetJson {
+        /// `dataset.json`.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A task of `dataset.json` lacks its prompts or its classes and labels.
+    #[error("{}: each task needs \"prompts\" and \"classes\" or \"labels\"", path.display())]
+    TaskSpec {
+        /// `dataset.json`.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An image of a split cannot be decoded.
+    #[error("decoding {}", path.display())]
+    Decode {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's complaint.
+        #[source]
+        source: mirage_model::Error,
+    },
+    /// An image's label for a single-label task is not a string.
+    #[error("label of {image} is {value}, not a class name")]
+    LabelNotText {
+        /// The image reference.
+        image: String,
+        /// The label as `labels.jsonl` has it.
+        value: Value,
+    },
+    /// An image's label is not one of the task's classes.
+    #[error("label {label:?} of {image} is not one of {classes:?}")]
+    UnknownClass {
+        /// The label.
+        label: String,
+        /// The image reference.
+        image: String,
+        /// The task's classes.
+        classes: Vec<String>,
+    },
+    /// `labels.jsonl` has no label of a task for an image.
+    #[error("labels.jsonl has no {task:?} for {image}")]
+    MissingLabel {
+        /// The task.
+        task: String,
+        /// The image reference.
+        image: String,
+    },
+    /// A presence label of an image is not a boolean.
+    #[error("labels.jsonl: {task}.{label} of {image} is not true/false")]
+    PresenceNotBool {
+        /// The task.
+        task: String,
+        /// The presence label.
+        label: String,
+        /// The image reference.
+        image: String,
+    },
+    /// Calibration needs a single-label task and the dataset has none.
+    #[error("{}/dataset.json declares no single-label task (\"classes\"), so there is nothing to calibrate zero-shot probabilities on", data.display())]
+    NoSingleLabelTask {
+        /// The dataset folder.
+        data: PathBuf,
+    },
+    /// The temperature fit refused the logits.
+    #[error(transparent)]
+    Fit(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A chart could not be drawn or written.
+    #[error(transparent)]
+    Chart(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The model, its bundle, or the matching override failed.
+    #[error(transparent)]
+    Model(#[from] mirage_model::Error),
+    /// A file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The report could not be serialised.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
 
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
@@ -239,24 +383,27 @@ struct Split {
     captions: Vec<String>,
 }
 
-fn read_split(data: &Path, split: &str) -> Result<Split> {
+fn read_split(data: &Path, split: &str) -> Result<Split, RunnerError> {
     let path = data.join(format!("{split}.jsonl"));
     let (pairs, report) = read_pairs(&path, CorpusFormat::PmcOa, Some(&data.join("images")))
-        .with_context(|| format!("reading split {split:?}"))?;
+        .map_err(|source| RunnerError::Split {
+            split: split.to_owned(),
+            source,
+        })?;
     // Every pair of a split is measured: a row dropped silently would change the benchmark.
     if let Some(line) = report.first_empty_caption {
-        bail!(
-            "{}:{line}: no caption ({} rows without one); every evaluated pair needs one",
-            path.display(),
-            report.empty_captions
-        );
+        return Err(RunnerError::NoCaption {
+            path,
+            line,
+            rows: report.empty_captions,
+        });
     }
-    ensure!(
-        pairs.len() >= 2,
-        "{} has {} pairs; evaluation needs at least 2",
-        path.display(),
-        pairs.len()
-    );
+    if pairs.len() < 2 {
+        return Err(RunnerError::TooFewPairs {
+            path,
+            pairs: pairs.len(),
+        });
+    }
     Ok(Split {
         images: pairs.iter().map(|p| p.image_ref.clone()).collect(),
         captions: pairs.into_iter().map(|p| p.caption).collect(),
@@ -264,7 +411,7 @@ fn read_split(data: &Path, split: &str) -> Result<Split> {
 }
 
 /// Per-image labels from `labels.jsonl`, keyed by image file name.
-fn read_labels(data: &Path) -> Result<HashMap<String, Value>> {
+fn read_labels(data: &Path) -> Result<HashMap<String, Value>, RunnerError> {
     let path = data.join("labels.jsonl");
     if !path.exists() {
         return Ok(HashMap::new());
@@ -276,33 +423,38 @@ fn read_labels(data: &Path) -> Result<HashMap<String, Value>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let row: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        let row: Value = serde_json::from_str(line).map_err(|source| RunnerError::LabelsJson {
+            path: path.clone(),
+            line: n + 1,
+            source,
+        })?;
         let image = row["image"]
             .as_str()
-            .with_context(|| format!("{}:{}: no \"image\"", path.display(), n + 1))?
+            .ok_or_else(|| RunnerError::LabelsNoImage {
+                path: path.clone(),
+                line: n + 1,
+            })?
             .to_owned();
         out.insert(image, row);
     }
     Ok(out)
 }
 
-fn read_tasks(data: &Path) -> Result<BTreeMap<String, TaskSpec>> {
+fn read_tasks(data: &Path) -> Result<BTreeMap<String, TaskSpec>, RunnerError> {
     let path = data.join("dataset.json");
     if !path.exists() {
         return Ok(BTreeMap::new());
     }
-    let meta: Value = serde_json::from_slice(&fs_err::read(&path)?)
-        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let meta: Value = serde_json::from_slice(&fs_err::read(&path)?).map_err(|source| {
+        RunnerError::DatasetJson {
+            path: path.clone(),
+            source,
+        }
+    })?;
     let Some(tasks) = meta.get("tasks") else {
         return Ok(BTreeMap::new());
     };
-    serde_json::from_value(tasks.clone()).with_context(|| {
-        format!(
-            "{}: each task needs \"prompts\" and \"classes\" or \"labels\"",
-            path.display()
-        )
-    })
+    serde_json::from_value(tasks.clone()).map_err(|source| RunnerError::TaskSpec { path, source })
 }
 
 /// Unit embeddings of the images, one row each, decoded as the server decodes uploads.
@@ -311,7 +463,7 @@ fn embed_image_files(
     root: &Path,
     files: &[String],
     batch: usize,
-) -> Result<Embeddings> {
+) -> Result<Embeddings, RunnerError> {
     let mut all = Embeddings::default();
     for chunk in files.chunks(batch.max(1)) {
         let decoded = chunk
@@ -319,16 +471,20 @@ fn embed_image_files(
             .map(|f| {
                 let path = root.join(f);
                 load_image(&path, DecodeOptions::default())
-                    .with_context(|| format!("decoding {}", path.display()))
+                    .map_err(|source| RunnerError::Decode { path, source })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let pixels = model.preprocess_images(&decoded)?;
         all.extend(&model.embed_pixel_batch(&pixels, decoded.len())?)?;
     }
     Ok(all)
 }
 
-fn embed_texts(model: &MirageModel, texts: &[String], batch: usize) -> Result<Embeddings> {
+fn embed_texts(
+    model: &MirageModel,
+    texts: &[String],
+    batch: usize,
+) -> Result<Embeddings, RunnerError> {
     let mut all = Embeddings::default();
     for chunk in texts.chunks(batch.max(1)) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -349,7 +505,7 @@ pub fn caption_bank(
     model: &MirageModel,
     captions: &[String],
     batch: usize,
-) -> Result<(TextBank, Matching)> {
+) -> Result<(TextBank, Matching), RunnerError> {
     let (captions, _) = distinct(captions);
     let embeddings = embed_texts(model, &captions, batch)?;
     let matching = model.config().matching.unwrap_or(Matching {
@@ -394,22 +550,36 @@ fn mean(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn class_index(value: &Value, classes: &[String], image: &str) -> Result<usize> {
+fn class_index(value: &Value, classes: &[String], image: &str) -> Result<usize, RunnerError> {
     let Some(label) = value.as_str() else {
-        bail!("label of {image} is {value}, not a class name");
+        return Err(RunnerError::LabelNotText {
+            image: image.to_owned(),
+            value: value.clone(),
+        });
     };
     classes
         .iter()
         .position(|c| c == label)
-        .with_context(|| format!("label {label:?} of {image} is not one of {classes:?}"))
+        .ok_or_else(|| RunnerError::UnknownClass {
+            label: label.to_owned(),
+            image: image.to_owned(),
+            classes: classes.to_vec(),
+        })
 }
 
 /// The row of `labels.jsonl` for `task` of `image`.
-fn label_of<'a>(labels: &'a HashMap<String, Value>, image: &str, task: &str) -> Result<&'a Value> {
+fn label_of<'a>(
+    labels: &'a HashMap<String, Value>,
+    image: &str,
+    task: &str,
+) -> Result<&'a Value, RunnerError> {
     labels
         .get(image)
         .and_then(|row| row.get(task))
-        .with_context(|| format!("labels.jsonl has no {task:?} for {image}"))
+        .ok_or_else(|| RunnerError::MissingLabel {
+            task: task.to_owned(),
+            image: image.to_owned(),
+        })
 }
 
 /// The class index of each image for the single-label `task`.
@@ -418,7 +588,7 @@ fn class_truth(
     images: &[String],
     task: &str,
     classes: &[String],
-) -> Result<Vec<usize>> {
+) -> Result<Vec<usize>, RunnerError> {
     images
         .iter()
         .map(|img| class_index(label_of(labels, img, task)?, classes, img))
@@ -432,7 +602,7 @@ fn zero_shot_logits(
     image_emb: &Embeddings,
     task: &TaskSpec,
     truth: Vec<usize>,
-) -> Result<LabelledLogits> {
+) -> Result<LabelledLogits, RunnerError> {
     let protos = prototypes(model, &task.classes, &task.prompts)?;
     let cos = image_emb.similarities(&protos)?;
     let scale = f64::from(model.logit_scale());
@@ -456,14 +626,16 @@ pub fn evaluate(
     bundle: &Bundle,
     bundle_dir: &Path,
     o: &EvalOptions,
-) -> Result<Evaluation> {
-    ensure!(
-        (0.0..1.0).contains(&o.noise),
-        "--noise {} must be in [0, 1)",
-        o.noise
-    );
-    ensure!(o.k >= 1, "--k must be at least 1");
-    ensure!(o.ece_bins >= 1, "--ece-bins must be at least 1");
+) -> Result<Evaluation, RunnerError> {
+    if !(0.0..1.0).contains(&o.noise) {
+        return Err(RunnerError::NoiseRate(o.noise));
+    }
+    if o.k < 1 {
+        return Err(RunnerError::NoNeighbours);
+    }
+    if o.ece_bins < 1 {
+        return Err(RunnerError::NoEceBins);
+    }
     o.matching.validate()?;
     let started = Instant::now();
     let images_root = o.data.join("images");
@@ -576,11 +748,13 @@ pub fn evaluate(
                         label_of(&labels, img, name)?
                             .get(label)
                             .and_then(Value::as_bool)
-                            .with_context(|| {
-                                format!("labels.jsonl: {name}.{label} of {img} is not true/false")
+                            .ok_or_else(|| RunnerError::PresenceNotBool {
+                                task: name.clone(),
+                                label: label.clone(),
+                                image: img.clone(),
                             })
                     })
-                    .collect::<Result<Vec<_>>>()?;
+                    .collect::<Result<Vec<_>, _>>()?;
                 let scores: Vec<f64> = cos.iter().map(|r| f64::from(r[j])).collect();
                 per_label.insert(label.clone(), auc(&scores, &present));
             }
@@ -711,8 +885,13 @@ pub struct CalibrationReport {
 ///
 /// Options out of range, a dataset without single-label tasks, unreadable data, or a model
 /// failure.
-pub fn calibrate(model: &MirageModel, o: &CalibrateOptions) -> Result<CalibrationReport> {
-    ensure!(o.ece_bins >= 1, "--ece-bins must be at least 1");
+pub fn calibrate(
+    model: &MirageModel,
+    o: &CalibrateOptions,
+) -> Result<CalibrationReport, RunnerError> {
+    if o.ece_bins < 1 {
+        return Err(RunnerError::NoEceBins);
+    }
     let split = read_split(&o.data, &o.split)?;
     let labels = read_labels(&o.data)?;
     let tasks = read_tasks(&o.data)?;
@@ -720,12 +899,11 @@ pub fn calibrate(model: &MirageModel, o: &CalibrateOptions) -> Result<Calibratio
         .iter()
         .filter(|(_, t)| !t.classes.is_empty())
         .collect();
-    ensure!(
-        !single.is_empty(),
-        "{}/dataset.json declares no single-label task (\"classes\"), so there is nothing to \
-         calibrate zero-shot probabilities on",
-        o.data.display()
-    );
+    if single.is_empty() {
+        return Err(RunnerError::NoSingleLabelTask {
+            data: o.data.clone(),
+        });
+    }
     let image_emb = embed_image_files(model, &o.data.join("images"), &split.images, o.batch_size)?;
     let mut per_task = Vec::new();
     let mut pooled = LabelledLogits::default();
@@ -736,7 +914,9 @@ pub fn calibrate(model: &MirageModel, o: &CalibrateOptions) -> Result<Calibratio
         per_task.push((name.clone(), logits));
     }
     let previous = f64::from(served_temperature(model));
-    let t = pooled.fit_temperature()?;
+    let t = pooled
+        .fit_temperature()
+        .map_err(|e| RunnerError::Fit(e.into()))?;
     Ok(CalibrationReport {
         temperature: t,
         previous_temperature: previous,
@@ -765,7 +945,7 @@ impl Evaluation {
     /// # Errors
     ///
     /// The folder or a file cannot be written.
-    pub fn save(&self, out: &Path) -> Result<()> {
+    pub fn save(&self, out: &Path) -> Result<(), RunnerError> {
         fs_err::create_dir_all(out)?;
         fs_err::write(
             out.join("report.json"),
@@ -793,7 +973,8 @@ impl Evaluation {
                 curve("image → text", &self.image_to_text_ranks),
                 curve("text → image", &self.text_to_image_ranks),
             ],
-        )?;
+        )
+        .map_err(|e| RunnerError::Chart(e.into()))?;
         if !self.reliability.is_empty() {
             let mut reliability = self.reliability.clone();
             reliability.push(Series {
@@ -806,7 +987,8 @@ impl Evaluation {
                 "confidence",
                 "accuracy",
                 &reliability,
-            )?;
+            )
+            .map_err(|e| RunnerError::Chart(e.into()))?;
         }
         Ok(())
     }
@@ -814,6 +996,8 @@ impl Evaluation {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -829,5 +1013,65 @@ mod tests {
         let (none, flags) = inject_noise(&captions, 0.0, 3);
         assert_eq!(none, captions);
         assert!(flags.iter().all(|f| !f));
+    }
+
+    /// The error of reading `split` from `data`; `Split` has no `Debug`, so no `unwrap_err`.
+    fn split_error(data: &Path, split: &str) -> RunnerError {
+        match read_split(data, split) {
+            Ok(_) => panic!("{split} read"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong_and_keep_their_cause_for_anyhow_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let e = split_error(data, "test");
+        assert!(matches!(&e, RunnerError::Split { split, .. } if split == "test"));
+        assert_eq!(e.to_string(), "reading split \"test\"");
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        // What `mirage eval` prints: the whole chain, as when the runner returned anyhow.
+        let printed = format!("{:#}", anyhow::Error::from(e));
+        assert!(
+            printed.starts_with("reading split \"test\": ") && printed.ends_with(&cause),
+            "{printed}"
+        );
+
+        let row = |caption: &str| format!("{{\"image\": \"a.png\", \"caption\": \"{caption}\"}}\n");
+        fs_err::write(data.join("one.jsonl"), row("a")).unwrap();
+        assert_eq!(
+            split_error(data, "one").to_string(),
+            format!(
+                "{} has 1 pairs; evaluation needs at least 2",
+                data.join("one.jsonl").display()
+            )
+        );
+        fs_err::write(data.join("blank.jsonl"), row("a") + &row("") + &row("b")).unwrap();
+        assert_eq!(
+            split_error(data, "blank").to_string(),
+            format!(
+                "{}:2: no caption (1 rows without one); every evaluated pair needs one",
+                data.join("blank.jsonl").display()
+            )
+        );
+
+        fs_err::write(data.join("labels.jsonl"), "{\"plane\": \"axial\"}\n").unwrap();
+        let e = read_labels(data).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}:1: no \"image\"", data.join("labels.jsonl").display())
+        );
+        let labels = HashMap::from([("a.png".to_owned(), json!({"plane": 3}))]);
+        let e = class_truth(&labels, &["a.png".into()], "plane", &["axial".into()]);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "label of a.png is 3, not a class name"
+        );
+        let e = class_truth(&labels, &["b.png".into()], "plane", &["axial".into()]);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "labels.jsonl has no \"plane\" for b.png"
+        );
     }
 }
