@@ -48,10 +48,42 @@ impl Vectors {
     }
 }
 
-/// A query as the stored vectors need it: f32 against f32 and f16 rows, i8 codes against i8.
+/// A query bound to the rows it is scored against: f32 against f32 and f16 rows, i8 codes
+/// against i8. Each precision's query travels with its own rows, so a query can never meet rows
+/// of another precision (a graph makes queries only for itself: `prepare`, `query_of`).
 pub(super) enum Query<'a> {
-    Float(Cow<'a, [f32]>),
-    Int8(Cow<'a, [i8]>, f32),
+    F32 {
+        q: Cow<'a, [f32]>,
+        rows: &'a [f32],
+    },
+    F16 {
+        q: Cow<'a, [f32]>,
+        rows: &'a [u16],
+    },
+    I8 {
+        q: Cow<'a, [i8]>,
+        scale: f32,
+        codes: &'a [i8],
+        scales: &'a [f32],
+    },
+}
+
+impl Query<'_> {
+    /// Negated similarity to the row of `node` (smaller is closer).
+    #[inline]
+    pub(super) fn dist(&self, node: u32) -> f32 {
+        let row = |dim: usize| node as usize * dim..(node as usize + 1) * dim;
+        match self {
+            Self::F32 { q, rows } => -dot(q, &rows[row(q.len())]),
+            Self::F16 { q, rows } => -dot_f16(q, &rows[row(q.len())]),
+            Self::I8 {
+                q,
+                scale,
+                codes,
+                scales,
+            } => -(dot_i8(q, &codes[row(q.len())]) as f32 * scale * scales[node as usize]),
+        }
+    }
 }
 
 /// The points and their links. Rows are appended under the graph's exclusive lock and are
@@ -120,46 +152,46 @@ impl Nodes {
 
     /// The row of `node` as a query (a borrow for f32 and i8, a conversion for f16).
     pub(super) fn query_of(&self, node: u32) -> Query<'_> {
-        let at = node as usize * self.dim;
+        let row = node as usize * self.dim..(node as usize + 1) * self.dim;
         match &self.vectors {
-            Vectors::F32(d) => Query::Float(Cow::Borrowed(&d[at..at + self.dim])),
-            Vectors::F16(d) => Query::Float(Cow::Owned(
-                d[at..at + self.dim]
-                    .iter()
-                    .map(|&h| f16_to_f32(h))
-                    .collect(),
-            )),
-            Vectors::I8 { codes, scales } => Query::Int8(
-                Cow::Borrowed(&codes[at..at + self.dim]),
-                scales[node as usize],
-            ),
+            Vectors::F32(d) => Query::F32 {
+                q: Cow::Borrowed(&d[row]),
+                rows: d,
+            },
+            Vectors::F16(d) => Query::F16 {
+                q: Cow::Owned(d[row].iter().map(|&h| f16_to_f32(h)).collect()),
+                rows: d,
+            },
+            Vectors::I8 { codes, scales } => Query::I8 {
+                q: Cow::Borrowed(&codes[row]),
+                scale: scales[node as usize],
+                codes,
+                scales,
+            },
         }
     }
 
     /// An outside query vector as the stored rows need it.
-    pub(super) fn prepare<'q>(&self, v: &'q [f32]) -> Query<'q> {
+    pub(super) fn prepare<'q>(&'q self, v: &'q [f32]) -> Query<'q> {
         match &self.vectors {
-            Vectors::F32(_) | Vectors::F16(_) => Query::Float(Cow::Borrowed(v)),
-            Vectors::I8 { .. } => {
-                let mut codes = vec![0i8; v.len()];
-                let scale = encode_i8(v, &mut codes);
-                Query::Int8(Cow::Owned(codes), scale)
+            Vectors::F32(d) => Query::F32 {
+                q: Cow::Borrowed(v),
+                rows: d,
+            },
+            Vectors::F16(d) => Query::F16 {
+                q: Cow::Borrowed(v),
+                rows: d,
+            },
+            Vectors::I8 { codes, scales } => {
+                let mut q = vec![0i8; v.len()];
+                let scale = encode_i8(v, &mut q);
+                Query::I8 {
+                    q: Cow::Owned(q),
+                    scale,
+                    codes,
+                    scales,
+                }
             }
-        }
-    }
-
-    #[inline]
-    pub(super) fn dist(&self, q: &Query<'_>, node: u32) -> f32 {
-        let at = node as usize * self.dim;
-        let row = at..at + self.dim;
-        match (&self.vectors, q) {
-            (Vectors::F32(d), Query::Float(q)) => -dot(q, &d[row]),
-            (Vectors::F16(d), Query::Float(q)) => -dot_f16(q, &d[row]),
-            (Vectors::I8 { codes, scales }, Query::Int8(q, scale)) => {
-                -(dot_i8(q, &codes[row]) as f32 * scale * scales[node as usize])
-            }
-            // Queries are prepared by this graph's own `prepare`/`query_of`.
-            _ => f32::INFINITY,
         }
     }
 

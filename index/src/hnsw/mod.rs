@@ -168,7 +168,7 @@ impl HnswGraph {
                 break;
             }
             let cq = nodes.query_of(c.node);
-            if kept.iter().all(|k| nodes.dist(&cq, k.node) > c.dist) {
+            if kept.iter().all(|k| cq.dist(k.node) > c.dist) {
                 kept.push(c);
             }
         }
@@ -205,7 +205,7 @@ impl HnswGraph {
             .map(|s| {
                 let n = s.load(RELAXED);
                 Near {
-                    dist: nodes.dist(&nq, n),
+                    dist: nq.dist(n),
                     node: n,
                 }
             })
@@ -232,7 +232,7 @@ impl HnswGraph {
         let (start, top) = unpack(entry);
         let q = nodes.query_of(node);
         let mut cur = Near {
-            dist: nodes.dist(&q, start),
+            dist: q.dist(start),
             node: start,
         };
         for l in (level + 1..=top).rev() {
@@ -357,7 +357,7 @@ impl GraphEngine for HnswGraph {
         let q = nodes.prepare(query);
         let (start, top) = unpack(entry);
         let mut cur = Near {
-            dist: nodes.dist(&q, start),
+            dist: q.dist(start),
             node: start,
         };
         for l in (1..=top).rev() {

@@ -44,7 +44,7 @@ impl Nodes {
             let count = (links[0].load(RELAXED) as usize).min(links.len() - 1);
             for slot in &links[1..=count] {
                 let n = slot.load(RELAXED);
-                let d = self.dist(q, n);
+                let d = q.dist(n);
                 if d < cur.dist {
                     cur = Near { dist: d, node: n };
                     moved = true;
@@ -101,7 +101,7 @@ impl Nodes {
                 if let Some(&next) = s.fresh.get(i + PREFETCH_AHEAD) {
                     self.prefetch(next);
                 }
-                let d = self.dist(q, n);
+                let d = q.dist(n);
                 if s.results.len() < ef || d < bound {
                     s.candidates.push(Reverse(Near { dist: d, node: n }));
                     if admits(n) {
