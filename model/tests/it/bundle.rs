@@ -1,7 +1,5 @@
 //! Bundle writing, loading and every way a bundle can be broken.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -10,7 +8,7 @@ use mirage_model::config::{BUNDLE_JSON, MODEL_SAFETENSORS};
 use mirage_model::testing::{tiny_config, write_tiny_bundle, TinyVision, TINY_TOKENIZER_JSON};
 use mirage_model::{write_bundle, Bundle, BundleContents, Error, MirageModel, TextBank};
 
-use common::{edit_bundle_json, sha256_hex};
+use crate::common::{edit_bundle_json, sha256_hex};
 
 /// Rewrites model.safetensors with `edit` applied to its tensors and fixes the recorded checksum,
 /// so only the tensor problem remains.

@@ -1,7 +1,5 @@
 //! DICOM decoding over the real test files shipped in the pydicom wheel.
 
-mod common;
-
 use mirage_model::image_input::{decode_image, DecodeOptions, ImageFormat};
 use mirage_model::Error;
 
@@ -44,8 +42,8 @@ const EXPECTED_FAILURES: &[(&str, &str)] = &[
 ];
 
 fn pydicom_dir() -> Option<std::path::PathBuf> {
-    common::require(
-        common::assets_dir().join("pydicom"),
+    crate::common::require(
+        crate::common::assets_dir().join("pydicom"),
         "scripts/fetch-assets.sh",
     )
 }

@@ -3,8 +3,6 @@
 //! padding invariance; `mirage model export-onnx`'s files, and every way a bundle's graphs or the
 //! library can be wrong.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -15,8 +13,8 @@ use mirage_model::{
 
 /// The ONNX Runtime library, or `None` (skip locally, fail under CI) when it was not fetched.
 fn ort_library() -> Option<PathBuf> {
-    common::require(
-        common::assets_dir().join("onnxruntime/libonnxruntime.so"),
+    crate::common::require(
+        crate::common::assets_dir().join("onnxruntime/libonnxruntime.so"),
         "scripts/fetch-assets.sh",
     )
 }
@@ -184,7 +182,7 @@ fn export_onnx_writes_verified_graphs_and_keeps_the_model_identity() {
     assert_eq!(add_onnx(dir.path()).unwrap().sha256(), identity);
 }
 
-use common::{edit_bundle_json, sha256_hex};
+use crate::common::{edit_bundle_json, sha256_hex};
 
 fn exported() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

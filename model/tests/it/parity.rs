@@ -5,8 +5,6 @@
 //! (`tests/golden/minilm_radlabels.json`), the vision ones are generated into the cache by
 //! `scripts/reference-data.sh` because their weights are too large for git.
 
-mod common;
-
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
@@ -26,8 +24,8 @@ fn engines() -> Vec<EngineOptions> {
         engine: EngineChoice::Candle,
         ..EngineOptions::default()
     }];
-    if let Some(lib) = common::require(
-        common::assets_dir().join("onnxruntime/libonnxruntime.so"),
+    if let Some(lib) = crate::common::require(
+        crate::common::assets_dir().join("onnxruntime/libonnxruntime.so"),
         "scripts/fetch-assets.sh",
     ) {
         out.push(EngineOptions {
@@ -50,8 +48,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn minilm_matches_pytorch_transformers_on_radlabels_sentences() {
-    let Some(minilm) = common::require(
-        common::assets_dir().join("minilm"),
+    let Some(minilm) = crate::common::require(
+        crate::common::assets_dir().join("minilm"),
         "scripts/fetch-assets.sh",
     ) else {
         return;
@@ -134,8 +132,8 @@ fn minilm_on(model: &MirageModel, golden: &serde_json::Value) {
 }
 
 fn check_vision(name: &str) {
-    let dir = common::cache_dir().join("parity");
-    let Some(path) = common::require(
+    let dir = crate::common::cache_dir().join("parity");
+    let Some(path) = crate::common::require(
         dir.join(format!("{name}.safetensors")),
         "scripts/reference-data.sh",
     ) else {
@@ -251,8 +249,8 @@ fn check_engines(
 #[test]
 fn cross_encoders_match_transformers() {
     use mirage_model::reranker::{import_cross_encoder, Reranker};
-    let dir = common::cache_dir().join("parity/cross_encoder");
-    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+    let dir = crate::common::cache_dir().join("parity/cross_encoder");
+    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
     let mut seen = 0;
@@ -341,8 +339,8 @@ fn cross_encoders_match_transformers() {
 #[test]
 fn cross_encoder_import_refuses_other_layouts() {
     use mirage_model::reranker::{import_cross_encoder, Reranker};
-    let Some(src) = common::require(
-        common::cache_dir().join("parity/cross_encoder/one-label-gelu"),
+    let Some(src) = crate::common::require(
+        crate::common::cache_dir().join("parity/cross_encoder/one-label-gelu"),
         "scripts/reference-data.sh",
     ) else {
         return;
@@ -401,8 +399,8 @@ fn cross_encoder_import_refuses_other_layouts() {
 #[test]
 fn hf_clip_import_matches_transformers() {
     use mirage_model::import_clip::{detect, import_hf_clip, ClipImportOptions, Layout};
-    let dir = common::cache_dir().join("parity/clip");
-    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+    let dir = crate::common::cache_dir().join("parity/clip");
+    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
     let reference: serde_json::Value =
@@ -483,8 +481,8 @@ fn hf_clip_import_matches_transformers() {
 #[test]
 fn hf_clip_import_refuses_what_does_not_fit_by_name() {
     use mirage_model::import_clip::{import_hf_clip, ClipImportOptions};
-    let dir = common::cache_dir().join("parity/clip/hf_safetensors");
-    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+    let dir = crate::common::cache_dir().join("parity/clip/hf_safetensors");
+    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
     let broken = |edit: &dyn Fn(&mut HashMap<String, Tensor>)| -> String {
@@ -590,11 +588,11 @@ fn compare_with_reference(
 #[test]
 fn open_clip_vit_import_matches_open_clip() {
     use mirage_model::import_clip::{detect, import, ClipImportOptions, Layout};
-    let dir = common::cache_dir().join("parity/clip");
-    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+    let dir = crate::common::cache_dir().join("parity/clip");
+    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
-    let bpe = common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz");
+    let bpe = crate::common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz");
     let mut failures = Vec::new();
     for source in ["openclip_vit", "openclip_vit_bin"] {
         let src = dir.join(source);
@@ -658,8 +656,8 @@ fn open_clip_vit_import_matches_open_clip() {
 fn biomedclip_layout_import_matches_open_clip() {
     use mirage_model::config::{TextProjection, TextTower};
     use mirage_model::import_clip::{import, ClipImportOptions};
-    let dir = common::cache_dir().join("parity/clip/biomedclip");
-    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+    let dir = crate::common::cache_dir().join("parity/clip/biomedclip");
+    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
     let mut failures = Vec::new();
@@ -705,15 +703,15 @@ fn biomedclip_layout_import_matches_open_clip() {
 fn open_clip_rn50_import_matches_open_clip() {
     use mirage_model::config::VisionTower;
     use mirage_model::import_clip::{import, ClipImportOptions};
-    let dir = common::cache_dir().join("parity/clip/openclip_rn50");
-    let Some(dir) = common::require(dir, "scripts/reference-data.sh") else {
+    let dir = crate::common::cache_dir().join("parity/clip/openclip_rn50");
+    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
         return;
     };
     let out = tempfile::tempdir().unwrap();
     let opts = ClipImportOptions {
         dir: dir.clone(),
         model_id: "rn50-random".into(),
-        bpe_vocab: Some(common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz")),
+        bpe_vocab: Some(crate::common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz")),
         ..Default::default()
     };
     let b = import(&opts, out.path()).unwrap();
