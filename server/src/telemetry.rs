@@ -86,15 +86,18 @@ pub fn init(filter: &str, format: LogFormat, otlp: Option<&str>) -> Result<Telem
             opentelemetry::global::set_text_map_propagator(
                 opentelemetry_sdk::propagation::TraceContextPropagator::new(),
             );
-            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME));
+            // Spans go to the collector whatever the log filter says (MIRAGE_LOG=warn must not
+            // silence traces); ONNX Runtime's session-building events would only be noise there.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(SERVICE_NAME))
+                .with_filter(tracing_subscriber::EnvFilter::new("info,ort=warn"));
             (Some(layer), Some(provider))
         }
         None => (None, None),
     };
     // Another subscriber may already be installed (tests run servers in one process).
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new(filter))
-        .with(fmt)
+        .with(fmt.with_filter(tracing_subscriber::EnvFilter::new(filter)))
         .with(traces)
         .try_init();
     Ok(Telemetry { provider })
