@@ -27,7 +27,7 @@ out="$study/audit-variants"
 export MIRAGE_CACHE="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MIRAGE_CACHE/target}"
 source scripts/torch-env.sh
-cargo build --quiet --locked -p mirage-server
+cargo build --quiet --locked -p mirage-cli
 bin="$out/bin"
 mkdir -p "$bin"
 [[ -x "$bin/mirage" ]] || cp "$CARGO_TARGET_DIR/debug/mirage" "$bin/"

@@ -21,7 +21,7 @@ golden=model/tests/golden/minilm_radlabels.json
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cargo build --release -q -p mirage-model --example bench_encode
-cargo build --release -q -p mirage-server --bin mirage
+cargo build --release -q -p mirage-cli --bin mirage
 bin="${CARGO_TARGET_DIR:-target}/release/examples/bench_encode"
 mirage="${CARGO_TARGET_DIR:-target}/release/mirage"
 echo "making a random open_clip ViT-B-16-quickgelu and importing it" >&2

@@ -19,7 +19,7 @@ assets="${MIRAGE_ASSETS:-$cache/assets}"
 target="${CARGO_TARGET_DIR:-target}"
 py=$(scripts/setup-ann-bench.sh | tail -n1)
 cargo build --release -q -p mirage-index --example bench_ann
-cargo build --release -q -p mirage-server --bin mirage
+cargo build --release -q -p mirage-cli --bin mirage
 quant="${QUANTIZATIONS:-f32,f16,i8}"
 bench="$target/release/examples/bench_ann"
 mirage="$target/release/mirage"

@@ -15,7 +15,7 @@ assets="${MIRAGE_ASSETS:-$cache/assets}"
 target="${CARGO_TARGET_DIR:-target}"
 scripts/fetch-assets.sh >&2
 py=$(scripts/setup-python.sh | tail -n1)
-cargo build --release -q -p mirage-server --features qdrant --bin mirage
+cargo build --release -q -p mirage-cli --features qdrant --bin mirage
 mirage="$target/release/mirage"
 work="$cache/bench/rerank"
 rm -rf "$work"

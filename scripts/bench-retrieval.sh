@@ -23,7 +23,7 @@ cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
 assets="${MIRAGE_ASSETS:-$cache/assets}"
 target="${CARGO_TARGET_DIR:-target}"
 scripts/fetch-assets.sh >&2
-cargo build --release -q -p mirage-server --features qdrant --bin mirage
+cargo build --release -q -p mirage-cli --features qdrant --bin mirage
 mirage="$target/release/mirage"
 python="$(scripts/venv.sh bm25 "a few seconds" rank-bm25==0.2.2 numpy==2.4.6 | tail -n1)"
 source scripts/lib/bench-bundle.sh

@@ -13,7 +13,7 @@ cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
 assets="${MIRAGE_ASSETS:-$cache/assets}"
 target="${CARGO_TARGET_DIR:-target}"
 py=$(scripts/setup-ann-bench.sh | tail -n1)
-cargo build --release -q -p mirage-server --bin mirage
+cargo build --release -q -p mirage-cli --bin mirage
 mirage="$target/release/mirage"
 source scripts/lib/bench-bundle.sh
 bundle="$(bench_bundle "$mirage" "$cache" "$assets")"

@@ -65,7 +65,7 @@ scripts/fetch-assets.sh
 source scripts/torch-env.sh
 
 step "building mirage and mirage-train (a cold build takes several minutes)"
-cargo build --locked -p mirage-server -p mirage-trainer
+cargo build --locked -p mirage-cli -p mirage-trainer
 bin="$CARGO_TARGET_DIR/debug"
 
 atlas="$qs/atlas"

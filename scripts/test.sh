@@ -17,14 +17,14 @@ scripts/fetch-assets.sh
 scripts/reference-data.sh
 # The trainer links libtorch from the pip torch venv; its PyTorch parity tests use that python.
 source scripts/torch-env.sh
-# The HTTP suite's schema fuzzing runs schemathesis (server/tests/http/fuzz.rs).
+# The HTTP suite's schema fuzzing runs schemathesis (cli/tests/it/http/fuzz.rs).
 fuzz_python="$(scripts/venv.sh fuzz "about 30 s" schemathesis==4.32.5 | tail -n1)"
 export MIRAGE_SCHEMATHESIS="${MIRAGE_SCHEMATHESIS:-$(dirname "$fuzz_python")/st}"
-# The Python client's suite (server/tests/http/python_client.rs) runs with the pinned test
+# The Python client's suite (cli/tests/it/http/python_client.rs) runs with the pinned test
 # dependencies of clients/python/pyproject.toml.
 client_python="$(scripts/venv.sh client "about 1 min" httpx==0.28.1 pytest==9.2.0 langchain-core==1.8.1 llama-index-core==0.14.25 | tail -n1)"
 export MIRAGE_CLIENT_PYTHON="${MIRAGE_CLIENT_PYTHON:-$client_python}"
 profile=default
 [[ -n "${CI:-}" ]] && profile=ci
 # Built with the Qdrant store, so its suites run against MIRAGE_QDRANT_URL.
-cargo nextest run --workspace --profile "$profile" --locked --features mirage-index/qdrant,mirage-server/qdrant "$@"
+cargo nextest run --workspace --profile "$profile" --locked --features mirage-index/qdrant,mirage-server/qdrant,mirage-cli/qdrant "$@"

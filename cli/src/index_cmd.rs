@@ -14,7 +14,7 @@ use mirage_index::pipeline::{
 };
 use mirage_index::rag::{self, RagOptions};
 use mirage_index::{
-    drop_collection, locate, Collection, CollectionConfig, Filter, HnswParams, Quantization,
+    create_unique, drop_collection, Collection, CollectionConfig, Filter, HnswParams, Quantization,
     SearchMode, SearchRequest, StoreSpec, VectorName,
 };
 use mirage_model::image_input::{load_image, DecodeOptions};
@@ -714,7 +714,6 @@ fn open_for_build(
     config.validate().map_err(|e| {
         anyhow::anyhow!("{e} (set by --m, --ef-construction, --ef-search, --exact-threshold, --shards, --replicas)")
     })?;
-    let name = &args.store.collection;
     let mut stores = vec![spec.clone()];
     for other in &args.check_stores {
         let other = args.store.parse(other)?;
@@ -722,17 +721,9 @@ fn open_for_build(
             stores.push(other);
         }
     }
-    if stores.len() > 1 {
-        if let Some((i, _)) = rt.block_on(locate(&stores, name))? {
-            if i != 0 {
-                bail!(
-                    "collection {name:?} already exists in {}; a name may live in one store only: build into that store or choose another name",
-                    stores[i]
-                );
-            }
-        }
-    }
-    Ok(rt.block_on(Collection::create_or_open(spec, name, &config))?)
+    let name = &args.store.collection;
+    let (collection, _) = rt.block_on(create_unique(&stores, spec, name, &config))?;
+    Ok(collection)
 }
 
 /// `mirage index build --format npy`: upserts precomputed vectors in batches, without loading
@@ -759,30 +750,13 @@ fn import_vectors(args: BuildArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     }
     let ids = args
         .ids
-        .as_ref()
-        .map(|p| -> Result<Vec<String>> {
-            Ok(fs_err::read_to_string(p)?
-                .lines()
-                .map(|l| l.trim_end_matches('\r').to_string())
-                .collect())
-        })
+        .as_deref()
+        .map(mirage_index::npy::read_ids)
         .transpose()?;
     let payloads = args
         .payload
-        .as_ref()
-        .map(
-            |p| -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-                fs_err::read_to_string(p)?
-                    .lines()
-                    .enumerate()
-                    .map(|(i, line)| match serde_json::from_str(line) {
-                        Ok(serde_json::Value::Object(m)) => Ok(m),
-                        Ok(_) => bail!("{} line {}: not a JSON object", p.display(), i + 1),
-                        Err(e) => bail!("{} line {}: {e}", p.display(), i + 1),
-                    })
-                    .collect()
-            },
-        )
+        .as_deref()
+        .map(mirage_index::npy::read_payloads)
         .transpose()?;
     let target = args.target.vector_name();
     let items = mirage_index::npy::vector_items(&vectors, ids, payloads, target)?;
@@ -1119,10 +1093,11 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
         &args.store.collection,
     ))?;
     let model = args.engine.load(&args.bundle)?;
-    c.check_model(&model_ref(&model))?;
+    let served = model_ref(&model);
+    c.check_model(&served)?;
     let reranker = args.retrieval.reranker(&args.engine)?;
     let name = &args.store.collection;
-    // One question's context.
+    // One question's context: the HTTP response type, as `POST /v1/rag/context` returns it.
     let run = |question: Option<&str>, image: Option<&Path>| -> Result<serde_json::Value> {
         if question.is_some_and(|q| q.trim().is_empty()) {
             bail!("--question is empty");
@@ -1162,32 +1137,9 @@ pub(crate) fn rag(args: RagArgs) -> Result<()> {
             &options,
             reranker.clone(),
         ))?;
-        let citations: Vec<_> = r
-            .citations
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                json!({"rank": i + 1, "id": h.id, "score": h.score, "legs": h.legs,
-                       "text": h.text, "image": h.image, "passage": PassageInfo::of(&h.payload),
-                       "payload": h.payload})
-            })
-            .collect();
-        let prompt = (!r.abstained).then(|| r.prompt_text());
-        Ok(json!({
-            "collection": name,
-            "model_id": model.model_id(),
-            "context": r.context,
-            "prompt": prompt,
-            "citations": citations,
-            "abstained": r.abstained,
-            "reason": r.reason,
-            "best_score": r.best_score,
-            "min_score": r.min_score,
-            "duplicates_removed": r.duplicates_removed,
-            "truncated": r.truncated,
-            "mode": mode,
-            "passages": r.passages,
-        }))
+        let served = served.clone();
+        let response = mirage_server::routes::search::rag_response(name, &c, served, mode, r);
+        Ok(serde_json::to_value(response)?)
     };
     let Some(spec) = &args.input.input else {
         let out = run(args.question.as_deref(), args.image.as_deref())?;

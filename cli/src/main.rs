@@ -743,30 +743,17 @@ fn classify_cmd(args: ClassifyArgs) -> Result<()> {
     })
 }
 
-/// A minimal HTTP/1.1 GET over a plain TCP connection.
+/// GET `url`; anything but 200 within the timeout is a failure (the container healthcheck).
 fn probe(url: &str) -> Result<()> {
-    use std::io::Read;
-    let rest = url
-        .strip_prefix("http://")
-        .context("probe takes an http:// URL")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let timeout = std::time::Duration::from_secs(3);
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)?
-        .next()
-        .with_context(|| format!("cannot resolve {authority}"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) == Some("200") {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    let response = client
+        .get(url)
+        .send()
+        .with_context(|| format!("probe {url}"))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::OK {
         Ok(())
     } else {
         bail!("{url}: {status}")

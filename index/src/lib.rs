@@ -34,7 +34,9 @@ pub use filter::Filter;
 pub use graph::GraphEngine;
 pub use hnsw::{BareGraph, HnswGraph};
 pub use mirage_model::kernels::dot;
-pub use store::{drop_collection, list_collections, locate, probe, restore, Collection, StoreSpec};
+pub use store::{
+    create_unique, drop_collection, list_collections, locate, probe, restore, Collection, StoreSpec,
+};
 pub use types::{
     CollectionConfig, CollectionInfo, Hit, HnswParams, Item, LegHit, Legs, LexicalRequest,
     ModelRef, Quantization, SearchMode, SearchRequest, StoredItem, VectorName,

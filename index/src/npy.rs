@@ -136,6 +136,35 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
+/// The ids file beside a vector matrix: one id per line, in row order.
+pub fn read_ids(path: &Path) -> Result<Vec<String>> {
+    Ok(fs_err::read_to_string(path)?
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect())
+}
+
+/// The payload file beside a vector matrix: one JSON object per line, in row order.
+pub fn read_payloads(path: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    fs_err::read_to_string(path)?
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(_) => Err(IndexError::invalid(format!(
+                "{} line {}: not a JSON object",
+                path.display(),
+                i + 1
+            ))),
+            Err(e) => Err(IndexError::invalid(format!(
+                "{} line {}: {e}",
+                path.display(),
+                i + 1
+            ))),
+        })
+        .collect()
+}
+
 /// Items carrying row `i` of `vectors` in the `target` space, with id `ids[i]` (default: the row
 /// number) and payload `payloads[i]` (default: none). Counts must agree; the vectors are checked
 /// (dimension, finite, non-zero) and scaled to unit length by the store on upsert.

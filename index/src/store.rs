@@ -529,6 +529,42 @@ pub async fn list_collections(spec: &StoreSpec) -> Result<Vec<String>> {
     }
 }
 
+/// Creates collection `name` in `target`, or opens it there, refusing when it lives in another
+/// of `stores` (a name may live in one store only, so a search by name is never ambiguous).
+/// Returns the collection and whether it existed. Both front ends create through this: the
+/// CLI's `index build` (its `--check-store`s) and `PUT /v1/collections` (the server's stores).
+pub async fn create_unique(
+    stores: &[StoreSpec],
+    target: &StoreSpec,
+    name: &str,
+    config: &CollectionConfig,
+) -> Result<(Collection, bool)> {
+    // Only the index: an embedded collection is open once per process, and create_or_open
+    // opens it again.
+    let found = locate(stores, name).await?.map(|(i, _)| i);
+    let existed = found.is_some();
+    if let Some(i) = found {
+        one_store(name, &stores[i], target)?;
+    }
+    Ok((
+        Collection::create_or_open(target, name, config).await?,
+        existed,
+    ))
+}
+
+/// The rule [`create_unique`] enforces, for a caller that already knows where `name` lives.
+pub fn one_store(name: &str, lives_in: &StoreSpec, target: &StoreSpec) -> Result<()> {
+    if lives_in == target {
+        return Ok(());
+    }
+    Err(IndexError::CollectionExists {
+        name: name.to_string(),
+        reason: format!(
+            "it lives in {lives_in}, and a name may live in one store only: use that store or choose another name"
+        ),
+    })
+}
+
 /// Opens `name` in whichever of `stores` holds it: one name, one collection. A name held by two
 /// stores is [`IndexError::CollectionExists`] naming both; `Ok(None)` when no store holds it. A
 /// store that cannot be asked fails the lookup unless another store holds the name (then the

@@ -19,7 +19,7 @@ study_setup() {
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$MIRAGE_CACHE/target}"
   scripts/fetch-assets.sh >/dev/null
   source scripts/torch-env.sh
-  cargo build --quiet --locked -p mirage-server -p mirage-trainer
+  cargo build --quiet --locked -p mirage-cli -p mirage-trainer
   bin="$out/bin"
   mkdir -p "$bin"
   cp "$CARGO_TARGET_DIR/debug/mirage" "$CARGO_TARGET_DIR/debug/mirage-train" "$bin/"

@@ -1,5 +1,5 @@
 """Reference logits of Hugging Face BERT cross-encoders (BertForSequenceClassification) with
-seeded random weights, for the reranker parity test (model/tests/parity.rs). No cross-encoder
+seeded random weights, for the reranker parity test (model/tests/it/parity.rs). No cross-encoder
 weights can be downloaded here; two configurations cover both heads (one label: sigmoid; two
 labels: softmax) and all three activations of the encoder.
 

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod dto;
 pub mod error;

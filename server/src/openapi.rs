@@ -84,7 +84,7 @@ pub(crate) fn finish_spec(mut api: Spec) -> Spec {
             .build()
     };
     for (path, item) in api.paths.paths.iter_mut() {
-        if crate::app::public_path(path) {
+        if crate::auth::public_path(path) {
             continue;
         }
         // Outside /v1 (`/info`) the only problem a client can cause is a missing key.
@@ -550,7 +550,7 @@ pub fn document(api: &Spec, contract: &Contract) -> Value {
     }
     if let Some(Value::Object(paths)) = doc.get_mut("paths") {
         for (path, item) in paths.iter_mut() {
-            if crate::app::public_path(path) {
+            if crate::auth::public_path(path) {
                 continue;
             }
             for op in item.as_object_mut().into_iter().flat_map(Map::values_mut) {

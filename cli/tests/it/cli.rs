@@ -1,9 +1,7 @@
 //! The `mirage` binary end to end: import a Hugging Face directory, embed, classify, and the
 //! errors a user sees for bad input.
 
-mod common;
-
-use common::{fail, mirage, ok};
+use crate::common::{fail, mirage, ok};
 
 use std::path::Path;
 use std::process::Command;
@@ -198,7 +196,7 @@ fn embedding(out: &str) -> Vec<f64> {
 
 #[test]
 fn engines_are_chosen_by_flag_and_env_and_agree() {
-    let Some(lib) = common::require_asset(assets_dir_lib()) else {
+    let Some(lib) = crate::common::require_asset(assets_dir_lib()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -281,7 +279,7 @@ fn engines_are_chosen_by_flag_and_env_and_agree() {
 }
 
 fn assets_dir_lib() -> std::path::PathBuf {
-    common::assets_dir().join("onnxruntime/libonnxruntime.so")
+    crate::common::assets_dir().join("onnxruntime/libonnxruntime.so")
 }
 
 /// `mirage model import` on a Hugging Face CLIPModel directory (the random one of the parity
@@ -289,7 +287,8 @@ fn assets_dir_lib() -> std::path::PathBuf {
 /// directories are sent to the right command or refused with what was found.
 #[test]
 fn import_recognises_a_clip_checkpoint_and_serves_it() {
-    let Some(src) = common::require_asset(common::cache_dir().join("parity/clip/hf_safetensors"))
+    let Some(src) =
+        crate::common::require_asset(crate::common::cache_dir().join("parity/clip/hf_safetensors"))
     else {
         return;
     };
@@ -395,7 +394,7 @@ fn import_recognises_a_clip_checkpoint_and_serves_it() {
         err.contains("--bpe-vocab") || err.contains("bpe_simple_vocab"),
         "{err}"
     );
-    let bpe = common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz");
+    let bpe = crate::common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz");
     let out = mirage(&[
         "model",
         "import",

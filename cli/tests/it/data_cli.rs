@@ -1,8 +1,6 @@
 //! `mirage data radlabels`: the report corpus, indexed and searched with a label filter.
 
-mod common;
-
-use common::{assets_dir, fail, mirage, ok, require_asset};
+use crate::common::{assets_dir, fail, mirage, ok, require_asset};
 use mirage_model::testing::{write_tiny_bundle, TinyVision};
 
 /// The rows of a JSONL file.

@@ -1,10 +1,8 @@
 //! `mirage eval` on a real MRI-atlas dataset through the serving code, and `mirage study-report`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{fail, mirage, ok, require_asset};
+use crate::common::{fail, mirage, ok, require_asset};
 use mirage_model::testing::{write_tiny_bundle, write_tiny_bundle_with_bank, TinyVision};
 use serde_json::{json, Value};
 

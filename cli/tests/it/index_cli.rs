@@ -1,8 +1,6 @@
 //! `mirage index` and `mirage search` end to end, including SIGKILL in the middle of indexing.
 
-mod common;
-
-use common::{fail, mirage, ok};
+use crate::common::{fail, mirage, ok};
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};

@@ -2,13 +2,11 @@
 //! from a file or standard input, answered in order with their line numbers, bad lines reported
 //! by number; and texts after `--` that start with "-".
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{fail, mirage, ok};
+use crate::common::{fail, mirage, ok};
 use serde_json::Value;
 
 fn rows(out: &str) -> Vec<Value> {
@@ -62,7 +60,7 @@ fn png(path: &Path, seed: u8) {
 fn embed_and_classify_read_lines_from_a_file_or_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bundle = &common::tiny_bundle(d, 3);
+    let bundle = &crate::common::tiny_bundle(d, 3);
     png(&d.join("a.png"), 3);
     png(&d.join("b.png"), 9);
     let (a, b) = (d.join("a.png"), d.join("b.png"));
@@ -215,7 +213,7 @@ fn embed_and_classify_read_lines_from_a_file_or_stdin() {
 fn search_and_rag_answer_one_query_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bundle = &common::tiny_bundle(d, 4);
+    let bundle = &crate::common::tiny_bundle(d, 4);
     let findings = ["effusion", "edema", "pneumothorax", "cardiomegaly"];
     let corpus: Vec<String> = (0..12)
         .map(|i| {

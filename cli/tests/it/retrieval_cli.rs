@@ -2,11 +2,9 @@
 //! tiny bundle (32 tokens at most, so ordinary reports are "long") and a tiny random
 //! cross-encoder imported with `mirage model import-reranker`.
 
-mod common;
-
 use std::path::Path;
 
-use common::{fail, mirage, ok};
+use crate::common::{fail, mirage, ok};
 use serde_json::{json, Value};
 
 const FINDINGS: [&str; 4] = ["effusion", "edema", "pneumothorax", "cardiomegaly"];
@@ -30,7 +28,7 @@ fn lines(out: &str) -> Vec<Value> {
 
 /// A tiny bundle, a tiny reranker and a 12-report corpus under `dir`.
 fn fixture(dir: &Path) -> (String, String, String) {
-    let bundle = common::tiny_bundle(dir, 5);
+    let bundle = crate::common::tiny_bundle(dir, 5);
     let hf = dir.join("ce-hf");
     mirage_model::testing::write_tiny_cross_encoder_dir(&hf, 4).unwrap();
     let reranker = dir.join("reranker");

@@ -1,5 +1,5 @@
 """The client's tests run against a live `mirage serve` whose URL is MIRAGE_URL (the Rust test
-`server/tests/http/python_client.rs` starts one and runs pytest); without it they skip."""
+`cli/tests/it/http/python_client.rs` starts one and runs pytest); without it they skip."""
 
 import os
 import struct

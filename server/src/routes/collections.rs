@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use mirage_index::passages::{expand, plan, remove_stale, ChunkOptions, Span};
 use mirage_index::types::unit_vector;
-use mirage_index::{Collection, CollectionConfig, CollectionInfo, HnswParams, Item};
+use mirage_index::{CollectionConfig, CollectionInfo, HnswParams, Item};
 
 use crate::dto::{
     CollectionList, CollectionName, CollectionResponse, CollectionSummary, CreateCollectionRequest,
@@ -97,39 +97,38 @@ pub async fn create_collection(
     // A Qdrant collection may have been dropped behind this server's back; look it up afresh.
     // (An embedded one cannot: it is locked to this process while open.)
     state.forget_remote(&name).await;
-    let existed = match state.collection(&name).await {
-        Ok(c) => {
-            if c.model() != &served.model_ref {
-                return Err(ApiError::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "collection {name:?} already exists, built with model {:?}; a collection keeps the model it was created with, so it cannot be created again for {:?}",
-                        c.model().model_id,
-                        served.model_ref.model_id
-                    ),
-                ));
-            }
-            let wanted = spec.kind();
-            if req.store.is_some() && c.kind() != wanted {
-                return Err(ApiError::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "collection {name:?} already exists in the {} store; a name may live in one store only, so it cannot also be created in the {wanted} store",
-                        c.kind()
-                    ),
-                ));
-            }
-            true
-        }
-        Err(e) if e.kind == ErrorKind::NotFound => false,
+    let existing = match state.collection(&name).await {
+        Ok(c) => Some(c),
+        Err(e) if e.kind == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let collection = if existed {
-        state.collection(&name).await?
-    } else {
-        let c = Collection::create_or_open(&spec, &name, &config).await?;
-        state.insert_open(&name, c.clone()).await;
-        c
+    if let Some(c) = &existing {
+        if c.model() != &served.model_ref {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "collection {name:?} already exists, built with model {:?}; a collection keeps the model it was created with, so it cannot be created again for {:?}",
+                    c.model().model_id,
+                    served.model_ref.model_id
+                ),
+            ));
+        }
+    }
+    let (collection, existed) = match existing {
+        // Without a store named, the collection is wherever it lives.
+        Some(c) => {
+            if req.store.is_some() {
+                let lives_in = state.store_for(Some(c.kind()))?;
+                mirage_index::store::one_store(&name, &lives_in, &spec)?;
+            }
+            (c, true)
+        }
+        None => {
+            let (c, existed) =
+                mirage_index::create_unique(&state.stores(), &spec, &name, &config).await?;
+            state.insert_open(&name, c.clone()).await;
+            (c, existed)
+        }
     };
     let previous = state.collection_settings(&name).await;
     let changes = req.rag_min_score.is_some() || req.search_mode.is_some() || req.fusion.is_some();

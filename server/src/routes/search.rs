@@ -338,6 +338,23 @@ pub async fn rag_context(
     if rag.abstained {
         state.metrics.abstained(&req.collection);
     }
+    Ok(Json(rag_response(
+        &req.collection,
+        &collection,
+        served.model_ref.clone(),
+        mode,
+        rag,
+    )))
+}
+
+/// The response of a RAG context, as `POST /v1/rag/context` returns it and `mirage rag` prints it.
+pub fn rag_response(
+    name: &str,
+    collection: &mirage_index::Collection,
+    model: ModelRef,
+    mode: RetrievalMode,
+    rag: rag::RagContext,
+) -> RagResponse {
     let content_parts = if rag.abstained {
         Vec::new()
     } else {
@@ -348,13 +365,13 @@ pub async fn rag_context(
     };
     let searched = Searched {
         hits: rag.citations,
-        model: served.model_ref.clone(),
+        model,
         index_version: collection.index_version(),
         store: collection.kind(),
         mode: mode.into(),
     };
-    Ok(Json(RagResponse {
-        citations: to_hits(&req.collection, searched, 1),
+    RagResponse {
+        citations: to_hits(name, searched, 1),
         content_parts,
         context: rag.context,
         abstained: rag.abstained,
@@ -365,5 +382,5 @@ pub async fn rag_context(
         truncated: rag.truncated,
         mode: mode.into(),
         passages: rag.passages.into_iter().map(Into::into).collect(),
-    }))
+    }
 }

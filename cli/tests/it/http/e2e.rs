@@ -6,7 +6,7 @@ use mirage_model::MirageModel;
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 /// Reports with a finding each; r5 is a near-duplicate of r1 (for RAG de-duplication).
 pub const REPORTS: &[(&str, &str, &str)] = &[
@@ -58,7 +58,7 @@ async fn the_product_path_over_qdrant() {
 async fn product_path(qdrant: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let model = MirageModel::open_cpu(&bundle).unwrap();
     let work = dir.path().join("work");
     let extra: Vec<&str> = qdrant.map_or(vec![], |url| vec!["--qdrant-url", url]);
@@ -92,7 +92,7 @@ async fn product_path(qdrant: Option<&str>) {
     let info = api.get("/info", "/info").await.expect(200);
     assert_eq!(info.body["model_id"], model.model_id());
     assert_eq!(info.body["embed_dim"], 16);
-    assert_eq!(info.body["text_bank_size"], crate::BANK.len());
+    assert_eq!(info.body["text_bank_size"], crate::http::BANK.len());
     // The default engine: ONNX Runtime wherever its library was fetched (always under CI).
     let engine = info.body["engine"].as_str().unwrap();
     assert!(
@@ -431,7 +431,7 @@ async fn product_path(qdrant: Option<&str>) {
             "{res} vs {w:?}"
         );
         assert_eq!(res["flagged"], w.s < 0.3);
-        assert_eq!(res["nearest_bank_caption"], crate::BANK[w.nearest]);
+        assert_eq!(res["nearest_bank_caption"], crate::http::BANK[w.nearest]);
     }
     assert_eq!(r.body["results"][0]["id"], "p1");
 
@@ -492,7 +492,7 @@ async fn product_path(qdrant: Option<&str>) {
 async fn precomputed_item_vectors_are_indexed_as_given() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let model = MirageModel::open_cpu(&bundle).unwrap();
     let dim = model.dim();
     let work = dir.path().join("work");

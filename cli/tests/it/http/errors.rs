@@ -3,13 +3,13 @@
 use mirage_index::{CollectionConfig, EmbeddedCollection, ModelRef};
 use serde_json::json;
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let work = dir.path().join("work");
     // A collection built with another model, placed before the server starts.
     let other = ModelRef {
@@ -370,7 +370,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
 
     // Audit needs a text bank: a bundle without one says so.
     let plain = dir.path().join("plain");
-    crate::bundle_without_bank(&plain);
+    crate::http::bundle_without_bank(&plain);
     let server = Server::start(&plain, &dir.path().join("work2"), &[]);
     server
         .api

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::Server;
+use crate::http::harness::Server;
 
 /// The fuzzer's seed: a failure message names it, and rerunning with it repeats the run.
 const SEED: &str = "20261203";
@@ -76,10 +76,10 @@ fn fuzz(st: &Path, server: &Server, label: &str, key: Option<&str>, report: &Pat
 /// `reranker`, a tiny cross-encoder too (so rerank answers; without one it is refused, 409).
 fn serve(dir: &Path, reranker: bool, extra: &[&str]) -> Server {
     let bundle = dir.join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
     if reranker {
-        let path = crate::tiny_reranker(dir);
+        let path = crate::http::tiny_reranker(dir);
         args.extend(["--reranker".to_owned(), path.display().to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

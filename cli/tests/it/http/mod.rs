@@ -1,10 +1,7 @@
 //! End-to-end tests of the HTTP service: the real `mirage serve` binary on 127.0.0.1:0, real
 //! HTTP, real images, every response checked against the committed OpenAPI document.
-#![allow(unreachable_pub)]
 
 mod cli_parity;
-#[path = "../common/mod.rs"]
-mod common;
 mod e2e;
 mod errors;
 mod fuzz;

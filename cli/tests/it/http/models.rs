@@ -9,7 +9,7 @@ use mirage_model::testing::{write_tiny_bundle, TinyVision};
 use mirage_model::MirageModel;
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 const A: &str = "tiny-resnetmean";
 const B: &str = "tiny-clip";

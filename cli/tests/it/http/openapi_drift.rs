@@ -4,7 +4,7 @@
 fn committed_openapi_matches_the_code() {
     let generated = mirage_server::app::openapi();
     assert!(
-        &generated == crate::harness::spec(),
+        &generated == crate::http::harness::spec(),
         "openapi/openapi.json is out of date; regenerate it with\n    cargo run -p mirage-server -- openapi > openapi/openapi.json"
     );
 }
@@ -17,5 +17,5 @@ fn the_served_spec_is_the_committed_one() {
         .unwrap();
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(&printed == crate::harness::spec());
+    assert!(&printed == crate::http::harness::spec());
 }

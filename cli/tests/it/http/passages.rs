@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 /// Reports longer than the tiny model's 32 tokens (most of its words are spelled letter by
 /// letter).
@@ -55,8 +55,8 @@ async fn passages_grouping_and_rerank_in_qdrant() {
 async fn passages_path(qdrant: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
-    let reranker = crate::tiny_reranker(dir.path());
+    crate::http::bundle_with_bank(&bundle);
+    let reranker = crate::http::tiny_reranker(dir.path());
     let work = dir.path().join("work");
     let mut extra = vec!["--reranker", reranker.to_str().unwrap()];
     if let Some(url) = qdrant {

@@ -5,13 +5,13 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_scopes_body_limit_queue_and_cors() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let server = Server::start(
         &bundle,
         &dir.path().join("work"),
@@ -187,7 +187,7 @@ async fn keys_scopes_body_limit_queue_and_cors() {
 async fn shutdown_finishes_the_request_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let server = Server::start(&bundle, &dir.path().join("work"), &["--batch-size", "4"]);
     let api = server.api.clone();
     let images: Vec<serde_json::Value> = (0..256)
@@ -250,7 +250,7 @@ async fn shutdown_finishes_the_request_in_flight() {
 async fn settings_layer_defaults_file_variables_and_flags() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let file = dir.path().join("mirage.toml");
     std::fs::write(
         &file,

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::harness::{png, Server};
+use crate::http::harness::{png, Server};
 
 #[test]
 fn the_python_client_suite_passes_against_a_live_server() {
@@ -17,8 +17,8 @@ fn the_python_client_suite_passes_against_a_live_server() {
     };
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
-    let reranker = crate::tiny_reranker(dir.path());
+    crate::http::bundle_with_bank(&bundle);
+    let reranker = crate::http::tiny_reranker(dir.path());
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     std::fs::write(media.join("scan.png"), png(5, 32)).unwrap();

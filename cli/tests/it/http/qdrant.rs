@@ -10,7 +10,7 @@ use mirage_index::testing::{qdrant_tools, QdrantNode};
 use serde_json::{json, Value};
 
 use crate::common::{assets_dir, fail, mirage, ok, require_asset};
-use crate::harness::*;
+use crate::http::harness::*;
 
 const C: &str = "/v1/collections/{name}";
 const ITEMS: &str = "/v1/collections/{name}/items";
@@ -143,7 +143,7 @@ fn one_node(suite: &str) -> Option<(tempfile::TempDir, QdrantNode, PathBuf)> {
     let dir = tempfile::tempdir().unwrap();
     let node = QdrantNode::start(&tools, &dir.path().join("qdrant"), false, None, None).unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     Some((dir, node, bundle))
 }
 
@@ -265,7 +265,7 @@ async fn qdrant_down_at_start_or_refusing_the_key_leaves_the_embedded_store_serv
     };
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
 
     // Nothing listens on the Qdrant port: the server starts, is ready with a warning, serves
     // embedded collections and answers 503 for Qdrant.
@@ -383,7 +383,7 @@ async fn one_name_is_one_collection_across_the_two_stores() {
         &["--check-store", &qdrant],
     ));
     assert!(
-        err.contains("already exists in qdrant:") && err.contains("one store only"),
+        err.contains("it lives in qdrant:") && err.contains("one store only"),
         "{err}"
     );
     // Resuming into the store that holds it is fine.
@@ -592,7 +592,7 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
         .collect();
     assert_eq!(ids.len(), 1000);
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let store = format!("qdrant:{}", n1.grpc_url());
     let out = ok(build(
         &bundle,

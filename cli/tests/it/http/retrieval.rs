@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 const REPORTS: &[(&str, &str, &str)] = &[
     (
@@ -66,7 +66,7 @@ async fn dense_lexical_and_hybrid_search_in_qdrant() {
 async fn retrieval_path(qdrant: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let work = dir.path().join("work");
     let extra: Vec<&str> = qdrant.map_or(vec![], |url| vec!["--qdrant-url", url]);
     let name = match qdrant {

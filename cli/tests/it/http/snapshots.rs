@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 const SNAP: &str = "/v1/snapshots/{snapshot}";
 
@@ -22,7 +22,7 @@ fn items(from: usize, to: usize) -> Value {
 async fn snapshots_taken_under_writes_restore_exactly_what_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_without_bank(&bundle);
+    crate::http::bundle_without_bank(&bundle);
     let work = dir.path().join("work");
     let server = Server::start(
         &bundle,

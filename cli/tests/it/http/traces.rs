@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use prost::Message;
 use serde_json::json;
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -84,7 +84,7 @@ async fn request_inference_and_store_spans_reach_an_otlp_collector_in_the_caller
     let endpoint = collector(received.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_without_bank(&bundle);
+    crate::http::bundle_without_bank(&bundle);
     let server = Server::start(
         &bundle,
         &dir.path().join("work"),

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use crate::harness::*;
+use crate::http::harness::*;
 
 /// The browser: `MIRAGE_CHROMIUM`, else `chromium` on PATH. Missing is a failure under CI (which
 /// installs Debian's chromium) and a printed skip elsewhere.
@@ -268,7 +268,7 @@ async fn the_page_searches_by_text_and_image_and_classifies_in_chromium() {
     };
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_with_bank(&bundle);
+    crate::http::bundle_with_bank(&bundle);
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     let mut corpus = String::new();
@@ -490,7 +490,7 @@ async fn the_page_searches_by_text_and_image_and_classifies_in_chromium() {
 async fn media_is_off_without_a_media_root_and_the_page_is_public() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    crate::bundle_without_bank(&bundle);
+    crate::http::bundle_without_bank(&bundle);
     let work = dir.path().join("work");
     let server = Server::start(&bundle, &work, &["--api-keys", "reader"]);
     let api = server.api.clone();
