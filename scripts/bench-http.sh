@@ -14,7 +14,7 @@ assets="${MIRAGE_ASSETS:-$cache/assets}"
 target="${CARGO_TARGET_DIR:-target}"
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-cli --bin mirage
-cargo build --release -q -p mirage-server --example bench_http
+cargo build --release -q -p mirage-cli --example bench_http
 source scripts/lib/bench-bundle.sh
 bundle="$(bench_bundle "$target/release/mirage" "$cache" "$assets")"
 "$target/release/examples/bench_http" "$bundle" "$assets/radlabels/synthetic_reports" \

@@ -16,7 +16,7 @@ target="${CARGO_TARGET_DIR:-target}"
 tools="$(scripts/with-qdrant.sh --find)"
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-cli --features qdrant --bin mirage
-cargo build --release -q -p mirage-server --features qdrant --example bench_http
+cargo build --release -q -p mirage-cli --features qdrant --example bench_http
 mirage="$target/release/mirage"
 source scripts/lib/bench-bundle.sh
 bundle="$(bench_bundle "$mirage" "$cache" "$assets")"

@@ -1,9 +1,12 @@
 //! Reading, validating and writing a model bundle directory (docs/DESIGN.md §2).
 
-use std::collections::{BTreeMap, HashMap};
+#[cfg(feature = "candle")]
+use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "candle")]
 use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
@@ -13,6 +16,7 @@ use crate::config::{
 };
 use crate::embeddings::Embeddings;
 use crate::names::{self, TensorSpec};
+use crate::weights::{read_safetensors, HostWeights};
 use crate::{Error, Result};
 
 /// A bundle whose files exist, match their checksums and hold every tensor the architecture needs.
@@ -239,41 +243,31 @@ impl Bundle {
         self.dir.join(TOKENIZER_JSON)
     }
 
-    /// Loads every tensor of `model.safetensors` onto `device` as f32.
-    pub fn load_tensors(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+    /// Every tensor of `model.safetensors` as f32 on the host.
+    pub fn load_weights(&self) -> Result<HostWeights> {
         // The first load uses the bytes `open` verified; later loads read and verify again.
         let kept = self.weights_slot().take();
         let bytes = match kept {
             Some(b) => b,
             None => self.read_checked(MODEL_SAFETENSORS, &self.config.files[MODEL_SAFETENSORS])?,
         };
-        let path = self.dir.join(MODEL_SAFETENSORS);
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-            Error::Safetensors {
-                path,
-                reason: e.to_string(),
-            }
-        })?;
-        tensors
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-            .collect()
+        read_safetensors(&self.dir.join(MODEL_SAFETENSORS), &bytes)
+    }
+
+    /// Every tensor of `model.safetensors` onto `device` as f32 candle tensors.
+    #[cfg(feature = "candle")]
+    pub fn load_tensors(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        crate::weights::to_candle(self.load_weights()?, device)
     }
 
     /// The exported memory bank, when the bundle has one.
     pub fn text_bank(&self) -> Result<Option<TextBank>> {
-        let device = &Device::Cpu;
         let Some(sha) = self.config.files.get(TEXT_BANK_SAFETENSORS) else {
             return Ok(None);
         };
         let path = self.dir.join(TEXT_BANK_SAFETENSORS);
         let bytes = self.read_checked(TEXT_BANK_SAFETENSORS, sha)?;
-        let mut map = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-            Error::Safetensors {
-                path: path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let mut map = read_safetensors(&path, &bytes)?;
         let embeddings = map
             .remove(names::TEXT_BANK)
             .ok_or_else(|| Error::MissingTensor {
@@ -316,12 +310,11 @@ impl Bundle {
                 dims[0]
             )));
         }
-        let rows = embeddings
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
         Ok(Some(TextBank {
-            embeddings: Embeddings::new(rows, self.config.architecture.embed_dim)?,
+            embeddings: Embeddings::new(
+                embeddings.data().to_vec(),
+                self.config.architecture.embed_dim,
+            )?,
             captions,
         }))
     }
@@ -363,6 +356,7 @@ pub(crate) fn check_tensors(path: &Path, bytes: &[u8], specs: &[TensorSpec]) -> 
 }
 
 /// What a writer supplies; checksums and the file list are filled in by [`write_bundle`].
+#[cfg(feature = "candle")]
 #[derive(Debug)]
 pub struct BundleContents<'a> {
     /// `bundle.json` without `files` (any value there is replaced).
@@ -387,6 +381,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes a bundle to `dir` (created if needed). `bundle.json` is written last, so a directory
 /// with a `bundle.json` is always complete.
+#[cfg(feature = "candle")]
 pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> {
     let BundleContents {
         mut config,
@@ -466,9 +461,9 @@ pub fn write_bundle(dir: &Path, contents: BundleContents<'_>) -> Result<Bundle> 
 /// already have). The model's identity (`Bundle::sha256`) does not change.
 pub fn add_onnx(dir: &Path) -> Result<Bundle> {
     let bundle = Bundle::open(dir)?;
-    let tensors = bundle.load_tensors(&Device::Cpu)?;
+    let weights = bundle.load_weights()?;
     let mut config = bundle.config().clone();
-    let graphs = crate::onnx::build(&config, &tensors)?;
+    let graphs = crate::onnx::build(&config, &weights)?;
     let specs = crate::onnx::specs(&config, bundle.sha256());
     write_file(&dir.join(&specs.text.file), &graphs.text)?;
     write_file(&dir.join(&specs.vision.file), &graphs.vision)?;
@@ -519,6 +514,7 @@ pub fn write_calibrated(bundle: &Bundle, dir: &Path, calibration: Calibration) -
     Bundle::open(dir)
 }
 
+#[cfg(feature = "candle")]
 fn serialize(tensors: &BTreeMap<&String, Tensor>) -> Result<Vec<u8>> {
     let data: Vec<(&String, Vec<u8>, Vec<usize>)> = tensors
         .iter()

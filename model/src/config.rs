@@ -877,3 +877,12 @@ impl BundleConfig {
         }
     }
 }
+
+/// A JSON file, with its path in any error.
+pub(crate) fn read_json(path: &std::path::Path) -> crate::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| crate::Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -146,6 +146,7 @@ pub enum Error {
     #[error("{0}")]
     Engine(String),
     /// The tensor library failed.
+    #[cfg(feature = "candle")]
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

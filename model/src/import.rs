@@ -42,13 +42,7 @@ pub struct ImportOptions {
     pub model_id: String,
 }
 
-pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
+pub(crate) use crate::config::read_json;
 
 pub(crate) fn load_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

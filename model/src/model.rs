@@ -3,8 +3,6 @@
 //! prompt templates, logit scale); the two forward passes run on the engine chosen at load
 //! (`engine/`).
 
-use candle_core::Device;
-
 use crate::bundle::Bundle;
 use crate::config::{BundleConfig, PromptTemplates, TextTower};
 use crate::embeddings::Embeddings;
@@ -33,7 +31,6 @@ pub struct MirageModel {
     engine: Box<dyn Engine>,
     inference_device: DeviceChoice,
     logit_scale: f32,
-    device: Device,
 }
 
 impl std::fmt::Debug for MirageModel {
@@ -50,12 +47,11 @@ impl MirageModel {
     /// Loads a validated bundle on the engine `options` choose.
     pub fn load(bundle: &Bundle, options: &EngineOptions) -> Result<Self> {
         let config = bundle.config().clone();
-        let device = Device::Cpu;
-        let tensors = bundle.load_tensors(&device)?;
+        let tensors = bundle.load_weights()?;
         let logit = tensors
             .get(names::LOGIT_SCALE)
+            .and_then(|t| t.data().first())
             .expect("validated bundle has logit_scale — this is a bug")
-            .to_scalar::<f32>()?
             .exp();
         if (logit - config.logit_scale).abs() > 1e-3 * config.logit_scale.max(1.0) {
             return Err(Error::InvalidConfig(format!(
@@ -104,7 +100,6 @@ impl MirageModel {
             engine,
             inference_device: options.device,
             logit_scale: logit,
-            device,
         })
     }
 
@@ -143,11 +138,6 @@ impl MirageModel {
     /// σ, the multiplicative logit scale.
     pub fn logit_scale(&self) -> f32 {
         self.logit_scale
-    }
-
-    /// The device the engine-independent tensor math (zero-shot, matching) runs on.
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 
     /// The engine running the towers.

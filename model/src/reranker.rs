@@ -12,24 +12,35 @@
 //! `sigmoid(logit)` for one label (what sentence-transformers' `CrossEncoder` returns), and the
 //! softmax probability of label 1 for two or more.
 
+#[cfg(feature = "candle")]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+#[cfg(feature = "candle")]
 use candle_core::{DType, Device, Tensor};
+#[cfg(feature = "candle")]
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+#[cfg(feature = "candle")]
+use serde_json::json;
+use serde_json::Value;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::bundle::sha256_hex;
-use crate::config::{BertConfig, TextPooling};
+use crate::config::read_json;
+use crate::config::BertConfig;
+#[cfg(feature = "candle")]
+use crate::config::TextPooling;
 use crate::engine::{EngineKind, EngineOptions};
-use crate::import::{load_safetensors, read_json};
+#[cfg(feature = "candle")]
+use crate::import::load_safetensors;
 use crate::names::{self, path, BIAS, WEIGHT};
 use crate::onnx::graph::{GraphBuilder, Weights};
 use crate::onnx::proto::{Dim, ElemType};
+#[cfg(feature = "candle")]
 use crate::towers::bert::BertEncoder;
+#[cfg(feature = "candle")]
 use crate::towers::layers::{linear, Dense};
 use crate::{Error, Result};
 
@@ -95,6 +106,7 @@ fn expected_tensors(c: &BertConfig, labels: usize) -> Vec<(String, Vec<usize>)> 
 /// directory (`config.json`, `model.safetensors`, `tokenizer.json`). `max_length` defaults to
 /// `tokenizer_config.json`'s `model_max_length` when it is a real limit, else the position
 /// table. Unknown layouts are refused naming what did not fit.
+#[cfg(feature = "candle")]
 pub fn import_cross_encoder(
     dir: &Path,
     out: &Path,
@@ -226,14 +238,17 @@ pub fn import_cross_encoder(
 }
 
 /// The candle forward pass: BERT, `tanh` pooler over `[CLS]`, classifier.
+#[cfg(feature = "candle")]
 struct CandleScorer {
     bert: BertEncoder,
     pooler: Dense,
     classifier: Dense,
 }
 
+#[cfg(feature = "candle")]
 impl CandleScorer {
-    fn load(tensors: HashMap<String, Tensor>, c: &RerankerConfig) -> Result<Self> {
+    fn load(tensors: crate::weights::HostWeights, c: &RerankerConfig) -> Result<Self> {
+        let tensors = crate::weights::to_candle(tensors, &Device::Cpu)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
         let h = c.bert.hidden_size;
         Ok(Self {
@@ -252,7 +267,7 @@ impl CandleScorer {
 
 /// The ONNX graph of a cross-encoder: the text tower's BERT body under `bert`, then the same
 /// head as [`CandleScorer`]. Inputs as the text graph's; output `logits` `[batch, labels]`.
-fn onnx_graph(c: &RerankerConfig, tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
+fn onnx_graph(c: &RerankerConfig, tensors: &crate::weights::HostWeights) -> Result<Vec<u8>> {
     let w = Weights::new(tensors);
     let mut g = GraphBuilder::new(
         "mirage_cross_encoder",
@@ -282,6 +297,7 @@ fn onnx_graph(c: &RerankerConfig, tensors: &HashMap<String, Tensor>) -> Result<V
 }
 
 enum Scorer {
+    #[cfg(feature = "candle")]
     Candle(CandleScorer),
     Ort(Mutex<ort::session::Session>),
 }
@@ -344,12 +360,7 @@ impl Reranker {
                 config.weights_sha256
             )));
         }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
-            Error::Safetensors {
-                path: weights_path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let tensors = crate::weights::read_safetensors(&weights_path, &bytes)?;
         for (name, shape) in expected_tensors(&config.bert, config.num_labels) {
             match tensors.get(&name) {
                 Some(t) if t.dims() == shape.as_slice() => {}
@@ -396,7 +407,12 @@ impl Reranker {
                 let session = crate::engine::ort::session(&graph, options, "cross-encoder")?;
                 Ok(Scorer::Ort(Mutex::new(session)))
             },
-            |t| Ok(Scorer::Candle(CandleScorer::load(t, &config)?)),
+            |t| {
+                #[cfg(feature = "candle")]
+                return Ok(Scorer::Candle(CandleScorer::load(t, &config)?));
+                #[cfg(not(feature = "candle"))]
+                return Err(crate::engine::without_candle(t));
+            },
         )?;
         tracing::info!(model_id = %config.model_id, engine = kind.as_str(), "reranker loaded");
         Ok(Self {
@@ -481,6 +497,7 @@ impl Reranker {
                     padded(tokenizers::Encoding::get_attention_mask, 0),
                 );
                 let values = match &self.scorer {
+                    #[cfg(feature = "candle")]
                     Scorer::Candle(s) => {
                         let t = |v: Vec<u32>| Tensor::from_vec(v, (b, l), &Device::Cpu);
                         s.logits(&t(ids)?, &t(types)?, &t(mask)?)?

@@ -3,13 +3,15 @@
 
 use std::path::Path;
 
+#[cfg(feature = "candle")]
 use candle_core::{Device, Tensor};
 use tokenizers::{PaddingParams, PaddingStrategy, PostProcessor, Tokenizer, TruncationParams};
 
 use crate::config::TokenizerSettings;
 use crate::{Error, Result};
 
-/// A batch of token ids with its attention mask, all [B, L].
+/// A batch of token ids with its attention mask, all [B, L], as candle tensors.
+#[cfg(feature = "candle")]
 #[derive(Debug)]
 pub struct TokenBatch {
     /// Token ids.
@@ -308,7 +310,8 @@ impl TextTokenizer {
         Ok(out)
     }
 
-    /// Tokenises a batch, padded to its longest item.
+    /// Tokenises a batch, padded to its longest item, as candle tensors.
+    #[cfg(feature = "candle")]
     pub fn encode_batch(&self, texts: &[&str], device: &Device) -> Result<TokenBatch> {
         let t = self.encode_ids(texts)?;
         let shape = (t.batch, t.seq_len);

@@ -1,7 +1,5 @@
 //! The candle engine: the pure-Rust towers of `towers/` plus the projections.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
@@ -31,10 +29,11 @@ pub(crate) struct CandleEngine {
 impl CandleEngine {
     pub(crate) fn load(
         bundle: &Bundle,
-        tensors: HashMap<String, Tensor>,
+        tensors: crate::weights::HostWeights,
         options: &EngineOptions,
     ) -> Result<Self> {
         let device = Device::Cpu;
+        let tensors = crate::weights::to_candle(tensors, &device)?;
         let threads = options.resolved_threads();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

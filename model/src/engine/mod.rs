@@ -7,16 +7,15 @@
 //!   library loads.
 //! - [`EngineKind::Candle`]: the pure-Rust candle towers (`towers/`).
 
+#[cfg(feature = "candle")]
 mod candle;
 pub(crate) mod ort;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-
-use candle_core::Tensor;
 
 use crate::bundle::Bundle;
 use crate::tokenize::TokenIds;
+use crate::weights::HostWeights;
 use crate::{Error, Result};
 
 pub use self::ort::{find_library, OrtLibrary};
@@ -159,7 +158,7 @@ pub(crate) trait Engine: Send + Sync {
 /// Loads the engine `options` ask for over `bundle`, whose f32 weights are `tensors`.
 pub(crate) fn load(
     bundle: &Bundle,
-    tensors: HashMap<String, Tensor>,
+    tensors: HostWeights,
     options: &EngineOptions,
 ) -> Result<Box<dyn Engine>> {
     let (engine, _) = choose(
@@ -167,9 +166,24 @@ pub(crate) fn load(
         "model",
         tensors,
         |t| Ok(Box::new(ort::OrtEngine::load(bundle, t, options)?) as Box<dyn Engine>),
-        |t| Ok(Box::new(candle::CandleEngine::load(bundle, t, options)?) as Box<dyn Engine>),
+        |t| {
+            #[cfg(feature = "candle")]
+            return Ok(Box::new(candle::CandleEngine::load(bundle, t, options)?) as Box<dyn Engine>);
+            #[cfg(not(feature = "candle"))]
+            return Err(without_candle(t));
+        },
     )?;
     Ok(engine)
+}
+
+/// The refusal of a build without the candle engine (mirage-model's feature `candle`).
+#[cfg(not(feature = "candle"))]
+pub(crate) fn without_candle(_: HostWeights) -> Error {
+    Error::Engine(
+        "this build has no candle engine (mirage-model's feature `candle`): use ONNX Runtime \
+         (--engine ort, with its library: ORT_DYLIB_PATH, --ort-library or --assets)"
+            .into(),
+    )
 }
 
 /// The engine rule for every model this crate runs (the towers, a reranker): the thread count
@@ -178,9 +192,9 @@ pub(crate) fn load(
 pub(crate) fn choose<T>(
     options: &EngineOptions,
     what: &str,
-    tensors: HashMap<String, Tensor>,
-    ort: impl FnOnce(&HashMap<String, Tensor>) -> Result<T>,
-    candle: impl FnOnce(HashMap<String, Tensor>) -> Result<T>,
+    tensors: HostWeights,
+    ort: impl FnOnce(&HostWeights) -> Result<T>,
+    candle: impl FnOnce(HostWeights) -> Result<T>,
 ) -> Result<(T, EngineKind)> {
     if options.threads > MAX_THREADS {
         return Err(Error::InvalidInput(format!(
@@ -208,7 +222,10 @@ pub(crate) fn choose<T>(
                 );
                 Ok((e, EngineKind::Ort))
             }
-            Err(Error::Engine(why)) if options.device == DeviceChoice::Cpu => {
+            // Without candle there is nothing to fall back to: the ONNX Runtime error stands.
+            Err(Error::Engine(why))
+                if options.device == DeviceChoice::Cpu && cfg!(feature = "candle") =>
+            {
                 tracing::warn!(engine = "candle", reason = %why, "{what} engine: candle (auto: ONNX Runtime unavailable)");
                 Ok((candle(tensors)?, EngineKind::Candle))
             }

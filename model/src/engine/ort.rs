@@ -2,7 +2,6 @@
 //! the onnxruntime wheel on PyPI, unpacked by `scripts/fetch-assets.sh`), one session per tower
 //! created at load, tuned for serving.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -181,7 +180,7 @@ pub(crate) struct OrtEngine {
 impl OrtEngine {
     pub(crate) fn load(
         bundle: &Bundle,
-        tensors: &HashMap<String, candle_core::Tensor>,
+        tensors: &crate::weights::HostWeights,
         options: &EngineOptions,
     ) -> Result<Self> {
         let library = load_library(options.ort_library.as_deref(), options.assets.as_deref())?;

@@ -3,9 +3,8 @@
 
 use crate::config::HiddenAct;
 use crate::names::{block, path, BIAS, WEIGHT};
-use std::collections::HashMap;
 
-use candle_core::Tensor;
+use crate::weights::{HostTensor, HostWeights};
 
 use super::proto::{AttrValue, Dim, ElemType, Model, Node, TensorData, TensorValues, ValueInfo};
 use crate::{Error, Result};
@@ -28,15 +27,15 @@ pub(crate) fn float(name: &str, v: f32) -> (String, AttrValue) {
 
 /// The weights of a bundle by tensor name (f32, on the CPU).
 pub(crate) struct Weights<'a> {
-    tensors: &'a HashMap<String, Tensor>,
+    tensors: &'a HostWeights,
 }
 
 impl<'a> Weights<'a> {
-    pub(crate) fn new(tensors: &'a HashMap<String, Tensor>) -> Self {
+    pub(crate) fn new(tensors: &'a HostWeights) -> Self {
         Self { tensors }
     }
 
-    pub(crate) fn get(&self, name: &str) -> Result<&'a Tensor> {
+    pub(crate) fn get(&self, name: &str) -> Result<&'a HostTensor> {
         self.tensors.get(name).ok_or_else(|| {
             Error::InvalidConfig(format!("tensor `{name}` is missing from the weights"))
         })
@@ -122,9 +121,9 @@ impl GraphBuilder {
 
     /// A tensor as an initializer named after its bundle name, so a graph viewer shows which
     /// weight is which.
-    pub(crate) fn tensor(&mut self, name: &str, t: &Tensor) -> Result<String> {
+    pub(crate) fn tensor(&mut self, name: &str, t: &HostTensor) -> Result<String> {
         let dims = t.dims().iter().map(|&d| d as i64).collect::<Vec<_>>();
-        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        let values = t.data().to_vec();
         self.model.initializers.push(TensorData {
             name: name.to_owned(),
             dims,
@@ -134,8 +133,8 @@ impl GraphBuilder {
     }
 
     /// The transpose of a [out, in] weight, as MatMul wants [in, out].
-    pub(crate) fn tensor_t(&mut self, name: &str, t: &Tensor) -> Result<String> {
-        self.tensor(&format!("{name}^T"), &t.t()?.contiguous()?)
+    pub(crate) fn tensor_t(&mut self, name: &str, t: &HostTensor) -> Result<String> {
+        self.tensor(&format!("{name}^T"), &t.transposed()?)
     }
 
     /// Appends a node with explicit outputs.

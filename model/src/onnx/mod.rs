@@ -15,10 +15,9 @@ pub mod proto;
 pub(crate) mod text;
 mod vision;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::Tensor;
+use crate::weights::HostWeights;
 
 pub use graph::OPSET;
 use proto::{Dim, OnnxSummary, ValueInfo};
@@ -44,10 +43,7 @@ pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 17..=21;
 
 /// The query tower's graph of an asymmetric bundle, serialised (`None` without one). It is
 /// built from the weights at load and never stored in a bundle.
-pub fn build_query(
-    config: &BundleConfig,
-    tensors: &HashMap<String, Tensor>,
-) -> Result<Option<Vec<u8>>> {
+pub fn build_query(config: &BundleConfig, tensors: &HostWeights) -> Result<Option<Vec<u8>>> {
     let w = graph::Weights::new(tensors);
     let doc = format!(
         "MIRAGE query text tower of model `{}`, written by mirage-rs {}",
@@ -67,7 +63,7 @@ pub struct TowerGraphs {
 }
 
 /// Builds both graphs from a bundle's configuration and its f32 tensors (CPU).
-pub fn build(config: &BundleConfig, tensors: &HashMap<String, Tensor>) -> Result<TowerGraphs> {
+pub fn build(config: &BundleConfig, tensors: &HostWeights) -> Result<TowerGraphs> {
     let w = graph::Weights::new(tensors);
     let doc = |tower: &str| {
         format!(

@@ -150,22 +150,16 @@ pub(crate) fn bert_body(
         let a = path(&[&l, ATTENTION]);
         let qkv = |part: &str, leaf: &str| path(&[&a, SELF, part, leaf]);
         // Attention wants Q|K|V side by side as one [H, 3H] weight and one [3H] bias.
-        let qkv_w = candle_core::Tensor::cat(
-            &[
-                w.get(&qkv(QUERY, WEIGHT))?,
-                w.get(&qkv(KEY, WEIGHT))?,
-                w.get(&qkv(VALUE, WEIGHT))?,
-            ],
-            0,
-        )?;
-        let qkv_b = candle_core::Tensor::cat(
-            &[
-                w.get(&qkv(QUERY, BIAS))?,
-                w.get(&qkv(KEY, BIAS))?,
-                w.get(&qkv(VALUE, BIAS))?,
-            ],
-            0,
-        )?;
+        let qkv_w = crate::weights::HostTensor::concat(&[
+            w.get(&qkv(QUERY, WEIGHT))?,
+            w.get(&qkv(KEY, WEIGHT))?,
+            w.get(&qkv(VALUE, WEIGHT))?,
+        ])?;
+        let qkv_b = crate::weights::HostTensor::concat(&[
+            w.get(&qkv(QUERY, BIAS))?,
+            w.get(&qkv(KEY, BIAS))?,
+            w.get(&qkv(VALUE, BIAS))?,
+        ])?;
         let qkv_w = g.tensor_t(&format!("{a}.self.qkv.weight"), &qkv_w)?;
         let qkv_b = g.tensor(&format!("{a}.self.qkv.bias"), &qkv_b)?;
         let ctx = g.ms_op(

@@ -12,7 +12,8 @@ use super::{VISION_INPUT, VISION_OUTPUT};
 use crate::config::{Architecture, ResNetConfig, VisionPooling, VisionTower, VitConfig};
 use crate::names::resnet::*;
 use crate::names::{path, vit, BIAS, RUNNING_MEAN, RUNNING_VAR, VISION, VISION_PROJ, WEIGHT};
-use crate::Result;
+use crate::weights::HostTensor;
+use crate::{Error, Result};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -62,10 +63,35 @@ fn conv_bn(
     let beta = w.get(&p(bn, BIAS))?;
     let mean = w.get(&p(bn, RUNNING_MEAN))?;
     let var = w.get(&p(bn, RUNNING_VAR))?;
-    let (out_c, _, k, _) = weight.dims4()?;
-    let scale = gamma.div(&(var + BN_EPS)?.sqrt()?)?;
-    let folded = weight.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
-    let bias = (beta - mean.mul(&scale)?)?;
+    let [out_c, _, k, _] = weight.dims()[..] else {
+        return Err(Error::InvalidConfig(format!(
+            "{} is not a 4-D convolution weight",
+            p(conv, WEIGHT)
+        )));
+    };
+    // Batch norm folded into the convolution, in f32 as the candle tower computes it.
+    let scale: Vec<f32> = gamma
+        .data()
+        .iter()
+        .zip(var.data())
+        .map(|(g, v)| g / (v + BN_EPS as f32).sqrt())
+        .collect();
+    let per_filter = weight.data().len() / out_c.max(1);
+    let folded: Vec<f32> = weight
+        .data()
+        .chunks_exact(per_filter.max(1))
+        .zip(&scale)
+        .flat_map(|(filter, s)| filter.iter().map(move |w| w * s))
+        .collect();
+    let bias: Vec<f32> = beta
+        .data()
+        .iter()
+        .zip(mean.data())
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    let folded = HostTensor::new(weight.dims().to_vec(), folded)?;
+    let bias = HostTensor::new(vec![out_c], bias)?;
     let wn = g.tensor(&format!("{}+{bn}", p(conv, WEIGHT)), &folded)?;
     let bn_ = g.tensor(&format!("{}+{bn}", p(conv, BIAS)), &bias)?;
     let pad = (k / 2) as i64;

@@ -2,7 +2,7 @@
 //! `POST /v1/embeddings` over real HTTP on loopback, next to the same work called in-process on
 //! the same state (same encoder queue, same collection), at each concurrency, in one run.
 //!
-//!   cargo run --release -p mirage-server --example bench_http -- BUNDLE REPORTS_DIR WORK_DIR \
+//!   cargo run --release -p mirage-cli --example bench_http -- BUNDLE REPORTS_DIR WORK_DIR \
 //!       [--seconds 30] [--concurrency 16,64] [--store SPEC] [--create JSON] [--search-only]
 //!
 //! `--store` puts the collection in another store (e.g. `qdrant:http://127.0.0.1:6334`),
