@@ -1,6 +1,6 @@
 //! `mirage data radlabels`: the report corpus, indexed and searched with a label filter.
 
-use crate::common::{assets_dir, fail, mirage, ok, require_asset};
+use crate::common::{assets_dir, fail, mirage, mri_atlas, mri_templates, ok, require_asset};
 use mirage_model::testing::{write_tiny_bundle, TinyVision};
 
 /// The rows of a JSONL file.
@@ -123,27 +123,11 @@ fn radlabels_corpus_indexes_and_filters_by_finding() {
 
 #[test]
 fn mri_atlas_dataset_is_deterministic_split_with_gaps_and_captioned_from_the_atlas() {
-    let Some(templates) = require_asset(std::path::PathBuf::from("/usr/share/mricron/templates"))
-    else {
+    let Some(templates) = mri_templates() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let build = |out: &std::path::Path| {
-        ok(mirage(&[
-            "data",
-            "mri-atlas",
-            "--templates",
-            templates.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--size",
-            "64",
-            "--augment",
-            "1",
-            "--step",
-            "2",
-        ]))
-    };
+    let build = |out: &std::path::Path| mri_atlas(&templates, out, 64, 2);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let summary: serde_json::Value = serde_json::from_str(build(&a).trim()).unwrap();
     build(&b);

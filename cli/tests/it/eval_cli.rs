@@ -2,27 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{fail, mirage, ok, require_asset};
+use crate::common::{fail, mirage, mri_atlas, mri_templates, ok};
 use mirage_model::testing::{write_tiny_bundle, write_tiny_bundle_with_bank, TinyVision};
 use serde_json::{json, Value};
 
 fn atlas(dir: &Path) -> Option<PathBuf> {
-    let templates = require_asset(PathBuf::from("/usr/share/mricron/templates"))?;
+    let templates = mri_templates()?;
     let out = dir.join("atlas");
-    ok(mirage(&[
-        "data",
-        "mri-atlas",
-        "--templates",
-        templates.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--size",
-        "48",
-        "--augment",
-        "1",
-        "--step",
-        "4",
-    ]));
+    mri_atlas(&templates, &out, 48, 4);
     Some(out)
 }
 

@@ -1,6 +1,6 @@
 //! `mirage index` and `mirage search` end to end, including SIGKILL in the middle of indexing.
 
-use crate::common::{fail, mirage, ok};
+use crate::common::{fail, mirage, ok, on_collection};
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -127,21 +127,20 @@ fn build_search_info_delete_from_the_shell() {
     assert_eq!(summary["indexed"], 30);
     assert_eq!(summary["items"], 30);
 
-    let out = ok(mirage(&[
+    let out = ok(mirage(&on_collection(
         "search",
-        "--bundle",
         &f.bundle,
-        "--store",
         &store,
-        "--collection",
         "reports",
-        "--text",
-        "chest radiograph 7: pneumothorax",
-        "--k",
-        "3",
-        "--mode",
-        "dense",
-    ]));
+        &[
+            "--text",
+            "chest radiograph 7: pneumothorax",
+            "--k",
+            "3",
+            "--mode",
+            "dense",
+        ],
+    )));
     let hits: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -153,23 +152,22 @@ fn build_search_info_delete_from_the_shell() {
     assert_eq!(hits[0]["payload"]["finding"], "pneumothorax");
 
     // Image query against image vectors, with a filter.
-    let out = ok(mirage(&[
+    let out = ok(mirage(&on_collection(
         "search",
-        "--bundle",
         &f.bundle,
-        "--store",
         &store,
-        "--collection",
         "reports",
-        "--image",
-        &format!("{}/cxr9.png", f.images),
-        "--target",
-        "image",
-        "--k",
-        "2",
-        "--filter",
-        r#"{"must": [{"key": "year", "range": {"gte": 2019}}]}"#,
-    ]));
+        &[
+            "--image",
+            &format!("{}/cxr9.png", f.images),
+            "--target",
+            "image",
+            "--k",
+            "2",
+            "--filter",
+            r#"{"must": [{"key": "year", "range": {"gte": 2019}}]}"#,
+        ],
+    )));
     let hits: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -208,45 +206,31 @@ fn build_search_info_delete_from_the_shell() {
     assert_eq!(info["tombstones"], 0);
 
     // Errors a user meets.
-    let err = fail(mirage(&[
+    let err = fail(mirage(&on_collection(
         "search",
-        "--bundle",
         &f.bundle,
-        "--store",
         &store,
-        "--collection",
         "nope",
-        "--text",
-        "x",
-    ]));
+        &["--text", "x"],
+    )));
     assert!(err.contains("does not exist"), "{err}");
-    let err = fail(mirage(&[
+    let err = fail(mirage(&on_collection(
         "search",
-        "--bundle",
         &f.bundle,
-        "--store",
         &store,
-        "--collection",
         "reports",
-        "--text",
-        "x",
-        "--filter",
-        r#"{"must": [{"key": "year"}]}"#,
-    ]));
+        &["--text", "x", "--filter", r#"{"must": [{"key": "year"}]}"#],
+    )));
     assert!(err.contains("needs match or range"), "{err}");
     let other = f.root.join("other-bundle");
     write_tiny_bundle(&other, TinyVision::ResNetMean, 16, 12).unwrap();
-    let err = fail(mirage(&[
+    let err = fail(mirage(&on_collection(
         "search",
-        "--bundle",
         &other.display().to_string(),
-        "--store",
         &store,
-        "--collection",
         "reports",
-        "--text",
-        "x",
-    ]));
+        &["--text", "x"],
+    )));
     assert!(err.contains("was built with model"), "{err}");
     let err = fail(info_of("mongodb:x", "reports"));
     assert!(err.contains("embedded:DIR or qdrant:URL"), "{err}");

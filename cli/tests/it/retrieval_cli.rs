@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{fail, mirage, ok};
+use crate::common::{fail, mirage, ok, on_collection};
 use serde_json::{json, Value};
 
 const FINDINGS: [&str; 4] = ["effusion", "edema", "pneumothorax", "cardiomegaly"];
@@ -190,23 +190,22 @@ fn passages_grouping_and_rerank_from_the_shell() {
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 
     // RAG cites passages by report and span, reranked.
-    let rag: Value = serde_json::from_str(&ok(mirage(&[
+    let rag: Value = serde_json::from_str(&ok(mirage(&on_collection(
         "rag",
-        "--bundle",
         &bundle,
-        "--store",
         &store,
-        "--collection",
         "split",
-        "--question",
-        "edema of the right lung",
-        "--k",
-        "3",
-        "--min-score",
-        "-1",
-        "--reranker",
-        &reranker,
-    ])))
+        &[
+            "--question",
+            "edema of the right lung",
+            "--k",
+            "3",
+            "--min-score",
+            "-1",
+            "--reranker",
+            &reranker,
+        ],
+    ))))
     .unwrap();
     let citations = rag["citations"].as_array().unwrap();
     assert!(!citations.is_empty(), "{rag}");
@@ -240,19 +239,13 @@ fn passages_grouping_and_rerank_from_the_shell() {
         &["--chunk", "tokens", "--chunk-tokens", "31"],
     ));
     assert!(e.contains("chunk tokens must be 1–30"), "{e}");
-    let e = fail(mirage(&[
+    let e = fail(mirage(&on_collection(
         "search",
-        "--bundle",
         &bundle,
-        "--store",
         &store,
-        "--collection",
         "split",
-        "--text",
-        "edema",
-        "--rerank-candidates",
-        "5",
-    ]));
+        &["--text", "edema", "--rerank-candidates", "5"],
+    )));
     assert!(e.contains("--reranker"), "{e}");
     let e = fail(mirage(&[
         "model",

@@ -11,6 +11,28 @@ pub(crate) fn mirage(args: &[&str]) -> Output {
 }
 
 /// Stdout of a run that must succeed (its stderr in the failure message otherwise).
+/// `COMMAND --bundle B --store S --collection C` and then `rest`: how every command over a
+/// collection (`search`, `rag`) starts.
+pub(crate) fn on_collection<'a>(
+    command: &'a str,
+    bundle: &'a str,
+    store: &'a str,
+    collection: &'a str,
+    rest: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        command,
+        "--bundle",
+        bundle,
+        "--store",
+        store,
+        "--collection",
+        collection,
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
 pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
@@ -54,6 +76,36 @@ pub(crate) fn require_asset(path: std::path::PathBuf) -> Option<std::path::PathB
         path.display()
     ));
     None
+}
+
+/// mricron's brain templates (Debian `mricron-data`), or `None` (skipped, or a failure under CI).
+pub(crate) fn mri_templates() -> Option<std::path::PathBuf> {
+    require_asset(std::path::PathBuf::from("/usr/share/mricron/templates"))
+}
+
+/// `mirage data mri-atlas` from `templates` into `out`: slices of `size` pixels every `step`,
+/// one augmentation; its stdout (the summary).
+pub(crate) fn mri_atlas(
+    templates: &std::path::Path,
+    out: &std::path::Path,
+    size: u32,
+    step: u32,
+) -> String {
+    let (size, step) = (size.to_string(), step.to_string());
+    ok(mirage(&[
+        "data",
+        "mri-atlas",
+        "--templates",
+        templates.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        &size,
+        "--augment",
+        "1",
+        "--step",
+        &step,
+    ]))
 }
 
 /// A tiny bundle (ResNet, mean pooling, 16 dimensions, 32 tokens) written to `dir/bundle`
