@@ -7,6 +7,10 @@
 # ROUNDS rounds and each cell is the best of its rounds (candle: first round only), as in
 # scripts/bench-encode.sh.
 #
+# Then, end to end (HTTP=false skips it): `mirage serve` with the bundle answering
+# POST /v1/embeddings with 8 PNG images or 8 reports per request, against PyTorch open_clip
+# in-process from the same PNG bytes and texts (scripts/bench/clip_http.py).
+#
 #   scripts/bench-clip.sh [THREADS] [ROUNDS]     (defaults: 2 threads, 3 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +45,34 @@ onnx() { OMP_NUM_THREADS=$threads "$py" scripts/bench/encode_ref.py onnxruntime 
 torch() { OMP_NUM_THREADS=$threads "$py" scripts/bench/clip_ref.py torch "$work" "$work/inputs.json" "$threads" 2>/dev/null >"$work/torch.$1"; }
 interleave "$rounds"
 python3 scripts/bench/encode_table.py "$work" "$rounds" "PyTorch open_clip" "CLIP text" "ViT-B/16 224 px" "whole reports (77 tokens)"
+
+if [[ "${HTTP:-true}" == true ]]; then
+  echo >&2
+  echo "end to end: mirage serve over HTTP vs PyTorch open_clip in-process" >&2
+  "$mirage" serve --bundle "$work/bundle" --host 127.0.0.1 --port 0 --threads "$threads" \
+    --data-dir "$work/data" --store "embedded:$work/indexes" >"$work/serve.out" 2>"$work/serve.err" &
+  server=$!
+  url=""
+  for _ in $(seq 1 600); do
+    url=$(sed -n 's/^listening on //p' "$work/serve.out")
+    [[ -n "$url" ]] && break
+    kill -0 "$server" 2>/dev/null || { cat "$work/serve.err" >&2; exit 1; }
+    sleep 0.1
+  done
+  [[ -n "$url" ]] || { echo "mirage serve did not start" >&2; kill "$server"; exit 1; }
+  "$py" scripts/bench/clip_http.py mirage "$url" "$work/inputs.json" >"$work/http.mirage"
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  OMP_NUM_THREADS=$threads "$py" scripts/bench/clip_http.py torch - "$work/inputs.json" "$threads" 2>/dev/null >"$work/http.torch"
+  python3 - "$work" <<'PY'
+import json, sys
+from pathlib import Path
+w = Path(sys.argv[1])
+m, t = json.loads((w / "http.mirage").read_text()), json.loads((w / "http.torch").read_text())
+print("| end to end, batch 8, one request at a time | unit | mirage serve (HTTP, JSON) | PyTorch open_clip (in-process) | mirage / PyTorch |")
+print("| --- | --- | ---: | ---: | ---: |")
+for key, name, unit in (("http_image_b8", "ViT-B/16, 256 px PNG bytes → embeddings", "images/s"),
+                        ("http_text_reports_b8", "CLIP text, whole reports (77 tokens)", "texts/s")):
+    print(f"| {name} | {unit} | {m[key]:.1f} | {t[key]:.1f} | {m[key] / t[key]:.2f} |")
+PY
+fi
