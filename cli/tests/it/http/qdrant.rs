@@ -539,6 +539,66 @@ async fn replica_views(
     Ok(out)
 }
 
+/// `POST path` until it answers 200. While the cluster marks a lost node's replicas dead, Qdrant
+/// may refuse a request for a moment, which mirage answers 503 with Retry-After; this retries
+/// those (as the Python client does) for up to 30 s. Any other status fails at once. Returns the
+/// response and how many 503s came before it.
+async fn through_failover(api: &Api, template: &str, path: &str, body: &Value) -> (Resp, usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut unavailable = 0;
+    loop {
+        let r = api.post(template, path, body).await;
+        if r.status != 503 || Instant::now() >= deadline {
+            return (r.expect(200), unavailable);
+        }
+        unavailable += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the cluster has settled on `name`: every node's view of the consensus has all 6
+/// replicas (3 shards × 2) Active, the two replicas of each shard hold the same points, and those
+/// sum to `points`. Returns how many distinct states it saw; on timeout, fails listing them.
+async fn settle(
+    http: &reqwest::Client,
+    nodes: &[&QdrantNode],
+    name: &str,
+    points: u64,
+    limit: Duration,
+) -> usize {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let views = replica_views(http, nodes, name).await;
+        let placed = replicas(http, nodes, name).await;
+        if let (Ok(views), Ok(placed)) = (&views, &placed) {
+            let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for (shard, count, _) in placed {
+                per_shard.entry(*shard).or_default().push(*count);
+            }
+            let active = views
+                .iter()
+                .all(|v| v.len() == 6 && v.iter().all(|s| s == "Active"));
+            let same =
+                per_shard.len() == 3 && per_shard.values().all(|c| c.len() == 2 && c[0] == c[1]);
+            let total: u64 = per_shard.values().map(|c| c[0]).sum();
+            if active && same && total == points {
+                return seen.len();
+            }
+        }
+        let observed = format!("{views:?} {placed:?}");
+        if seen.last() != Some(&observed) {
+            seen.push(observed);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not settle on {points} points within {limit:?}; observed, in order:\n{}",
+            seen.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     let Some(tools) = qdrant_tools("the Qdrant cluster test") else {
@@ -609,15 +669,9 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     );
     phase("indexed");
     let nodes = [&n1, &n2, &n3];
-    let placed = replicas(&http, &nodes, "radlabels").await.unwrap();
-    assert_eq!(placed.len(), 6, "3 shards × 2 replicas: {placed:?}");
-    for shard in 0..3 {
-        assert_eq!(
-            placed.iter().filter(|r| r.0 == shard).count(),
-            2,
-            "{placed:?}"
-        );
-    }
+    // 3 shards × 2 replicas, every one Active and holding its shard's points.
+    settle(&http, &nodes, "radlabels", 1000, Duration::from_secs(60)).await;
+    phase("placed");
 
     let work = dir.path().join("work");
     let server = Server::start(&bundle, &work, &["--qdrant-url", &n1.grpc_url()]);
@@ -644,22 +698,22 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     phase("searched with every node up");
     n3.kill().unwrap();
     phase("node 3 killed");
+    let mut unavailable = 0;
     for (q, want) in queries.iter().zip(&before) {
-        let r = api
-            .post(S, S, &search_body("radlabels", q))
-            .await
-            .expect(200);
+        let (r, n) = through_failover(&api, S, S, &search_body("radlabels", q)).await;
+        unavailable += n;
         assert_same_ranking(&ranking(&r), want, q);
     }
     // Writes keep being acknowledged (write consistency factor 1: one live replica per shard
     // suffices, the dead one catches up on return).
-    phase("searched without node 3");
+    phase(&format!(
+        "searched without node 3 ({unavailable} answers 503 first)"
+    ));
     let mut acknowledged = ids.clone();
     for batch in 0..4 {
         let body = texts(&format!("during-outage-{batch}"), 5);
-        api.post(ITEMS, "/v1/collections/radlabels/items", &body)
-            .await
-            .expect(200);
+        let (_, n) = through_failover(&api, ITEMS, "/v1/collections/radlabels/items", &body).await;
+        unavailable += n;
         acknowledged.extend((0..5).map(|i| format!("during-outage-{batch}-{i}")));
     }
     for (q, want) in queries.iter().zip(&before).take(2) {
@@ -672,43 +726,22 @@ async fn a_three_node_cluster_serves_through_the_loss_of_a_node() {
     }
 
     // Node 3 returns and catches up: every replica active and holding the same points.
-    phase("wrote and counted without node 3");
+    phase(&format!(
+        "wrote and counted without node 3 ({unavailable} answers 503 first, in all)"
+    ));
     n3.launch().unwrap();
     phase("node 3 relaunched");
-    // Caught up means: every node's view of the consensus (a restarted node first reports the
-    // replica states it saved before it died) has all 6 replicas Active, and the replicas of each
-    // shard hold the same points, summing to every acknowledged write.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen = Vec::new();
-    loop {
-        let views = replica_views(&http, &nodes, "radlabels").await;
-        let placed = replicas(&http, &nodes, "radlabels").await;
-        if let (Ok(views), Ok(placed)) = (&views, &placed) {
-            let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-            for (shard, points, _) in placed {
-                per_shard.entry(*shard).or_default().push(*points);
-            }
-            let active = views
-                .iter()
-                .all(|v| v.len() == 6 && v.iter().all(|s| s == "Active"));
-            let same = per_shard.values().all(|c| c.len() == 2 && c[0] == c[1]);
-            let total: u64 = per_shard.values().map(|c| c[0]).sum();
-            if active && same && total == acknowledged.len() as u64 {
-                break;
-            }
-        }
-        let observed = format!("{views:?} {placed:?}");
-        if seen.last() != Some(&observed) {
-            seen.push(observed);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 3 did not catch up within 120 s; observed, in order:\n{}",
-            seen.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    phase(&format!("caught up, after {} distinct states", seen.len()));
+    // Caught up: a restarted node first reports the replica states it saved before it died, so
+    // every node's view is checked, and the counts against the acknowledged writes.
+    let states = settle(
+        &http,
+        &nodes,
+        "radlabels",
+        acknowledged.len() as u64,
+        Duration::from_secs(120),
+    )
+    .await;
+    phase(&format!("caught up, after {states} distinct states"));
     // Every acknowledged item, read with consistency `all` (present on every replica).
     let uuids: HashMap<String, &String> = acknowledged
         .iter()
