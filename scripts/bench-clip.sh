@@ -23,7 +23,7 @@ export MIRAGE_ASSETS="${MIRAGE_ASSETS:-${MIRAGE_CACHE:-$HOME/.cache/mirage}/asse
 assets="$MIRAGE_ASSETS"
 golden=model/tests/golden/minilm_radlabels.json
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'kill "${server:-}" 2>/dev/null; rm -rf "$work"' EXIT
 cargo build --release -q -p mirage-model --example bench_encode
 cargo build --release -q -p mirage-cli --bin mirage
 bin="${CARGO_TARGET_DIR:-target}/release/examples/bench_encode"

@@ -722,8 +722,7 @@ fn open_for_build(
         }
     }
     let name = &args.store.collection;
-    let (collection, _) = rt.block_on(create_unique(&stores, spec, name, &config))?;
-    Ok(collection)
+    Ok(rt.block_on(create_unique(&stores, spec, name, &config))?)
 }
 
 /// `mirage index build --format npy`: upserts precomputed vectors in batches, without loading

@@ -745,8 +745,11 @@ fn classify_cmd(args: ClassifyArgs) -> Result<()> {
 
 /// GET `url`; anything but 200 within the timeout is a failure (the container healthcheck).
 fn probe(url: &str) -> Result<()> {
+    // Straight to the URL: a container's proxy variables or a redirect must not decide health.
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let response = client
         .get(url)

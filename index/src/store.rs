@@ -531,25 +531,23 @@ pub async fn list_collections(spec: &StoreSpec) -> Result<Vec<String>> {
 
 /// Creates collection `name` in `target`, or opens it there, refusing when it lives in another
 /// of `stores` (a name may live in one store only, so a search by name is never ambiguous).
-/// Returns the collection and whether it existed. Both front ends create through this: the
-/// CLI's `index build` (its `--check-store`s) and `PUT /v1/collections` (the server's stores).
+/// Only the other stores are searched, so `target`'s collection is opened once. Both front ends
+/// create through this: the CLI's `index build` (its `--check-store`s) and `PUT /v1/collections`
+/// (the server's stores).
 pub async fn create_unique(
     stores: &[StoreSpec],
     target: &StoreSpec,
     name: &str,
     config: &CollectionConfig,
-) -> Result<(Collection, bool)> {
-    // Only the index: an embedded collection is open once per process, and create_or_open
-    // opens it again.
-    let found = locate(stores, name).await?.map(|(i, _)| i);
-    let existed = found.is_some();
-    if let Some(i) = found {
-        one_store(name, &stores[i], target)?;
+) -> Result<Collection> {
+    let others: Vec<StoreSpec> = stores.iter().filter(|s| *s != target).cloned().collect();
+    if !others.is_empty() {
+        // Only the index: an embedded collection is open once per process.
+        if let Some(i) = locate(&others, name).await?.map(|(i, _)| i) {
+            one_store(name, &others[i], target)?;
+        }
     }
-    Ok((
-        Collection::create_or_open(target, name, config).await?,
-        existed,
-    ))
+    Collection::create_or_open(target, name, config).await
 }
 
 /// The rule [`create_unique`] enforces, for a caller that already knows where `name` lives.

@@ -138,19 +138,6 @@ pub fn to_candle(
         .collect()
 }
 
-/// Candle tensors as host weights (for writers that hold candle tensors).
-#[cfg(feature = "candle")]
-pub fn from_candle(tensors: &HashMap<String, candle_core::Tensor>) -> Result<HostWeights> {
-    tensors
-        .iter()
-        .map(|(name, t)| {
-            let t = t.to_dtype(candle_core::DType::F32)?;
-            let data = t.flatten_all()?.to_vec1::<f32>()?;
-            Ok((name.clone(), HostTensor::new(t.dims().to_vec(), data)?))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,8 @@ fn any_path(s: &str) -> Result<PathBuf, std::convert::Infallible> {
 /// `index build`, `search`, `eval`); `mirage serve` has the same settings in [`Settings`].
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct EngineArgs {
-    /// Inference engine: auto (ONNX Runtime when its library loads, else candle), ort, candle.
+    /// Inference engine: auto (ONNX Runtime when its library loads, else candle where the build
+    /// has it, as the `mirage` binary does), ort, candle.
     #[arg(long, env = "MIRAGE_ENGINE", default_value = "auto", value_parser = parse_engine)]
     pub engine: EngineChoice,
     /// Device: cpu, or cuda (ONNX Runtime's CUDA execution provider; needs onnxruntime-gpu).

@@ -44,7 +44,8 @@ impl EngineKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
-    /// ONNX Runtime when its library loads, else candle (with a warning saying why).
+    /// ONNX Runtime when its library loads, else candle (with a warning saying why) in a build
+    /// with the feature `candle`.
     #[default]
     Auto,
     /// ONNX Runtime or an error.

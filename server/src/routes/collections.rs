@@ -124,10 +124,9 @@ pub async fn create_collection(
             (c, true)
         }
         None => {
-            let (c, existed) =
-                mirage_index::create_unique(&state.stores(), &spec, &name, &config).await?;
+            let c = mirage_index::create_unique(&state.stores(), &spec, &name, &config).await?;
             state.insert_open(&name, c.clone()).await;
-            (c, existed)
+            (c, false)
         }
     };
     let previous = state.collection_settings(&name).await;

@@ -5,7 +5,7 @@ fn committed_openapi_matches_the_code() {
     let generated = mirage_server::app::openapi();
     assert!(
         &generated == crate::http::harness::spec(),
-        "openapi/openapi.json is out of date; regenerate it with\n    cargo run -p mirage-server -- openapi > openapi/openapi.json"
+        "openapi/openapi.json is out of date; regenerate it with\n    cargo run -p mirage-cli -- openapi > openapi/openapi.json"
     );
 }
 
