@@ -62,11 +62,7 @@ async fn product_path(qdrant: Option<&str>) {
     let model = MirageModel::open_cpu(&bundle).unwrap();
     let work = dir.path().join("work");
     let extra: Vec<&str> = qdrant.map_or(vec![], |url| vec!["--qdrant-url", url]);
-    // A shared Qdrant server outlives the test: a name of its own, so runs never meet.
-    let name = match qdrant {
-        None => "reports".to_owned(),
-        Some(_) => format!("reports-{}", std::process::id()),
-    };
+    let (name, _) = crate::http::suite_collection("reports", qdrant);
     let name = name.as_str();
     let path = format!("/v1/collections/{name}");
     let items_path = format!("{path}/items");

@@ -48,6 +48,15 @@ pub fn tiny_reranker(dir: &Path) -> std::path::PathBuf {
     reranker
 }
 
+/// The collection name and store of a suite that runs once per store. A shared Qdrant server
+/// outlives the test, so there the name gets the process id and runs never meet.
+pub fn suite_collection(base: &str, qdrant: Option<&str>) -> (String, &'static str) {
+    match qdrant {
+        None => (base.to_owned(), "embedded"),
+        Some(_) => (format!("{base}-{}", std::process::id()), "qdrant"),
+    }
+}
+
 /// A tiny bundle without a bank.
 pub fn bundle_without_bank(dir: &Path) {
     write_tiny_bundle(dir, TinyVision::ResNetMean, 16, 8).unwrap();

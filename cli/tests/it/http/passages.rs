@@ -62,19 +62,11 @@ async fn passages_path(qdrant: Option<&str>) {
     if let Some(url) = qdrant {
         extra.extend(["--qdrant-url", url]);
     }
-    let name = match qdrant {
-        None => "reports".to_owned(),
-        Some(_) => format!("reports-{}", std::process::id()),
-    };
+    let (name, store) = crate::http::suite_collection("reports", qdrant);
     let server = Server::start(&bundle, &work, &extra);
     let api = server.api.clone();
     let c = "/v1/collections/{name}";
     let path = format!("/v1/collections/{name}");
-    let store = if qdrant.is_some() {
-        "qdrant"
-    } else {
-        "embedded"
-    };
     api.put(c, &path, &json!({"store": store}))
         .await
         .expect(201);

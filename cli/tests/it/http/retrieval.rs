@@ -69,19 +69,11 @@ async fn retrieval_path(qdrant: Option<&str>) {
     crate::http::bundle_with_bank(&bundle);
     let work = dir.path().join("work");
     let extra: Vec<&str> = qdrant.map_or(vec![], |url| vec!["--qdrant-url", url]);
-    let name = match qdrant {
-        None => "notes".to_owned(),
-        Some(_) => format!("notes-{}", std::process::id()),
-    };
+    let (name, store) = crate::http::suite_collection("notes", qdrant);
     let server = Server::start(&bundle, &work, &extra);
     let api = server.api.clone();
     let c = "/v1/collections/{name}";
     let path = format!("/v1/collections/{name}");
-    let store = if qdrant.is_some() {
-        "qdrant"
-    } else {
-        "embedded"
-    };
     let created = api
         .put(c, &path, &json!({"store": store}))
         .await
