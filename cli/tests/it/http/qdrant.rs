@@ -498,45 +498,35 @@ async fn rest(http: &reqwest::Client, url: String) -> Result<Value, String> {
     reply.json().await.map_err(|e| format!("{url}: {e}"))
 }
 
-/// Every replica of every shard, as the nodes report their local shards: (shard, points, state);
-/// an error while a node is not answering (a restarted one binds its port a moment later).
-async fn replicas(
+/// One read of every node's `/collections/{name}/cluster`: the replicas each holds
+/// (shard, points, state), and each node's view of the states of all replicas (its own and its
+/// peers'). An error while a node is not answering (a restarted one binds its port a moment later).
+#[allow(clippy::type_complexity)]
+async fn cluster_state(
     http: &reqwest::Client,
     nodes: &[&QdrantNode],
     name: &str,
-) -> Result<Vec<(u64, u64, String)>, String> {
-    let mut out = Vec::new();
+) -> Result<(Vec<(u64, u64, String)>, Vec<Vec<String>>), String> {
+    let (mut placed, mut views) = (Vec::new(), Vec::new());
     for n in nodes {
         let c = rest(http, format!("{}/collections/{name}/cluster", n.http_url())).await?;
-        for s in c["result"]["local_shards"].as_array().into_iter().flatten() {
-            out.push((
+        let r = &c["result"];
+        for s in r["local_shards"].as_array().into_iter().flatten() {
+            placed.push((
                 s["shard_id"].as_u64().unwrap(),
                 s["points_count"].as_u64().unwrap(),
                 s["state"].as_str().unwrap().to_owned(),
             ));
         }
+        views.push(
+            ["local_shards", "remote_shards"]
+                .iter()
+                .flat_map(|k| r[k].as_array().into_iter().flatten())
+                .map(|s| s["state"].as_str().unwrap_or("?").to_owned())
+                .collect(),
+        );
     }
-    Ok(out)
-}
-
-/// Each node's view of the states of all of a collection's replicas (its own and its peers').
-async fn replica_views(
-    http: &reqwest::Client,
-    nodes: &[&QdrantNode],
-    name: &str,
-) -> Result<Vec<Vec<String>>, String> {
-    let mut out = Vec::new();
-    for n in nodes {
-        let c = rest(http, format!("{}/collections/{name}/cluster", n.http_url())).await?;
-        let r = &c["result"];
-        let states = ["local_shards", "remote_shards"]
-            .iter()
-            .flat_map(|k| r[k].as_array().into_iter().flatten())
-            .map(|s| s["state"].as_str().unwrap_or("?").to_owned())
-            .collect();
-        out.push(states);
-    }
-    Ok(out)
+    Ok((placed, views))
 }
 
 /// `POST path` until it answers 200. While the cluster marks a lost node's replicas dead, Qdrant
@@ -569,9 +559,8 @@ async fn settle(
     let deadline = Instant::now() + limit;
     let mut seen = Vec::new();
     loop {
-        let views = replica_views(http, nodes, name).await;
-        let placed = replicas(http, nodes, name).await;
-        if let (Ok(views), Ok(placed)) = (&views, &placed) {
+        let state = cluster_state(http, nodes, name).await;
+        if let Ok((placed, views)) = &state {
             let mut per_shard: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
             for (shard, count, _) in placed {
                 per_shard.entry(*shard).or_default().push(*count);
@@ -586,7 +575,7 @@ async fn settle(
                 return seen.len();
             }
         }
-        let observed = format!("{views:?} {placed:?}");
+        let observed = format!("{state:?}");
         if seen.last() != Some(&observed) {
             seen.push(observed);
         }
