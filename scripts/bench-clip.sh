@@ -5,7 +5,9 @@
 # files, in one run with the same thread count and inputs (radlabels sentences ≤ 32 MiniLM tokens
 # and whole reports, cut at CLIP's 77; random 224 px images). Contenders run interleaved for
 # ROUNDS rounds and each cell is the best of its rounds (candle: first round only), as in
-# scripts/bench-encode.sh.
+# scripts/bench-encode.sh. A second table bounds what any fp32 engine can reach here: the model's
+# matrix products alone, timed with PyTorch's GEMM kernels at their exact shapes (clip_ref.py
+# ceiling), next to the best rounds of mirage ort and PyTorch.
 #
 # Then, end to end (HTTP=false skips it): `mirage serve` with the bundle answering
 # POST /v1/embeddings with 8 PNG images or 8 reports per request, against PyTorch open_clip
@@ -19,15 +21,16 @@ rounds="${2:-3}"
 scripts/fetch-assets.sh >/dev/null
 py=$(scripts/setup-python.sh | tail -n1)
 "$py" -c 'import onnxruntime' 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check onnxruntime==1.28.0
-export MIRAGE_ASSETS="${MIRAGE_ASSETS:-${MIRAGE_CACHE:-$HOME/.cache/mirage}/assets}"
-assets="$MIRAGE_ASSETS"
+# onnx writes the one-product graphs of the ceiling table.
+"$py" -c 'import onnx' 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check onnx==1.19.1
+source scripts/lib/bench-env.sh
 golden=model/tests/golden/minilm_radlabels.json
 work=$(mktemp -d)
 trap 'kill "${server:-}" 2>/dev/null; rm -rf "$work"' EXIT
 cargo build --release -q -p mirage-model --example bench_encode
 cargo build --release -q -p mirage-cli --bin mirage
-bin="${CARGO_TARGET_DIR:-target}/release/examples/bench_encode"
-mirage="${CARGO_TARGET_DIR:-target}/release/mirage"
+bin="$target/release/examples/bench_encode"
+mirage="$target/release/mirage"
 echo "making a random open_clip ViT-B-16-quickgelu and importing it" >&2
 "$py" scripts/bench/clip_ref.py make "$work/openclip"
 "$mirage" model import --from "$work/openclip" --bpe-vocab "$assets/openclip/bpe_simple_vocab_16e6.txt.gz" \
@@ -45,6 +48,8 @@ onnx() { OMP_NUM_THREADS=$threads "$py" scripts/bench/encode_ref.py onnxruntime 
 torch() { OMP_NUM_THREADS=$threads "$py" scripts/bench/clip_ref.py torch "$work" "$work/inputs.json" "$threads" 2>/dev/null >"$work/torch.$1"; }
 interleave "$rounds"
 python3 scripts/bench/encode_table.py "$work" "$rounds" "PyTorch open_clip" "CLIP text" "ViT-B/16 224 px" "whole reports (77 tokens)"
+echo
+OMP_NUM_THREADS=$threads "$py" scripts/bench/clip_ref.py ceiling "$work" "$rounds" "$threads"
 
 if [[ "${HTTP:-true}" == true ]]; then
   echo >&2

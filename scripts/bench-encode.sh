@@ -17,13 +17,12 @@ scripts/fetch-assets.sh >/dev/null
 py=$(scripts/setup-python.sh | tail -n1)
 # The Python onnxruntime reference: the same release as the library mirage loads.
 "$py" -c 'import onnxruntime' 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check onnxruntime==1.28.0
-export MIRAGE_ASSETS="${MIRAGE_ASSETS:-${MIRAGE_CACHE:-$HOME/.cache/mirage}/assets}"
-assets="$MIRAGE_ASSETS"
+source scripts/lib/bench-env.sh
 golden=model/tests/golden/minilm_radlabels.json
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cargo build --release -q -p mirage-model --example bench_encode
-bin="${CARGO_TARGET_DIR:-target}/release/examples/bench_encode"
+bin="$target/release/examples/bench_encode"
 echo "threads: $threads (ort: intra-op threads; candle: RAYON_NUM_THREADS; torch: set_num_threads)" >&2
 source scripts/lib/bench-rounds.sh
 # candle, the slow pure-Rust engine, runs in the first round only.

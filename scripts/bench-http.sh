@@ -9,9 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
-cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
-assets="${MIRAGE_ASSETS:-$cache/assets}"
-target="${CARGO_TARGET_DIR:-target}"
+source scripts/lib/bench-env.sh
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-cli --bin mirage
 cargo build --release -q -p mirage-cli --example bench_http

@@ -14,9 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
 threads="${THREADS:-$(nproc)}"
-cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
-assets="${MIRAGE_ASSETS:-$cache/assets}"
-target="${CARGO_TARGET_DIR:-target}"
+source scripts/lib/bench-env.sh
 py=$(scripts/setup-ann-bench.sh | tail -n1)
 cargo build --release -q -p mirage-index --example bench_ann
 cargo build --release -q -p mirage-cli --bin mirage

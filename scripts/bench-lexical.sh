@@ -8,9 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
-cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
-assets="${MIRAGE_ASSETS:-$cache/assets}"
-target="${CARGO_TARGET_DIR:-target}"
+source scripts/lib/bench-env.sh
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-index --example bench_lexical
 python="$(scripts/venv.sh bm25 "a few seconds" rank-bm25==0.2.2 numpy==2.4.6 | tail -n1)"

@@ -10,9 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${1:-$(nproc)}"
 rounds="${2:-3}"
-cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
-assets="${MIRAGE_ASSETS:-$cache/assets}"
-target="${CARGO_TARGET_DIR:-target}"
+source scripts/lib/bench-env.sh
 scripts/fetch-assets.sh >&2
 py=$(scripts/setup-python.sh | tail -n1)
 cargo build --release -q -p mirage-cli --features qdrant --bin mirage

@@ -19,9 +19,7 @@ for a in "$@"; do
     *) echo "usage: scripts/bench-retrieval.sh [--qdrant] [--commit]" >&2; exit 2 ;;
   esac
 done
-cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
-assets="${MIRAGE_ASSETS:-$cache/assets}"
-target="${CARGO_TARGET_DIR:-target}"
+source scripts/lib/bench-env.sh
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-cli --features qdrant --bin mirage
 mirage="$target/release/mirage"

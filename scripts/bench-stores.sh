@@ -10,9 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
-cache="${MIRAGE_CACHE:-$HOME/.cache/mirage}"
-assets="${MIRAGE_ASSETS:-$cache/assets}"
-target="${CARGO_TARGET_DIR:-target}"
+source scripts/lib/bench-env.sh
 tools="$(scripts/with-qdrant.sh --find)"
 scripts/fetch-assets.sh >&2
 cargo build --release -q -p mirage-cli --features qdrant --bin mirage

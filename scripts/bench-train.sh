@@ -9,6 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh >/dev/null
 source scripts/torch-env.sh
-assets="${MIRAGE_ASSETS:-${MIRAGE_CACHE:-$HOME/.cache/mirage}/assets}"
+source scripts/lib/bench-env.sh
 cargo run --release -q -p mirage-trainer --example bench_step -- \
   --text-init "$assets/minilm" --python "$MIRAGE_TORCH_PYTHON" "$@"

@@ -21,23 +21,14 @@ import base64
 import io
 import json
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rates import measure
 
 BATCH = 8
-
-
-def measure(items, fn, min_time=3.0):
-    fn()
-    start, runs = time.perf_counter(), 0
-    while runs < 3 or time.perf_counter() - start < min_time:
-        fn()
-        runs += 1
-    return runs * items / (time.perf_counter() - start)
 
 
 def pngs(count=16, side=256):

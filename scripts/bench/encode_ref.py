@@ -15,39 +15,14 @@ as model/examples/bench_encode.rs: one warm-up call, then at least 3 calls and a
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from rates import measure, text_rates
 
 mode, minilm, bundle, inputs, threads = sys.argv[1:6]
 threads = int(threads)
 texts = json.loads(Path(inputs).read_text())
-
-
-def measure(items, fn, min_time=3.0):
-    fn()
-    start, runs = time.perf_counter(), 0
-    while runs < 3 or time.perf_counter() - start < min_time:
-        fn()
-        runs += 1
-    return runs * items / (time.perf_counter() - start)
-
-
-def text_rates(embed):
-    out = {}
-    for name in ("short", "reports"):
-        pool = texts[name]
-        for batch in (1, 8, 32):
-            cursor = [0]
-
-            def run():
-                chunk = [pool[(cursor[0] + i) % len(pool)] for i in range(batch)]
-                cursor[0] += batch
-                embed(chunk)
-
-            out[f"text_{name}_b{batch}"] = measure(batch, run)
-    return out
 
 
 out = {}
@@ -66,7 +41,7 @@ if mode == "torch":
             m = enc["attention_mask"].unsqueeze(-1).float()
             torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=1)
 
-        out.update(text_rates(embed))
+        out.update(text_rates(texts, embed))
         # Reuse the reference script's tower definition (importing it would run its exports).
         src = (Path(__file__).resolve().parents[1] / "reference" / "vision_reference.py").read_text()
         ns = {}
@@ -122,7 +97,7 @@ elif mode == "onnxruntime":
             out[g] = text.run(None, feed)[0]
         return out
 
-    out.update(text_rates(embed))
+    out.update(text_rates(texts, embed))
     size = config["preprocess"]["image_size"]
     for batch in (1, 8):
         pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
