@@ -71,36 +71,43 @@ pub enum TinyVision {
     BiomedClip,
 }
 
+impl TinyVision {
+    /// Every layout, for tests that cover them all.
+    pub const ALL: [TinyVision; 6] = [
+        TinyVision::ResNetAttention,
+        TinyVision::ResNetMean,
+        TinyVision::Vit,
+        TinyVision::Clip,
+        TinyVision::BiomedClip,
+        TinyVision::ClipResNet,
+    ];
+}
+
+/// A torchvision ResNet with one block per stage, width 4, 2 attention heads, 64 px.
+pub fn tiny_resnet(bottleneck: bool, pooling: VisionPooling) -> ResNetConfig {
+    ResNetConfig {
+        layers: [1, 1, 1, 1],
+        bottleneck,
+        width: 4,
+        pooling,
+        attention_heads: 2,
+        image_size: 64,
+        modified: false,
+        attention_output_dim: None,
+    }
+}
+
 /// The configuration of a tiny bundle (files are filled in when written).
 pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
-    let resnet = |bottleneck, pooling| {
-        VisionTower::Resnet(ResNetConfig {
-            layers: [1, 1, 1, 1],
-            bottleneck,
-            width: 4,
-            pooling,
-            attention_heads: 2,
-            image_size: 64,
-            modified: false,
-            attention_output_dim: None,
-        })
-    };
     let vision_tower = match vision {
-        TinyVision::ResNetAttention => resnet(true, VisionPooling::Attention),
-        TinyVision::ResNetMean => resnet(false, VisionPooling::Mean),
+        TinyVision::ResNetAttention => {
+            VisionTower::Resnet(tiny_resnet(true, VisionPooling::Attention))
+        }
+        TinyVision::ResNetMean => VisionTower::Resnet(tiny_resnet(false, VisionPooling::Mean)),
         TinyVision::ClipResNet => VisionTower::Resnet(ResNetConfig {
             modified: true,
             attention_output_dim: Some(24),
-            ..ResNetConfig {
-                layers: [1, 1, 1, 1],
-                bottleneck: true,
-                width: 4,
-                pooling: VisionPooling::Attention,
-                attention_heads: 2,
-                image_size: 64,
-                modified: false,
-                attention_output_dim: None,
-            }
+            ..tiny_resnet(true, VisionPooling::Attention)
         }),
         TinyVision::Vit | TinyVision::BiomedClip => VisionTower::Vit(VitConfig {
             image_size: 64,

@@ -1,7 +1,7 @@
 //! The `mirage` binary end to end: import a Hugging Face directory, embed, classify, and the
 //! errors a user sees for bad input.
 
-use crate::common::{fail, mirage, ok};
+use crate::common::{fail, json_lines, mirage, ok};
 
 use std::path::Path;
 use std::process::Command;
@@ -59,10 +59,7 @@ fn import_embed_and_classify() {
         "pleural effusion",
         "left lung",
     ]));
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["input"], "pleural effusion");
     let e: Vec<f64> = serde_json::from_value(lines[0]["embedding"].clone()).unwrap();

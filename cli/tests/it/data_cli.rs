@@ -1,16 +1,9 @@
 //! `mirage data radlabels`: the report corpus, indexed and searched with a label filter.
 
-use crate::common::{assets_dir, fail, mirage, mri_atlas, mri_templates, ok, require_asset};
+use crate::common::{
+    assets_dir, fail, json_lines, jsonl, mirage, mri_atlas, mri_templates, ok, require_asset,
+};
 use mirage_model::testing::{write_tiny_bundle, TinyVision};
-
-/// The rows of a JSONL file.
-fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// A dataset's `labels.jsonl` rows by image file name.
 fn labels_by_image(
@@ -37,11 +30,7 @@ fn radlabels_corpus_indexes_and_filters_by_finding() {
         "--out",
         out.to_str().unwrap(),
     ]));
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<serde_json::Value> = jsonl(&out);
     // docs/DATA.md: 1,000 reports, 48 labels, 4,442 present / 461 absent / 146 uncertain.
     assert_eq!(rows.len(), 1000);
     let count = |k: &str| -> usize {
@@ -99,10 +88,7 @@ fn radlabels_corpus_indexes_and_filters_by_finding() {
         "--filter",
         filter,
     ]));
-    let hits: Vec<serde_json::Value> = hits
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let hits = json_lines(&hits);
     assert_eq!(hits.len(), 20);
     for h in &hits {
         let present = h["payload"]["present"].as_array().unwrap();

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{fail, mirage, mri_atlas, mri_templates, ok};
+use crate::common::{
+    arg, fail, json_lines, jsonl, mirage, mirage_with, mri_atlas, mri_templates, ok,
+};
 use mirage_model::testing::{write_tiny_bundle, write_tiny_bundle_with_bank, TinyVision};
 use serde_json::{json, Value};
 
@@ -162,20 +164,17 @@ fn calibrate_fits_the_temperature_and_eval_serves_it() {
     write_tiny_bundle(&bundle, TinyVision::ResNetAttention, 16, 8).unwrap();
     let out = dir.path().join("calibrated");
     let calibrate = |out: &Path, extra: &[&str]| {
-        mirage(
+        mirage_with(
             &[
-                &[
-                    "calibrate",
-                    "--bundle",
-                    bundle.to_str().unwrap(),
-                    "--data",
-                    data.to_str().unwrap(),
-                    "--out",
-                    out.to_str().unwrap(),
-                ][..],
-                extra,
-            ]
-            .concat(),
+                "calibrate",
+                "--bundle",
+                arg(&bundle),
+                "--data",
+                arg(&data),
+                "--out",
+                arg(out),
+            ],
+            extra,
         )
     };
     let r: Value = serde_json::from_str(&ok(calibrate(&out, &[]))).unwrap();
@@ -284,20 +283,17 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     let corpus = data.join("valid.jsonl");
     let images = data.join("images");
     let audit = |extra: &[&str]| {
-        mirage(
+        mirage_with(
             &[
-                &[
-                    "audit",
-                    "--bundle",
-                    bundle.to_str().unwrap(),
-                    "--corpus",
-                    corpus.to_str().unwrap(),
-                    "--image-root",
-                    images.to_str().unwrap(),
-                ][..],
-                extra,
-            ]
-            .concat(),
+                "audit",
+                "--bundle",
+                arg(&bundle),
+                "--corpus",
+                arg(&corpus),
+                "--image-root",
+                arg(&images),
+            ],
+            extra,
         )
     };
     let n = lines(&corpus);
@@ -306,11 +302,7 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
         serde_json::from_str(&ok(audit(&["--out", out.to_str().unwrap()]))).unwrap();
     assert_eq!(summary["pairs"], n);
     assert!(summary.get("injected").is_none());
-    let ranked: Vec<Value> = std::fs::read_to_string(out.join("audit.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ranked: Vec<Value> = jsonl(&out.join("audit.jsonl"));
     assert_eq!(ranked.len(), n);
     let s: Vec<f64> = ranked.iter().map(|r| r["s"].as_f64().unwrap()).collect();
     assert!(s.windows(2).all(|w| w[0] <= w[1]), "most suspicious first");
@@ -339,10 +331,7 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     assert_eq!(saved["flagged"], summary["flagged"]);
 
     // The stdout lines (file order) carry the same scores.
-    let plain: Vec<Value> = ok(audit(&[]))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let plain = json_lines(&ok(audit(&[])));
     assert_eq!(plain.len(), n);
     for r in &ranked {
         let p = &plain[r["index"].as_u64().unwrap() as usize];
@@ -376,11 +365,7 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     for key in ["auc_s", "auc_cosine"] {
         unit(&summary["injected"][key]);
     }
-    let rows: Vec<Value> = std::fs::read_to_string(noisy_out.join("audit.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<Value> = jsonl(&noisy_out.join("audit.jsonl"));
     let first = rows.iter().find(|r| r["index"] == 0).unwrap();
     assert_eq!(first["caption"], captions[k].as_str());
     assert_eq!(first["injected"], true);
@@ -390,20 +375,17 @@ fn audit_ranks_a_corpus_writes_figures_and_measures_a_noise_log() {
     let plain = dir.path().join("plain");
     write_tiny_bundle(&plain, TinyVision::ResNetMean, 16, 4).unwrap();
     let plain_args = |extra: &[&str]| {
-        mirage(
+        mirage_with(
             &[
-                &[
-                    "audit",
-                    "--bundle",
-                    plain.to_str().unwrap(),
-                    "--corpus",
-                    corpus.to_str().unwrap(),
-                    "--image-root",
-                    images.to_str().unwrap(),
-                ][..],
-                extra,
-            ]
-            .concat(),
+                "audit",
+                "--bundle",
+                arg(&plain),
+                "--corpus",
+                arg(&corpus),
+                "--image-root",
+                arg(&images),
+            ],
+            extra,
         )
     };
     let err = fail(plain_args(&[]));
@@ -468,18 +450,9 @@ fn eval_explains_bad_input() {
     png("a.png", 10);
     png("b.png", 200);
     let run = |extra: &[&str]| {
-        mirage(
-            &[
-                &[
-                    "eval",
-                    "--bundle",
-                    bundle.to_str().unwrap(),
-                    "--data",
-                    data.to_str().unwrap(),
-                ][..],
-                extra,
-            ]
-            .concat(),
+        mirage_with(
+            &["eval", "--bundle", arg(&bundle), "--data", arg(&data)],
+            extra,
         )
     };
     // No split file.

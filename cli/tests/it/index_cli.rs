@@ -1,6 +1,6 @@
 //! `mirage index` and `mirage search` end to end, including SIGKILL in the middle of indexing.
 
-use crate::common::{fail, mirage, ok, on_collection};
+use crate::common::{fail, json_lines, mirage, ok, on_collection};
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -141,10 +141,7 @@ fn build_search_info_delete_from_the_shell() {
             "dense",
         ],
     )));
-    let hits: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let hits = json_lines(&out);
     assert_eq!(hits.len(), 3);
     assert_eq!(hits[0]["id"], "report-0007");
     assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{}", hits[0]);
@@ -168,10 +165,7 @@ fn build_search_info_delete_from_the_shell() {
             r#"{"must": [{"key": "year", "range": {"gte": 2019}}]}"#,
         ],
     )));
-    let hits: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let hits = json_lines(&out);
     assert_eq!(hits[0]["id"], "report-0009");
     assert_eq!(hits[0]["image"], "cxr9.png");
     assert!(hits
@@ -490,10 +484,7 @@ fn precomputed_vectors_in_and_query_vectors_out_through_npy() {
     };
     let out = search(&file("queries.npy"), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let lines: Vec<serde_json::Value> = ok(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&ok(out));
     assert_eq!(lines.len(), 2);
     for (line, row) in lines.iter().zip([3, 8]) {
         assert_eq!(line["ids"][0], format!("img-{row}"));

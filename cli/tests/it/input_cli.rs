@@ -6,14 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{fail, mirage, ok};
+use crate::common::{fail, json_lines, mirage, ok};
 use serde_json::Value;
-
-fn rows(out: &str) -> Vec<Value> {
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// `mirage ARGS` with `stdin` on its standard input.
 fn mirage_stdin(args: &[&str], stdin: &str) -> Output {
@@ -108,8 +102,11 @@ fn embed_and_classify_read_lines_from_a_file_or_stdin() {
         );
         assert!(stderr.contains("3 of 7 input lines"), "{stderr}");
     }
-    let got = rows(&String::from_utf8(from_file.stdout).unwrap());
-    assert_eq!(got, rows(&String::from_utf8(from_stdin.stdout).unwrap()));
+    let got = json_lines(&String::from_utf8(from_file.stdout).unwrap());
+    assert_eq!(
+        got,
+        json_lines(&String::from_utf8(from_stdin.stdout).unwrap())
+    );
     let lines: Vec<u64> = got.iter().map(|r| r["line"].as_u64().unwrap()).collect();
     assert_eq!(lines, [1, 3, 5, 8]);
     assert_eq!(got[0]["input"], "left pleural effusion");
@@ -117,7 +114,7 @@ fn embed_and_classify_read_lines_from_a_file_or_stdin() {
     assert_eq!(got[2]["input"], "-5 mm nodule");
     assert_eq!(got[3]["input"], "no edema");
     // Each vector is what a single call gives.
-    let single = rows(&ok(mirage(&[
+    let single = json_lines(&ok(mirage(&[
         "embed",
         "--bundle",
         bundle,
@@ -128,11 +125,11 @@ fn embed_and_classify_read_lines_from_a_file_or_stdin() {
     for (g, s) in [(&got[0], &single[0]), (&got[3], &single[1])] {
         assert_close(g, s);
     }
-    let image = rows(&ok(mirage(&["embed", "--bundle", bundle, "--image", a])));
+    let image = json_lines(&ok(mirage(&["embed", "--bundle", bundle, "--image", a])));
     assert_close(&got[1], &image[0]);
 
     // Texts after `--` may start with "-"; --input-format text reads a `{` line as a text.
-    let dashed = rows(&ok(mirage(&[
+    let dashed = json_lines(&ok(mirage(&[
         "embed",
         "--bundle",
         bundle,
@@ -156,7 +153,7 @@ fn embed_and_classify_read_lines_from_a_file_or_stdin() {
         ],
         "{not json\n",
     );
-    let raw = rows(&ok(raw));
+    let raw = json_lines(&ok(raw));
     assert_eq!(raw[0]["input"], "{not json");
     // Every good line answered: status 0; JSON output collects them into one array.
     let clean = mirage_stdin(
@@ -184,7 +181,7 @@ fn embed_and_classify_read_lines_from_a_file_or_stdin() {
         stderr.contains("line 3: ") && stderr.contains("missing.png"),
         "{stderr}"
     );
-    let classified = rows(&String::from_utf8(out.stdout).unwrap());
+    let classified = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(classified.len(), 2);
     assert_eq!(classified[1]["line"], 2);
     assert_eq!(classified[1]["image"], b);
@@ -253,7 +250,7 @@ fn search_and_rag_answer_one_query_a_line() {
         let mut a = vec!["search"];
         a.extend(base);
         a.extend(["--k", "3", "--text", query]);
-        rows(&ok(mirage(&a)))
+        json_lines(&ok(mirage(&a)))
     };
     let mut a = vec!["search"];
     a.extend(base);
@@ -268,7 +265,7 @@ fn search_and_rag_answer_one_query_a_line() {
         stderr.contains("line 2: give \"text\" or \"image\", not both"),
         "{stderr}"
     );
-    let got = rows(&String::from_utf8(out.stdout).unwrap());
+    let got = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(got.len(), 6);
     for (line, query, hits) in [
         (1, "pneumothorax", &got[..3]),
@@ -297,7 +294,7 @@ fn search_and_rag_answer_one_query_a_line() {
     a.extend(base);
     a.extend(["--k", "2", "--min-score", "-1", "--input", "-"]);
     let out = mirage_stdin(&a, "edema of the lung\n   \n{\"text\": \"effusion\"}\n");
-    let contexts = rows(&ok(out));
+    let contexts = json_lines(&ok(out));
     assert_eq!(contexts.len(), 2);
     assert_eq!(contexts[0]["line"], 1);
     assert_eq!(contexts[1]["line"], 3);

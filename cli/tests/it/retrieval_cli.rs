@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{fail, mirage, ok, on_collection};
+use crate::common::{fail, json_lines, mirage, ok, on_collection};
 use serde_json::{json, Value};
 
 const FINDINGS: [&str; 4] = ["effusion", "edema", "pneumothorax", "cardiomegaly"];
@@ -18,12 +18,6 @@ fn report(i: usize) -> String {
          IMPRESSION: {f} of the {} lung, no pneumonia.",
         if i.is_multiple_of(2) { "left" } else { "right" }
     )
-}
-
-fn lines(out: &str) -> Vec<Value> {
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A tiny bundle, a tiny reranker and a 12-report corpus under `dir`.
@@ -111,7 +105,7 @@ fn passages_grouping_and_rerank_from_the_shell() {
             "pneumothorax of the left lung",
         ];
         args.extend(extra);
-        lines(&ok(mirage(&args)))
+        json_lines(&ok(mirage(&args)))
     };
     let hits = search(&["--k", "50", "--mode", "lexical"]);
     assert!(

@@ -72,14 +72,7 @@ mod tests {
 
     #[test]
     fn every_architecture_loads_from_exactly_the_names_of_the_scheme() {
-        for vision in [
-            TinyVision::ResNetAttention,
-            TinyVision::ResNetMean,
-            TinyVision::Vit,
-            TinyVision::Clip,
-            TinyVision::BiomedClip,
-            TinyVision::ClipResNet,
-        ] {
+        for vision in TinyVision::ALL {
             let arch = tiny_config(vision, 16).architecture;
             let specs = names::model_tensors(&arch);
             let tensors = specs

@@ -25,14 +25,7 @@ fn edit_tensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
 
 #[test]
 fn tiny_bundles_round_trip_and_embed() {
-    for vision in [
-        TinyVision::ResNetAttention,
-        TinyVision::ResNetMean,
-        TinyVision::Vit,
-        TinyVision::Clip,
-        TinyVision::BiomedClip,
-        TinyVision::ClipResNet,
-    ] {
+    for vision in TinyVision::ALL {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 8, 1).unwrap();
         let model = MirageModel::open_cpu(dir.path()).unwrap();

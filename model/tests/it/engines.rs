@@ -71,14 +71,7 @@ fn both(dir: &Path) -> Option<(MirageModel, MirageModel)> {
 
 #[test]
 fn ort_equals_candle_on_every_tiny_architecture_and_batch_size() {
-    for vision in [
-        TinyVision::ResNetAttention,
-        TinyVision::ResNetMean,
-        TinyVision::Vit,
-        TinyVision::Clip,
-        TinyVision::BiomedClip,
-        TinyVision::ClipResNet,
-    ] {
+    for vision in TinyVision::ALL {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bundle(dir.path(), vision, 24, 3).unwrap();
         let Some((ort, candle)) = both(dir.path()) else {
@@ -348,14 +341,8 @@ fn asymmetric_bundle(dir: &Path, query_max_length: Option<usize>) -> PathBuf {
         text_dir: dir.join(text),
         vision_weights: None,
         vision: VisionTower::Resnet(mirage_model::config::ResNetConfig {
-            layers: [1, 1, 1, 1],
-            bottleneck: false,
-            width: 4,
-            pooling: VisionPooling::Mean,
             attention_heads: 1,
-            image_size: 64,
-            modified: false,
-            attention_output_dim: None,
+            ..mirage_model::testing::tiny_resnet(false, VisionPooling::Mean)
         }),
         embed_dim: None,
         pooling: TextPooling::Cls,

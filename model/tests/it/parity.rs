@@ -67,14 +67,9 @@ fn minilm_matches_pytorch_transformers_on_radlabels_sentences() {
         text_dir: minilm,
         vision_weights: None,
         vision: VisionTower::Resnet(mirage_model::config::ResNetConfig {
-            layers: [1, 1, 1, 1],
-            bottleneck: false,
             width: 8,
-            pooling: VisionPooling::Mean,
             attention_heads: 1,
-            image_size: 64,
-            modified: false,
-            attention_output_dim: None,
+            ..mirage_model::testing::tiny_resnet(false, VisionPooling::Mean)
         }),
         embed_dim: None,
         pooling: TextPooling::Mean,

@@ -199,37 +199,25 @@ fn tiny_resnet_learns_exports_and_matches_candle() {
 
 #[test]
 fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
-    let crate::common::Setup {
-        dir,
-        overrides: mut o,
-        ..
-    } = crate::common::setup(36, 3, TinyVision::Vit);
-    o.extend([
-        "optim.epochs=2".to_owned(),
-        "loss.lambda_robust=0".into(),
-        "loss.lambda_ot=0".into(),
-        "loss.balance=\"none\"".into(),
-        "queue.size=1000".into(),
+    let s = crate::common::setup(36, 3, TinyVision::Vit).with(&[
+        "optim.epochs=2",
+        "loss.lambda_robust=0",
+        "loss.lambda_ot=0",
+        "loss.balance=\"none\"",
+        "queue.size=1000",
     ]);
-    let cfg = TrainConfig::load(None, &o, None).unwrap();
-    let run = dir.path().join("run");
-    let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
-    let ck = trainer.run().unwrap();
+    let (trainer, ck) = s.train();
     assert!(trainer.queue().is_none(), "CLIP keeps no queue");
-    let steps = metric_lines(&run, "step");
+    let steps = metric_lines(&s.run_dir(), "step");
     assert!(steps
         .iter()
         .all(|l| l["robust"] == 0.0 && l["ot"] == 0.0 && l["s_mean"] == 0.0));
-    let out = dir.path().join("bundle");
+    let out = s.dir.path().join("bundle");
     let b = export(&ck, &out, &ExportOptions::default()).unwrap();
     assert!(b.config().matching.is_none());
     assert!(b.text_bank().unwrap().is_none());
     assert_eq!(b.config().provenance["method"], "clip");
-    let images = vec![
-        dir.path().join("images/train_0.jpg"),
-        dir.path().join("images/train_4.png"),
-    ];
-    assert_parity(&trainer, &out, &images);
+    assert_parity(&trainer, &out, &s.parity_images());
 }
 
 #[test]
@@ -242,35 +230,23 @@ fn imported_layouts_fine_tune_with_mirage_and_match_both_engines() {
         TinyVision::BiomedClip,
         TinyVision::ClipResNet,
     ] {
-        let crate::common::Setup {
-            dir,
-            overrides: mut o,
-            ..
-        } = crate::common::setup(36, 5, layout);
-        o.push("optim.epochs=2".to_owned());
-        let cfg = TrainConfig::load(None, &o, None).unwrap();
-        let run = dir.path().join("run");
-        let mut trainer = Trainer::new(cfg, &run, None, true).unwrap();
-        let ck = trainer.run().unwrap();
-        let steps = metric_lines(&run, "step");
+        let s = crate::common::setup(36, 5, layout).with(&["optim.epochs=2"]);
+        let (trainer, ck) = s.train();
+        let steps = metric_lines(&s.run_dir(), "step");
         assert!(
             steps
                 .iter()
                 .all(|l| l["loss"].as_f64().unwrap().is_finite()),
             "{layout:?}"
         );
-        let out = dir.path().join("bundle");
+        let out = s.dir.path().join("bundle");
         let b = export(&ck, &out, &ExportOptions::default()).unwrap();
         assert_eq!(
             b.config().architecture,
             mirage_model::testing::tiny_config(layout, 16).architecture,
             "{layout:?}: the export keeps the imported architecture"
         );
-        let images = vec![
-            dir.path().join("images/train_0.jpg"),
-            dir.path().join("images/train_4.png"),
-        ];
-        assert_parity(&trainer, &out, &images);
+        assert_parity(&trainer, &out, &s.parity_images());
     }
 }
 
@@ -299,14 +275,11 @@ fn final_weights(run: &Path) -> std::collections::HashMap<String, Tensor> {
 #[test]
 fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     let crate::common::Setup {
-        dir,
-        overrides: mut o,
-        ..
-    } = crate::common::setup(60, 4, TinyVision::ResNetMean);
-    o.extend([
-        "optim.epochs=6".to_owned(),
-        "checkpoint.every_steps=3".into(),
-        "data.workers=1".into(),
+        dir, overrides: o, ..
+    } = crate::common::setup(60, 4, TinyVision::ResNetMean).with(&[
+        "optim.epochs=6",
+        "checkpoint.every_steps=3",
+        "data.workers=1",
     ]);
     let config = dir.path().join("run.toml");
     write_config(&config, &o);
@@ -493,23 +466,15 @@ fn bad_configuration_and_data_are_refused_clearly() {
 
 #[test]
 fn export_refuses_a_queue_still_holding_random_rows() {
-    let crate::common::Setup {
-        dir,
-        overrides: mut o,
-        ..
-    } = crate::common::setup(24, 6, TinyVision::ResNetMean);
-    o.extend([
-        "queue.init_fill=\"random\"".to_owned(),
-        "optim.max_steps=1".into(),
-    ]);
-    let cfg = TrainConfig::load(None, &o, None).unwrap();
-    let run = dir.path().join("run");
-    let ck = Trainer::new(cfg, &run, None, true).unwrap().run().unwrap();
-    let err = export(&ck, &dir.path().join("b"), &ExportOptions::default()).unwrap_err();
+    let s = crate::common::setup(24, 6, TinyVision::ResNetMean)
+        .with(&["queue.init_fill=\"random\"", "optim.max_steps=1"]);
+    let (_, ck) = s.train();
+    let out = s.dir.path().join("b");
+    let err = export(&ck, &out, &ExportOptions::default()).unwrap_err();
     assert!(err.to_string().contains("--no-bank"), "{err}");
     let b = export(
         &ck,
-        &dir.path().join("b"),
+        &out,
         &ExportOptions {
             no_bank: true,
             ..Default::default()

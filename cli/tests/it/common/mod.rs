@@ -10,6 +10,28 @@ pub(crate) fn mirage(args: &[&str]) -> Output {
         .expect("run mirage")
 }
 
+/// `base` and then `extra`: a command a test runs many times with the same start.
+pub(crate) fn mirage_with(base: &[&str], extra: &[&str]) -> Output {
+    mirage(&[base, extra].concat())
+}
+
+/// The values of a JSONL text (a command's stdout, one JSON value a line).
+pub(crate) fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The rows of a JSONL file.
+pub(crate) fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    json_lines(&std::fs::read_to_string(path).unwrap())
+}
+
+/// A test path as an argument.
+pub(crate) fn arg(path: &std::path::Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
 /// Stdout of a run that must succeed (its stderr in the failure message otherwise).
 /// `COMMAND --bundle B --store S --collection C` and then `rest`: how every command over a
 /// collection (`search`, `rag`) starts.

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::common::{json_lines, on_collection};
 use crate::http::e2e::REPORTS;
 use crate::http::harness::*;
 
@@ -148,19 +149,10 @@ async fn rag_and_audit_on_the_command_line_equal_the_http_api() {
     ];
     let mut from_cli = Vec::new();
     for (flags, _) in &cases {
-        let mut args = vec![
-            "rag",
-            "--bundle",
-            b,
-            "--store",
-            &store,
-            "--collection",
-            "reports",
-        ];
-        args.extend(flags.iter().copied());
+        let args = on_collection("rag", b, &store, "reports", flags);
         from_cli.push(serde_json::from_str::<Value>(&cli(&args)).unwrap());
     }
-    let audit_lines: Vec<Value> = cli(&[
+    let audit_lines = json_lines(&cli(&[
         "audit",
         "--bundle",
         b,
@@ -170,10 +162,7 @@ async fn rag_and_audit_on_the_command_line_equal_the_http_api() {
         images.to_str().unwrap(),
         "--threshold",
         "0.3",
-    ])
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect();
+    ]));
     assert_eq!(audit_lines.len(), 3);
 
     let server = Server::start(&bundle, &work, &[]);

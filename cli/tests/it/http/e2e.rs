@@ -56,18 +56,14 @@ async fn the_product_path_over_qdrant() {
 /// Everything a user does with one collection, in the default embedded store or, given its
 /// gRPC URL, in Qdrant.
 async fn product_path(qdrant: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
-    let model = MirageModel::open_cpu(&bundle).unwrap();
-    let work = dir.path().join("work");
-    let extra: Vec<&str> = qdrant.map_or(vec![], |url| vec!["--qdrant-url", url]);
-    let (name, _) = crate::http::suite_collection("reports", qdrant);
-    let name = name.as_str();
+    let suite = crate::http::Suite::new("reports", qdrant);
+    let bundle = &suite.bundle;
+    let model = MirageModel::open_cpu(bundle).unwrap();
+    let name = suite.name.as_str();
     let path = format!("/v1/collections/{name}");
     let items_path = format!("{path}/items");
     let embedded = qdrant.is_none();
-    let server = Server::start(&bundle, &work, &extra);
+    let server = suite.serve(&[]);
     let api = server.api.clone();
 
     // Operations.
@@ -410,7 +406,7 @@ async fn product_path(qdrant: Option<&str>) {
         {"id": "p2", "image": b64(&jpg), "caption": "axial brain mri"},
     ], "threshold": 0.3});
     let r = api.post(a, a, &pairs).await.expect(200);
-    let bundle_obj = mirage_model::Bundle::open(&bundle).unwrap();
+    let bundle_obj = mirage_model::Bundle::open(bundle).unwrap();
     let bank = bundle_obj.text_bank().unwrap().unwrap();
     let imgs = mirage_model::Embeddings::from_rows(
         &[embed_image(&model, &png_a), embed_image(&model, &jpg)],
@@ -453,7 +449,7 @@ async fn product_path(qdrant: Option<&str>) {
 
     // Restart: graceful stop, start again on the same directories; everything is still there.
     assert!(server.terminate().success());
-    let server = Server::start(&bundle, &work, &extra);
+    let server = suite.serve(&[]);
     let api = server.api.clone();
     let again = api.get(c, &path).await.expect(200);
     assert_eq!(again.body["items"], remaining);
@@ -486,13 +482,9 @@ async fn product_path(qdrant: Option<&str>) {
 /// collection answers exact scores; every bad vector is a 422 naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn precomputed_item_vectors_are_indexed_as_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
-    let model = MirageModel::open_cpu(&bundle).unwrap();
-    let dim = model.dim();
-    let work = dir.path().join("work");
-    let server = Server::start(&bundle, &work, &[]);
+    let suite = crate::http::Suite::new("byo", None);
+    let dim = MirageModel::open_cpu(&suite.bundle).unwrap().dim();
+    let server = suite.serve(&[]);
     let api = &server.api;
     let c = "/v1/collections/{name}";
     let items = "/v1/collections/{name}/items";

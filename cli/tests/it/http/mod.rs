@@ -18,7 +18,7 @@ mod snapshots;
 mod traces;
 mod web_ui;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mirage_model::testing::{write_tiny_bundle, write_tiny_bundle_with_bank, TinyVision};
 
@@ -48,12 +48,48 @@ pub fn tiny_reranker(dir: &Path) -> std::path::PathBuf {
     reranker
 }
 
-/// The collection name and store of a suite that runs once per store. A shared Qdrant server
-/// outlives the test, so there the name gets the process id and runs never meet.
-pub fn suite_collection(base: &str, qdrant: Option<&str>) -> (String, &'static str) {
-    match qdrant {
-        None => (base.to_owned(), "embedded"),
-        Some(_) => (format!("{base}-{}", std::process::id()), "qdrant"),
+/// What a suite that runs once per store starts from: a temporary directory holding a tiny
+/// bundle with a bank (`bundle`) and the server's data directory (`work`), and the suite's
+/// collection name and store. A shared Qdrant server outlives the test, so there the name gets
+/// the process id and runs never meet.
+pub struct Suite {
+    pub dir: tempfile::TempDir,
+    pub bundle: PathBuf,
+    pub work: PathBuf,
+    pub name: String,
+    pub store: &'static str,
+    qdrant: Option<String>,
+}
+
+impl Suite {
+    /// `base` names the collection; `qdrant` is the gRPC URL of the Qdrant run, if it is one.
+    pub fn new(base: &str, qdrant: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle");
+        bundle_with_bank(&bundle);
+        let work = dir.path().join("work");
+        let (name, store) = match qdrant {
+            None => (base.to_owned(), "embedded"),
+            Some(_) => (format!("{base}-{}", std::process::id()), "qdrant"),
+        };
+        Self {
+            dir,
+            bundle,
+            work,
+            name,
+            store,
+            qdrant: qdrant.map(str::to_owned),
+        }
+    }
+
+    /// `mirage serve` on the suite's bundle and data directory, with Qdrant as its second store
+    /// in a Qdrant run, and `flags`.
+    pub fn serve(&self, flags: &[&str]) -> harness::Server {
+        let mut all = flags.to_vec();
+        if let Some(url) = &self.qdrant {
+            all.extend(["--qdrant-url", url]);
+        }
+        harness::Server::start(&self.bundle, &self.work, &all)
     }
 }
 

@@ -53,17 +53,10 @@ async fn passages_grouping_and_rerank_in_qdrant() {
 }
 
 async fn passages_path(qdrant: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
-    let reranker = crate::http::tiny_reranker(dir.path());
-    let work = dir.path().join("work");
-    let mut extra = vec!["--reranker", reranker.to_str().unwrap()];
-    if let Some(url) = qdrant {
-        extra.extend(["--qdrant-url", url]);
-    }
-    let (name, store) = crate::http::suite_collection("reports", qdrant);
-    let server = Server::start(&bundle, &work, &extra);
+    let suite = crate::http::Suite::new("reports", qdrant);
+    let (name, store) = (suite.name.clone(), suite.store);
+    let reranker = crate::http::tiny_reranker(suite.dir.path());
+    let server = suite.serve(&["--reranker", reranker.to_str().unwrap()]);
     let api = server.api.clone();
     let c = "/v1/collections/{name}";
     let path = format!("/v1/collections/{name}");
@@ -367,7 +360,7 @@ async fn passages_path(qdrant: Option<&str>) {
     drop(server);
 
     // Without --reranker, asking for one (route, search or RAG option) names the flag.
-    let plain = Server::start(&bundle, &dir.path().join("work2"), &[]);
+    let plain = Server::start(&suite.bundle, &suite.dir.path().join("work2"), &[]);
     for (route, body) in [
         (rr, json!({"query": "q", "documents": ["a"]})),
         (

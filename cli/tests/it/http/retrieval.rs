@@ -64,13 +64,9 @@ async fn dense_lexical_and_hybrid_search_in_qdrant() {
 }
 
 async fn retrieval_path(qdrant: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
-    let work = dir.path().join("work");
-    let extra: Vec<&str> = qdrant.map_or(vec![], |url| vec!["--qdrant-url", url]);
-    let (name, store) = crate::http::suite_collection("notes", qdrant);
-    let server = Server::start(&bundle, &work, &extra);
+    let suite = crate::http::Suite::new("notes", qdrant);
+    let (name, store) = (suite.name.clone(), suite.store);
+    let server = suite.serve(&[]);
     let api = server.api.clone();
     let c = "/v1/collections/{name}";
     let path = format!("/v1/collections/{name}");

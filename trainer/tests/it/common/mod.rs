@@ -139,6 +139,35 @@ pub struct Setup {
     pub overrides: Vec<String>,
 }
 
+impl Setup {
+    /// `extra` overrides after `small_run`'s.
+    pub fn with(mut self, extra: &[&str]) -> Self {
+        self.overrides.extend(extra.iter().map(|o| o.to_string()));
+        self
+    }
+
+    /// Where [`Setup::train`] writes its run.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Trains with the overrides into [`Setup::run_dir`]: the trainer and its last checkpoint.
+    pub fn train(&self) -> (mirage_trainer::train::Trainer, PathBuf) {
+        let cfg = mirage_trainer::config::TrainConfig::load(None, &self.overrides, None).unwrap();
+        let mut trainer =
+            mirage_trainer::train::Trainer::new(cfg, &self.run_dir(), None, true).unwrap();
+        let ck = trainer.run().unwrap();
+        (trainer, ck)
+    }
+
+    /// Two of the dataset's images, one of each format, for parity checks.
+    pub fn parity_images(&self) -> Vec<PathBuf> {
+        ["images/train_0.jpg", "images/train_4.png"]
+            .map(|f| self.dir.path().join(f))
+            .to_vec()
+    }
+}
+
 /// See [`Setup`].
 pub fn setup(n: usize, seed: u64, vision: TinyVision) -> Setup {
     let dir = tempfile::tempdir().unwrap();
