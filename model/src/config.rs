@@ -746,6 +746,33 @@ impl MatchingOverride {
 }
 
 impl BundleConfig {
+    /// A new model's configuration: no files yet (`write_bundle` lists them), and none of what
+    /// later steps add (prompt templates, calibration, the matching score, ONNX graphs).
+    pub fn new(
+        model_id: String,
+        architecture: Architecture,
+        logit_scale: f32,
+        preprocess: ImagePreprocess,
+        tokenizer: TokenizerSettings,
+        provenance: serde_json::Value,
+    ) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            model_id,
+            files: Default::default(),
+            architecture,
+            logit_scale,
+            preprocess,
+            tokenizer,
+            prompt_templates: None,
+            calibration: None,
+            model_sha256: None,
+            matching: None,
+            onnx: None,
+            provenance,
+        }
+    }
+
     /// Checks the configuration for internal consistency, reporting every problem at once.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();

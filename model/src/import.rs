@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::bundle::{write_bundle, Bundle, BundleContents};
 use crate::config::{
     Architecture, BertConfig, BundleConfig, ImagePreprocess, TextPooling, TextTower,
-    TokenizerSettings, VisionTower, FORMAT_VERSION,
+    TokenizerSettings, VisionTower,
 };
 use crate::init::random_tensors;
 use crate::names::{self, Init, TensorSpec};
@@ -273,24 +273,17 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
     let preprocess = ImagePreprocess::clip(opts.vision.image_size());
     // bundle.json's σ is the exponent of the seeded ln σ tensor (head_tensors' init).
     let logit_scale = tensors[names::LOGIT_SCALE].to_scalar::<f32>()?.exp();
-    let config = BundleConfig {
-        format_version: FORMAT_VERSION,
-        model_id: opts.model_id.clone(),
-        files: Default::default(),
-        architecture: arch,
+    let config = BundleConfig::new(
+        opts.model_id.clone(),
+        arch,
         logit_scale,
         preprocess,
-        tokenizer: TokenizerSettings {
+        TokenizerSettings {
             max_length,
             lowercase,
             query_max_length,
         },
-        prompt_templates: None,
-        calibration: None,
-        model_sha256: None,
-        matching: None,
-        onnx: None,
-        provenance: json!({
+        json!({
             "created_by": "mirage model import-hf",
             "text": {"kind": "imported", "dir": dir.display().to_string()},
             "text_projection": if identity_text_proj { "identity" } else { "random" },
@@ -304,7 +297,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
             "seed": opts.seed,
             "trained": false,
         }),
-    };
+    );
     write_bundle(
         out,
         BundleContents {

@@ -21,7 +21,7 @@ use crate::bundle::{write_bundle, Bundle, BundleContents};
 use crate::config::{
     Architecture, BertConfig, BundleConfig, ClipTextConfig, HiddenAct, ImagePreprocess,
     Interpolation, ResNetConfig, ResizeMode, TextPooling, TextProjection, TextTower,
-    TokenizerSettings, VisionPooling, VisionTower, VitConfig, CLIP_MEAN, CLIP_STD, FORMAT_VERSION,
+    TokenizerSettings, VisionPooling, VisionTower, VitConfig, CLIP_MEAN, CLIP_STD,
 };
 use crate::import::{load_safetensors, read_json};
 use crate::names::{self, block, clip_text, path, vit, BIAS, WEIGHT};
@@ -547,31 +547,24 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
     }
 
     let preprocess = hf_preprocess(dir, v.image_size)?;
-    let config = BundleConfig {
-        format_version: FORMAT_VERSION,
-        model_id: opts.model_id.clone(),
-        files: Default::default(),
-        architecture: arch,
-        logit_scale: ln_scale.to_scalar::<f32>()?.exp(),
+    let config = BundleConfig::new(
+        opts.model_id.clone(),
+        arch,
+        ln_scale.to_scalar::<f32>()?.exp(),
         preprocess,
-        tokenizer: TokenizerSettings {
+        TokenizerSettings {
             max_length: t.max_position_embeddings,
             lowercase: false,
             query_max_length: None,
         },
-        prompt_templates: None,
-        calibration: None,
-        model_sha256: None,
-        matching: None,
-        onnx: None,
-        provenance: json!({
+        json!({
             "created_by": "mirage model import",
             "layout": "hf-clip",
             "source": dir.display().to_string(),
             "weights": src.file.file_name().map(|f| f.to_string_lossy().into_owned()),
             "trained": false,
         }),
-    };
+    );
     write_bundle(
         out,
         BundleContents {
@@ -1362,30 +1355,23 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
         interpolation,
         resize,
     };
-    let config = BundleConfig {
-        format_version: FORMAT_VERSION,
-        model_id: opts.model_id.clone(),
-        files: Default::default(),
-        architecture: Architecture {
+    let config = BundleConfig::new(
+        opts.model_id.clone(),
+        Architecture {
             embed_dim,
             text,
             text_projection,
             query_text: None,
             vision,
         },
-        logit_scale: ln_scale.to_scalar::<f32>()?.exp(),
+        ln_scale.to_scalar::<f32>()?.exp(),
         preprocess,
-        tokenizer: TokenizerSettings {
+        TokenizerSettings {
             max_length,
             lowercase: false,
             query_max_length: None,
         },
-        prompt_templates: None,
-        calibration: None,
-        model_sha256: None,
-        matching: None,
-        onnx: None,
-        provenance: json!({
+        json!({
             "created_by": "mirage model import",
             "layout": if hf_text { "open_clip-hf-text" } else { "open_clip" },
             "source": dir.display().to_string(),
@@ -1393,7 +1379,7 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
             "text": text_source,
             "trained": false,
         }),
-    };
+    );
     write_bundle(
         out,
         BundleContents {

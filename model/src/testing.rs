@@ -10,7 +10,7 @@ use crate::bundle::{write_bundle, Bundle, BundleContents, TextBank};
 use crate::config::{
     Architecture, BertConfig, BundleConfig, ClipTextConfig, HiddenAct, ImagePreprocess,
     ResNetConfig, TextPooling, TextProjection, TextTower, TokenizerSettings, VisionPooling,
-    VisionTower, VitConfig, FORMAT_VERSION,
+    VisionTower, VitConfig,
 };
 use crate::init::random_tensors;
 use crate::names;
@@ -173,31 +173,24 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
     } else {
         TextProjection::Linear
     };
-    BundleConfig {
-        format_version: FORMAT_VERSION,
-        model_id: format!("tiny-{vision:?}").to_lowercase(),
-        files: Default::default(),
-        architecture: Architecture {
+    BundleConfig::new(
+        format!("tiny-{vision:?}").to_lowercase(),
+        Architecture {
             embed_dim,
             text,
             text_projection,
             query_text: None,
             vision: vision_tower,
         },
-        logit_scale: (1.0f32 / 0.07).ln().exp(),
-        preprocess: ImagePreprocess::clip(64),
-        tokenizer: TokenizerSettings {
+        (1.0f32 / 0.07).ln().exp(),
+        ImagePreprocess::clip(64),
+        TokenizerSettings {
             max_length: 32,
             lowercase: true,
             query_max_length: None,
         },
-        prompt_templates: None,
-        calibration: None,
-        model_sha256: None,
-        matching: None,
-        onnx: None,
-        provenance: json!({"created_by": "mirage_model::testing::write_tiny_bundle"}),
-    }
+        json!({"created_by": "mirage_model::testing::write_tiny_bundle"}),
+    )
 }
 
 fn write_tiny(
