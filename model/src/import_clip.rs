@@ -666,6 +666,45 @@ fn refuse_set(cfg_path: &Path, section: &str, v: &serde_json::Value, keys: &[&st
     Ok(())
 }
 
+/// The string option `section.key` (`default` when unset), refused naming it unless it is one
+/// of `allowed`.
+fn str_option<'a>(
+    cfg_path: &Path,
+    section: &str,
+    v: &'a serde_json::Value,
+    key: &str,
+    default: &'a str,
+    allowed: &[&str],
+) -> Result<&'a str> {
+    let value = field(v, key).and_then(|x| x.as_str()).unwrap_or(default);
+    if allowed.contains(&value) {
+        return Ok(value);
+    }
+    Err(Error::InvalidConfig(format!(
+        "{}: {section}.{key} {value:?} is not supported ({allowed:?})",
+        cfg_path.display()
+    )))
+}
+
+/// The MLP width of a tower of `width` (open_clip's `mlp_ratio`, 4 by default).
+fn mlp_width(v: &serde_json::Value, width: usize) -> usize {
+    let ratio = field(v, "mlp_ratio")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(4.0);
+    (width as f64 * ratio) as usize
+}
+
+/// Refuses a checkpoint whose resblock count is not its config's `section.layers`.
+fn layers_match(cfg_path: &Path, section: &str, layers: usize, found: usize) -> Result<()> {
+    if found == layers {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig(format!(
+        "{}: {section}.layers is {layers}, the weights have {found} resblocks",
+        cfg_path.display()
+    )))
+}
+
 /// open_clip's pre-norm resblocks (`transformer.resblocks.{i}`) under `theirs` onto our
 /// [`block`]s under `ours`; returns how many there were.
 fn open_clip_blocks(
@@ -758,23 +797,22 @@ fn timm_vit(
             cfg_path.display()
         )));
     }
-    if let Some(pool) = field(vision_cfg, "timm_pool").and_then(|v| v.as_str()) {
-        if !(pool.is_empty() || pool == "token") {
-            return Err(Error::InvalidConfig(format!(
-                "{}: vision_cfg.timm_pool {pool:?} is not supported (\"\" or \"token\")",
-                cfg_path.display()
-            )));
-        }
-    }
-    let proj = field(vision_cfg, "timm_proj")
-        .and_then(|v| v.as_str())
-        .unwrap_or("linear");
-    if proj != "linear" {
-        return Err(Error::InvalidConfig(format!(
-            "{}: vision_cfg.timm_proj {proj:?} is not supported (\"linear\")",
-            cfg_path.display()
-        )));
-    }
+    str_option(
+        cfg_path,
+        "vision_cfg",
+        vision_cfg,
+        "timm_pool",
+        "",
+        &["", "token"],
+    )?;
+    str_option(
+        cfg_path,
+        "vision_cfg",
+        vision_cfg,
+        "timm_proj",
+        "linear",
+        &["linear"],
+    )?;
     let t = "visual.trunk.";
     let pw = src.dims(&format!("{t}patch_embed.proj.weight"))?;
     let (h, patch) = (pw[0], pw[2]);
@@ -966,26 +1004,23 @@ fn open_clip_vit(
             "output_tokens",
         ],
     )?;
-    if let Some(pool) = field(vision_cfg, "pool_type").and_then(|v| v.as_str()) {
-        if pool != "tok" {
-            return Err(Error::InvalidConfig(format!(
-                "{}: vision_cfg.pool_type {pool:?} is not supported (\"tok\")",
-                cfg_path.display()
-            )));
-        }
-    }
+    str_option(
+        cfg_path,
+        "vision_cfg",
+        vision_cfg,
+        "pool_type",
+        "tok",
+        &["tok"],
+    )?;
     let h = usize_or(vision_cfg, "width", 768);
     let head_width = usize_or(vision_cfg, "head_width", 64);
-    let mlp_ratio = field(vision_cfg, "mlp_ratio")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(4.0);
     let c = VitConfig {
         image_size: usize_or(vision_cfg, "image_size", 224),
         patch_size: usize_or(vision_cfg, "patch_size", 16),
         hidden_size: h,
         num_layers: usize_or(vision_cfg, "layers", 12),
         num_heads: h / head_width.max(1),
-        mlp_dim: (h as f64 * mlp_ratio) as usize,
+        mlp_dim: mlp_width(vision_cfg, h),
         layer_norm_eps: 1e-5,
         patch_bias: false,
         pre_norm: true,
@@ -1006,13 +1041,7 @@ fn open_clip_vit(
     );
     norm(src, out, "visual.ln_pre", &path(&[v, vit::LN_PRE]), h)?;
     let n = open_clip_blocks(src, out, "visual.", v, h, c.mlp_dim)?;
-    if n != c.num_layers {
-        return Err(Error::InvalidConfig(format!(
-            "{}: vision_cfg.layers is {}, the weights have {n} resblocks",
-            cfg_path.display(),
-            c.num_layers
-        )));
-    }
+    layers_match(cfg_path, "vision_cfg", c.num_layers, n)?;
     norm(src, out, "visual.ln_post", &path(&[v, vit::FINAL_LN]), h)?;
     out.insert(
         path(&[names::VISION_PROJ, WEIGHT]),
@@ -1044,24 +1073,21 @@ fn open_clip_text(
             "output_tokens",
         ],
     )?;
-    if let Some(pool) = field(text_cfg, "pool_type").and_then(|v| v.as_str()) {
-        if pool != "argmax" && pool != "eos" {
-            return Err(Error::InvalidConfig(format!(
-                "{}: text_cfg.pool_type {pool:?} is not supported (\"argmax\", \"eos\")",
-                cfg_path.display()
-            )));
-        }
-    }
+    str_option(
+        cfg_path,
+        "text_cfg",
+        text_cfg,
+        "pool_type",
+        "argmax",
+        &["argmax", "eos"],
+    )?;
     let h = usize_or(text_cfg, "width", 512);
-    let mlp_ratio = field(text_cfg, "mlp_ratio")
-        .and_then(serde_json::Value::as_f64)
-        .unwrap_or(4.0);
     let c = ClipTextConfig {
         vocab_size: usize_or(text_cfg, "vocab_size", 49408),
         hidden_size: h,
         num_layers: usize_or(text_cfg, "layers", 12),
         num_heads: usize_or(text_cfg, "heads", 8),
-        intermediate_size: (h as f64 * mlp_ratio) as usize,
+        intermediate_size: mlp_width(text_cfg, h),
         max_position_embeddings: usize_or(text_cfg, "context_length", 77),
         layer_norm_eps: 1e-5,
         activation: act,
@@ -1087,13 +1113,7 @@ fn open_clip_text(
         src.take("positional_embedding", &[c.max_position_embeddings, h])?,
     );
     let n = open_clip_blocks(src, out, "", t, h, c.intermediate_size)?;
-    if n != c.num_layers {
-        return Err(Error::InvalidConfig(format!(
-            "{}: text_cfg.layers is {}, the weights have {n} resblocks",
-            cfg_path.display(),
-            c.num_layers
-        )));
-    }
+    layers_match(cfg_path, "text_cfg", c.num_layers, n)?;
     norm(src, out, "ln_final", &path(&[t, clip_text::FINAL_LN]), h)?;
     // A Linear (proj_bias or proj_type linear) or a bare [width, embed] parameter.
     if src.has("text_projection.weight") {
@@ -1406,5 +1426,37 @@ pub fn import(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
             opts.dir.display(),
             opts.dir.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_options_outside_what_is_implemented_are_refused_by_name() {
+        let p = Path::new("open_clip_config.json");
+        let v = json!({"pool_type": "avg", "timm_pool": null, "mlp_ratio": 2.0});
+        let err = str_option(p, "vision_cfg", &v, "pool_type", "tok", &["tok"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("open_clip_config.json: vision_cfg.pool_type \"avg\" is not supported"),
+            "{err}"
+        );
+        // Unset (or null) takes the default, which is checked like a set value.
+        assert_eq!(
+            str_option(p, "vision_cfg", &v, "timm_pool", "", &["", "token"]).unwrap(),
+            ""
+        );
+        assert!(str_option(p, "vision_cfg", &v, "timm_proj", "mlp", &["linear"]).is_err());
+        assert_eq!(mlp_width(&v, 16), 32);
+        assert_eq!(mlp_width(&json!({}), 16), 64);
+        layers_match(p, "text_cfg", 12, 12).unwrap();
+        let err = layers_match(p, "text_cfg", 12, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("text_cfg.layers is 12, the weights have 2 resblocks"),
+            "{err}"
+        );
     }
 }
