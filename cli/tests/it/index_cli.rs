@@ -70,6 +70,17 @@ fn fixture(n: usize) -> Fixture {
 }
 
 impl Fixture {
+    /// `mirage search` with the fixture's bundle over `collection` in `store`, then `rest`.
+    fn search(&self, store: &str, collection: &str, rest: &[&str]) -> std::process::Output {
+        mirage(&on_collection(
+            "search",
+            &self.bundle,
+            store,
+            collection,
+            rest,
+        ))
+    }
+
     fn store(&self) -> String {
         format!("embedded:{}", self.root.join("indexes").display())
     }
@@ -127,9 +138,7 @@ fn build_search_info_delete_from_the_shell() {
     assert_eq!(summary["indexed"], 30);
     assert_eq!(summary["items"], 30);
 
-    let out = ok(mirage(&on_collection(
-        "search",
-        &f.bundle,
+    let out = ok(f.search(
         &store,
         "reports",
         &[
@@ -140,7 +149,7 @@ fn build_search_info_delete_from_the_shell() {
             "--mode",
             "dense",
         ],
-    )));
+    ));
     let hits = json_lines(&out);
     assert_eq!(hits.len(), 3);
     assert_eq!(hits[0]["id"], "report-0007");
@@ -149,9 +158,7 @@ fn build_search_info_delete_from_the_shell() {
     assert_eq!(hits[0]["payload"]["finding"], "pneumothorax");
 
     // Image query against image vectors, with a filter.
-    let out = ok(mirage(&on_collection(
-        "search",
-        &f.bundle,
+    let out = ok(f.search(
         &store,
         "reports",
         &[
@@ -164,7 +171,7 @@ fn build_search_info_delete_from_the_shell() {
             "--filter",
             r#"{"must": [{"key": "year", "range": {"gte": 2019}}]}"#,
         ],
-    )));
+    ));
     let hits = json_lines(&out);
     assert_eq!(hits[0]["id"], "report-0009");
     assert_eq!(hits[0]["image"], "cxr9.png");
@@ -200,21 +207,13 @@ fn build_search_info_delete_from_the_shell() {
     assert_eq!(info["tombstones"], 0);
 
     // Errors a user meets.
-    let err = fail(mirage(&on_collection(
-        "search",
-        &f.bundle,
-        &store,
-        "nope",
-        &["--text", "x"],
-    )));
+    let err = fail(f.search(&store, "nope", &["--text", "x"]));
     assert!(err.contains("does not exist"), "{err}");
-    let err = fail(mirage(&on_collection(
-        "search",
-        &f.bundle,
+    let err = fail(f.search(
         &store,
         "reports",
         &["--text", "x", "--filter", r#"{"must": [{"key": "year"}]}"#],
-    )));
+    ));
     assert!(err.contains("needs match or range"), "{err}");
     let other = f.root.join("other-bundle");
     write_tiny_bundle(&other, TinyVision::ResNetMean, 16, 12).unwrap();

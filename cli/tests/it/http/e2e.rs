@@ -188,12 +188,7 @@ async fn product_path(qdrant: Option<&str>) {
     let r = api.post(s, s, &json!({"collection": name, "query": {"text": "pneumonia"}, "target": "image", "limit": 10, "mode": "dense"})).await.expect(200);
     let t = embed_text(&model, "pneumonia");
     let want_a = cosine(&t, &embed_image(&model, &png_a));
-    let hit_a = r.body["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["id"] == "img-a")
-        .unwrap();
+    let hit_a = r.hit("img-a");
     assert!((hit_a["score"].as_f64().unwrap() as f32 - want_a).abs() < 1e-4);
     assert_eq!(r.body["query_modality"], "text");
 
@@ -232,14 +227,7 @@ async fn product_path(qdrant: Option<&str>) {
     );
     let v = embed_image(&model, &jpg);
     let want = cosine(&v, &embed_text(&model, REPORTS[0].1));
-    let got = r.body["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["id"] == "r1")
-        .unwrap()["score"]
-        .as_f64()
-        .unwrap() as f32;
+    let got = r.hit("r1")["score"].as_f64().unwrap() as f32;
     assert!((got - want).abs() < 1e-4, "{got} vs {want}");
 
     // Vector query and pagination.
@@ -536,12 +524,7 @@ async fn precomputed_item_vectors_are_indexed_as_given() {
         .await
         .expect(200);
     assert_eq!(r.body["hits"][0]["id"], "e1");
-    let v1 = r.body["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["id"] == "v1")
-        .unwrap();
+    let v1 = r.hit("v1");
     assert_eq!(v1["text"], "stored, not embedded");
 
     let bad = |item: Value| json!({"items": [item]});

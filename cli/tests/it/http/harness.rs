@@ -168,6 +168,15 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// The search hit with this item id.
+    #[track_caller]
+    pub fn hit(&self, id: &str) -> &Value {
+        self.body["hits"]
+            .as_array()
+            .and_then(|hits| hits.iter().find(|h| h["id"] == id))
+            .unwrap_or_else(|| panic!("no hit {id}: {}", self.body))
+    }
+
     /// The problem `type` slug (after `urn:mirage:problem:`).
     pub fn problem_type(&self) -> &str {
         self.body["type"]

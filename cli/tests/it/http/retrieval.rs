@@ -169,12 +169,7 @@ async fn retrieval_path(qdrant: Option<&str>) {
         .expect(200);
     assert_eq!(r.body["query_modality"], "text+vector");
     assert_eq!(r.body["mode"], "hybrid");
-    let t1 = r.body["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["id"] == "t1")
-        .unwrap();
+    let t1 = r.hit("t1");
     assert_eq!(t1["legs"]["lexical"]["rank"], 1);
     assert!(!dense_top.is_null());
 
