@@ -557,7 +557,7 @@ async fn precomputed_item_vectors_are_indexed_as_given() {
             .post(items, "/v1/collections/byo/items", &bad(item))
             .await
             .expect_problem(422, "invalid-request");
-        let detail = r.body["detail"].as_str().unwrap();
+        let detail = r.detail();
         assert!(detail.contains(&says), "{detail}");
     }
     let r = api
@@ -569,9 +569,7 @@ async fn precomputed_item_vectors_are_indexed_as_given() {
         .await
         .expect_problem(422, "invalid-request");
     assert!(
-        r.body["detail"]
-            .as_str()
-            .unwrap()
+        r.detail()
             .contains("unknown variant `f8`, expected one of `f32`, `f16`, `i8`"),
         "{}",
         r.body

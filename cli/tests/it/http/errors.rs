@@ -7,10 +7,7 @@ use crate::http::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
-    let work = dir.path().join("work");
+    let crate::http::Scratch { dir, bundle, work } = crate::http::scratch(true);
     // A collection built with another model, placed before the server starts.
     let other = ModelRef {
         model_id: "other-model".into(),
@@ -35,10 +32,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         .post_raw(s, s, "application/json", b"{\"collection\": ".to_vec())
         .await
         .expect_problem(400, "invalid-json");
-    assert!(r.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("not valid JSON"));
+    assert!(r.detail().contains("not valid JSON"));
     let r = api
         .post(
             s,
@@ -47,11 +41,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         )
         .await
         .expect_problem(422, "invalid-request");
-    assert!(
-        r.body["detail"].as_str().unwrap().contains("invalid type"),
-        "{}",
-        r.body
-    );
+    assert!(r.detail().contains("invalid type"), "{}", r.body);
     api.post(s, s, &json!({"query": {"text": "x"}}))
         .await
         .expect_problem(422, "invalid-request");
@@ -63,7 +53,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         )
         .await
         .expect_problem(422, "invalid-request");
-    assert!(r.body["detail"].as_str().unwrap().contains("limt"));
+    assert!(r.detail().contains("limt"));
     api.post(e, e, &json!({"input": 42}))
         .await
         .expect_problem(422, "invalid-request");
@@ -89,7 +79,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         .post(s, s, &json!({"collection": "nope", "query": {"text": "x"}}))
         .await
         .expect_problem(404, "not-found");
-    assert!(r.body["detail"].as_str().unwrap().contains("nope"));
+    assert!(r.detail().contains("nope"));
     assert_eq!(r.body["instance"], "/v1/search");
     assert!(r.body["request_id"].as_str().is_some());
     let res = api
@@ -119,14 +109,14 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         )
         .await
         .expect_problem(422, "invalid-image");
-    assert!(r.body["detail"].as_str().unwrap().contains("base64"));
+    assert!(r.detail().contains("base64"));
     let mut corrupt = png(3, 64);
     corrupt.truncate(60);
     let r = api
         .post(cl, cl, &json!({"image": b64(&corrupt), "labels": ["a"]}))
         .await
         .expect_problem(422, "invalid-image");
-    assert!(r.body["detail"].as_str().unwrap().contains("image"));
+    assert!(r.detail().contains("image"));
     api.post(
         cl,
         cl,
@@ -139,14 +129,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
             .post(cl, cl, &json!({"image": b64(&jls), "labels": ["a"]}))
             .await
             .expect_problem(415, "unsupported-image");
-        assert!(
-            r.body["detail"]
-                .as_str()
-                .unwrap()
-                .contains("transfer syntax"),
-            "{}",
-            r.body
-        );
+        assert!(r.detail().contains("transfer syntax"), "{}", r.body);
     }
     if let Some(sr) = pydicom_file("test-SR.dcm") {
         api.post(cl, cl, &json!({"image": b64(&sr), "labels": ["a"]}))
@@ -183,7 +166,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         .post(s, s, &q(json!([0.1, 0.2])))
         .await
         .expect_problem(422, "invalid-request");
-    assert!(r.body["detail"].as_str().unwrap().contains("16"));
+    assert!(r.detail().contains("16"));
     api.post_raw(
         s,
         s,
@@ -264,7 +247,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         )
         .await
         .expect_problem(409, "conflict");
-    assert!(r.body["detail"].as_str().unwrap().contains("other-model"));
+    assert!(r.detail().contains("other-model"));
 
     // Audit input.
     api.post(a, a, &json!({"pairs": []}))
@@ -313,11 +296,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
                 .put(c, &format!("/v1/collections/{name}"), &body)
                 .await
                 .expect_problem(422, "invalid-request");
-            assert!(
-                r.body["detail"].as_str().unwrap().contains(says),
-                "{}",
-                r.body
-            );
+            assert!(r.detail().contains(says), "{}", r.body);
         }
     }
     let r = api
@@ -328,10 +307,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         )
         .await
         .expect_problem(422, "invalid-request");
-    assert!(r.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("ef must be 1–4096 (got 4097)"));
+    assert!(r.detail().contains("ef must be 1–4096 (got 4097)"));
 
     // Rules the OpenAPI document states: a body is an object; integers may be written 6.0; a
     // page reaching past rank 1000 is cut there; a multipart body is `request` plus files.
@@ -357,7 +333,7 @@ async fn every_bad_input_gets_a_problem_and_the_server_stays_up() {
         .post_multipart(cl, cl, form)
         .await
         .expect_problem(422, "invalid-request");
-    assert!(r.body["detail"].as_str().unwrap().contains("\"request\""));
+    assert!(r.detail().contains("\"request\""));
 
     // Still up, still right.
     api.get("/health", "/health").await.expect(200);

@@ -177,6 +177,14 @@ impl Resp {
             .unwrap_or_else(|| panic!("no hit {id}: {}", self.body))
     }
 
+    /// The problem's `detail`.
+    #[track_caller]
+    pub fn detail(&self) -> &str {
+        self.body["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no detail: {}", self.body))
+    }
+
     /// The problem `type` slug (after `urn:mirage:problem:`).
     pub fn problem_type(&self) -> &str {
         self.body["type"]

@@ -48,6 +48,27 @@ pub fn tiny_reranker(dir: &Path) -> std::path::PathBuf {
     reranker
 }
 
+/// A temporary directory holding a tiny bundle (`bundle`, with the [`BANK`] text bank when asked)
+/// and the path of a server's data directory (`work`).
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub bundle: PathBuf,
+    pub work: PathBuf,
+}
+
+/// See [`Scratch`].
+pub fn scratch(bank: bool) -> Scratch {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    if bank {
+        bundle_with_bank(&bundle);
+    } else {
+        bundle_without_bank(&bundle);
+    }
+    let work = dir.path().join("work");
+    Scratch { dir, bundle, work }
+}
+
 /// What a suite that runs once per store starts from: a temporary directory holding a tiny
 /// bundle with a bank (`bundle`) and the server's data directory (`work`), and the suite's
 /// collection name and store. A shared Qdrant server outlives the test, so there the name gets
@@ -64,10 +85,7 @@ pub struct Suite {
 impl Suite {
     /// `base` names the collection; `qdrant` is the gRPC URL of the Qdrant run, if it is one.
     pub fn new(base: &str, qdrant: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let bundle = dir.path().join("bundle");
-        bundle_with_bank(&bundle);
-        let work = dir.path().join("work");
+        let Scratch { dir, bundle, work } = scratch(true);
         let (name, store) = match qdrant {
             None => (base.to_owned(), "embedded"),
             Some(_) => (format!("{base}-{}", std::process::id()), "qdrant"),

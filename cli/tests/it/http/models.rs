@@ -82,7 +82,7 @@ async fn two_models_route_by_name_and_by_collection_and_load_and_unload_live() {
     let r = embed(&api, Some("nope"), "x")
         .await
         .expect_problem(404, "not-found");
-    let detail = r.body["detail"].as_str().unwrap();
+    let detail = r.detail();
     assert!(detail.contains(A) && detail.contains(B), "{detail}");
     let png = data_uri("image/png", &png(3, 40));
     let r = api
@@ -113,7 +113,7 @@ async fn two_models_route_by_name_and_by_collection_and_load_and_unload_live() {
     assert_eq!(r.body["dim"], 24);
     put("cb", Some(B)).await.expect(200);
     let r = put("cb", Some(A)).await.expect_problem(409, "conflict");
-    assert!(r.body["detail"].as_str().unwrap().contains(B));
+    assert!(r.detail().contains(B));
     for name in ["ca", "cb"] {
         let p = format!("/v1/collections/{name}/items");
         api.post(
@@ -147,7 +147,7 @@ async fn two_models_route_by_name_and_by_collection_and_load_and_unload_live() {
         .delete("/v1/models/{id}", &format!("/v1/models/{B}"), None)
         .await
         .expect_problem(409, "conflict");
-    assert!(r.body["detail"].as_str().unwrap().contains("cb"));
+    assert!(r.detail().contains("cb"));
 
     // Load C at run time; bad paths are refused.
     let load = |path: &'static str| {
@@ -231,7 +231,7 @@ async fn two_models_route_by_name_and_by_collection_and_load_and_unload_live() {
         )
         .await
         .expect_problem(409, "conflict");
-    assert!(r.body["detail"].as_str().unwrap().contains(B));
+    assert!(r.detail().contains(B));
     api.delete("/v1/models/{id}", &format!("/v1/models/{A}"), None)
         .await
         .expect_problem(409, "conflict");
@@ -247,7 +247,7 @@ async fn check_models_dir_is_needed(bundle: &Path, work: &Path) {
         .post("/v1/models", "/v1/models", &json!({"path": "c"}))
         .await
         .expect_problem(409, "conflict");
-    assert!(r.body["detail"].as_str().unwrap().contains("--models-dir"));
+    assert!(r.detail().contains("--models-dir"));
 }
 
 /// A bundle with a query tower (MedCPT's layout): `/v1/embeddings` embeds with the tower

@@ -9,9 +9,7 @@ use crate::http::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_scopes_body_limit_queue_and_cors() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
+    let crate::http::Scratch { dir, bundle, .. } = crate::http::scratch(true);
     let server = Server::start(
         &bundle,
         &dir.path().join("work"),
@@ -84,10 +82,7 @@ async fn keys_scopes_body_limit_queue_and_cors() {
         .post(e, e, &json!({"input": huge}))
         .await
         .expect_problem(413, "payload-too-large");
-    assert!(r.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("max_body_bytes"));
+    assert!(r.detail().contains("max_body_bytes"));
     // The unread rest of the body makes the connection unusable: the client is told to drop it.
     assert_eq!(r.headers["connection"], "close");
     let form = reqwest::multipart::Form::new()
@@ -113,10 +108,7 @@ async fn keys_scopes_body_limit_queue_and_cors() {
         .post("/v1/classify", "/v1/classify", &json!({"image": b64(&png(1, 64)), "labels": labels, "templates": ["a {}", "b {}", "c {}"]}))
         .await
         .expect_problem(422, "invalid-request");
-    assert!(r.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("max_queue_items"));
+    assert!(r.detail().contains("max_queue_items"));
 
     // A full queue answers 429 with Retry-After; everything else completes.
     let images: Vec<serde_json::Value> =
@@ -185,9 +177,7 @@ async fn keys_scopes_body_limit_queue_and_cors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_request_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
+    let crate::http::Scratch { dir, bundle, .. } = crate::http::scratch(true);
     let server = Server::start(&bundle, &dir.path().join("work"), &["--batch-size", "4"]);
     let api = server.api.clone();
     let images: Vec<serde_json::Value> = (0..256)
@@ -248,9 +238,7 @@ async fn shutdown_finishes_the_request_in_flight() {
 /// file, a flag over both; a bad file stops it at start with a message naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_layer_defaults_file_variables_and_flags() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
+    let crate::http::Scratch { dir, bundle, .. } = crate::http::scratch(true);
     let file = dir.path().join("mirage.toml");
     std::fs::write(
         &file,

@@ -15,9 +15,7 @@ fn the_python_client_suite_passes_against_a_live_server() {
         );
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
+    let crate::http::Scratch { dir, bundle, .. } = crate::http::scratch(true);
     let reranker = crate::http::tiny_reranker(dir.path());
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();

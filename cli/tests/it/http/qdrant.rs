@@ -203,7 +203,7 @@ async fn a_qdrant_outage_answers_503_and_heals_without_restarting_mirage() {
         let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!(retry >= 1);
         assert_eq!(r.body["retry_after"], retry);
-        assert!(!r.body["detail"].as_str().unwrap().contains("127.0.0.1"));
+        assert!(!r.detail().contains("127.0.0.1"));
     }
     // Ready, with a warning: the embedded collections are still served.
     let ready = api.get("/ready", "/ready").await.expect(200);
@@ -263,9 +263,7 @@ async fn qdrant_down_at_start_or_refusing_the_key_leaves_the_embedded_store_serv
     let Some(tools) = qdrant_tools("the Qdrant start-up and credentials test") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
+    let crate::http::Scratch { dir, bundle, .. } = crate::http::scratch(true);
 
     // Nothing listens on the Qdrant port: the server starts, is ready with a warning, serves
     // embedded collections and answers 503 for Qdrant.
@@ -340,7 +338,7 @@ async fn qdrant_down_at_start_or_refusing_the_key_leaves_the_embedded_store_serv
         .put(C, "/v1/collections/q", &json!({"store": "qdrant"}))
         .await
         .expect_problem(502, "store-error");
-    let detail = r.body["detail"].as_str().unwrap();
+    let detail = r.detail();
     assert!(detail.contains("authentication"), "{detail}");
     assert!(!detail.contains("wrong-key") && !detail.contains("right-key"));
     drop(server);
@@ -442,7 +440,7 @@ async fn one_name_is_one_collection_across_the_two_stores() {
         api.put(C, "/v1/collections/twice", &json!({})).await,
     ] {
         let r = r.expect_problem(409, "conflict");
-        let detail = r.body["detail"].as_str().unwrap();
+        let detail = r.detail();
         assert!(
             detail.contains("embedded:") && detail.contains("qdrant:"),
             "{detail}"

@@ -20,10 +20,11 @@ fn items(from: usize, to: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_taken_under_writes_restore_exactly_what_was_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_without_bank(&bundle);
-    let work = dir.path().join("work");
+    let crate::http::Scratch {
+        dir: _dir,
+        bundle,
+        work,
+    } = crate::http::scratch(false);
     let server = Server::start(
         &bundle,
         &work,
@@ -191,14 +192,7 @@ async fn snapshots_taken_under_writes_restore_exactly_what_was_acknowledged() {
     let refused = restore("cut-1.mirage-snapshot.tar".into(), json!({"as": "cut"}))
         .await
         .expect_problem(422, "invalid-request");
-    assert!(
-        refused.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("truncated"),
-        "{}",
-        refused.body
-    );
+    assert!(refused.detail().contains("truncated"), "{}", refused.body);
     admin
         .get("/v1/collections/{name}", "/v1/collections/cut")
         .await
@@ -221,10 +215,7 @@ async fn snapshots_taken_under_writes_restore_exactly_what_was_acknowledged() {
     let refused = restore("foreign-1.mirage-snapshot.tar".into(), json!({}))
         .await
         .expect_problem(409, "conflict");
-    assert!(refused.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("elsewhere"));
+    assert!(refused.detail().contains("elsewhere"));
 
     // Deleted snapshots are gone.
     admin

@@ -82,9 +82,7 @@ async fn collector(received: Received) -> String {
 async fn request_inference_and_store_spans_reach_an_otlp_collector_in_the_callers_trace() {
     let received: Received = Arc::default();
     let endpoint = collector(received.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_without_bank(&bundle);
+    let crate::http::Scratch { dir, bundle, .. } = crate::http::scratch(false);
     let server = Server::start(
         &bundle,
         &dir.path().join("work"),

@@ -266,9 +266,7 @@ async fn the_page_searches_by_text_and_image_and_classifies_in_chromium() {
     let Some(dicom) = pydicom_file("CT_small.dcm") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_with_bank(&bundle);
+    let crate::http::Scratch { dir, bundle, .. } = crate::http::scratch(true);
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     let mut corpus = String::new();
@@ -488,10 +486,11 @@ async fn the_page_searches_by_text_and_image_and_classifies_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_is_off_without_a_media_root_and_the_page_is_public() {
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    crate::http::bundle_without_bank(&bundle);
-    let work = dir.path().join("work");
+    let crate::http::Scratch {
+        dir: _dir,
+        bundle,
+        work,
+    } = crate::http::scratch(false);
     let server = Server::start(&bundle, &work, &["--api-keys", "reader"]);
     let api = server.api.clone();
     let page = api.http.get(format!("{}/", api.base)).send().await.unwrap();
@@ -508,7 +507,7 @@ async fn media_is_off_without_a_media_root_and_the_page_is_public() {
     let keyed = api.with_key("reader");
     let r = keyed.get("/v1/media", "/v1/media?path=x.png").await;
     assert_eq!(r.status, 404, "{}", r.body);
-    assert!(r.body["detail"].as_str().unwrap().contains("--media-root"));
+    assert!(r.detail().contains("--media-root"));
     let r = keyed
         .get("/v1/collections", "/v1/collections")
         .await
