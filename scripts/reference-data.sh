@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates the PyTorch reference outputs of the vision towers (random torchvision weights are too
 # large for git), of random BERT cross-encoders and of random CLIP-family models (a Hugging Face
-# CLIPModel with CLIP's real tokenizer, open_clip's CLIP ViT and BiomedCLIP layouts) into
+# CLIPModel with CLIP's real tokenizer, open_clip's CLIP ViT, BiomedCLIP and PMC-CLIP layouts) into
 # $MIRAGE_CACHE/parity, once per version of the generating scripts. The CLIP tokenizer is built
 # from open_clip's vocabulary (scripts/fetch-assets.sh).
 set -euo pipefail

@@ -94,7 +94,8 @@ enum ModelCommand {
     /// sharded safetensors or pytorch_model.bin; tokenizer.json; preprocessor_config.json), or an
     /// open_clip checkpoint (open_clip_config.json with open_clip_model.safetensors or
     /// open_clip_pytorch_model.bin): OpenAI/LAION CLIP ViTs, and timm ViT + Hugging Face BERT
-    /// models such as BiomedCLIP. Every tensor is mapped or refused by name.
+    /// models such as BiomedCLIP; or PMC-CLIP's released checkpoint.pt (with --tokenizer, its
+    /// PubMedBERT tokenizer.json). Every tensor is mapped or refused by name.
     Import {
         /// The checkpoint directory.
         #[arg(long)]
@@ -106,8 +107,9 @@ enum ModelCommand {
         /// tokenizer of a CLIP text tower when the directory has no tokenizer.json.
         #[arg(long)]
         bpe_vocab: Option<PathBuf>,
-        /// config.json of an open_clip checkpoint's Hugging Face text model (BiomedCLIP names
-        /// a hub model; default: inferred from the weights, with 64-wide attention heads).
+        /// config.json of the Hugging Face text model of an open_clip checkpoint (BiomedCLIP
+        /// names a hub model) or of PMC-CLIP (PubMedBERT); default: inferred from the weights,
+        /// with 64-wide attention heads.
         #[arg(long)]
         text_config: Option<PathBuf>,
         /// Bundle directory to write.

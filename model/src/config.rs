@@ -586,6 +586,11 @@ pub struct TokenizerSettings {
     /// Truncation length of queries for the query tower (`max_length` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_max_length: Option<usize>,
+    /// Pad every text to `max_length` and let the text tower attend to the padding, as models
+    /// trained that way need (PMC-CLIP runs its BERT on texts padded to 77 tokens without an
+    /// attention mask, so its embeddings depend on the padding).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attend_padding: bool,
 }
 
 /// Zero-shot prompt templates; `{}` stands for the label.

@@ -282,6 +282,7 @@ pub fn import_hf(opts: &ImportOptions, out: &Path) -> Result<Bundle> {
             max_length,
             lowercase,
             query_max_length,
+            attend_padding: false,
         },
         json!({
             "created_by": "mirage model import-hf",

@@ -39,8 +39,9 @@ pub struct ClipImportOptions {
     /// CLIP's gzipped BPE merge list (`bpe_simple_vocab_16e6.txt.gz`), to build the tokenizer of
     /// a CLIP text tower whose directory has no `tokenizer.json`.
     pub bpe_vocab: Option<PathBuf>,
-    /// The Hugging Face `config.json` of an open_clip checkpoint's Hugging Face text tower
-    /// (BiomedCLIP's names a hub model); inferred from the tensors when absent (heads: width/64).
+    /// The Hugging Face `config.json` of the BERT text tower of an open_clip checkpoint
+    /// (BiomedCLIP's names a hub model) or of PMC-CLIP; inferred from the tensors when absent
+    /// (heads: width/64).
     pub text_config: Option<PathBuf>,
 }
 
@@ -53,7 +54,16 @@ pub enum Layout {
     HfBert,
     /// open_clip (`open_clip_config.json`).
     OpenClip,
+    /// PMC-CLIP's released training checkpoint (`checkpoint.pt`): open_clip's ModifiedResNet and
+    /// a Hugging Face BERT (PubMedBERT) with a bare projection.
+    PmcClip,
 }
+
+/// The file PMC-CLIP's release ships its weights in.
+pub const PMC_CLIP_CHECKPOINT: &str = "checkpoint.pt";
+
+/// PMC-CLIP's text context: its BERT reads every text padded to this many tokens.
+const PMC_CLIP_CONTEXT: usize = 77;
 
 /// Which layout `dir` holds.
 ///
@@ -66,9 +76,12 @@ pub fn detect(dir: &Path) -> Result<Layout> {
     }
     let cfg_path = dir.join("config.json");
     if !cfg_path.is_file() {
+        if dir.join(PMC_CLIP_CHECKPOINT).is_file() {
+            return Ok(Layout::PmcClip);
+        }
         return Err(Error::InvalidConfig(format!(
-            "{}: neither config.json (Hugging Face) nor open_clip_config.json (open_clip) — not \
-             a checkpoint directory this importer knows",
+            "{}: neither config.json (Hugging Face), open_clip_config.json (open_clip) nor \
+             {PMC_CLIP_CHECKPOINT} (PMC-CLIP) — not a checkpoint directory this importer knows",
             dir.display()
         )));
     }
@@ -556,6 +569,7 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
             max_length: t.max_position_embeddings,
             lowercase: false,
             query_max_length: None,
+            attend_padding: false,
         },
         json!({
             "created_by": "mirage model import",
@@ -1137,27 +1151,15 @@ fn open_clip_text(
     Ok(c)
 }
 
-/// open_clip's `HFTextEncoder` over a BERT model (`text.transformer.*`, `text.proj*`).
-fn open_clip_hf_text(
+/// A Hugging Face `BertModel` under `tp` onto our BERT text tower: its config from
+/// `--text-config`, else read off the tensors (heads: hidden / 64). Returns the config and where it
+/// came from, for the provenance.
+fn hf_bert(
     src: &mut Source,
     out: &mut HashMap<String, Tensor>,
     opts: &ClipImportOptions,
-    cfg_path: &Path,
-    text_cfg: &serde_json::Value,
-    embed_dim: usize,
-) -> Result<(TextTower, TextProjection, serde_json::Value)> {
-    let pooling = match field(text_cfg, "hf_pooler_type").and_then(|v| v.as_str()) {
-        Some("cls_last_hidden_state_pooler") | Some("cls_pooler") => TextPooling::Cls,
-        Some("mean_pooler") => TextPooling::Mean,
-        other => {
-            return Err(Error::InvalidConfig(format!(
-                "{}: text_cfg.hf_pooler_type {other:?} is not supported \
-                 (cls_last_hidden_state_pooler, mean_pooler)",
-                cfg_path.display()
-            )))
-        }
-    };
-    let tp = "text.transformer.";
+    tp: &str,
+) -> Result<(BertConfig, serde_json::Value)> {
     let renamed: HashMap<String, String> = src
         .tensors
         .keys()
@@ -1220,6 +1222,30 @@ fn open_clip_hf_text(
     }
     // The BERT pooler is not used by these poolers; position ids are a buffer.
     src.ignore(&format!("{tp}pooler."));
+    Ok((bert, source))
+}
+
+/// open_clip's `HFTextEncoder` over a BERT model (`text.transformer.*`, `text.proj*`).
+fn open_clip_hf_text(
+    src: &mut Source,
+    out: &mut HashMap<String, Tensor>,
+    opts: &ClipImportOptions,
+    cfg_path: &Path,
+    text_cfg: &serde_json::Value,
+    embed_dim: usize,
+) -> Result<(TextTower, TextProjection, serde_json::Value)> {
+    let pooling = match field(text_cfg, "hf_pooler_type").and_then(|v| v.as_str()) {
+        Some("cls_last_hidden_state_pooler") | Some("cls_pooler") => TextPooling::Cls,
+        Some("mean_pooler") => TextPooling::Mean,
+        other => {
+            return Err(Error::InvalidConfig(format!(
+                "{}: text_cfg.hf_pooler_type {other:?} is not supported \
+                 (cls_last_hidden_state_pooler, mean_pooler)",
+                cfg_path.display()
+            )))
+        }
+    };
+    let (bert, source) = hf_bert(src, out, opts, "text.transformer.")?;
     let h = bert.hidden_size;
     let proj = match field(text_cfg, "hf_proj_type").and_then(|v| v.as_str()) {
         Some("mlp") => {
@@ -1390,12 +1416,121 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
             max_length,
             lowercase: false,
             query_max_length: None,
+            attend_padding: false,
         },
         json!({
             "created_by": "mirage model import",
             "layout": if hf_text { "open_clip-hf-text" } else { "open_clip" },
             "source": dir.display().to_string(),
             "weights": src.file.file_name().map(|f| f.to_string_lossy().into_owned()),
+            "text": text_source,
+            "trained": false,
+        }),
+    );
+    write_bundle(
+        out,
+        BundleContents {
+            config,
+            tensors: &w,
+            tokenizer_json: &tokenizer_json,
+            text_bank: None,
+        },
+    )
+}
+
+/// Builds a bundle in `out` from PMC-CLIP's released `checkpoint.pt` (a training checkpoint:
+/// the model under `state_dict`, with DataParallel's `module.` prefix). Its image tower is
+/// open_clip's ModifiedResNet (`visual.*`, the attention pool projecting to the joint space); its
+/// text tower a Hugging Face BERT (`text_encoder.*`, PubMedBERT) whose `[CLS]` output goes through
+/// the bare `text_projection` (`x @ W`). PMC-CLIP runs that BERT on texts padded to 77 tokens with
+/// no attention mask, so the bundle pads to 77 and attends to the padding
+/// ([`TokenizerSettings::attend_padding`]). The shapes are read off the tensors; the fusion module
+/// and masked-language head its training used are left out. The checkpoint ships no tokenizer:
+/// `--tokenizer` gives PubMedBERT's `tokenizer.json` (and `--text-config` its `config.json`).
+pub fn import_pmc_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
+    let file = opts.dir.join(PMC_CLIP_CHECKPOINT);
+    let tokenizer_json = resolve_tokenizer(opts, false)?;
+    let mut src = Source {
+        tensors: load_pickle(&file)?,
+        file: file.clone(),
+        used: Default::default(),
+    };
+    // The vision config open_clip would have written, from the shapes: stage depths, stem
+    // width, and the input side from the attention pool's positions ((side / 32)² + 1).
+    let depth = |stage: usize| src.count(|i| format!("visual.layer{stage}.{i}.conv1.weight"));
+    let layers: Vec<usize> = (1..=4).map(depth).collect();
+    let width = src.dims("visual.conv3.weight")?[0];
+    let positions = src.dims("visual.attnpool.positional_embedding")?[0];
+    let grid = ((positions.saturating_sub(1)) as f64).sqrt().round() as usize;
+    let embed_dim = src.dims("visual.attnpool.c_proj.weight")?[0];
+    let vision_cfg = json!({"layers": layers, "width": width, "image_size": grid * 32});
+    let mut w = HashMap::new();
+    let vision = VisionTower::Resnet(open_clip_resnet(
+        &mut src,
+        &mut w,
+        &file,
+        &vision_cfg,
+        embed_dim,
+    )?);
+    let (bert, text_source) = hf_bert(&mut src, &mut w, opts, "text_encoder.")?;
+    w.insert(
+        path(&[names::TEXT_PROJ, WEIGHT]),
+        src.take_t("text_projection", bert.hidden_size, embed_dim)?,
+    );
+    w.insert(path(&[names::TEXT_PROJ, BIAS]), zeros(embed_dim)?);
+    let ln_scale = src.take("logit_scale", &[])?;
+    w.insert(names::LOGIT_SCALE.to_owned(), ln_scale.clone());
+    // Training-only parts: the image-text fusion transformer and the masked-language head
+    // (with their own positions, final norm and image token); no embedding passes through them.
+    for unused in [
+        "fusion_module.",
+        "mlm_projection",
+        "img_special_token",
+        "positional_embedding",
+        "ln_final.",
+    ] {
+        src.ignore(unused);
+    }
+    if let Some(extra) = src.leftover() {
+        return Err(Error::InvalidConfig(format!(
+            "{}: tensor `{extra}` has no place in the PMC-CLIP layout",
+            file.display()
+        )));
+    }
+    let max_length = PMC_CLIP_CONTEXT.min(bert.max_position_embeddings);
+    let image_size = vision.image_size();
+    let config = BundleConfig::new(
+        opts.model_id.clone(),
+        Architecture {
+            embed_dim,
+            text: TextTower::Bert {
+                bert,
+                pooling: TextPooling::Cls,
+            },
+            text_projection: TextProjection::Linear,
+            query_text: None,
+            vision,
+        },
+        ln_scale.to_scalar::<f32>()?.exp(),
+        ImagePreprocess {
+            image_size,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+            channels: 3,
+            interpolation: Interpolation::Bicubic,
+            resize: ResizeMode::ShorterSideCenterCrop,
+        },
+        TokenizerSettings {
+            max_length,
+            lowercase: false,
+            query_max_length: None,
+            attend_padding: true,
+        },
+        json!({
+            "created_by": "mirage model import",
+            "layout": "pmc-clip",
+            "source": opts.dir.display().to_string(),
+            "weights": PMC_CLIP_CHECKPOINT,
             "text": text_source,
             "trained": false,
         }),
@@ -1420,6 +1555,7 @@ pub fn import(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
     match detect(&opts.dir)? {
         Layout::HfClip => import_hf_clip(opts, out),
         Layout::OpenClip => import_open_clip(opts, out),
+        Layout::PmcClip => import_pmc_clip(opts, out),
         Layout::HfBert => Err(Error::InvalidConfig(format!(
             "{} is a Hugging Face BERT model (a text tower only): import it with `mirage model \
              import-hf --text {}`",

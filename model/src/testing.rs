@@ -69,17 +69,22 @@ pub enum TinyVision {
     /// The BiomedCLIP layout: [`TinyVision::Vit`] (timm's ViT is torchvision's), BERT with
     /// `[CLS]` pooling and an MLP text projection (hidden width 12).
     BiomedClip,
+    /// The PMC-CLIP layout: [`TinyVision::ClipResNet`]'s ModifiedResNet, BERT with `[CLS]`
+    /// pooling reading every text padded to the limit without a mask
+    /// ([`TokenizerSettings::attend_padding`]).
+    PmcClip,
 }
 
 impl TinyVision {
     /// Every layout, for tests that cover them all.
-    pub const ALL: [TinyVision; 6] = [
+    pub const ALL: [TinyVision; 7] = [
         TinyVision::ResNetAttention,
         TinyVision::ResNetMean,
         TinyVision::Vit,
         TinyVision::Clip,
         TinyVision::BiomedClip,
         TinyVision::ClipResNet,
+        TinyVision::PmcClip,
     ];
 }
 
@@ -104,7 +109,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
             VisionTower::Resnet(tiny_resnet(true, VisionPooling::Attention))
         }
         TinyVision::ResNetMean => VisionTower::Resnet(tiny_resnet(false, VisionPooling::Mean)),
-        TinyVision::ClipResNet => VisionTower::Resnet(ResNetConfig {
+        TinyVision::ClipResNet | TinyVision::PmcClip => VisionTower::Resnet(ResNetConfig {
             modified: true,
             attention_output_dim: Some(24),
             ..tiny_resnet(true, VisionPooling::Attention)
@@ -161,7 +166,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
                 layer_norm_eps: 1e-12,
                 hidden_act: HiddenAct::Gelu,
             },
-            pooling: if vision == TinyVision::BiomedClip {
+            pooling: if matches!(vision, TinyVision::BiomedClip | TinyVision::PmcClip) {
                 TextPooling::Cls
             } else {
                 TextPooling::Mean
@@ -188,6 +193,7 @@ pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
             max_length: 32,
             lowercase: true,
             query_max_length: None,
+            attend_padding: vision == TinyVision::PmcClip,
         },
         json!({"created_by": "mirage_model::testing::write_tiny_bundle"}),
     )

@@ -1,5 +1,6 @@
 //! Tokenisation with the `tokenizers` crate: truncation to the bundle's max length and padding
-//! only to the longest item of each batch, whatever padding `tokenizer.json` itself asks for.
+//! only to the longest item of each batch (to the limit for a tower that attends to padding),
+//! whatever padding `tokenizer.json` itself asks for.
 
 use std::path::Path;
 
@@ -51,6 +52,8 @@ pub struct TextTokenizer {
     lowercase: bool,
     max_length: usize,
     special_tokens: usize,
+    /// [`TokenizerSettings::attend_padding`].
+    attend_padding: bool,
 }
 
 /// One token window of a text: its character span (Unicode scalar values, end exclusive) and
@@ -107,7 +110,7 @@ impl TextTokenizer {
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
+            strategy: padding(settings.max_length, settings.attend_padding),
             pad_id,
             pad_token,
             ..Default::default()
@@ -118,6 +121,7 @@ impl TextTokenizer {
             lowercase: settings.lowercase,
             max_length: settings.max_length,
             special_tokens,
+            attend_padding: settings.attend_padding,
         })
     }
 
@@ -130,6 +134,9 @@ impl TextTokenizer {
                 ..Default::default()
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        if let Some(p) = out.inner.get_padding_mut() {
+            p.strategy = padding(max_length, out.attend_padding);
+        }
         out.max_length = max_length;
         Ok(out)
     }
@@ -279,8 +286,9 @@ impl TextTokenizer {
         Ok(enc.get_attention_mask().iter().filter(|&&m| m == 1).count())
     }
 
-    /// Tokenises a batch, padded to its longest item, as plain vectors (for other tensor
-    /// libraries, e.g. the trainer's libtorch).
+    /// Tokenises a batch, padded to its longest item (to the limit for a bundle whose tower
+    /// attends to padding, with every mask entry 1 and `lengths` the limit), as plain vectors
+    /// (for other tensor libraries, e.g. the trainer's libtorch).
     pub fn encode_ids(&self, texts: &[&str]) -> Result<TokenIds> {
         if texts.is_empty() {
             return Err(Error::InvalidInput("empty text batch".into()));
@@ -307,6 +315,10 @@ impl TextTokenizer {
             out.lengths
                 .push(e.get_attention_mask().iter().filter(|&&m| m == 1).count());
         }
+        if self.attend_padding {
+            out.mask.fill(1);
+            out.lengths.fill(seq_len);
+        }
         Ok(out)
     }
 
@@ -324,6 +336,16 @@ impl TextTokenizer {
     }
 }
 
+/// Padding to the batch's longest item, or to `max_length` for a tower that attends to padding
+/// (whose output depends on how much there is).
+fn padding(max_length: usize, attend_padding: bool) -> PaddingStrategy {
+    if attend_padding {
+        PaddingStrategy::Fixed(max_length)
+    } else {
+        PaddingStrategy::BatchLongest
+    }
+}
+
 /// `start..end` without the whitespace at either end.
 fn trim_span(chars: &[char], mut start: usize, mut end: usize) -> (usize, usize) {
     while start < end && chars[start].is_whitespace() {
@@ -333,4 +355,49 @@ fn trim_span(chars: &[char], mut start: usize, mut end: usize) -> (usize, usize)
         end -= 1;
     }
     (start, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(attend_padding: bool) -> TextTokenizer {
+        let settings = TokenizerSettings {
+            max_length: 12,
+            lowercase: false,
+            query_max_length: None,
+            attend_padding,
+        };
+        TextTokenizer::from_bytes(
+            include_bytes!("../tests/fixtures/tiny_tokenizer.json"),
+            &settings,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_tower_that_attends_to_padding_gets_every_text_at_the_limit() {
+        let texts = ["chest", "axial brain mri of the head"];
+        let usual = tiny(false).encode_ids(&texts).unwrap();
+        assert!(usual.seq_len < 12, "{usual:?}");
+        assert!(usual.mask.contains(&0));
+        let padded = tiny(true).encode_ids(&texts).unwrap();
+        assert_eq!(padded.seq_len, 12);
+        assert!(padded.mask.iter().all(|&m| m == 1));
+        assert_eq!(padded.lengths, vec![12, 12]);
+        // The same tokens, then padding.
+        for row in 0..2 {
+            let n = usual.lengths[row];
+            assert_eq!(
+                padded.ids[row * 12..row * 12 + n],
+                usual.ids[row * usual.seq_len..row * usual.seq_len + n]
+            );
+            assert!(padded.ids[row * 12 + n..(row + 1) * 12]
+                .iter()
+                .all(|&id| id == 0));
+        }
+        // Queries cut shorter keep padding to their own limit.
+        let q = tiny(true).with_max_length(8).unwrap();
+        assert_eq!(q.encode_ids(&texts).unwrap().seq_len, 8);
+    }
 }

@@ -20,6 +20,9 @@ Writes into OUT_DIR:
                     open_clip_pytorch_model.bin, and its reference files
   biomedclip/       open_clip_config.json + open_clip_pytorch_model.bin, the BERT tokenizer.json
                     and, under text/, the BERT config.json; and its reference files
+  pmcclip/          checkpoint.pt in the layout of PMC-CLIP's release (a training checkpoint:
+                    epoch, name, optimizer, and the model under state_dict with `module.`), under
+                    text/ the BERT config.json and tokenizer.json; and its reference files
 
     python scripts/reference/clip_reference.py BPE_VOCAB_GZ BERT_TOKENIZER_JSON OUT_DIR
 """
@@ -230,6 +233,70 @@ def open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx):
     finish(model, tokens, torch.randn(3, 3, 224, 224, generator=g), d)
 
 
+def pmc_clip_reference(bert_tokenizer, out, texts, embed_idx):
+    """PMC-CLIP's layout, written from its published model definition: open_clip's ModifiedResNet
+    (PMC-CLIP's copy has the same names) as `visual`, a Hugging Face BertModel as `text_encoder`,
+    whose [CLS] output goes through the bare `text_projection` (x @ W). PMC-CLIP runs that BERT
+    on texts padded to 77 tokens with no attention mask, so the padding changes the embedding; the
+    reference does the same. Its training-only parts (fusion transformer, masked-language head)
+    are in the checkpoint too, with random values."""
+    import math
+
+    import torch.nn.functional as F
+    from open_clip.modified_resnet import ModifiedResNet
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    g = torch.Generator().manual_seed(17)
+    d = out / "pmcclip"
+    (d / "text").mkdir(parents=True)
+    bert_cfg = BertConfig(vocab_size=123, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=64, max_position_embeddings=80)
+    bert_cfg.save_pretrained(d / "text")
+    shutil.copy(bert_tokenizer, d / "text" / "tokenizer.json")
+    torch.manual_seed(5)
+    visual = ModifiedResNet(layers=[1, 2, 1, 1], output_dim=16, heads=4, image_size=64, width=8).eval()
+    bert = BertModel(bert_cfg).eval()
+    randomise(visual)
+    randomise(bert)
+    with torch.no_grad():
+        for name, b in visual.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    projection = torch.randn(32, 16, generator=g) / 32**0.5
+    state = {f"visual.{k}": v for k, v in visual.state_dict().items()}
+    state.update({f"text_encoder.{k}": v for k, v in bert.state_dict().items()})
+    state.update({
+        "text_projection": projection,
+        "logit_scale": torch.tensor(math.log(1 / 0.07)),
+        "positional_embedding": torch.randn(77, 32, generator=g),
+        "ln_final.weight": torch.ones(32), "ln_final.bias": torch.zeros(32),
+        "mlm_projection": torch.randn(32, 123, generator=g),
+        "img_special_token": torch.zeros(1, 1, 16),
+        "fusion_module.resblocks.0.ln_1.weight": torch.ones(32),
+        "fusion_module.resblocks.0.attn.in_proj_weight": torch.randn(96, 32, generator=g),
+    })
+    torch.save({
+        "epoch": 100,
+        "name": "pmc-clip-random",
+        "state_dict": {f"module.{k}": v for k, v in state.items()},
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4)}},
+                      "param_groups": [{"lr": 1e-4, "params": [0]}]},
+    }, d / "checkpoint.pt")
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(bert_tokenizer), pad_token="[PAD]")
+    sub = [texts[i] for i in embed_idx]
+    ids = tok(sub, padding="max_length", truncation=True, max_length=77, return_tensors="pt")["input_ids"]
+    pixels = torch.randn(3, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        t = F.normalize(bert(input_ids=ids).last_hidden_state[:, 0] @ projection, dim=-1)
+        i = F.normalize(visual(pixels), dim=-1)
+    save_file({"pixel_values": pixels.contiguous(), "image_embeds": i.contiguous(),
+               "text_embeds": t.contiguous()}, d / "reference.safetensors")
+    (d / "reference.json").write_text(json.dumps({"sentences": texts, "embedded": embed_idx},
+                                                 ensure_ascii=False))
+
+
 def main(bpe_gz, bert_tokenizer, out):
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
@@ -288,6 +355,7 @@ def main(bpe_gz, bert_tokenizer, out):
         "sentences": texts, "token_ids": ids, "embedded": embed_idx,
     }, ensure_ascii=False))
     open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx)
+    pmc_clip_reference(bert_tokenizer, out, texts, embed_idx)
     print(f"clip references written to {out}")
 
 

@@ -718,3 +718,58 @@ fn open_clip_rn50_import_matches_open_clip() {
     let failures = compare_with_reference(out.path(), &dir, "rn50");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// PMC-CLIP's released checkpoint layout (a training checkpoint.pt holding open_clip's
+/// ModifiedResNet, a Hugging Face BERT with a bare projection, and the fusion module and
+/// masked-language head it trained with; random weights), with its BERT's tokenizer.json and
+/// config.json: the shapes are read off the tensors, and the embeddings match PMC-CLIP's own
+/// computation (texts padded to 77 tokens, no attention mask) on both engines. Without a
+/// tokenizer the import says what to pass.
+#[test]
+fn pmc_clip_checkpoint_import_matches_its_reference() {
+    use mirage_model::config::TextTower;
+    use mirage_model::import_clip::{detect, import, ClipImportOptions, Layout};
+    let dir = crate::common::cache_dir().join("parity/clip/pmcclip");
+    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
+        return;
+    };
+    assert_eq!(detect(&dir).unwrap(), Layout::PmcClip);
+    let out = tempfile::tempdir().unwrap();
+    let opts = ClipImportOptions {
+        dir: dir.clone(),
+        model_id: "pmc-clip-random".into(),
+        tokenizer: Some(dir.join("text/tokenizer.json")),
+        text_config: Some(dir.join("text/config.json")),
+        ..Default::default()
+    };
+    let b = import(&opts, out.path()).unwrap();
+    let c = b.config();
+    let VisionTower::Resnet(r) = &c.architecture.vision else {
+        panic!("PMC-CLIP's ModifiedResNet imports as a ResNet tower")
+    };
+    assert!(r.modified);
+    assert_eq!(
+        (r.layers, r.width, r.image_size, r.attention_output_dim),
+        ([1, 2, 1, 1], 8, 64, Some(16))
+    );
+    assert!(matches!(c.architecture.text, TextTower::Bert { .. }));
+    assert_eq!(
+        (c.tokenizer.max_length, c.tokenizer.attend_padding),
+        (77, true)
+    );
+    assert_eq!(c.provenance["layout"], "pmc-clip");
+    mirage_model::add_onnx(out.path()).unwrap();
+    let failures = compare_with_reference(out.path(), &dir, "pmc-clip");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    let err = import(
+        &ClipImportOptions {
+            tokenizer: None,
+            ..opts
+        },
+        tempfile::tempdir().unwrap().path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no tokenizer.json"), "{err}");
+}

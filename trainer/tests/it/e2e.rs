@@ -223,12 +223,14 @@ fn tiny_vit_clip_baseline_exports_without_bank_and_matches_candle() {
 #[test]
 fn imported_layouts_fine_tune_with_mirage_and_match_both_engines() {
     // CLIP (causal text transformer, CLIP ViT), BiomedCLIP (timm ViT, BERT with [CLS] pooling
-    // and an MLP text head) and CLIP RN50 (ModifiedResNet) bundles as starting points: MIRAGE's loss trains them, and the
+    // and an MLP text head), CLIP RN50 (ModifiedResNet) and PMC-CLIP (ModifiedResNet, BERT
+    // attending to its padding) bundles as starting points: MIRAGE's loss trains them, and the
     // export agrees with tch on candle and ONNX Runtime.
     for layout in [
         TinyVision::Clip,
         TinyVision::BiomedClip,
         TinyVision::ClipResNet,
+        TinyVision::PmcClip,
     ] {
         let s = crate::common::setup(36, 5, layout).with(&["optim.epochs=2"]);
         let (trainer, ck) = s.train();
