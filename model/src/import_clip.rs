@@ -579,12 +579,22 @@ pub fn import_hf_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
             "trained": false,
         }),
     );
+    write_imported(out, config, &w, &tokenizer_json)
+}
+
+/// Writes an imported model (no text bank: a bank comes from MIRAGE training).
+fn write_imported(
+    out: &Path,
+    config: BundleConfig,
+    tensors: &HashMap<String, Tensor>,
+    tokenizer_json: &[u8],
+) -> Result<Bundle> {
     write_bundle(
         out,
         BundleContents {
             config,
-            tensors: &w,
-            tokenizer_json: &tokenizer_json,
+            tensors,
+            tokenizer_json,
             text_bank: None,
         },
     )
@@ -1427,15 +1437,7 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
             "trained": false,
         }),
     );
-    write_bundle(
-        out,
-        BundleContents {
-            config,
-            tensors: &w,
-            tokenizer_json: &tokenizer_json,
-            text_bank: None,
-        },
-    )
+    write_imported(out, config, &w, &tokenizer_json)
 }
 
 /// Builds a bundle in `out` from PMC-CLIP's released `checkpoint.pt` (a training checkpoint:
@@ -1535,15 +1537,7 @@ pub fn import_pmc_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
             "trained": false,
         }),
     );
-    write_bundle(
-        out,
-        BundleContents {
-            config,
-            tensors: &w,
-            tokenizer_json: &tokenizer_json,
-            text_bank: None,
-        },
-    )
+    write_imported(out, config, &w, &tokenizer_json)
 }
 
 /// Imports whatever supported layout `opts.dir` holds.

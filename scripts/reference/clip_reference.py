@@ -107,6 +107,16 @@ def randomise(model):
                 p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
 
 
+def randomise_bn_stats(model, g):
+    """Random BatchNorm running statistics, so normalisation is not an identity either."""
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+
+
 # The tensors whose AdamW update the trainer's step test compares (open_clip names).
 STEP_TENSORS = [
     "visual.conv1.weight", "visual.proj", "visual.transformer.resblocks.0.attn.in_proj_weight",
@@ -189,12 +199,7 @@ def open_clip_references(bpe_gz, bert_tokenizer, out, texts, embed_idx):
     torch.manual_seed(4)
     model = CLIP(**cfg).eval()
     randomise(model)
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    randomise_bn_stats(model, g)
     d = out / "openclip_rn50"
     d.mkdir()
     (d / "open_clip_config.json").write_text(json.dumps(
@@ -258,12 +263,7 @@ def pmc_clip_reference(bert_tokenizer, out, texts, embed_idx):
     bert = BertModel(bert_cfg).eval()
     randomise(visual)
     randomise(bert)
-    with torch.no_grad():
-        for name, b in visual.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    randomise_bn_stats(visual, g)
     projection = torch.randn(32, 16, generator=g) / 32**0.5
     state = {f"visual.{k}": v for k, v in visual.state_dict().items()}
     state.update({f"text_encoder.{k}": v for k, v in bert.state_dict().items()})
