@@ -821,6 +821,14 @@ impl BundleConfig {
                 .push("tokenizer.query_max_length is set but there is no query_text tower".into()),
             (None, None) => {}
         }
+        if self.tokenizer.attend_padding && arch.query_text.is_some() {
+            // Queries would be padded to their own limit, which the model never saw.
+            problems.push(
+                "tokenizer.attend_padding cannot go with a query_text tower (queries would be \
+                 padded to another length than the one the model attends to)"
+                    .into(),
+            );
+        }
         match &arch.vision {
             VisionTower::Resnet(c) => {
                 if c.width == 0 || c.layers.contains(&0) {

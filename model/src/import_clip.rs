@@ -74,11 +74,12 @@ pub fn detect(dir: &Path) -> Result<Layout> {
     if dir.join("open_clip_config.json").is_file() {
         return Ok(Layout::OpenClip);
     }
+    // Before config.json: PubMedBERT's config.json may sit beside PMC-CLIP's checkpoint.
+    if dir.join(PMC_CLIP_CHECKPOINT).is_file() {
+        return Ok(Layout::PmcClip);
+    }
     let cfg_path = dir.join("config.json");
     if !cfg_path.is_file() {
-        if dir.join(PMC_CLIP_CHECKPOINT).is_file() {
-            return Ok(Layout::PmcClip);
-        }
         return Err(Error::InvalidConfig(format!(
             "{}: neither config.json (Hugging Face), open_clip_config.json (open_clip) nor \
              {PMC_CLIP_CHECKPOINT} (PMC-CLIP) — not a checkpoint directory this importer knows",
@@ -1448,7 +1449,8 @@ pub fn import_open_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> 
 /// no attention mask, so the bundle pads to 77 and attends to the padding
 /// ([`TokenizerSettings::attend_padding`]). The shapes are read off the tensors; the fusion module
 /// and masked-language head its training used are left out. The checkpoint ships no tokenizer:
-/// `--tokenizer` gives PubMedBERT's `tokenizer.json` (and `--text-config` its `config.json`).
+/// `--tokenizer` gives PubMedBERT's `tokenizer.json` (and `--text-config` its `config.json`);
+/// either may instead sit beside `checkpoint.pt`.
 pub fn import_pmc_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
     let file = opts.dir.join(PMC_CLIP_CHECKPOINT);
     let tokenizer_json = resolve_tokenizer(opts, false)?;
@@ -1474,6 +1476,15 @@ pub fn import_pmc_clip(opts: &ClipImportOptions, out: &Path) -> Result<Bundle> {
         &vision_cfg,
         embed_dim,
     )?);
+    // PubMedBERT's config.json beside the checkpoint serves when --text-config is not given.
+    let beside = opts.dir.join("config.json");
+    let opts = &ClipImportOptions {
+        text_config: opts
+            .text_config
+            .clone()
+            .or_else(|| beside.is_file().then_some(beside)),
+        ..opts.clone()
+    };
     let (bert, text_source) = hf_bert(&mut src, &mut w, opts, "text_encoder.")?;
     w.insert(
         path(&[names::TEXT_PROJ, WEIGHT]),

@@ -38,7 +38,7 @@ use crate::graph::GraphEngine;
 use crate::types::{HnswParams, Quantization};
 
 pub use bare::BareGraph;
-use layout::{Nodes, Query, Vectors};
+use layout::{Nodes, Vectors};
 use search::Near;
 use visited::Scratch;
 
@@ -216,35 +216,6 @@ impl HnswGraph {
         Self::write_links(links, kept.iter().map(|k| k.node));
     }
 
-    /// Writes `chosen` as the links of the point being inserted, `node`, at `level`. Another
-    /// thread may already have linked `node` to its own new point there: it can reach `node`
-    /// through a level `node` is already linked on and pick it as a neighbour. Those links are
-    /// kept (pruned with `chosen` by the heuristic when they do not all fit); overwriting them
-    /// would leave that point with no way in.
-    fn set_links(&self, nodes: &Nodes, node: u32, q: &Query<'_>, chosen: &[Near], level: usize) {
-        let _guard = self.link_lock(node);
-        let links = nodes.links(node, level);
-        let cap = links.len() - 1;
-        let count = (links[0].load(RELAXED) as usize).min(cap);
-        if count == 0 {
-            Self::write_links(links, chosen.iter().map(|c| c.node));
-            return;
-        }
-        let mut all = chosen.to_vec();
-        for slot in &links[1..=count] {
-            let n = slot.load(RELAXED);
-            if !all.iter().any(|c| c.node == n) {
-                all.push(Near {
-                    dist: q.dist(n),
-                    node: n,
-                });
-            }
-        }
-        all.sort_unstable();
-        let kept = self.select(nodes, &all, cap);
-        Self::write_links(links, kept.iter().map(|k| k.node));
-    }
-
     /// Links the stored point `node` into the graph.
     fn insert(&self, nodes: &Nodes, node: u32, s: &mut Scratch) {
         let level = usize::from(nodes.levels[node as usize]);
@@ -268,6 +239,7 @@ impl HnswGraph {
             cur = nodes.greedy(&q, cur, l);
         }
         let mut found: Vec<Near> = Vec::with_capacity(self.ef_construction);
+        let mut chosen_at: Vec<(usize, Vec<Near>)> = Vec::with_capacity(level.min(top) + 1);
         for l in (0..=level.min(top)).rev() {
             nodes.search_level(&q, cur, self.ef_construction, l, None, s);
             found.clear();
@@ -277,7 +249,18 @@ impl HnswGraph {
                 cur = best;
             }
             let chosen = self.select(nodes, &found, self.m);
-            self.set_links(nodes, node, &q, &chosen, l);
+            {
+                let _guard = self.link_lock(node);
+                Self::write_links(nodes.links(node, l), chosen.iter().map(|c| c.node));
+            }
+            chosen_at.push((l, chosen));
+        }
+        // Only the links back make `node` reachable, so they go in once its own lists are written
+        // on every level. Linked level by level instead, another thread could reach `node` on an
+        // upper level and descend into a level whose list was still empty: its new point then
+        // found `node` alone there, and its link into `node`'s list was overwritten when `node`
+        // wrote that list, leaving the point with no way in.
+        for (l, chosen) in chosen_at {
             for c in &chosen {
                 self.connect(nodes, c.node, Near { dist: c.dist, node }, l);
             }

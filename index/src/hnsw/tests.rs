@@ -186,11 +186,11 @@ fn reachable(graph: &HnswGraph) -> usize {
     seen.iter().filter(|&&s| s).count()
 }
 
-/// Threads linking at once must not lose one another's links: a point that another thread linked
-/// to the point being inserted, before that point's own links at the level were written, keeps
-/// its way in. Before `set_links` merged those links, parallel builds of this shape left 1 to 12
-/// of their 3,000 points unreachable (one point at a time, none); the race is timing-bound, so
-/// several builds are checked.
+/// Threads linking at once must leave every point reachable. When a point's links back went in
+/// level by level, another thread could reach it on an upper level, descend into a level where
+/// its list was still empty, and link its own new point to it alone, a link the first point then
+/// overwrote; parallel builds of this shape left 1 to 12 of their 3,000 points unreachable (one
+/// point at a time, none). The race is timing-bound, so several builds are checked.
 #[test]
 fn every_point_of_a_parallel_build_is_reachable() {
     for seed in 0..6 {

@@ -758,9 +758,36 @@ fn pmc_clip_checkpoint_import_matches_its_reference() {
         (77, true)
     );
     assert_eq!(c.provenance["layout"], "pmc-clip");
+    // Padding-attending models have no query tower: queries would be padded otherwise.
+    let mut asym = c.clone();
+    asym.architecture.query_text = Some(asym.architecture.text.clone());
+    let err = asym.validate().unwrap_err().to_string();
+    assert!(err.contains("attend_padding"), "{err}");
     mirage_model::add_onnx(out.path()).unwrap();
     let failures = compare_with_reference(out.path(), &dir, "pmc-clip");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // PubMedBERT's files may sit beside the checkpoint instead (the layout is still PMC-CLIP's).
+    let beside = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("checkpoint.pt", "checkpoint.pt"),
+        ("text/config.json", "config.json"),
+        ("text/tokenizer.json", "tokenizer.json"),
+    ] {
+        std::fs::copy(dir.join(from), beside.path().join(to)).unwrap();
+    }
+    assert_eq!(detect(beside.path()).unwrap(), Layout::PmcClip);
+    let again = tempfile::tempdir().unwrap();
+    let b2 = import(
+        &ClipImportOptions {
+            dir: beside.path().to_path_buf(),
+            model_id: "pmc-clip-random".into(),
+            ..Default::default()
+        },
+        again.path(),
+    )
+    .unwrap();
+    assert_eq!(b2.config().architecture, b.config().architecture);
 
     let err = import(
         &ClipImportOptions {
