@@ -394,8 +394,7 @@ fn cross_encoder_import_refuses_other_layouts() {
 #[test]
 fn hf_clip_import_matches_transformers() {
     use mirage_model::import_clip::{detect, import_hf_clip, ClipImportOptions, Layout};
-    let dir = crate::common::cache_dir().join("parity/clip");
-    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
+    let Some(dir) = clip_reference("") else {
         return;
     };
     let reference: serde_json::Value =
@@ -476,8 +475,7 @@ fn hf_clip_import_matches_transformers() {
 #[test]
 fn hf_clip_import_refuses_what_does_not_fit_by_name() {
     use mirage_model::import_clip::{import_hf_clip, ClipImportOptions};
-    let dir = crate::common::cache_dir().join("parity/clip/hf_safetensors");
-    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
+    let Some(dir) = clip_reference("hf_safetensors") else {
         return;
     };
     let broken = |edit: &dyn Fn(&mut HashMap<String, Tensor>)| -> String {
@@ -532,6 +530,15 @@ fn hf_clip_import_refuses_what_does_not_fit_by_name() {
 
 /// Embeddings of `texts` and of the reference's pixels by the bundle in `bundle` on both
 /// engines, compared with the reference's (cosine ≥ 0.9999); what differs is returned.
+/// `scripts/reference-data.sh`'s CLIP-family reference folder `sub` ("" for the folder itself),
+/// or None (the test skips; under CI it fails) when it has not been generated.
+fn clip_reference(sub: &str) -> Option<std::path::PathBuf> {
+    crate::common::require(
+        crate::common::cache_dir().join("parity/clip").join(sub),
+        "scripts/reference-data.sh",
+    )
+}
+
 fn compare_with_reference(
     bundle: &std::path::Path,
     reference: &std::path::Path,
@@ -583,8 +590,7 @@ fn compare_with_reference(
 #[test]
 fn open_clip_vit_import_matches_open_clip() {
     use mirage_model::import_clip::{detect, import, ClipImportOptions, Layout};
-    let dir = crate::common::cache_dir().join("parity/clip");
-    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
+    let Some(dir) = clip_reference("") else {
         return;
     };
     let bpe = crate::common::assets_dir().join("openclip/bpe_simple_vocab_16e6.txt.gz");
@@ -651,8 +657,7 @@ fn open_clip_vit_import_matches_open_clip() {
 fn biomedclip_layout_import_matches_open_clip() {
     use mirage_model::config::{TextProjection, TextTower};
     use mirage_model::import_clip::{import, ClipImportOptions};
-    let dir = crate::common::cache_dir().join("parity/clip/biomedclip");
-    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
+    let Some(dir) = clip_reference("biomedclip") else {
         return;
     };
     let mut failures = Vec::new();
@@ -698,8 +703,7 @@ fn biomedclip_layout_import_matches_open_clip() {
 fn open_clip_rn50_import_matches_open_clip() {
     use mirage_model::config::VisionTower;
     use mirage_model::import_clip::{import, ClipImportOptions};
-    let dir = crate::common::cache_dir().join("parity/clip/openclip_rn50");
-    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
+    let Some(dir) = clip_reference("openclip_rn50") else {
         return;
     };
     let out = tempfile::tempdir().unwrap();
@@ -729,8 +733,7 @@ fn open_clip_rn50_import_matches_open_clip() {
 fn pmc_clip_checkpoint_import_matches_its_reference() {
     use mirage_model::config::TextTower;
     use mirage_model::import_clip::{detect, import, ClipImportOptions, Layout};
-    let dir = crate::common::cache_dir().join("parity/clip/pmcclip");
-    let Some(dir) = crate::common::require(dir, "scripts/reference-data.sh") else {
+    let Some(dir) = clip_reference("pmcclip") else {
         return;
     };
     assert_eq!(detect(&dir).unwrap(), Layout::PmcClip);
