@@ -6,9 +6,9 @@
     python clip_ref.py ceiling WORK ROUNDS THREADS
 
 `ceiling` bounds what an fp32 engine built on these kernels can reach on this CPU: it times every
-matrix product of a ViT-B/16 and a 77-token CLIP text forward (the linear layers with their bias,
-the patch embedding as a product, the two batched attention products) one by one at the model's
-exact shapes, with PyTorch's GEMM and with ONNX Runtime's (a one-node MatMul graph), keeps the
+matrix product of a ViT-B/16 and a 77-token CLIP text forward (the linear layers, with a bias
+where CLIP has one; the patch embedding as a product; the two batched attention products) one by
+one at the model's exact shapes, with PyTorch's GEMM and with ONNX Runtime's (a one-node MatMul graph), keeps the
 faster of the two for each product, and adds the times up. Everything else a forward does
 (LayerNorm, softmax, activations, copies) is left out, so the sum is a lower bound on a forward's
 time and its inverse an upper bound on items/s. It prints that bound next to the best rounds
@@ -23,7 +23,6 @@ open_clip users run it.
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -62,13 +61,8 @@ elif mode == "ceiling":
     vis, txt = cfg["vision_cfg"], cfg["text_cfg"]
 
     def timed(fn):
-        for _ in range(2):
-            fn()
-        start, runs = time.perf_counter(), 0
-        while runs < 5 or time.perf_counter() - start < 0.3:
-            fn()
-            runs += 1
-        return (time.perf_counter() - start) / runs
+        """Seconds per call, by the shared measuring rule over at least 0.3 s."""
+        return 1 / measure(1, fn, min_time=0.3)
 
     import numpy as np
     import onnx
@@ -78,27 +72,29 @@ elif mode == "ceiling":
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
 
-    def ort_time(a_shape, b_shape, bias):
+    def ort_time(a_shape, b_shape, weight, bias=False):
         # B is a weight (an initializer) for a linear layer, a second input for attention.
         a = helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape)
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
         b = np.random.randn(*b_shape).astype(np.float32)
         inputs, inits, feeds = [a], [], {"a": np.random.randn(*a_shape).astype(np.float32)}
-        if bias:
-            inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.random.randn(b_shape[-1]).astype(np.float32), "c")]
-            nodes = [helper.make_node("MatMul", ["a", "b"], ["p"]), helper.make_node("Add", ["p", "c"], ["y"])]
+        if weight:
+            inits.append(numpy_helper.from_array(b, "b"))
         else:
             inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, b_shape))
             feeds["b"] = b
-            nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+        nodes = [helper.make_node("MatMul", ["a", "b"], ["p" if bias else "y"])]
+        if bias:
+            inits.append(numpy_helper.from_array(np.random.randn(b_shape[-1]).astype(np.float32), "c"))
+            nodes.append(helper.make_node("Add", ["p", "c"], ["y"]))
         graph = helper.make_graph(nodes, "product", inputs, [y], inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return timed(lambda: session.run(None, feeds))
 
-    def linear(m, k, n):
-        x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
-        secs = min(timed(lambda: torch.nn.functional.linear(x, w, b)), ort_time([m, k], [k, n], True))
+    def linear(m, k, n, bias=True):
+        x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n) if bias else None
+        secs = min(timed(lambda: torch.nn.functional.linear(x, w, b)), ort_time([m, k], [k, n], True, bias))
         return 2 * m * k * n, secs
 
     def bmm(g, m, k, n):
@@ -114,14 +110,14 @@ elif mode == "ceiling":
 
     def image(batch):
         patches, width = (vis["image_size"] // vis["patch_size"]) ** 2, vis["width"]
-        return ([linear(batch * patches, 3 * vis["patch_size"] ** 2, width)]
+        return ([linear(batch * patches, 3 * vis["patch_size"] ** 2, width, bias=False)]
                 + transformer(batch, patches + 1, width, vis["layers"], width // 64, 4 * width)
-                + [linear(batch, width, cfg["embed_dim"])])
+                + [linear(batch, width, cfg["embed_dim"], bias=False)])
 
     def text(batch):
         width = txt["width"]
         return (transformer(batch, txt["context_length"], width, txt["layers"], txt["heads"], 4 * width)
-                + [linear(batch, width, cfg["embed_dim"])])
+                + [linear(batch, width, cfg["embed_dim"], bias=False)])
 
     best = lambda name, key: max(json.loads((out / f"{name}.{r}").read_text())[key] for r in range(1, rounds + 1))
     ours = lambda key: max(json.loads((out / f"ours.{r}").read_text())["ort"][key] for r in range(1, rounds + 1))
