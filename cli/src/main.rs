@@ -94,8 +94,9 @@ enum ModelCommand {
     /// sharded safetensors or pytorch_model.bin; tokenizer.json; preprocessor_config.json), or an
     /// open_clip checkpoint (open_clip_config.json with open_clip_model.safetensors or
     /// open_clip_pytorch_model.bin): OpenAI/LAION CLIP ViTs, and timm ViT + Hugging Face BERT
-    /// models such as BiomedCLIP; or PMC-CLIP's released checkpoint.pt (with --tokenizer, its
-    /// PubMedBERT tokenizer.json). Every tensor is mapped or refused by name.
+    /// models such as BiomedCLIP; or PMC-CLIP's released checkpoint.pt (with --tokenizer and
+    /// --text-config, PubMedBERT's tokenizer.json and config.json, unless they sit beside it).
+    /// Every tensor is mapped or refused by name.
     Import {
         /// The checkpoint directory.
         #[arg(long)]
