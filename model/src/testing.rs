@@ -102,6 +102,19 @@ pub fn tiny_resnet(bottleneck: bool, pooling: VisionPooling) -> ResNetConfig {
     }
 }
 
+/// A one-layer ViT of width 8 on 32 px images: the vision tower of text-tower import tests.
+pub fn tiny_vit() -> VitConfig {
+    VitConfig {
+        image_size: 32,
+        patch_size: 16,
+        hidden_size: 8,
+        num_layers: 1,
+        num_heads: 2,
+        mlp_dim: 8,
+        ..VitConfig::b16()
+    }
+}
+
 /// The configuration of a tiny bundle (files are filled in when written).
 pub fn tiny_config(vision: TinyVision, embed_dim: usize) -> BundleConfig {
     let vision_tower = match vision {

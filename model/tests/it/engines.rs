@@ -418,15 +418,7 @@ fn a_query_tower_with_another_tokenizer_is_refused() {
     let opts = ImportOptions {
         text_dir: dir.path().join("doc"),
         vision_weights: None,
-        vision: VisionTower::Vit(mirage_model::config::VitConfig {
-            image_size: 32,
-            patch_size: 16,
-            hidden_size: 8,
-            num_layers: 1,
-            num_heads: 2,
-            mlp_dim: 8,
-            ..mirage_model::config::VitConfig::b16()
-        }),
+        vision: VisionTower::Vit(mirage_model::testing::tiny_vit()),
         embed_dim: None,
         pooling: mirage_model::config::TextPooling::Cls,
         max_length: None,

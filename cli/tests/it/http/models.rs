@@ -254,7 +254,7 @@ async fn check_models_dir_is_needed(bundle: &Path, work: &Path) {
 /// `input_type` names, indexing uses the document tower and searches the query tower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asymmetric_model_searches_with_its_query_tower() {
-    use mirage_model::config::{TextPooling, VisionTower, VitConfig};
+    use mirage_model::config::{TextPooling, VisionTower};
     use mirage_model::import::{import_hf, ImportOptions};
     let dir = tempfile::tempdir().unwrap();
     mirage_model::testing::write_tiny_hf_dir(&dir.path().join("doc"), 3).unwrap();
@@ -264,15 +264,7 @@ async fn an_asymmetric_model_searches_with_its_query_tower() {
         &ImportOptions {
             text_dir: dir.path().join("doc"),
             vision_weights: None,
-            vision: VisionTower::Vit(VitConfig {
-                image_size: 32,
-                patch_size: 16,
-                hidden_size: 8,
-                num_layers: 1,
-                num_heads: 2,
-                mlp_dim: 8,
-                ..VitConfig::b16()
-            }),
+            vision: VisionTower::Vit(mirage_model::testing::tiny_vit()),
             embed_dim: None,
             pooling: TextPooling::Cls,
             max_length: None,

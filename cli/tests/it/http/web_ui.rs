@@ -231,15 +231,6 @@ impl Drop for Browser {
     }
 }
 
-const CAPTIONS: [&str; 6] = [
-    "axial brain mri",
-    "chest x-ray with pneumonia",
-    "normal chest radiograph",
-    "ct of the abdomen",
-    "coronal knee mri",
-    "pleural effusion on the left",
-];
-
 /// Asserts that the page shows exactly the API's hits, in order, with their scores.
 fn assert_same_hits(shown: &[Value], api: &Value) {
     let expected = api["hits"].as_array().unwrap();
@@ -270,7 +261,8 @@ async fn the_page_searches_by_text_and_image_and_classifies_in_chromium() {
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     let mut corpus = String::new();
-    for (k, caption) in CAPTIONS.iter().enumerate() {
+    // The corpus captions are the bundle's bank captions.
+    for (k, caption) in crate::http::BANK.iter().enumerate() {
         let (file, bytes) = match k {
             3 => ("scan-3.dcm".to_owned(), dicom.clone()),
             4 => ("scan-4.jpg".to_owned(), jpeg(40, 96)),
